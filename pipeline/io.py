@@ -1,0 +1,388 @@
+"""Reading input files into `Article` records (or `Rejection`s), through Beam's FileSystems.
+
+Formats, by file name: `.jsonl` / `.jsonl.gz` (one JSON object per line: id, url, source, title, published,
+text or html), `.txt` (one article per file), `.html` / `.htm` (one raw page per file). Every record read
+becomes exactly one `Article` or one `Rejection` naming the file and line, so nothing is lost silently.
+Paths may be local or any scheme Beam's FileSystems knows (gs://, s3:// with the matching extras).
+"""
+from __future__ import annotations
+
+import codecs
+import json
+import posixpath
+import re
+from datetime import datetime, timezone
+from typing import Iterable, Iterator, NamedTuple, Optional, Union
+
+import apache_beam as beam
+import xxhash
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from transforms.types import FORMAT_HTML, FORMAT_TEXT, Article, Rejection, excerpt
+
+__all__ = ["ReadArticles", "InputFile", "match_inputs", "InputError"]
+
+STAGE = "read"
+NAMESPACE = "read"
+
+FORMAT_JSONL = "jsonl"
+SUFFIX_FORMATS = ((".jsonl.gz", FORMAT_JSONL), (".jsonl", FORMAT_JSONL), (".txt", FORMAT_TEXT),
+                  (".html", FORMAT_HTML), (".htm", FORMAT_HTML))
+
+DEFAULT_MAX_RECORD_BYTES = 1_000_000
+MAX_ID_CHARS = 256
+MIN_YEAR, MAX_YEAR = 1800, 2200
+
+REASON_BAD_JSON = "bad_json"
+REASON_NOT_AN_OBJECT = "not_an_object"
+REASON_INVALID_UTF8 = "invalid_utf8"
+REASON_BINARY = "binary_content"
+REASON_EMPTY_TEXT = "empty_text"
+REASON_MISSING_TEXT = "missing_text"
+REASON_TOO_LARGE = "too_large"
+REASON_UNREADABLE = "unreadable_file"
+REASON_UNSUPPORTED = "unsupported_file_type"
+REASON_WRONG_TYPE = "wrong_type"  # suffixed with the field: wrong_type:published
+
+
+class InputError(ValueError):
+    """An input argument that matches nothing or cannot be read; the message names it."""
+
+
+class InputFile(NamedTuple):
+    """A matched input file: its full path, the path shown to users and hashed into ids, its format."""
+
+    path: str
+    rel_path: str
+    format: Optional[str]
+
+
+Parsed = Union[Article, Rejection]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pure functions
+# ---------------------------------------------------------------------------------------------------------
+
+def format_of(path: str) -> Optional[str]:
+    """The input format a file name implies (`jsonl`, `text`, `html`), or None when unsupported."""
+    name = path.lower()
+    for suffix, fmt in SUFFIX_FORMATS:
+        if name.endswith(suffix):
+            return fmt
+    return None
+
+
+def stable_id(*parts: str) -> str:
+    """A 16-hex-digit id from stable strings (xxh3-64), so reruns give the same ids."""
+    return xxhash.xxh3_64_hexdigest("\x1f".join(parts).encode("utf-8"))
+
+
+def parse_published(value) -> Optional[str]:
+    """An ISO-8601 date or datetime string -> canonical UTC ISO string, or None when it is not a sane date.
+
+    Naive datetimes are taken as UTC. Years outside 1800-2200 are refused: they are typos or attacks, and
+    the value later names a partition folder.
+    """
+    if not isinstance(value, str) or not 8 <= len(value.strip()) <= 40:
+        return None
+    text = value.strip()
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ][0-9:.,]+(Z|[+-]\d{2}:?\d{2})?)?", text):
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def source_of(url: Optional[str]) -> Optional[str]:
+    """The site of a URL (host, lower-cased, without `www.`), or None."""
+    if not url:
+        return None
+    match = re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://([^/?#:@]+@)?([^/?#:]+)", url.strip())
+    if not match:
+        return None
+    host = match.group(2).lower().rstrip(".")
+    return host[4:] if host.startswith("www.") else host
+
+
+def looks_binary(data: bytes) -> bool:
+    """True for bytes that are not text: NUL bytes, or many control characters in the first 8 KiB."""
+    head = data[:8192]
+    if b"\x00" in head:
+        return True
+    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13))
+    return bool(head) and controls / len(head) > 0.05
+
+
+def decode_document(data: bytes) -> str:
+    """Bytes of a whole .txt/.html file -> text: UTF-8 (BOM dropped), or UTF-16 when it starts with a BOM.
+
+    Raises UnicodeDecodeError for anything else that is not valid UTF-8.
+    """
+    if data.startswith(codecs.BOM_UTF16_LE) or data.startswith(codecs.BOM_UTF16_BE):
+        return data.decode("utf-16")
+    return data.decode("utf-8-sig")
+
+
+HEADLINE_MAX_CHARS = 150
+HEADLINE_MAX_WORDS = 20
+HEADLINE_END_PUNCTUATION = ".!?:;,…\"'”’»)"
+
+
+def looks_like_headline(line: str) -> bool:
+    """A first line is a headline when short (<= 20 words, <= 150 characters) and not closed by punctuation."""
+    line = line.strip()
+    return (0 < len(line) <= HEADLINE_MAX_CHARS and len(line.split()) <= HEADLINE_MAX_WORDS
+            and not line.endswith(tuple(HEADLINE_END_PUNCTUATION)))
+
+
+def split_title(text: str) -> tuple[Optional[str], str]:
+    """(title, body) of a plain-text article: the first line is the title only when it reads like a headline
+    and more text follows it."""
+    stripped = text.lstrip("\ufeff\r\n\t ")
+    first, _, rest = stripped.partition("\n")
+    if rest.strip() and looks_like_headline(first):
+        return first.strip(), rest
+    return None, text
+
+
+def _reject(location: str, reason: str, payload=None, doc_id=None, error="") -> Rejection:
+    return Rejection(doc_id=doc_id, source_location=location, stage=STAGE, reason=reason,
+                     excerpt=excerpt(payload), error=excerpt(error, 300))
+
+
+def parse_json_record(raw: bytes, location: str, fallback_id_parts: tuple[str, ...]) -> Parsed:
+    """One JSONL line -> `Article` (format text or html), or a `Rejection` saying exactly what is wrong."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return _reject(location, REASON_INVALID_UTF8, raw, error=str(err))
+    try:
+        obj = json.loads(line)
+    except ValueError as err:
+        return _reject(location, REASON_BAD_JSON, line, error=str(err))
+    if not isinstance(obj, dict):
+        return _reject(location, REASON_NOT_AN_OBJECT, line, error=f"got a JSON {type(obj).__name__}")
+
+    raw_id = obj.get("id")
+    doc_id = raw_id if isinstance(raw_id, str) and raw_id.strip() else None
+    for field in ("id", "url", "source", "title", "published", "text", "html"):
+        value = obj.get(field)
+        if value is not None and not isinstance(value, str):
+            return _reject(location, f"{REASON_WRONG_TYPE}:{field}", line, doc_id=doc_id,
+                           error=f"{field} is a JSON {type(value).__name__}, expected a string")
+    if raw_id is not None and not 0 < len(raw_id.strip()) <= MAX_ID_CHARS:
+        return _reject(location, f"{REASON_WRONG_TYPE}:id", line, error="id is empty or too long")
+
+    text, html = obj.get("text"), obj.get("html")
+    if text is None and html is None:
+        return _reject(location, REASON_MISSING_TEXT, line, doc_id=doc_id, error="no text and no html field")
+    body = text if text is not None else html
+    if not body.strip():
+        return _reject(location, REASON_EMPTY_TEXT, line, doc_id=doc_id)
+    if "\x00" in body:
+        return _reject(location, REASON_BINARY, line, doc_id=doc_id, error="NUL character in the text")
+
+    url = obj.get("url") or None
+    if doc_id is None:
+        doc_id = stable_id("url", url) if url else stable_id(*fallback_id_parts)
+    return Article(
+        doc_id=doc_id.strip(),
+        source_location=location,
+        format=FORMAT_TEXT if text is not None else FORMAT_HTML,
+        url=url,
+        source=(obj.get("source") or source_of(url) or None),
+        title=(obj.get("title") or "").strip() or None,
+        published_at=parse_published(obj.get("published")),
+        text=text if text is not None else "",
+        html=html if text is None else None,
+    )
+
+
+def parse_document_file(data: bytes, fmt: str, rel_path: str) -> Parsed:
+    """A whole `.txt` or `.html` file -> one `Article` (id from its path), or a `Rejection`."""
+    location = f"{rel_path}:1"
+    doc_id = stable_id("path", rel_path)
+    if not data.strip():
+        return _reject(location, REASON_EMPTY_TEXT, data, doc_id=doc_id)
+    try:
+        text = decode_document(data)
+    except UnicodeDecodeError as err:
+        reason = REASON_BINARY if looks_binary(data) else REASON_INVALID_UTF8
+        return _reject(location, reason, data, doc_id=doc_id, error=str(err))
+    if "\x00" in text or looks_binary(text.encode("utf-8", errors="replace")):
+        return _reject(location, REASON_BINARY, data, doc_id=doc_id, error="NUL or control bytes in a text file")
+    if not text.strip():
+        return _reject(location, REASON_EMPTY_TEXT, data, doc_id=doc_id)
+    if fmt == FORMAT_HTML:
+        return Article(doc_id=doc_id, source_location=location, format=FORMAT_HTML, html=text)
+    title, body = split_title(text)
+    return Article(doc_id=doc_id, source_location=location, format=FORMAT_TEXT, title=title, text=body)
+
+
+def read_bounded_lines(stream, max_bytes: int) -> Iterator[tuple[int, Optional[bytes]]]:
+    """Yields (line number, bytes) per line; a line longer than `max_bytes` yields (number, None) and is
+    skipped without ever being held in memory whole."""
+    number = 0
+    while True:
+        chunk = stream.readline(max_bytes + 1)
+        if not chunk:
+            return
+        number += 1
+        if len(chunk) > max_bytes and not chunk.endswith(b"\n"):
+            while chunk and not chunk.endswith(b"\n"):
+                chunk = stream.readline(1 << 20)
+            yield number, None
+            continue
+        yield number, chunk
+
+
+def parse_file(input_file: InputFile, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+               opener=None) -> Iterator[Parsed]:
+    """Every record of one input file, as `Article` or `Rejection`. Never raises for bad content."""
+    opener = opener or _open
+    path, rel_path, fmt = input_file
+    if fmt is None:
+        yield _reject(f"{rel_path}:0", REASON_UNSUPPORTED, error="expected .jsonl, .jsonl.gz, .txt, .html or .htm")
+        return
+    try:
+        stream = opener(path)
+    except (OSError, IOError) as err:
+        yield _reject(f"{rel_path}:0", REASON_UNREADABLE, error=str(err))
+        return
+    with stream:
+        try:
+            if fmt == FORMAT_JSONL:
+                for number, raw in read_bounded_lines(stream, max_record_bytes):
+                    location = f"{rel_path}:{number}"
+                    if raw is None:
+                        yield _reject(location, REASON_TOO_LARGE, error=f"line longer than {max_record_bytes} bytes")
+                    elif raw.strip():
+                        yield parse_json_record(raw.rstrip(b"\r\n"), location, ("line", rel_path, str(number)))
+            else:
+                data = stream.read(max_record_bytes + 1)
+                if len(data) > max_record_bytes:
+                    yield _reject(f"{rel_path}:1", REASON_TOO_LARGE, data,
+                                  error=f"file larger than {max_record_bytes} bytes")
+                else:
+                    yield parse_document_file(data, fmt, rel_path)
+        except (OSError, IOError, EOFError, ValueError) as err:  # truncated gzip, I/O error mid-file
+            yield _reject(f"{rel_path}:0", REASON_UNREADABLE, error=f"{type(err).__name__}: {err}")
+
+
+def _open(path: str):
+    compression = CompressionTypes.GZIP if path.lower().endswith(".gz") else CompressionTypes.UNCOMPRESSED
+    return FileSystems.open(path, compression_type=compression)
+
+
+def _glob_base(pattern: str) -> str:
+    """The folder part of a pattern before its first wildcard: the root that relative paths start from."""
+    head = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+    return head if head.endswith("/") else posixpath.dirname(head) + "/"
+
+
+def match_inputs(patterns: Iterable[str]) -> list[InputFile]:
+    """Expands input arguments (files, folders, globs) into sorted `InputFile`s.
+
+    A folder means every supported file below it (other files, like a README, are not input). A glob or
+    file is taken as given: a matched file of an unsupported type is rejected later, not skipped.
+    Raises InputError naming the argument that matches nothing.
+    """
+    found: dict[str, InputFile] = {}
+    for pattern in patterns:
+        is_dir = not any(ch in pattern for ch in "*?[") and _is_directory(pattern)
+        if is_dir:
+            base = pattern.rstrip("/") + "/"
+            globs = [base + "**"]
+        else:
+            base = _glob_base(pattern)
+            globs = [pattern]
+        try:
+            results = FileSystems.match(globs)
+        except Exception as err:  # Beam raises BeamIOError with per-pattern causes
+            raise InputError(f"cannot list input {pattern!r}: {err}") from err
+        matched = [m for r in results for m in r.metadata_list]
+        files = []
+        for meta in matched:
+            fmt = format_of(meta.path)
+            if is_dir and fmt is None:
+                continue
+            rel = meta.path[len(base):] if meta.path.startswith(base) else posixpath.basename(meta.path)
+            files.append(InputFile(meta.path, rel or posixpath.basename(meta.path), fmt))
+        if not files:
+            what = "no .jsonl, .jsonl.gz, .txt, .html or .htm files in folder" if is_dir else "nothing matches"
+            raise InputError(f"{what} {pattern!r}")
+        for f in files:
+            found.setdefault(f.path, f)
+    return sorted(found.values())
+
+
+def _is_directory(path: str) -> bool:
+    import os
+    if "://" not in path:
+        return os.path.isdir(path)
+    try:
+        return not FileSystems.match([path])[0].metadata_list and bool(
+            FileSystems.match([path.rstrip("/") + "/*"])[0].metadata_list)
+    except Exception:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Beam wrapper
+# ---------------------------------------------------------------------------------------------------------
+
+class _ParseFileFn(beam.DoFn):
+    """Reads one file; articles on the main output, rejections on `rejected`."""
+
+    def __init__(self, max_record_bytes: int):
+        self.max_record_bytes = max_record_bytes
+        self.records = Metrics.counter(NAMESPACE, "records")
+        self.rejected = Metrics.counter(NAMESPACE, "rejected")
+        self.files = Metrics.counter(NAMESPACE, "files")
+
+    def process(self, input_file: InputFile):
+        self.files.inc()
+        for parsed in parse_file(InputFile(*input_file), self.max_record_bytes):
+            self.records.inc()
+            if isinstance(parsed, Rejection):
+                self.rejected.inc()
+                Metrics.counter(NAMESPACE, f"rejected_{parsed.reason.split(':')[0]}").inc()
+                yield beam.pvalue.TaggedOutput(ReadArticles.REJECTED, parsed)
+            else:
+                yield parsed
+
+
+class ReadArticles(beam.PTransform):
+    """PBegin -> {`articles`: Article, `rejected`: Rejection} for a fixed list of matched input files.
+
+    Files are spread over workers (one file is read by one worker, line by line), then the records are
+    reshuffled so that the expensive stages after it run in parallel even for a single large file.
+    """
+
+    ARTICLES = "articles"
+    REJECTED = "rejected"
+
+    def __init__(self, files: list[InputFile], max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+        super().__init__()
+        self.files = [tuple(f) for f in files]
+        self.max_record_bytes = max_record_bytes
+
+    def expand(self, pbegin):
+        parsed = (
+            pbegin
+            | "ListFiles" >> beam.Create(self.files)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ParseFiles" >> beam.ParDo(_ParseFileFn(self.max_record_bytes)).with_outputs(
+                self.REJECTED, main=self.ARTICLES)
+        )
+        articles = parsed[self.ARTICLES] | "SpreadRecords" >> beam.Reshuffle()
+        return {self.ARTICLES: articles, self.REJECTED: parsed[self.REJECTED]}

@@ -1,0 +1,54 @@
+"""wirewash's pipeline options: every flag of `wirewash run` that is not a Beam flag, documented once.
+
+Beam's own flags (`--runner`, `--direct_num_workers`, `--direct_running_mode`, `--temp_location`,
+`--project`, ...) pass through unchanged. Code reads these with `options.view_as(WirewashOptions)`, in
+`pipeline/build.py` only; stages receive plain values.
+"""
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+__all__ = ["WirewashOptions", "DEFAULT_INPUT_HELP"]
+
+DEFAULT_INPUT_HELP = "the five sample articles shipped with wirewash (seeds/)"
+
+
+class WirewashOptions(PipelineOptions):
+    """Input, output and stage settings of a wirewash run."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--input", action="append", default=None, metavar="PATH",
+            help="input file, folder or glob; local, gs:// or s3://. Repeat for several. Formats by name: "
+                 ".jsonl, .jsonl.gz (id, url, source, title, published, text|html per line), .txt (one "
+                 f"article), .html/.htm (one page). Default: {DEFAULT_INPUT_HELP}.")
+        parser.add_argument(
+            "--output", default="lake", metavar="LAKE",
+            help="lake folder to write (documents/, duplicates/, rejected/, _SUMMARY.json). Default: lake")
+        parser.add_argument(
+            "--overwrite", action="store_true", default=False,
+            help="replace the lake already in --output (without it, an existing lake stops the run)")
+        parser.add_argument(
+            "--rules", action="append", default=None, metavar="TOML",
+            help="extra boilerplate rule file(s), same format as transforms/rules/boilerplate.toml")
+        parser.add_argument(
+            "--max_record_bytes", type=int, default=1_000_000, metavar="N",
+            help="records (JSONL lines, .txt/.html files) larger than this are rejected as too_large "
+                 "without being loaded. Default: 1000000")
+        parser.add_argument(
+            "--near_threshold", type=float, default=0.8, metavar="J",
+            help="Jaccard similarity of word 5-shingles from which two articles are near duplicates. "
+                 "Default: 0.8")
+        parser.add_argument(
+            "--num_perm", type=int, default=128, metavar="N",
+            help="MinHash permutations (signature length). Default: 128")
+        parser.add_argument(
+            "--minhash_seed", type=int, default=1, metavar="N",
+            help="MinHash seed: the same on every worker and every run. Default: 1")
+        parser.add_argument(
+            "--no_near_dedup", action="store_true", default=False,
+            help="only remove exact duplicates")
+        parser.add_argument(
+            "--ingested_at", default=None, metavar="ISO",
+            help="ingest timestamp stored in every row (UTC ISO-8601). Default: when the run starts")

@@ -1,0 +1,94 @@
+"""SQL over a lake with DuckDB: `documents`, `duplicates` and `rejected` views over the Parquet files.
+
+The connection is in-memory and only reads: views over `read_parquet(..., hive_partitioning=true)`; after
+they are defined, DuckDB's access to other files is switched off and its configuration locked, so a query
+cannot read or write outside the lake.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import duckdb
+
+from pipeline.lake import DOCUMENTS_SCHEMA, DUPLICATES_SCHEMA, REJECTED_SCHEMA, TABLES
+
+__all__ = ["connect_lake", "run_query", "LakeNotFoundError"]
+
+_EMPTY_COLUMNS = {
+    "documents": [(f.name, f.type) for f in DOCUMENTS_SCHEMA] + [("lang", "VARCHAR"), ("date", "VARCHAR")],
+    "duplicates": [(f.name, f.type) for f in DUPLICATES_SCHEMA],
+    "rejected": [(f.name, f.type) for f in REJECTED_SCHEMA],
+}
+_DUCK_TYPES = {"string": "VARCHAR", "float": "FLOAT", "int32": "INTEGER", "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
+               "VARCHAR": "VARCHAR"}
+
+
+class LakeNotFoundError(FileNotFoundError):
+    """The folder given is not a wirewash lake."""
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def connect_lake(lake: str) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the lake's three tables as views; read-only, locked down."""
+    lake = os.path.abspath(lake)
+    if not os.path.isdir(os.path.join(lake, "documents")) and not os.path.exists(os.path.join(lake, "_SUMMARY.json")):
+        raise LakeNotFoundError(f"{lake} is not a wirewash lake (no documents/ or _SUMMARY.json)")
+    con = duckdb.connect(":memory:")
+    for table in TABLES:
+        folder = os.path.join(lake, table)
+        has_files = os.path.isdir(folder) and any(
+            name.endswith(".parquet") for _, _, names in os.walk(folder) for name in names)
+        if has_files:
+            pattern = _sql_string(os.path.join(folder, "**", "*.parquet"))
+            con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({pattern}, hive_partitioning=true, "
+                        "union_by_name=true)")
+        else:
+            columns = ", ".join(f"CAST(NULL AS {_DUCK_TYPES.get(str(t), 'VARCHAR')}) AS {n}"
+                                for n, t in _EMPTY_COLUMNS[table])
+            con.execute(f"CREATE VIEW {table} AS SELECT {columns} WHERE false")
+    # Views keep working; no new file access, no settings change, from here on.
+    con.execute(f"SET allowed_directories = [{_sql_string(lake + os.sep)}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def run_query(lake: str, sql: str, fmt: str = "table", limit: Optional[int] = None):
+    """Runs one SQL statement over the lake; returns (column names, rows)."""
+    con = connect_lake(lake)
+    cursor = con.execute(sql)
+    columns = [d[0] for d in cursor.description or []]
+    rows = cursor.fetchmany(limit) if limit else cursor.fetchall()
+    return columns, rows
+
+
+def format_rows(columns: list, rows: list, fmt: str = "table", max_width: int = 60) -> str:
+    """Renders a result as an aligned text table, CSV or JSON lines."""
+    if fmt == "json":
+        return "\n".join(json.dumps(dict(zip(columns, row)), default=str, ensure_ascii=False) for row in rows)
+    if fmt == "csv":
+        import csv
+        import io
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return buffer.getvalue().rstrip("\n")
+
+    def cell(value) -> str:
+        text = "NULL" if value is None else str(value)
+        text = " ".join(text.split())
+        return text if len(text) <= max_width else text[: max_width - 1] + "…"
+
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths)),
+             "-+-".join("-" * w for w in widths)]
+    lines += [" | ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(lines)

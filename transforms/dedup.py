@@ -1,0 +1,297 @@
+"""Dedup stage: one document per story; every other copy becomes a `Duplicate` pointing at the kept one.
+
+1. Records sharing a `doc_id` with different content cannot both be documents: the first (by the kept-copy
+   order below) stays, the others are rejected (`duplicate_id`).
+2. Exact duplicates: equal `content_hash` (xxh3-128 of the folded dedup key), so copies that differ in
+   boilerplate, HTML vs text, Unicode form, spaces, line breaks or quote style still match.
+3. Near duplicates: MinHash (rensa, 128 permutations, seeded) over word 5-shingles of the key (character
+   5-grams for unspaced scripts); LSH bands/rows derived from the threshold give candidates, and a candidate
+   merges only when the signature estimate of its Jaccard similarity reaches the threshold.
+
+The kept copy of a cluster is chosen by `sort_key`: earliest `published_at`, then smallest `doc_id`, then
+source location; so the decisions do not depend on input order or bundling. Chains (C ~ B ~ A) resolve to
+the root, so every `duplicate_of` names a document that is kept. Only keys, hashes and signatures are
+shuffled; the article texts are routed once, at the end, against a side input of decisions.
+"""
+from __future__ import annotations
+
+import array
+import functools
+import re
+from typing import Iterable, NamedTuple, Optional
+
+import apache_beam as beam
+import xxhash
+from apache_beam.metrics import Metrics
+
+from transforms.normalize import content_hash, dedup_key
+from transforms.types import Article, Duplicate, Rejection
+
+__all__ = ["DeduplicateArticles", "DedupConfig", "shingles", "minhash_signature", "estimate_jaccard",
+           "lsh_params", "band_keys", "sort_key"]
+
+NAMESPACE = "dedup"
+STAGE = "dedup"
+KIND_EXACT = "exact"
+KIND_NEAR = "near"
+REASON_DUPLICATE_ID = "duplicate_id"
+DOCUMENTS, DUPLICATES, REJECTED = "documents", "duplicates", "rejected"
+
+SHINGLE_WORDS = 5
+SHINGLE_CHARS = 5
+MAX_PARENTS_PER_BUCKET = 3
+MAX_BUCKET_SIZE = 500
+NO_DATE = "~"  # sorts after every ISO date: undated copies are never preferred over dated ones
+
+
+class DedupConfig(NamedTuple):
+    """Near-duplicate settings; the same on every worker (seeded)."""
+
+    threshold: float = 0.8
+    num_perm: int = 128
+    seed: int = 1
+    near: bool = True
+
+
+class _Key(NamedTuple):
+    """What dedup shuffles instead of the article: identity, order and fingerprints."""
+
+    loc: str
+    doc_id: str
+    order: tuple
+    content_hash: str
+    signature: bytes
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pure functions
+# ---------------------------------------------------------------------------------------------------------
+
+def sort_key(published_at: Optional[str], doc_id: str, source_location: str) -> tuple:
+    """Which copy is kept: earliest published, then smallest doc_id, then source location."""
+    return (published_at or NO_DATE, doc_id, source_location)
+
+
+_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\u0e00-\u0e7f\u0e80-\u0eff\u1000-\u109f]")
+
+
+def shingles(key: str) -> list[str]:
+    """Word 5-shingles of a dedup key; character 5-grams for scripts written without spaces (CJK, Thai...).
+
+    A key shorter than one shingle is its own single shingle.
+    """
+    if len(_UNSPACED.findall(key[:500])) > 50:
+        chars = key.replace(" ", "")
+        return [chars[i:i + SHINGLE_CHARS] for i in range(max(1, len(chars) - SHINGLE_CHARS + 1))]
+    words = key.split()
+    if len(words) <= SHINGLE_WORDS:
+        return [key]
+    return [" ".join(words[i:i + SHINGLE_WORDS]) for i in range(len(words) - SHINGLE_WORDS + 1)]
+
+
+def minhash_signature(items: list[str], num_perm: int = 128, seed: int = 1) -> bytes:
+    """MinHash signature (rensa) of a shingle list, packed as `num_perm` unsigned 32-bit integers."""
+    import rensa
+
+    minhash = rensa.RMinHash(num_perm=num_perm, seed=seed)
+    minhash.update(items)
+    return array.array("I", minhash.digest()).tobytes()
+
+
+def estimate_jaccard(a: bytes, b: bytes) -> float:
+    """Share of equal MinHash slots: an unbiased estimate of the Jaccard similarity of the shingle sets."""
+    sa, sb = array.array("I", a), array.array("I", b)
+    return sum(x == y for x, y in zip(sa, sb)) / len(sa)
+
+
+@functools.lru_cache(maxsize=32)
+def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows) with bands * rows <= num_perm minimizing false positives + false negatives around the
+    threshold (the S-curve 1 - (1 - s^r)^b, integrated numerically as datasketch does)."""
+    def area(fn, lo, hi, steps=200):
+        width = (hi - lo) / steps
+        return sum(fn(lo + (i + 0.5) * width) for i in range(steps)) * width
+
+    best, best_err = (1, num_perm), float("inf")
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            fp = area(lambda s: 1 - (1 - s ** rows) ** bands, 0.0, threshold)
+            fn = area(lambda s: (1 - s ** rows) ** bands, threshold, 1.0)
+            if fp + fn < best_err:
+                best, best_err = (bands, rows), fp + fn
+    return best
+
+
+def band_keys(signature: bytes, bands: int, rows: int) -> list[str]:
+    """One bucket key per band: the band index and a hash of its rows."""
+    width = rows * 4
+    return [f"{b}:{xxhash.xxh3_64_hexdigest(signature[b * width:(b + 1) * width])}" for b in range(bands)]
+
+
+def pick_first(members: Iterable[_Key]) -> list[_Key]:
+    """Members in kept-copy order."""
+    return sorted(members, key=lambda m: m.order)
+
+
+def bucket_candidates(members: list[tuple]) -> list[tuple]:
+    """Candidate (child, parent) pairs in one LSH bucket: each member against the first few members that
+    precede it in kept-copy order. Members are (order, loc)."""
+    members = sorted(members)[:MAX_BUCKET_SIZE]
+    pairs = []
+    for i in range(1, len(members)):
+        for j in range(min(i, MAX_PARENTS_PER_BUCKET)):
+            pairs.append((members[i][1], (members[j][0], members[j][1])))
+    return pairs
+
+
+def resolve_root(loc: str, parents: dict) -> tuple:
+    """Follows near-duplicate parent links to the kept document: returns its (order, loc)."""
+    order, seen = None, 0
+    while loc in parents and seen < 10_000:
+        order, loc, _ = parents[loc]
+        seen += 1
+    return order, loc
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Beam wrappers
+# ---------------------------------------------------------------------------------------------------------
+
+class _FingerprintFn(beam.DoFn):
+    """Article -> Article with content_hash, and its `_Key` on the `keys` output."""
+
+    def __init__(self, config: DedupConfig):
+        self.config = config
+
+    def process(self, article: Article):
+        key = dedup_key(article.text)
+        digest = content_hash(key)
+        signature = minhash_signature(shingles(key), self.config.num_perm, self.config.seed) if self.config.near else b""
+        yield beam.pvalue.TaggedOutput("keys", _Key(
+            article.source_location, article.doc_id, sort_key(article.published_at, article.doc_id,
+                                                              article.source_location), digest, signature))
+        yield article._replace(content_hash=digest)
+
+
+def _split_duplicate_ids(item):
+    _, members = item
+    ordered = pick_first(members)
+    yield ordered[0]
+    for loser in ordered[1:]:
+        Metrics.counter(NAMESPACE, f"dropped_{REASON_DUPLICATE_ID}").inc()
+        yield beam.pvalue.TaggedOutput("decisions", (loser.loc, ("reject", REASON_DUPLICATE_ID, ordered[0].loc)))
+
+
+def _split_exact(item):
+    _, members = item
+    ordered = pick_first(members)
+    yield ordered[0]
+    for loser in ordered[1:]:
+        Metrics.counter(NAMESPACE, "exact_duplicates").inc()
+        yield beam.pvalue.TaggedOutput("exact", (loser.loc, (ordered[0].order, ordered[0].loc)))
+
+
+def _verify_against_parent(item, threshold):
+    """(parent loc, {sig: [parent signature], children: [(child loc, child sig, parent order)]})."""
+    parent_loc, grouped = item
+    if not grouped["sig"]:
+        return
+    parent_sig = grouped["sig"][0]
+    for child_loc, child_sig, parent_order in grouped["children"]:
+        similarity = estimate_jaccard(parent_sig, child_sig)
+        if similarity >= threshold:
+            yield child_loc, (parent_order, parent_loc, round(similarity, 4))
+
+
+def _attach_child_signature(item):
+    child_loc, grouped = item
+    if not grouped["sig"]:
+        return
+    child_sig = grouped["sig"][0]
+    for parent_order, parent_loc in set(grouped["parents"]):
+        yield parent_loc, (child_loc, child_sig, parent_order)
+
+
+def _decide_near(item, parents):
+    child_loc, (parent_order, parent_loc, similarity) = item
+    root_order, _ = resolve_root(child_loc, parents)
+    Metrics.counter(NAMESPACE, "near_duplicates").inc()
+    return child_loc, ("dup", root_order[1], KIND_NEAR, similarity)
+
+
+def _decide_exact(item, parents):
+    loser_loc, (winner_order, winner_loc) = item
+    root_order, _ = resolve_root(winner_loc, parents)
+    if root_order is None:
+        return loser_loc, ("dup", winner_order[1], KIND_EXACT, 1.0)
+    # The winner of this exact group is itself a near copy of the root: so is the loser.
+    return loser_loc, ("dup", root_order[1], KIND_NEAR, parents[winner_loc][2])
+
+
+class _RouteFn(beam.DoFn):
+    """Each article to exactly one of documents / duplicates / rejected, by the decisions side input."""
+
+    def process(self, article: Article, decisions: dict):
+        decision = decisions.get(article.source_location)
+        if decision is None:
+            Metrics.counter(NAMESPACE, "kept").inc()
+            yield article
+        elif decision[0] == "reject":
+            yield beam.pvalue.TaggedOutput(REJECTED, Rejection(
+                article.doc_id, article.source_location, STAGE, decision[1],
+                error=f"doc_id already used by the record at {decision[2]}"))
+        else:
+            _, duplicate_of, kind, similarity = decision
+            yield beam.pvalue.TaggedOutput(DUPLICATES, Duplicate(
+                article.doc_id, duplicate_of, kind, similarity, article.source_location))
+
+
+class DeduplicateArticles(beam.PTransform):
+    """Article -> {`documents`: kept articles (content_hash set), `duplicates`: Duplicate, `rejected`}."""
+
+    def __init__(self, config: DedupConfig = DedupConfig()):
+        super().__init__()
+        self.config = config
+        self.bands, self.rows = lsh_params(config.threshold, config.num_perm)
+
+    def expand(self, articles):
+        fingerprinted = articles | "Fingerprint" >> beam.ParDo(_FingerprintFn(self.config)).with_outputs(
+            "keys", main="articles")
+        keys = fingerprinted["keys"]
+
+        by_id = (keys | "KeyById" >> beam.Map(lambda k: (k.doc_id, k))
+                 | "GroupById" >> beam.GroupByKey()
+                 | "SplitDuplicateIds" >> beam.FlatMap(_split_duplicate_ids).with_outputs("decisions", main="unique"))
+
+        exact = (by_id["unique"] | "KeyByHash" >> beam.Map(lambda k: (k.content_hash, k))
+                 | "GroupByHash" >> beam.GroupByKey()
+                 | "SplitExact" >> beam.FlatMap(_split_exact).with_outputs("exact", main="first"))
+        firsts = exact["first"]
+
+        if self.config.near:
+            bands, rows, threshold = self.bands, self.rows, self.config.threshold
+            candidates = (
+                firsts
+                | "Bands" >> beam.FlatMap(lambda k: [(b, (k.order, k.loc)) for b in band_keys(k.signature, bands, rows)])
+                | "GroupByBand" >> beam.GroupByKey()
+                | "Candidates" >> beam.FlatMap(lambda item: bucket_candidates(list(item[1])))
+            )
+            signatures = firsts | "SignatureByLoc" >> beam.Map(lambda k: (k.loc, k.signature))
+            to_parent = ({"sig": signatures, "parents": candidates} | "JoinChild" >> beam.CoGroupByKey()
+                         | "AttachChildSignature" >> beam.FlatMap(_attach_child_signature))
+            edges = ({"sig": signatures, "children": to_parent} | "JoinParent" >> beam.CoGroupByKey()
+                     | "Verify" >> beam.FlatMap(_verify_against_parent, threshold)
+                     | "EarliestParent" >> beam.CombinePerKey(min))
+        else:
+            edges = articles.pipeline | "NoEdges" >> beam.Create([])
+        parents = beam.pvalue.AsDict(edges)
+
+        decisions = (
+            (by_id["decisions"],
+             edges | "DecideNear" >> beam.Map(_decide_near, parents),
+             exact["exact"] | "DecideExact" >> beam.Map(_decide_exact, parents))
+            | "AllDecisions" >> beam.Flatten()
+        )
+        routed = fingerprinted["articles"] | "Route" >> beam.ParDo(
+            _RouteFn(), beam.pvalue.AsDict(decisions)).with_outputs(DUPLICATES, REJECTED, main=DOCUMENTS)
+        return {DOCUMENTS: routed[DOCUMENTS], DUPLICATES: routed[DUPLICATES], REJECTED: routed[REJECTED]}

@@ -1,0 +1,92 @@
+"""Normalize stage: one canonical form of the stored text, and a folded key for deduplication.
+
+Stored text: mojibake and HTML entities repaired (ftfy, quotes left as written), Unicode NFC (Vietnamese
+arrives both composed and decomposed), zero-width and byte-order marks removed, every kind of space made a
+plain space, line breaks unified, runs of blank lines collapsed. Punctuation and case are kept.
+Dedup key: NFKC, casefolded, only letters and digits, single spaces: quotes, dashes, punctuation and line
+breaks no longer matter (`content_hash` of it is computed by the dedup stage). A text with no letter or
+digit left is rejected (`empty_after_normalization`).
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import apache_beam as beam
+import ftfy
+import xxhash
+from apache_beam.metrics import Metrics
+
+from transforms.types import Article, Rejection, excerpt
+
+__all__ = ["NormalizeArticles", "normalize_text", "dedup_key", "content_hash"]
+
+NAMESPACE = "normalize"
+STAGE = "normalize"
+REASON_EMPTY = "empty_after_normalization"
+REJECTED = "rejected"
+
+# Quotes stay as written: the stored text keeps its punctuation (curly vs straight is folded in the key).
+FTFY_CONFIG = ftfy.TextFixerConfig(
+    unescape_html="auto", remove_terminal_escapes=True, fix_encoding=True, restore_byte_a0=True,
+    replace_lossy_sequences=True, decode_inconsistent_utf8=True, fix_c1_controls=True, fix_latin_ligatures=False,
+    fix_character_width=False, uncurl_quotes=False, fix_line_breaks=True, fix_surrogates=True,
+    remove_control_chars=True, normalization="NFC", explain=False,
+)
+
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u2060\ufeff\u00ad\u180e"), None)
+_SPACE_CHARS = re.compile(r"[^\S\n]+")  # any whitespace but a newline
+_BLANK_RUNS = re.compile(r"\n{3,}")
+_WORD = re.compile(r"\w+")
+
+
+def normalize_text(text: str) -> str:
+    """Canonical stored form of an article body (idempotent: normalizing twice changes nothing)."""
+    if not text.isascii():
+        text = ftfy.fix_text(text, FTFY_CONFIG)
+        text = unicodedata.normalize("NFC", text.translate(_INVISIBLE))
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = [_SPACE_CHARS.sub(" ", line).strip() for line in text.split("\n")]
+    text = _BLANK_RUNS.sub("\n\n", "\n".join(lines))
+    return text.strip("\n")
+
+
+def dedup_key(text: str) -> str:
+    """The form two copies of one article share: NFKC, casefolded, letters and digits only, single spaces."""
+    return " ".join(_WORD.findall(unicodedata.normalize("NFKC", text).casefold()))
+
+
+def content_hash(key: str) -> str:
+    """32 hex digits of xxh3-128 over the dedup key: equal keys, equal hashes, on every worker and run."""
+    return xxhash.xxh3_128_hexdigest(key.encode("utf-8"))
+
+
+def normalize_title(title):
+    if not title:
+        return None
+    title = " ".join(unicodedata.normalize("NFC", ftfy.fix_text(title, FTFY_CONFIG)).translate(_INVISIBLE).split())
+    return title or None
+
+
+class _NormalizeFn(beam.DoFn):
+    def process(self, article: Article):
+        Metrics.counter(NAMESPACE, "seen").inc()
+        text = normalize_text(article.text)
+        key = dedup_key(text)
+        if not key:
+            Metrics.counter(NAMESPACE, f"dropped_{REASON_EMPTY}").inc()
+            yield beam.pvalue.TaggedOutput(REJECTED, Rejection(
+                article.doc_id, article.source_location, STAGE, REASON_EMPTY, excerpt(article.text)))
+            return
+        if text != article.text:
+            Metrics.counter(NAMESPACE, "cleaned_text").inc()
+        Metrics.counter(NAMESPACE, "kept").inc()
+        yield article._replace(text=text, title=normalize_title(article.title))
+
+
+class NormalizeArticles(beam.PTransform):
+    """Article -> {`articles`: normalized text and title, `rejected`: texts with nothing left}."""
+
+    def expand(self, articles):
+        results = articles | "Normalize" >> beam.ParDo(_NormalizeFn()).with_outputs(REJECTED, main="main")
+        return {"articles": results["main"], "rejected": results[REJECTED]}
