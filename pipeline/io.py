@@ -8,6 +8,7 @@ Paths may be local or any scheme Beam's FileSystems knows (gs://, s3:// with the
 from __future__ import annotations
 
 import codecs
+import gzip
 import json
 import posixpath
 import re
@@ -279,8 +280,12 @@ def parse_file(input_file: InputFile, max_record_bytes: int = DEFAULT_MAX_RECORD
 
 
 def _open(path: str):
-    compression = CompressionTypes.GZIP if path.lower().endswith(".gz") else CompressionTypes.UNCOMPRESSED
-    return FileSystems.open(path, compression_type=compression)
+    """A binary stream of the file's content; .gz is decompressed lazily (Python's gzip, whose
+    readline(size) keeps every read bounded, unlike Beam's CompressedFile)."""
+    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    if path.lower().endswith(".gz"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    return raw
 
 
 def _glob_base(pattern: str) -> str:

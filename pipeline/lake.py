@@ -280,8 +280,7 @@ def commit(staged: list, output: str, staging: str, facts: dict, records_read: i
             raise LakeExistsError(f"{output} already holds a lake ({', '.join(check_existing)}); not overwriting")
         FileSystems.delete([FileSystems.join(output, t) for t in check_existing])
     written = Counter()
-    for item in sorted(staged, key=lambda s: s.path):
-        item = StagedFile(*item)
+    for item in sorted(StagedFile(*s) for s in staged):
         folder = posixpath.join(item.table, item.partition) if item.partition else item.table
         target_dir = FileSystems.join(output, folder)
         if not FileSystems.exists(target_dir):

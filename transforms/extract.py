@@ -75,10 +75,21 @@ def extract_html(html: str, url: Optional[str] = None) -> Extracted:
     )
 
 
+def drop_title_line(text: str, titles) -> str:
+    """The text without its first line when that line is the headline (trafilatura keeps the `<h1>`): the
+    title is metadata, and the body must match the same story given as plain text."""
+    first, _, rest = text.lstrip().partition("\n")
+    folded = " ".join(first.split()).casefold()
+    if folded and any(t and folded == " ".join(t.split()).casefold() for t in titles) and rest.strip():
+        return rest.lstrip("\n")
+    return text
+
+
 def apply_extraction(article: Article, extracted: Extracted, parse_date) -> Article:
-    """The article with extracted text, and metadata filled in only where the record had none."""
+    """The article with extracted text (headline line removed), and metadata filled in only where the
+    record had none."""
     return article._replace(
-        text=extracted.text,
+        text=drop_title_line(extracted.text, (article.title, extracted.title)),
         html=None,
         title=article.title or extracted.title,
         published_at=article.published_at or parse_date(extracted.date),

@@ -42,7 +42,7 @@ _WORD = re.compile(r"\w+")
 
 def normalize_text(text: str) -> str:
     """Canonical stored form of an article body (idempotent: normalizing twice changes nothing)."""
-    if not text.isascii():
+    if not text.isascii() or "&" in text:  # pure ASCII without entities has nothing for ftfy to repair
         text = ftfy.fix_text(text, FTFY_CONFIG)
         text = unicodedata.normalize("NFC", text.translate(_INVISIBLE))
     text = text.replace("\r\n", "\n").replace("\r", "\n")

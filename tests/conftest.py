@@ -1,0 +1,35 @@
+"""Shared fixtures: the repository's seeds, the optional ../shared/ folder, and a quiet Beam."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import configure_logging
+
+configure_logging(verbose=False)  # before apache_beam is imported anywhere: hides "apitools not found"
+
+REPO = Path(__file__).resolve().parents[1]
+SEEDS = REPO / "seeds"
+SHARED = Path(os.environ.get("WIREWASH_SHARED", REPO.parent / "shared")).resolve()
+
+
+@pytest.fixture(scope="session")
+def seeds_dir() -> Path:
+    return SEEDS
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """../shared/ (or $WIREWASH_SHARED); tests that need it skip with a message when it is absent."""
+    if not (SHARED / "corpus" / "MANIFEST.json").exists():
+        pytest.skip(f"needs the shared corpus at {SHARED} (set WIREWASH_SHARED); a plain clone does not have it")
+    return SHARED
+
+
+@pytest.fixture(autouse=True)
+def _quiet_beam():
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    yield

@@ -1,0 +1,116 @@
+"""Boilerplate rules: every seed furniture line goes, every article line stays, each removal is counted."""
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from pipeline.io import split_title
+from transforms.boilerplate import fold_line, load_rules, strip_boilerplate
+from transforms.normalize import normalize_text
+
+RULES = load_rules()
+
+SEED_FURNITURE = {
+    "001_eeeab6a3769ab77a.txt": ["Sign up now: Get ST's newsletters delivered to your inbox", "PHOTO: ST FILE",
+                                 "Follow topic:", "See more on"],
+    "000_9635c48be9c98235.txt": ["Read more: Joe Biden Addresses Russia Mutiny Concerns",
+                                 "Read more: Micron Chip Testing Plant"],
+    "004_300f68dad3cf35d2.txt": ["Thời gian", "Lượt xem", "58 lượt xem", "Oct 30, 2023", "Tổng số đánh giá: 0",
+                                 "Xếp hạng: 5 / 5 sao", "Same category"],
+}
+
+
+@pytest.mark.parametrize("line, rule", [
+    ("Sign up now: Get ST's newsletters delivered to your inbox", "newsletter"),
+    ("Read more: Joe Biden Addresses Russia Mutiny Concerns with NATO Allies", "read_more"),
+    ("See more on", "read_more"),
+    ("PHOTO: ST FILE", "photo_credit"),
+    ("Follow topic:", "follow"),
+    ("  • Thời gian", "ui_meta"),
+    ("  • Lượt xem", "views"),
+    ("58 lượt xem", "views"),
+    ("Tổng số đánh giá: 0", "rating"),
+    ("Xếp hạng: 5 / 5 sao", "rating"),
+    ("Same category", "related"),
+    ("Oct 30, 2023", "dateline"),
+    ("Thứ hai, 30/10/2023 - 10:15", "dateline"),
+    ("Đọc thêm: Giá vàng hôm nay tăng mạnh", "read_more"),
+    ("Lesen Sie auch: Die Wahl in Berlin", "read_more"),
+    ("Foto: dpa", "photo_credit"),
+    ("Advertisement", "ads"),
+    ("We use cookies to improve your experience. Accept all", "cookie"),
+    ("© 2023 Example Media. All rights reserved.", "copyright"),
+])
+def test_rule_matches(line, rule):
+    assert RULES.match(fold_line(line)) == rule
+
+
+@pytest.mark.parametrize("line", [
+    "China has called for the sanctions to be lifted to facilitate dialogue.",
+    "Mr Li told General Giang that relations between their militaries had developed well.",
+    "Read more about the plan, the mayor said, once the council publishes the full report on its website "
+    "next week, which will include the detailed costs of each of the twelve new bus lines and three bridges.",
+    "Photographers gathered outside the court on Monday.",
+    "The share of voters who backed the plan rose to 58 percent.",
+    "October 30, 2023 was the day the talks began in Beijing, officials said.",
+])
+def test_article_lines_are_kept(line):
+    assert RULES.match(fold_line(line)) is None
+
+
+@pytest.mark.parametrize("name, furniture", sorted(SEED_FURNITURE.items()))
+def test_seed_furniture_removed_and_content_kept(seeds_dir, name, furniture):
+    raw = (seeds_dir / name).read_text(encoding="utf-8")
+    _, body = split_title(raw)
+    cleaned, removed = strip_boilerplate(normalize_text(body), RULES)
+    folded = [fold_line(line) for line in cleaned.splitlines()]
+    for item in furniture:
+        assert not any(line.startswith(fold_line(item)) for line in folded), item
+    assert len(removed) >= len(furniture)
+    for line in normalize_text(body).splitlines():
+        if len(line.split()) >= 8 and not any(fold_line(line).startswith(fold_line(f)) for f in furniture):
+            assert line in cleaned.splitlines(), line
+
+
+def test_counter_callback_counts_each_removal():
+    counts = collections.Counter()
+    text = "Read more: A\nBody line one is here.\nRead more: B\nPHOTO: AFP"
+    cleaned, removed = strip_boilerplate(text, RULES, lambda name: counts.update([name]))
+    assert cleaned == "Body line one is here."
+    assert removed == ["read_more", "read_more", "photo_credit"]
+    assert counts == {"removed_read_more": 2, "removed_photo_credit": 1}
+
+
+def test_never_adds_characters_and_keeps_lines_verbatim():
+    text = "  Indented line stays as is.  \n\n\nSign up now: Get our newsletters delivered to your inbox\n\nEnd."
+    cleaned, _ = strip_boilerplate(text, RULES)
+    assert cleaned == "  Indented line stays as is.  \n\nEnd."
+
+
+def test_user_rules_extend_the_package_rules(tmp_path):
+    extra = tmp_path / "mine.toml"
+    extra.write_text(r"""
+[rules.house_ads]
+en = ['^buy our mugs\b']
+[rules.newsletter]
+en = ['^mail me$']
+""")
+    rules = load_rules([str(extra)])
+    assert rules.match("buy our mugs today") == "house_ads"
+    assert rules.match("mail me") == "newsletter"
+    assert rules.match(fold_line("Sign up now: Get ST's newsletters delivered to your inbox")) == "newsletter"
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[rules.bad]\nen = ['(unclosed']\n", "bad pattern"),
+    ("rules = 3\n", "expected"),
+    ("[rules.Bad-Name]\nen = ['x']\n", "lower_snake_case"),
+    ("not toml at all [", "not valid TOML"),
+])
+def test_bad_rule_files_name_the_problem(tmp_path, content, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message) as err:
+        load_rules([str(path)])
+    assert "bad.toml" in str(err.value)

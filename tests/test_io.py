@@ -1,0 +1,155 @@
+"""Reading: every line or file becomes one Article or one Rejection with a reason and a location."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from pipeline.io import (InputError, InputFile, format_of, match_inputs, parse_document_file, parse_file,
+                         parse_json_record, parse_published, source_of, split_title, stable_id)
+from transforms.types import Article, Rejection
+from tests.helpers import ARTICLE_EN, write_jsonl
+
+LOC = "in.jsonl:3"
+
+
+def parse(obj) -> Article | Rejection:
+    raw = obj if isinstance(obj, bytes) else (obj if isinstance(obj, str) else json.dumps(obj)).encode()
+    return parse_json_record(raw, LOC, ("line", "in.jsonl", "3"))
+
+
+def test_good_record_keeps_fields_and_id():
+    art = parse({"id": "a1", "url": "https://www.example.com/x?utm=1", "title": " T ", "published": "2023-06-27T08:00:00+07:00",
+                 "text": ARTICLE_EN})
+    assert isinstance(art, Article)
+    assert (art.doc_id, art.source, art.title, art.published_at) == ("a1", "example.com", "T", "2023-06-27T01:00:00+00:00")
+    assert art.format == "text" and art.source_location == LOC
+
+
+def test_html_record_is_html_format():
+    art = parse({"id": "h", "html": "<html><body><p>x</p></body></html>"})
+    assert art.format == "html" and art.html.startswith("<html") and art.text == ""
+
+
+@pytest.mark.parametrize("obj, reason", [
+    ('{"id": "x", "text": "abc"', "bad_json"),
+    ("{'id': 'x'}", "bad_json"),
+    ("[1, 2]", "not_an_object"),
+    ('"just a string"', "not_an_object"),
+    ({"id": "x", "text": None}, "missing_text"),
+    ({"id": "x"}, "missing_text"),
+    ({"id": "x", "text": "   \n "}, "empty_text"),
+    ({"id": "x", "text": ["a", "b"]}, "wrong_type:text"),
+    ({"id": 17, "text": "abc"}, "wrong_type:id"),
+    ({"id": "x", "published": 17, "text": "abc"}, "wrong_type:published"),
+    ({"id": "x", "title": 5, "text": "abc"}, "wrong_type:title"),
+    ({"id": "x", "url": ["u"], "text": "abc"}, "wrong_type:url"),
+    ({"id": "x", "text": "a\x00b"}, "binary_content"),
+    (b'{"id": "x", "text": "caf\xe9"}', "invalid_utf8"),
+])
+def test_bad_records_are_rejected_with_reason(obj, reason):
+    result = parse(obj)
+    assert isinstance(result, Rejection)
+    assert result.reason == reason and result.source_location == LOC and result.stage == "read"
+
+
+def test_rejection_keeps_known_id_and_short_excerpt():
+    result = parse({"id": "keep-me", "text": None, "title": "x" * 5000})
+    assert result.doc_id == "keep-me" and len(result.excerpt) <= 200
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("2023-06-27", "2023-06-27T00:00:00+00:00"),
+    ("2023-06-27T10:00:00Z", "2023-06-27T10:00:00+00:00"),
+    ("2023-06-27 10:00:00-05:00", "2023-06-27T15:00:00+00:00"),
+    ("../../etc", None), ("99999-01-01", None), ("1066-10-14", None), ("27/06/2023", None),
+    ("June 27, 2023", None), ("", None), (None, None), (17, None),
+])
+def test_parse_published(value, expected):
+    assert parse_published(value) == expected
+
+
+def test_bad_published_string_keeps_document_undated():
+    art = parse({"id": "x", "published": "yesterday", "text": ARTICLE_EN})
+    assert isinstance(art, Article) and art.published_at is None
+
+
+def test_missing_id_gets_stable_hash_of_url_else_location():
+    a = parse({"url": "https://example.com/a", "text": ARTICLE_EN})
+    b = parse({"url": "https://example.com/a", "text": "other"})
+    c = parse({"text": ARTICLE_EN})
+    assert a.doc_id == b.doc_id == stable_id("url", "https://example.com/a")
+    assert c.doc_id == stable_id("line", "in.jsonl", "3") and len(c.doc_id) == 16
+
+
+@pytest.mark.parametrize("url, source", [("https://www.Example.com/a", "example.com"),
+                                         ("http://user@news.site.vn:8080/x", "news.site.vn"),
+                                         ("not a url", None), (None, None)])
+def test_source_of(url, source):
+    assert source_of(url) == source
+
+
+def test_split_title_only_for_headlines():
+    assert split_title("China offers closer military cooperation\n\nBody text.") == (
+        "China offers closer military cooperation", "\nBody text.")
+    assert split_title("This is a sentence that ends with a period.\nMore.")[0] is None
+    assert split_title("Only one line")[0] is None
+    long_line = " ".join(["word"] * 30)
+    assert split_title(long_line + "\nbody")[0] is None
+
+
+def test_document_files(tmp_path):
+    art = parse_document_file(b"Headline here\n\n" + ARTICLE_EN.encode(), "text", "a/b.txt")
+    assert art.title == "Headline here" and art.doc_id == stable_id("path", "a/b.txt")
+    assert art.source_location == "a/b.txt:1"
+    utf16 = ("Headline\n" + ARTICLE_EN).encode("utf-16")
+    assert isinstance(parse_document_file(utf16, "text", "u.txt"), Article)
+    assert parse_document_file(b"", "text", "e.txt").reason == "empty_text"
+    assert parse_document_file(b"\x89PNG\r\n\x1a\n\x00\x00\x00IHDR", "text", "p.txt").reason == "binary_content"
+    assert parse_document_file(b"caf\xe9 au lait " * 10, "text", "l.txt").reason == "invalid_utf8"
+
+
+def test_parse_file_jsonl_counts_every_line(tmp_path):
+    path = write_jsonl(tmp_path / "mix.jsonl", [
+        {"id": "1", "text": ARTICLE_EN}, "not json", {"id": "3", "text": ARTICLE_EN},
+        '{"id": "4", "text": "' + "x" * 5000 + '"}', "", {"id": "6", "text": ARTICLE_EN}])
+    out = list(parse_file(InputFile(str(path), "mix.jsonl", "jsonl"), max_record_bytes=2048))
+    locations = [o.source_location for o in out]
+    assert locations == ["mix.jsonl:1", "mix.jsonl:2", "mix.jsonl:3", "mix.jsonl:4", "mix.jsonl:6"]
+    assert [getattr(o, "reason", None) for o in out] == [None, "bad_json", None, "too_large", None]
+
+
+def test_parse_file_gzip_and_truncated_gzip(tmp_path):
+    path = tmp_path / "a.jsonl.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write(json.dumps({"id": "g", "text": ARTICLE_EN}) + "\n")
+    out = list(parse_file(InputFile(str(path), "a.jsonl.gz", "jsonl")))
+    assert [o.doc_id for o in out] == ["g"]
+    broken = tmp_path / "b.jsonl.gz"
+    broken.write_bytes(path.read_bytes()[:-12])
+    out = list(parse_file(InputFile(str(broken), "b.jsonl.gz", "jsonl")))
+    assert out[-1].reason == "unreadable_file"
+
+
+def test_unsupported_and_unreadable_files(tmp_path):
+    assert parse_file(InputFile("x.pdf", "x.pdf", None)).__next__().reason == "unsupported_file_type"
+    assert next(parse_file(InputFile(str(tmp_path / "gone.txt"), "gone.txt", "text"))).reason == "unreadable_file"
+
+
+def test_format_of():
+    assert [format_of(p) for p in ("a.JSONL", "a.jsonl.gz", "a.txt", "a.htm", "a.html", "a.md")] == [
+        "jsonl", "jsonl", "text", "html", "html", None]
+
+
+def test_match_inputs_folder_skips_non_inputs(seeds_dir):
+    files = match_inputs([str(seeds_dir)])
+    assert len(files) == 5 and all(f.format == "text" for f in files)
+    assert files[0].rel_path == "000_9635c48be9c98235.txt"
+
+
+def test_match_inputs_errors_name_the_argument(tmp_path):
+    with pytest.raises(InputError, match="nothing matches"):
+        match_inputs([str(tmp_path / "*.jsonl")])
+    with pytest.raises(InputError, match="no .jsonl"):
+        match_inputs([str(tmp_path)])
