@@ -166,3 +166,9 @@ def test_shared_contract_checker(seeds_lake, shared_dir):
     proc = subprocess.run([sys.executable, str(shared_dir / "tools" / "check_lake.py"), str(seeds_lake)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("ok:"), proc.stdout + proc.stderr
+
+
+def test_default_input_is_the_packaged_seeds(tmp_path):
+    from pipeline.build import default_input
+    assert sorted(f.rel_path for f in match_inputs([default_input()])) == sorted(
+        p.name for p in (REPO / "seeds").glob("*.txt"))
