@@ -40,8 +40,7 @@ class RunSettings(NamedTuple):
 
 def default_input() -> str:
     """The seeds shipped inside the package (the same five files as the repository's seeds/)."""
-    # A namespace package (no __init__.py in seeds/): locate it through one of its files.
-    return str(resources.files("wirewash_seeds").joinpath("README.md").parent)
+    return str(resources.files("wirewash_seeds"))
 
 
 def settings_from_options(options: PipelineOptions) -> RunSettings:
