@@ -59,7 +59,8 @@ def settings_from_options(options: PipelineOptions) -> RunSettings:
         raise ValueError(f"--ingested_at is not an ISO-8601 timestamp: {ingested_at!r}") from err
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    files = match_inputs(opts.input or [default_input()])
+    streaming = options.view_as(StandardOptions).streaming  # a stream's input is watched, not listed now
+    files = [] if streaming else match_inputs(opts.input or [default_input()])
     return RunSettings(
         files=files,
         output=opts.output,
@@ -113,10 +114,13 @@ def resolve_runner(options: PipelineOptions) -> None:
 
 
 def build_pipeline(options: PipelineOptions, settings: Optional[RunSettings] = None) -> beam.Pipeline:
-    """The whole batch pipeline for these options, ready to `run()`."""
+    """The whole pipeline for these options (batch, or streaming with --streaming), ready to `run()`."""
     settings = settings or settings_from_options(options)
     check_output_location(settings.output, settings.overwrite)
     resolve_runner(options)
+    if options.view_as(StandardOptions).streaming:
+        from pipeline.streaming import build_streaming_pipeline
+        return build_streaming_pipeline(options, settings)
     pipeline = beam.Pipeline(options=options)
     outputs = pipeline | "Ingest" >> IngestArticles(settings.files, settings.rule_files,
                                                     settings.max_record_bytes, settings.dedup)

@@ -65,6 +65,9 @@ def _run_parser() -> argparse.ArgumentParser:
         epilog="Example: wirewash run --input seeds/ --output lake/  then  "
                "wirewash query lake/ \"SELECT lang, count(*) FROM documents GROUP BY lang\"")
     WirewashOptions._add_argparse_args(parser)
+    parser.add_argument("--streaming", action="store_true",
+                        help="keep running: watch --input (a glob or folder, pubsub://..., kafka://...) and commit "
+                             "Parquet per --window_seconds; Ctrl-C drains (see docs/streaming.md)")
     parser.add_argument("--verbose", action="store_true", help="show Beam's and the libraries' INFO logs")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     return parser
@@ -89,7 +92,7 @@ def run_command(argv: list[str]) -> int:
     args, _ = parser.parse_known_args(argv)
     configure_logging(args.verbose)
 
-    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     from pipeline.build import build_pipeline, settings_from_options
     from pipeline.io import InputError
@@ -103,14 +106,20 @@ def run_command(argv: list[str]) -> int:
     except (InputError, LakeExistsError, ValueError, OSError) as err:
         return _error(str(err))
     started = time.monotonic()
-    result = pipeline.run()
-    result.wait_until_finish()
+    if options.view_as(StandardOptions).streaming:  # runs until drained (Ctrl-C / SIGTERM); see streaming.py
+        from pipeline.streaming import run_streaming
+        summary = run_streaming(pipeline, settings.output)
+    else:
+        result = pipeline.run()
+        result.wait_until_finish()
+        summary = None
     seconds = time.monotonic() - started
 
     from apache_beam.io.filesystems import FileSystems
     summary_path = FileSystems.join(settings.output, SUMMARY_FILE)
-    with FileSystems.open(summary_path) as handle:
-        summary = json.loads(handle.read().decode("utf-8"))
+    if summary is None:
+        with FileSystems.open(summary_path) as handle:
+            summary = json.loads(handle.read().decode("utf-8"))
     if not args.quiet:
         _print_summary(summary, settings.output, seconds)
     if not summary.get("reconciled"):

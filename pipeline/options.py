@@ -52,3 +52,21 @@ class WirewashOptions(PipelineOptions):
         parser.add_argument(
             "--ingested_at", default=None, metavar="ISO",
             help="ingest timestamp stored in every row (UTC ISO-8601). Default: when the run starts")
+        # Streaming mode (`--streaming`, Beam's own flag): see pipeline/streaming.py and docs/streaming.md.
+        parser.add_argument(
+            "--window_seconds", type=float, default=60.0, metavar="S",
+            help="streaming: length of the event-time windows; each window's rows are committed as new "
+                 "Parquet files once the watermark passes its end. Default: 60")
+        parser.add_argument(
+            "--allowed_lateness", type=float, default=300.0, metavar="S",
+            help="streaming: an article's `published` time is its event time when it is at most this many "
+                 "seconds before its arrival (else the arrival time is); late records within it are written "
+                 "in a later pane of their window. Default: 300")
+        parser.add_argument(
+            "--dedup_retention", type=float, default=604800.0, metavar="S",
+            help="streaming: how long (event time) ids, content hashes and MinHash bands are remembered for "
+                 "dedup; a copy arriving later is a new document. Bounds the state. Default: 604800 (7 days)")
+        parser.add_argument(
+            "--poll_interval", type=float, default=2.0, metavar="S",
+            help="streaming: how often a watched folder or glob is listed; a file is read once its size "
+                 "stayed the same over two listings. Default: 2")

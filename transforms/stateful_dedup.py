@@ -1,0 +1,321 @@
+"""Streaming dedup: the batch decisions of `transforms/dedup.py`, made one arrival at a time with bounded state.
+
+The rule in streaming: **the first arrival wins**. Batch sees every copy before deciding and keeps the earliest
+published one; a stream cannot wait for copies that have not arrived, so the copy that reaches the pipeline
+first is the document and every later copy is a duplicate pointing at it. Which copy is kept may therefore
+differ from batch; the clusters (which records belong together) and the number of documents do not.
+
+Three stateful steps, all in the global window (state would otherwise be scoped to one event-time window and
+forget everything at its end):
+
+1. keyed by `doc_id`: a second record with an id already seen is rejected (`duplicate_id`), as in batch;
+2. keyed by `content_hash`: a later exact copy becomes an exact duplicate of the first;
+3. keyed by one LSH index key: the near-duplicate index (MinHash bands -> the first few arrivals per band,
+   as batch compares each member with the first `MAX_PARENTS_PER_BUCKET` members of a band). A candidate
+   merges only when its estimated Jaccard similarity reaches the threshold; chains resolve to the kept
+   root, and an exact copy of a near duplicate points at that root (as batch does), so every `duplicate_of`
+   names a kept document. This step is one key on purpose: the decisions of different bands about one
+   article must be taken in one place, in arrival order, or two copies arriving together could each be
+   judged the duplicate of the other. Only fingerprints are stored; the step does a few dictionary look-ups
+   per article.
+
+Retention bounds the state: every remembered id, hash and index entry is dropped by an event-time timer once
+the watermark passes its arrival time + `retention_seconds`. A copy arriving after that is a new document.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Any, NamedTuple, Optional, Tuple
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Timestamp
+
+from transforms.dedup import (KIND_EXACT, KIND_NEAR, MAX_PARENTS_PER_BUCKET, REASON_DUPLICATE_ID, DedupConfig,
+                              band_keys, estimate_jaccard, lsh_params, minhash_signature, shingles)
+from transforms.normalize import content_hash, dedup_key
+from transforms.types import Article, Duplicate, Rejection
+
+__all__ = ["StatefulDedup", "NearIndex", "IndexEntry", "DEFAULT_RETENTION_SECONDS"]
+
+NAMESPACE = "stream_dedup"
+STAGE = "dedup"
+DOCUMENTS, DUPLICATES, REJECTED = "documents", "duplicates", "rejected"
+DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
+INDEX_KEY = "lsh"
+FIRST, LATER = "first", "later"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pure functions: the near-duplicate index
+# ---------------------------------------------------------------------------------------------------------
+
+class IndexEntry(NamedTuple):
+    """One remembered arrival: its identity, its kept root (None when it is itself kept), its fingerprint."""
+
+    loc: str
+    doc_id: str
+    root_doc_id: Optional[str]
+    similarity: float
+    signature: bytes
+    bands: tuple
+    expires: float  # event time (seconds) after which it is forgotten
+    seq: int  # arrival order
+
+
+class NearIndex:
+    """LSH index of earlier arrivals, in arrival order. `add` decides and remembers; `expire` forgets."""
+
+    def __init__(self, threshold: float, bands: int, rows: int):
+        self.threshold, self.bands, self.rows = threshold, bands, rows
+        self.entries: dict[str, IndexEntry] = {}
+        self.buckets: dict[str, list[str]] = {}
+        self.seq = 0
+
+    def match(self, signature: bytes, keys: list[str]) -> Optional[tuple[IndexEntry, float]]:
+        """The earliest-arriving remembered entry sharing a band whose similarity reaches the threshold."""
+        best = None
+        for key in keys:
+            for loc in self.buckets.get(key, ()):
+                entry = self.entries[loc]
+                if best is not None and entry.seq >= best[0].seq:
+                    continue
+                similarity = estimate_jaccard(entry.signature, signature)
+                if similarity >= self.threshold:
+                    best = (entry, similarity)
+        return best
+
+    def add(self, loc: str, doc_id: str, signature: bytes, expires: float) -> Optional[tuple[str, float]]:
+        """Decides one new arrival: (root doc_id, similarity to its parent) when it is a near duplicate, else
+        None (kept). Either way it is remembered, so later copies can match it (chains resolve to the root)."""
+        keys = band_keys(signature, self.bands, self.rows)
+        found = self.match(signature, keys)
+        root, similarity = None, 0.0
+        if found:
+            parent, similarity = found
+            root = parent.root_doc_id or parent.doc_id
+        self._remember(IndexEntry(loc, doc_id, root, round(similarity, 4) if root else 0.0, signature,
+                                  tuple(keys), expires, self.seq))
+        return (root, round(similarity, 4)) if root else None
+
+    def _remember(self, entry: IndexEntry) -> None:
+        self.entries[entry.loc] = entry
+        self.seq = max(self.seq, entry.seq + 1)
+        for key in entry.bands:
+            bucket = self.buckets.setdefault(key, [])
+            if len(bucket) < MAX_PARENTS_PER_BUCKET:  # batch compares with the first few members of a band
+                bucket.append(entry.loc)
+
+    def expire(self, now: float) -> int:
+        """Forgets every entry whose retention ended at or before `now`; returns how many."""
+        gone = [loc for loc, e in self.entries.items() if e.expires <= now]
+        if not gone:
+            return 0
+        survivors = [e for e in self.entries.values() if e.expires > now]
+        self.entries, self.buckets = {}, {}
+        for entry in survivors:
+            self._remember(entry)
+        return len(gone)
+
+    def next_expiry(self) -> Optional[float]:
+        return min((e.expires for e in self.entries.values()), default=None)
+
+    @classmethod
+    def rebuild(cls, threshold: float, bands: int, rows: int, entries) -> "NearIndex":
+        index = cls(threshold, bands, rows)
+        for entry in sorted((IndexEntry(*e) for e in entries), key=lambda e: e.seq):
+            index._remember(entry)
+        return index
+
+
+def fingerprint(article: Article, config: DedupConfig) -> tuple[str, bytes]:
+    """(content_hash, MinHash signature) of an article, with the batch stage's functions and settings."""
+    key = dedup_key(article.text)
+    signature = minhash_signature(shingles(key), config.num_perm, config.seed) if config.near else b""
+    return content_hash(key), signature
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Beam wrappers
+# ---------------------------------------------------------------------------------------------------------
+
+class _FirstArrivalFn(beam.DoFn):
+    """(key, (article, signature)) -> (FIRST, article, signature) for the first arrival of a key, else
+    (LATER, article, signature, first loc, first doc_id). The key is forgotten `retention` after its first
+    arrival (event time)."""
+
+    FIRST_STATE = ReadModifyWriteStateSpec("first", PickleCoder())
+    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+
+    def __init__(self, retention_seconds: float, what: str):
+        self.retention = retention_seconds
+        self.what = what
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam,
+                first=beam.DoFn.StateParam(FIRST_STATE), expiry=beam.DoFn.TimerParam(EXPIRY)):
+        _, (article, signature) = element
+        seen = first.read()
+        if seen is None:
+            first.write((article.source_location, article.doc_id))
+            expiry.set(Timestamp.of(float(timestamp) + self.retention))
+            yield FIRST, article, signature
+        else:
+            Metrics.counter(NAMESPACE, f"later_{self.what}").inc()
+            yield LATER, article, signature, seen[0], seen[1]
+
+    @on_timer(EXPIRY)
+    def forget(self, first=beam.DoFn.StateParam(FIRST_STATE)):
+        Metrics.counter(NAMESPACE, f"expired_{self.what}").inc()
+        first.clear()
+
+
+def _split_ids(item):
+    """First arrivals of an id go on; later ones are rejected like batch's duplicate_id."""
+    if item[0] == FIRST:
+        yield item[1], item[2]
+        return
+    _, article, _, first_loc, _ = item
+    yield beam.pvalue.TaggedOutput(REJECTED, Rejection(
+        article.doc_id, article.source_location, STAGE, REASON_DUPLICATE_ID,
+        error=f"doc_id already used by the record at {first_loc}"))
+
+
+def _exact_only(item):
+    """Without near dedup: first arrivals are documents, later ones exact duplicates of the first."""
+    if item[0] == FIRST:
+        yield item[1]
+        return
+    _, article, _, _, first_doc_id = item
+    yield beam.pvalue.TaggedOutput(DUPLICATES, Duplicate(article.doc_id, first_doc_id, KIND_EXACT, 1.0,
+                                                         article.source_location))
+
+
+class _NearIndexFn(beam.DoFn):
+    """(INDEX_KEY, item from the exact step) -> documents / duplicates, through one `NearIndex`.
+
+    State: the index entries in a bag (append-only between expiries) plus a token naming its version. The
+    index built from the bag is cached in the DoFn instance under that token, so the bag is read only when
+    another worker (or a retried bundle) changed it; an ordinary arrival costs one append.
+    """
+
+    LOG = BagStateSpec("log", PickleCoder())
+    TOKEN = ReadModifyWriteStateSpec("token", PickleCoder())
+    NEXT = ReadModifyWriteStateSpec("next_expiry", PickleCoder())
+    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+
+    def __init__(self, config: DedupConfig, retention_seconds: float):
+        self.config = config
+        self.retention = retention_seconds
+        self.bands, self.rows = lsh_params(config.threshold, config.num_perm)
+
+    def setup(self):
+        self._token, self._index = None, None
+
+    def _load(self, log, token) -> NearIndex:
+        current = token.read()
+        if self._index is None or current is None or current != self._token:
+            self._index = NearIndex.rebuild(self.config.threshold, self.bands, self.rows, log.read())
+            self._token = current
+        return self._index
+
+    def _bump(self, token):
+        self._token = uuid.uuid4().hex
+        token.write(self._token)
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam, log=beam.DoFn.StateParam(LOG),
+                token=beam.DoFn.StateParam(TOKEN), next_expiry=beam.DoFn.StateParam(NEXT),
+                expiry=beam.DoFn.TimerParam(EXPIRY)):
+        _, item = element
+        index = self._load(log, token)
+        article = item[1]
+        if item[0] == LATER:  # an exact copy: of the first arrival, or of that one's near root
+            first_loc, first_doc_id = item[3], item[4]
+            entry = index.entries.get(first_loc)
+            if entry is not None and entry.root_doc_id:
+                yield beam.pvalue.TaggedOutput(DUPLICATES, Duplicate(
+                    article.doc_id, entry.root_doc_id, KIND_NEAR, entry.similarity, article.source_location))
+            else:
+                yield beam.pvalue.TaggedOutput(DUPLICATES, Duplicate(
+                    article.doc_id, first_doc_id, KIND_EXACT, 1.0, article.source_location))
+            return
+        expires = float(timestamp) + self.retention
+        decision = index.add(article.source_location, article.doc_id, item[2], expires)
+        log.add(tuple(index.entries[article.source_location]))
+        self._bump(token)
+        scheduled = next_expiry.read()
+        if scheduled is None or expires < scheduled:
+            expiry.set(Timestamp.of(expires))
+            next_expiry.write(expires)
+        if decision is None:
+            Metrics.counter(NAMESPACE, "kept").inc()
+            yield article
+        else:
+            Metrics.counter(NAMESPACE, "near_duplicates").inc()
+            root, similarity = decision
+            yield beam.pvalue.TaggedOutput(DUPLICATES, Duplicate(
+                article.doc_id, root, KIND_NEAR, similarity, article.source_location))
+
+    @on_timer(EXPIRY)
+    def forget(self, fired=beam.DoFn.TimestampParam, log=beam.DoFn.StateParam(LOG),
+               token=beam.DoFn.StateParam(TOKEN), next_expiry=beam.DoFn.StateParam(NEXT),
+               expiry=beam.DoFn.TimerParam(EXPIRY)):
+        index = self._load(log, token)
+        Metrics.counter(NAMESPACE, "expired_index_entries").inc(index.expire(float(fired)))
+        log.clear()
+        for entry in index.entries.values():
+            log.add(tuple(entry))
+        self._bump(token)
+        upcoming = index.next_expiry()
+        if upcoming is None:
+            next_expiry.clear()
+        else:
+            expiry.set(Timestamp.of(upcoming))
+            next_expiry.write(upcoming)
+
+
+class _FingerprintFn(beam.DoFn):
+    def __init__(self, config: DedupConfig):
+        self.config = config
+
+    def process(self, article: Article):
+        digest, signature = fingerprint(article, self.config)
+        yield digest, (article._replace(content_hash=digest), signature)
+
+
+class StatefulDedup(beam.PTransform):
+    """Article (timestamped, global window) -> {`documents`, `duplicates`, `rejected`}; first arrival wins.
+
+    Runs on streaming runners (state and timers); elements keep their timestamps.
+    """
+
+    def __init__(self, config: DedupConfig = DedupConfig(), retention_seconds: float = DEFAULT_RETENTION_SECONDS):
+        super().__init__()
+        self.config = config
+        self.retention = retention_seconds
+
+    def expand(self, articles):
+        fingerprinted = articles | "Fingerprint" >> beam.ParDo(_FingerprintFn(self.config))
+        by_id = (
+            fingerprinted
+            | "KeyById" >> beam.Map(lambda kv: (kv[1][0].doc_id, kv[1])).with_output_types(Tuple[str, Any])
+            | "FirstById" >> beam.ParDo(_FirstArrivalFn(self.retention, "id"))
+            | "SplitIds" >> beam.FlatMap(_split_ids).with_outputs(REJECTED, main="unique")
+        )
+        by_hash = (
+            by_id["unique"]
+            | "KeyByHash" >> beam.Map(lambda v: (v[0].content_hash, v)).with_output_types(Tuple[str, Any])
+            | "FirstByHash" >> beam.ParDo(_FirstArrivalFn(self.retention, "hash"))
+        )
+        if self.config.near:
+            decided = (
+                by_hash
+                | "KeyIndex" >> beam.Map(lambda item: (INDEX_KEY, item)).with_output_types(Tuple[str, Any])
+                | "NearIndex" >> beam.ParDo(_NearIndexFn(self.config, self.retention)).with_outputs(
+                    DUPLICATES, main=DOCUMENTS)
+            )
+        else:
+            decided = by_hash | "ExactOnly" >> beam.FlatMap(_exact_only).with_outputs(DUPLICATES, main=DOCUMENTS)
+        return {DOCUMENTS: decided[DOCUMENTS], DUPLICATES: decided[DUPLICATES], REJECTED: by_id[REJECTED]}
