@@ -340,6 +340,9 @@ class _LiveEvents:
                 yield ElementEvent([window.TimestampedValue(f, now) for f in ready])
             yield WatermarkEvent(Timestamp.of(now))
             if draining:
+                unread = sorted(path for path, size in sizes.items() if size is not None)
+                if unread:
+                    LOG.warning("wirewash: not read (still changing when the stream stopped): %s", unread)
                 return
             deadline = now + self.poll_interval
             while time.time() < deadline and not _DRAIN.is_set():

@@ -1,0 +1,514 @@
+"""Streaming mode: pure parts, stateful dedup and windowed writes on TestStream, the real CLI end to end."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import apache_beam as beam
+import duckdb
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.transforms import window
+
+from pipeline.cli import main
+from pipeline.streaming import (KIND_FILES, KIND_KAFKA, KIND_PUBSUB, READ, StreamSource, WriteWindowedLake,
+                                decode_message, event_time, file_name, finalize_lake, message_parts,
+                                new_settled_files, parse_source, staging_of)
+from transforms.dedup import DedupConfig, lsh_params, minhash_signature, shingles
+from transforms.normalize import dedup_key
+from transforms.stateful_dedup import NearIndex, StatefulDedup
+from transforms.types import Article, Duplicate, Rejection
+from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, lake_rows, write_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+SEEDS = sorted((REPO / "seeds").glob("*.txt"))
+
+
+def seed_text(i: int) -> str:
+    return SEEDS[i].read_text(encoding="utf-8")
+
+
+def near_copy(text: str) -> str:
+    """The same long story with a few words in its middle changed: word 5-shingle Jaccard well above 0.8."""
+    words = text.split(" ")
+    middle = len(words) // 2
+    return " ".join(words[:middle] + ["(updated", "with", "new", "details)"] + words[middle + 2:])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pure functions
+# ---------------------------------------------------------------------------------------------------------
+
+class TestParseSource:
+    def test_glob_and_folder(self, tmp_path):
+        assert parse_source(["incoming/*.jsonl"]) == StreamSource(KIND_FILES, "incoming/*.jsonl")
+        assert parse_source([str(tmp_path)]) == StreamSource(KIND_FILES, f"{tmp_path}/**")
+        assert parse_source(["gs://bucket/in/*.jsonl"]).kind == KIND_FILES
+
+    def test_pubsub(self):
+        source = parse_source(["pubsub://projects/my-proj/subscriptions/news-in"])
+        assert source == StreamSource(KIND_PUBSUB, "projects/my-proj/subscriptions/news-in")
+
+    def test_kafka(self):
+        source = parse_source(["kafka://broker1:9092,broker2:9092/news"])
+        assert source == StreamSource(KIND_KAFKA, "broker1:9092,broker2:9092", "news")
+
+    @pytest.mark.parametrize("bad", ["pubsub://projects/p/topics/t", "pubsub://my-sub", "kafka://broker/news",
+                                     "kafka://broker:9092", "kafka://b:9092/bad topic", "http://x/y"])
+    def test_malformed_sources_say_what_is_expected(self, bad):
+        with pytest.raises(ValueError, match="expected|streaming reads"):
+            parse_source([bad])
+
+    def test_exactly_one_input(self):
+        with pytest.raises(ValueError, match="exactly one"):
+            parse_source(["a/*.jsonl", "b/*.jsonl"])
+        with pytest.raises(ValueError, match="exactly one"):
+            parse_source(None)
+
+
+class TestEventTime:
+    ARRIVAL = 1_700_000_000.0
+
+    def test_recent_published_is_the_event_time(self):
+        assert event_time("2023-11-14T22:11:00+00:00", self.ARRIVAL, 300) == 1_699_999_860.0
+
+    def test_published_older_than_the_lateness_takes_the_arrival(self):
+        assert event_time("2023-11-14T20:00:00+00:00", self.ARRIVAL, 300) == self.ARRIVAL
+
+    def test_future_or_missing_published_takes_the_arrival(self):
+        assert event_time("2023-11-15T00:00:00+00:00", self.ARRIVAL, 300) == self.ARRIVAL
+        assert event_time(None, self.ARRIVAL, 300) == self.ARRIVAL
+
+
+class TestDecodeMessage:
+    def test_json_message_becomes_the_batch_record(self):
+        payload = json.dumps({"id": "m1", "url": "https://www.ex.com/a", "published": "2024-01-02T03:04:05Z",
+                              "text": ARTICLE_EN}).encode()
+        article = decode_message(payload, "pubsub:news-in", "123")
+        assert isinstance(article, Article)
+        assert (article.doc_id, article.source, article.published_at, article.source_location) == (
+            "m1", "ex.com", "2024-01-02T03:04:05+00:00", "pubsub:news-in/123")
+
+    def test_id_falls_back_to_the_message(self):
+        one = decode_message(json.dumps({"text": ARTICLE_EN}).encode(), "kafka:news", "0:17")
+        again = decode_message(json.dumps({"text": ARTICLE_EN}).encode(), "kafka:news", "0:17")
+        other = decode_message(json.dumps({"text": ARTICLE_EN}).encode(), "kafka:news", "0:18")
+        assert one.doc_id == again.doc_id != other.doc_id
+
+    @pytest.mark.parametrize("payload,reason", [(b"{not json", "bad_json"), (b"[1, 2]", "not_an_object"),
+                                                (b'{"id": "x"}', "missing_text"), (b"\xff\xfe", "invalid_utf8")])
+    def test_bad_messages_are_rejections(self, payload, reason):
+        rejection = decode_message(payload, "pubsub:s", "9")
+        assert isinstance(rejection, Rejection) and rejection.reason == reason
+        assert rejection.source_location == "pubsub:s/9"
+
+    def test_message_parts_of_each_source_shape(self):
+        class PubsubLike:
+            data, message_id = b"{}", "m-1"
+
+        class KafkaRowLike:
+            value, partition, offset = b"{}", 3, 42
+
+        assert message_parts(PubsubLike()) == (b"{}", "m-1")
+        assert message_parts(KafkaRowLike()) == (b"{}", "3:42")
+        assert message_parts((b"key", b"{}")) == (b"{}", None)
+        assert message_parts(b"{}") == (b"{}", None)
+
+
+def test_file_names_are_unique_per_window_pane_and_shard():
+    names = {file_name(w, w + 2, pane, shard, 2) for w in (0, 2) for pane in (0, 1) for shard in (0, 1)}
+    assert len(names) == 8 and all(n.endswith(".parquet") for n in names)
+
+
+def test_a_file_is_read_once_after_its_size_settles():
+    sizes = {}
+    assert new_settled_files([("/in/a.jsonl", 10)], sizes, "/in/") == []  # first sight: maybe still growing
+    assert new_settled_files([("/in/a.jsonl", 20)], sizes, "/in/") == []  # grew
+    ready = new_settled_files([("/in/a.jsonl", 20), ("/in/b.jsonl", 5)], sizes, "/in/")
+    assert ready == [("/in/a.jsonl", "a.jsonl", "jsonl")]
+    assert new_settled_files([("/in/a.jsonl", 20), ("/in/b.jsonl", 5)], sizes, "/in/") == [
+        ("/in/b.jsonl", "b.jsonl", "jsonl")]
+    assert new_settled_files([("/in/a.jsonl", 20), ("/in/b.jsonl", 5)], sizes, "/in/") == []
+
+
+class TestNearIndex:
+    CONFIG = DedupConfig()
+
+    def sig(self, text):
+        return minhash_signature(shingles(dedup_key(text)), self.CONFIG.num_perm, self.CONFIG.seed)
+
+    def index(self):
+        return NearIndex(self.CONFIG.threshold, *lsh_params(self.CONFIG.threshold, self.CONFIG.num_perm))
+
+    def test_first_arrival_kept_later_near_copy_points_at_it(self):
+        index = self.index()
+        assert index.add("a", "A", self.sig(seed_text(0)), 100) is None
+        root, similarity = index.add("b", "B", self.sig(near_copy(seed_text(0))), 100)
+        assert root == "A" and similarity >= 0.8
+        assert index.add("c", "C", self.sig(seed_text(1)), 100) is None
+
+    def test_chains_resolve_to_the_kept_root(self):
+        index = self.index()
+        first = seed_text(3)
+        second = near_copy(first)
+        third = near_copy(near_copy(second).replace("(updated with new details)", "(corrected)"))
+        index.add("a", "A", self.sig(first), 100)
+        index.add("b", "B", self.sig(second), 100)
+        decision = index.add("c", "C", self.sig(third), 100)
+        assert decision is not None and decision[0] == "A"
+
+    def test_expire_forgets_and_rebuild_restores(self):
+        index = self.index()
+        index.add("a", "A", self.sig(seed_text(0)), 50)
+        index.add("b", "B", self.sig(seed_text(1)), 150)
+        restored = NearIndex.rebuild(index.threshold, index.bands, index.rows,
+                                     [tuple(e) for e in index.entries.values()])
+        assert restored.add("x", "X", self.sig(near_copy(seed_text(0))), 200)[0] == "A"
+        assert index.expire(100) == 1 and set(index.entries) == {"b"} and index.next_expiry() == 150
+        assert index.add("y", "Y", self.sig(near_copy(seed_text(0))), 200) is None  # A was forgotten
+
+
+# ---------------------------------------------------------------------------------------------------------
+# TestStream: stateful dedup across windows, retention, late data, windowed writes
+# ---------------------------------------------------------------------------------------------------------
+
+_COLLECTED: dict = defaultdict(list)
+
+
+class _Collect(beam.DoFn):
+    def __init__(self, key: str, table: str):
+        self.key, self.table = key, table
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam):
+        _COLLECTED[self.key].append((self.table, element, float(timestamp)))
+
+
+def streaming_options() -> PipelineOptions:
+    return PipelineOptions(["--streaming", "--runner=BundleBasedDirectRunner"])
+
+
+def article(doc_id: str, text: str, lang: str = "en") -> Article:
+    return Article(doc_id=doc_id, source_location=f"in.jsonl:{doc_id}", format="text", text=text, lang=lang)
+
+
+def run_dedup(stream: TestStream, key: str, retention: float = 7 * 86400, near: bool = True) -> dict:
+    """Runs StatefulDedup over a TestStream of articles; returns {doc_id: decision}."""
+    _COLLECTED.pop(key, None)
+    with beam.Pipeline(options=streaming_options()) as p:
+        out = p | stream | StatefulDedup(DedupConfig(near=near), retention)
+        for table in ("documents", "duplicates", "rejected"):
+            _ = out[table] | f"Collect{table}" >> beam.ParDo(_Collect(key, table))
+    decisions = {}
+    for table, element, _ in _COLLECTED.pop(key):
+        if table == "documents":
+            decisions[element.doc_id] = "kept"
+        elif table == "duplicates":
+            decisions[element.doc_id] = (element.kind, element.duplicate_of)
+        else:
+            decisions.setdefault(element.doc_id + "#rejected", element.reason)
+    return decisions
+
+
+def at(element, seconds):
+    return window.TimestampedValue(element, seconds)
+
+
+def test_exact_copy_an_hour_later_is_still_a_duplicate():
+    stream = (TestStream(coder=beam.coders.PickleCoder())
+              .add_elements([at(article("a", ARTICLE_EN), 0)])
+              .advance_watermark_to(3600)
+              .add_elements([at(article("b", ARTICLE_EN + "\n\n"), 3600)])
+              .advance_watermark_to_infinity())
+    assert run_dedup(stream, "later") == {"a": "kept", "b": ("exact", "a")}
+
+
+def test_near_copy_in_a_later_window_and_its_exact_copy_point_at_the_root():
+    text = seed_text(0)
+    stream = (TestStream(coder=beam.coders.PickleCoder())
+              .add_elements([at(article("a", text), 10)])
+              .advance_watermark_to(100)
+              .add_elements([at(article("b", near_copy(text)), 100), at(article("c", ARTICLE_DE, "de"), 101)])
+              .advance_watermark_to(200)
+              .add_elements([at(article("d", near_copy(text)), 200)])
+              .advance_watermark_to_infinity())
+    decisions = run_dedup(stream, "near")
+    assert decisions["a"] == "kept" and decisions["c"] == "kept"
+    assert decisions["b"] == ("near", "a")
+    assert decisions["d"] == ("near", "a")  # exact copy of a near duplicate: points at the kept root
+
+
+def test_out_of_order_event_times_first_arrival_wins():
+    stream = (TestStream(coder=beam.coders.PickleCoder())
+              .add_elements([at(article("late-published", ARTICLE_EN), 50)])
+              .add_elements([at(article("early-published", ARTICLE_EN), 5)])
+              .advance_watermark_to_infinity())
+    assert run_dedup(stream, "order") == {"late-published": "kept", "early-published": ("exact", "late-published")}
+
+
+def test_watermark_past_the_retention_clears_the_state():
+    stream = (TestStream(coder=beam.coders.PickleCoder())
+              .add_elements([at(article("a", seed_text(1)), 0), at(article("id1", ARTICLE_VI, "vi"), 0)])
+              .advance_watermark_to(50)
+              .add_elements([at(article("b", seed_text(1)), 50)])  # within retention: duplicate
+              .advance_watermark_to(500)  # retention (100 s) of everything above has passed
+              .add_elements([at(article("c", seed_text(1)), 500), at(article("d", near_copy(seed_text(1))), 501),
+                             at(article("id1", ARTICLE_DE, "de"), 502)])
+              .advance_watermark_to_infinity())
+    decisions = run_dedup(stream, "retention", retention=100)
+    assert decisions["a"] == "kept" and decisions["b"] == ("exact", "a")
+    assert decisions["c"] == "kept", "the hash and index state of 'a' should have expired"
+    assert decisions["d"] == ("near", "c")
+    assert "id1#rejected" not in decisions, "the doc_id state should have expired"
+
+
+def test_reused_id_is_rejected_and_exact_only_mode():
+    stream = (TestStream(coder=beam.coders.PickleCoder())
+              .add_elements([at(article("a", ARTICLE_EN), 0), at(article("a", ARTICLE_DE, "de"), 1),
+                             at(article("b", ARTICLE_EN), 2), at(article("c", near_copy(seed_text(2))), 3),
+                             at(article("d", seed_text(2)), 4)])
+              .advance_watermark_to_infinity())
+    decisions = run_dedup(stream, "ids", near=False)
+    assert decisions["a"] == "kept" and decisions["a#rejected"] == "duplicate_id"
+    assert decisions["b"] == ("exact", "a")
+    assert decisions["c"] == "kept" and decisions["d"] == "kept"  # no near dedup asked
+
+
+def _route(element):
+    kind, value = element
+    if kind == READ:
+        yield beam.pvalue.TaggedOutput(READ, 1)
+    else:
+        yield beam.pvalue.TaggedOutput(kind, value)
+
+
+def test_windowed_lake_late_pane_empty_windows_and_summary(tmp_path):
+    """Rows land in files per window and pane (a late record gets its own file, nothing overwritten), empty
+    windows write nothing, and the running summary reconciles with the committed files."""
+    lake = tmp_path / "lake"
+    doc = lambda i, lang="en", day="2024-03-0": article(f"d{i}", f"text {i}", lang)._replace(  # noqa: E731
+        published_at=f"{day}{i % 9 + 1}T00:00:00+00:00")
+    dup = Duplicate("x1", "d1", "exact", 1.0, "in.jsonl:9")
+    rej = Rejection(None, "in.jsonl:7", "read", "bad_json")
+    stream = (TestStream(coder=beam.coders.PickleCoder())
+              .add_elements([at(("documents", doc(1)), 1), at(("documents", doc(2, "de")), 2),
+                             at(("duplicates", dup), 3), at(("rejected", rej), 3)]
+                            + [at((READ, None), t) for t in (1, 2, 3, 3)])
+              .advance_watermark_to(30)  # windows [0,10) fires; [10,20) and [20,30) stay empty
+              .add_elements([at(("documents", doc(10)), 5), at((READ, None), 5)])  # late, same folder as d1
+              .advance_watermark_to(45)
+              .add_elements([at(("documents", doc(4)), 44), at((READ, None), 44)])
+              .advance_watermark_to_infinity())
+    staging = staging_of(str(lake), "test")
+    with beam.Pipeline(options=streaming_options()) as p:
+        routed = p | stream | beam.FlatMap(_route).with_outputs(READ, "documents", "duplicates", "rejected")
+        _ = {t: routed[t] for t in ("documents", "duplicates", "rejected", READ)} | WriteWindowedLake(
+            str(lake), staging, window_seconds=10, allowed_lateness=60)
+    summary = finalize_lake(str(lake), staging)
+    names = sorted(p.relative_to(lake).as_posix() for p in lake.rglob("*.parquet"))
+    windows = {n.rsplit("/", 1)[-1].split("-p")[0] for n in names}
+    assert windows == {"part-19700101T000000Z-19700101T000010Z", "part-19700101T000040Z-19700101T000050Z"}
+    assert any("-p0001-" in n for n in names), f"the late record should be in a second pane: {names}"
+    assert len(names) == len(set(names))
+    assert sorted(r["doc_id"] for r in lake_rows(lake, "documents")) == ["d1", "d10", "d2", "d4"]
+    assert {(r["lang"], str(r["date"])) for r in lake_rows(lake, "documents", where="WHERE doc_id = 'd2'")} == {
+        ("de", "2024-03-03")}
+    assert summary["reconciled"] and summary["records_read"] == 6
+    assert summary["files_rows"] == {"documents": 4, "duplicates": 1, "rejected": 1}
+    assert summary["streaming"]["final"] and summary["streaming"]["panes"] >= 3
+    assert not (lake / "_staging").exists()
+
+
+def test_finalize_flags_rows_missing_from_the_files(tmp_path):
+    """The final check compares the running counts with the committed files: a lost file is not reconciled."""
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    (lake / "_SUMMARY.json").write_text(json.dumps(
+        {"records_read": 1, "documents": 1, "duplicates": 0, "rejected": 0, "reconciled": True,
+         "streaming": {"panes": 1, "last_window_end": None, "final": False}}))
+    summary = finalize_lake(str(lake), staging_of(str(lake), "none"))
+    assert summary["reconciled"] is False and summary["files_rows"]["documents"] == 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The real CLI, streaming, end to end
+# ---------------------------------------------------------------------------------------------------------
+
+def parity_records() -> list:
+    """Distinct articles, exact copies (whitespace, trailing boilerplate), near copies, a reused id, bad lines."""
+    records = [{"id": f"seed{i}", "url": f"https://s{i}.example/a", "published": f"2024-02-0{i + 1}T10:00:00Z",
+                "text": seed_text(i)} for i in range(5)]
+    records += [{"id": "en", "published": "2024-02-01T09:00:00Z", "text": ARTICLE_EN},
+                {"id": "de", "published": "2024-02-02T09:00:00Z", "text": ARTICLE_DE}, {"id": "vi", "text": ARTICLE_VI}]
+    records += [
+        {"id": "seed0-copy", "published": "2024-01-30T10:00:00Z", "text": seed_text(0).replace("\n", "\n\n")},
+        {"id": "seed1-near", "text": near_copy(seed_text(1))},
+        {"id": "seed1-near-copy", "text": near_copy(seed_text(1)) + "\n"},
+        {"id": "en-copy", "text": ARTICLE_EN + "\n\nRead more: Other news"},
+        {"id": "seed4-near", "published": "2024-01-01T00:00:00Z", "text": near_copy(seed_text(4))},
+        # A reused id: batch keeps the earliest published, streaming the first arrival; here they agree.
+        {"id": "de", "published": "2024-02-03T09:00:00Z", "text": seed_text(3) + " Different content, same id."},
+        "{broken json",
+        {"id": "empty", "text": "   "},
+    ]
+    return records
+
+
+def clusters(lake: Path) -> set:
+    """Duplicate clusters as sets of source locations (which copy is kept does not matter)."""
+    docs = {r["doc_id"]: r["source_location"] for r in lake_rows(lake, "documents", "doc_id, source_location")}
+    groups = {doc_id: {loc} for doc_id, loc in docs.items()}
+    for row in lake_rows(lake, "duplicates", "duplicate_of, source_location"):
+        groups[row["duplicate_of"]].add(row["source_location"])
+    return {frozenset(g) for g in groups.values()}
+
+
+def start_stream(watch: Path, lake: Path, *extra) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--streaming", "--input", f"{watch}/*.jsonl",
+           "--output", str(lake), "--window_seconds", "2", "--poll_interval", "0.3", *extra]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def drop(watch: Path, name: str, records: list) -> None:
+    """Writes a file beside the watched pattern and renames it in: the watcher never sees half a file."""
+    tmp = write_jsonl(watch / f".{name}.part", records)
+    os.rename(tmp, watch / name)
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 40.0, what: str = ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"the stream exited early ({proc.returncode}) waiting for {what}:\n{err[-3000:]}")
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    proc.kill()
+    out, err = proc.communicate()
+    raise AssertionError(f"timed out waiting for {what}:\n{err[-3000:]}")
+
+
+def committed_summary(lake: Path) -> dict:
+    try:
+        return json.loads((lake / "_SUMMARY.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def stop(proc: subprocess.Popen, sig: int) -> tuple[int, str, str]:
+    proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=40)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"the stream did not drain after {signal.Signals(sig).name}:\n{err[-3000:]}")
+    return proc.returncode, out, err
+
+
+def visible_temporary_files(lake: Path) -> list:
+    return [p for p in lake.rglob("*") if p.is_file() and (
+        p.suffix != ".parquet" and p.name != "_SUMMARY.json" or any(part.startswith((".", "_staging"))
+                                                                    for part in p.relative_to(lake).parts))]
+
+
+@pytest.mark.slow
+def test_cli_streaming_end_to_end(tmp_path):
+    watch, lake = tmp_path / "incoming", tmp_path / "lake"
+    watch.mkdir()
+    proc = start_stream(watch, lake)
+    try:
+        drop(watch, "first.jsonl", [{"id": "a", "text": ARTICLE_EN}, {"id": "b", "text": seed_text(0)},
+                                    "not json"])
+        wait_for(lambda: list((lake / "documents").rglob("*.parquet")), proc, what="the first Parquet files")
+        wait_for(lambda: committed_summary(lake).get("records_read") == 3, proc, what="the first window")
+        from pipeline.query import run_query
+        _, rows = run_query(str(lake), "SELECT doc_id FROM documents ORDER BY doc_id")
+        assert rows == [("a",), ("b",)]
+        # An exact and a near copy arriving windows later, a reused id, and a new article.
+        drop(watch, "second.jsonl", [{"id": "a-again", "text": ARTICLE_EN + "\n"},
+                                     {"id": "b-near", "text": near_copy(seed_text(0))},
+                                     {"id": "a", "text": ARTICLE_DE}, {"id": "c", "text": ARTICLE_VI}])
+        wait_for(lambda: committed_summary(lake).get("records_read") == 7, proc, what="the second file")
+    finally:
+        code, out, err = stop(proc, signal.SIGINT)
+    assert code == 0, err[-3000:]
+    assert "draining" in err and "7 records read -> 3 documents, 2 duplicates, 2 rejected" in out
+    final = committed_summary(lake)
+    assert final["reconciled"] and final["streaming"]["final"]
+    assert final["records_read"] == final["documents"] + final["duplicates"] + final["rejected"] == 7
+    assert final["files_rows"] == {"documents": 3, "duplicates": 2, "rejected": 2}
+    con = duckdb.connect()
+    dups = dict(con.execute(f"SELECT doc_id, duplicate_of FROM read_parquet('{lake}/duplicates/*.parquet')")
+                .fetchall())
+    assert dups == {"a-again": "a", "b-near": "b"}
+    reasons = sorted(r[0] for r in con.execute(f"SELECT reason FROM read_parquet('{lake}/rejected/*.parquet')")
+                     .fetchall())
+    assert reasons == ["bad_json", "duplicate_id"]
+    assert visible_temporary_files(lake) == []
+
+
+@pytest.mark.slow
+def test_batch_and_streaming_agree_on_documents_and_clusters(tmp_path):
+    records = parity_records()
+    batch_in, watch = tmp_path / "batch", tmp_path / "watch"
+    batch_in.mkdir()
+    watch.mkdir()
+    write_jsonl(batch_in / "news.jsonl", records)
+    assert main(["run", "--input", str(batch_in / "news.jsonl"), "--output", str(tmp_path / "batch_lake"),
+                 "--quiet"]) == 0
+    stream_lake = tmp_path / "stream_lake"
+    proc = start_stream(watch, stream_lake)
+    try:
+        drop(watch, "news.jsonl", records)
+        wait_for(lambda: committed_summary(stream_lake).get("records_read") == len(records), proc,
+                 what="all records")
+    finally:
+        code, _, err = stop(proc, signal.SIGTERM)
+    assert code == 0, err[-3000:]
+    batch, stream = committed_summary(tmp_path / "batch_lake"), committed_summary(stream_lake)
+    for key in ("records_read", "documents", "duplicates", "rejected"):
+        assert batch[key] == stream[key], key
+    assert stream["documents"] == 8 and stream["duplicates"] == 5
+    # Which copy is kept may differ (earliest published in batch, first arrival in streaming) ...
+    kept = lambda lake: {r["doc_id"] for r in lake_rows(lake, "documents", "doc_id")}  # noqa: E731
+    assert "seed0-copy" in kept(tmp_path / "batch_lake") and "seed0" in kept(stream_lake)
+    # ... the clusters may not.
+    as_ids = lambda lake: {frozenset(loc.split(":")[-1] for loc in c) for c in clusters(lake)}  # noqa: E731
+    assert as_ids(tmp_path / "batch_lake") == as_ids(stream_lake)
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_batch_and_streaming_agree_on_a_generated_corpus(tmp_path, shared_dir):
+    """The messy generated corpus (exact, near and boilerplate copies, bad records): same counts and clusters."""
+    corpus = tmp_path / "c.jsonl"
+    subprocess.run([sys.executable, str(shared_dir / "tools" / "make_corpus.py"), "--pool", str(shared_dir / "corpus"),
+                    "--n", "150", "--seed", "11", "--out", str(corpus), "--truth", str(tmp_path / "t.jsonl"),
+                    "--quiet"], check=True)
+    n = sum(1 for _ in open(corpus, "rb"))
+    assert main(["run", "--input", str(corpus), "--output", str(tmp_path / "batch_lake"), "--quiet"]) == 0
+    watch, stream_lake = tmp_path / "watch", tmp_path / "stream_lake"
+    watch.mkdir()
+    proc = start_stream(watch, stream_lake)
+    try:
+        os.link(corpus, watch / "c.jsonl")
+        wait_for(lambda: committed_summary(stream_lake).get("records_read") == n, proc, timeout=90,
+                 what="the whole corpus")
+    finally:
+        code, _, err = stop(proc, signal.SIGINT)
+    assert code == 0, err[-3000:]
+    batch, stream = committed_summary(tmp_path / "batch_lake"), committed_summary(stream_lake)
+    assert [batch[k] for k in ("documents", "duplicates", "rejected")] == [
+        stream[k] for k in ("documents", "duplicates", "rejected")]
+    assert stream["duplicates"] > 10
+    assert clusters(tmp_path / "batch_lake") == clusters(stream_lake)
