@@ -512,3 +512,42 @@ def test_batch_and_streaming_agree_on_a_generated_corpus(tmp_path, shared_dir):
         stream[k] for k in ("documents", "duplicates", "rejected")]
     assert stream["duplicates"] > 10
     assert clusters(tmp_path / "batch_lake") == clusters(stream_lake)
+
+
+def test_watch_files_reads_each_settled_file_once_and_stops_on_drain(tmp_path):
+    """WatchFiles (the watcher used on Dataflow/Flink) on the FnApiRunner, which runs its splittable ticks
+    (not in real time): several polls see the files, each is emitted once, and a drain ends the ticks."""
+    import threading
+
+    from pipeline.streaming import WatchFiles, request_drain, reset_drain
+
+    (tmp_path / "in").mkdir()
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": ARTICLE_EN}])
+    write_jsonl(tmp_path / "in" / "b.jsonl", [{"text": ARTICLE_DE}])
+    (tmp_path / "in" / "notes.md").write_text("not input")
+    key = "watch"
+    _COLLECTED.pop(key, None)
+    reset_drain()
+    timer = threading.Timer(2.0, request_drain)
+    timer.start()
+    try:
+        with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+            _ = (p | WatchFiles(f"{tmp_path}/in/*", poll_interval=0.2)
+                 | beam.ParDo(_Collect(key, "files")))
+    finally:
+        timer.cancel()
+        reset_drain()
+    assert sorted(element[1] for _, element, _ in _COLLECTED.pop(key)) == ["a.jsonl", "b.jsonl"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--window_seconds", "0"], "--window_seconds must be"),
+    (["--allowed_lateness", "-1"], "--allowed_lateness must be"),
+    (["--dedup_retention", "10", "--window_seconds", "60"], "--dedup_retention"),
+    (["--poll_interval", "0"], "--poll_interval must be"),
+    (["--input", "b/*.jsonl"], "exactly one --input"),
+])
+def test_cli_rejects_bad_streaming_options_in_one_sentence(tmp_path, capsys, args, message):
+    argv = ["run", "--streaming", "--input", str(tmp_path / "in" / "*.jsonl"), "--output", str(tmp_path / "lake")]
+    assert main(argv + args) == 2
+    assert message in capsys.readouterr().err
