@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import posixpath
 import re
 import threading
@@ -772,7 +773,9 @@ def run_streaming(pipeline: beam.Pipeline, output: str) -> dict:
     previous = {}
 
     def drain(signum, frame):
-        LOG.warning("wirewash: %s received: draining (finishing the open windows)...",
+        if _DRAIN.is_set():  # a second signal: stop now, without finishing the windows
+            raise KeyboardInterrupt
+        LOG.warning("wirewash: %s received: draining (finishing the open windows; again to abort)...",
                     signal.Signals(signum).name)
         request_drain()
 
@@ -783,6 +786,11 @@ def run_streaming(pipeline: beam.Pipeline, output: str) -> dict:
     try:
         result = pipeline.run(test_runner_api=False)  # keeps LocalWatch's live event source in place
         result.wait_until_finish()
+    except KeyboardInterrupt:  # the second signal: the runner's threads are not waited for
+        LOG.error("wirewash: aborted; the open windows were not committed (their files stay in %s)",
+                  pipeline.wirewash_staging)
+        logging.shutdown()
+        os._exit(130)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
