@@ -229,7 +229,11 @@ def test_exact_copy_an_hour_later_is_still_a_duplicate():
     assert run_dedup(stream, "later") == {"a": "kept", "b": ("exact", "a")}
 
 
-def test_near_copy_in_a_later_window_and_its_exact_copy_point_at_the_root():
+@pytest.mark.parametrize("cache_size", [4, 0], ids=["cached-index", "index-rebuilt-from-state"])
+def test_near_copy_in_a_later_window_and_its_exact_copy_point_at_the_root(monkeypatch, cache_size):
+    import transforms.stateful_dedup as stateful_dedup
+
+    monkeypatch.setattr(stateful_dedup, "_INDEX_CACHE_SIZE", cache_size)  # 0: state is the only memory
     text = seed_text(0)
     stream = (TestStream(coder=beam.coders.PickleCoder())
               .add_elements([at(article("a", text), 10)])

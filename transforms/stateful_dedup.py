@@ -46,6 +46,8 @@ STAGE = "dedup"
 DOCUMENTS, DUPLICATES, REJECTED = "documents", "duplicates", "rejected"
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
 INDEX_KEY = "lsh"
+_INDEX_CACHE: dict = {}  # state version token -> NearIndex, per process (see _NearIndexFn)
+_INDEX_CACHE_SIZE = 4
 FIRST, LATER = "first", "later"
 
 
@@ -196,9 +198,11 @@ def _exact_only(item):
 class _NearIndexFn(beam.DoFn):
     """(INDEX_KEY, item from the exact step) -> documents / duplicates, through one `NearIndex`.
 
-    State: the index entries in a bag (append-only between expiries) plus a token naming its version. The
-    index built from the bag is cached in the DoFn instance under that token, so the bag is read only when
-    another worker (or a retried bundle) changed it; an ordinary arrival costs one append.
+    State: the index entries in a bag (append-only between expiries) plus a random token naming its version.
+    The index built from the bag is cached in the process under that token, so the bag is read only when the
+    cache does not hold that version (another worker, a restart); an ordinary arrival costs one append. A
+    bundle takes the cached index out of the cache while it changes it, so a failed bundle (whose state
+    changes are dropped) cannot leave a changed index under the old token.
     """
 
     LOG = BagStateSpec("log", PickleCoder())
@@ -211,27 +215,31 @@ class _NearIndexFn(beam.DoFn):
         self.retention = retention_seconds
         self.bands, self.rows = lsh_params(config.threshold, config.num_perm)
 
-    def setup(self):
-        self._token, self._index = None, None
-
-    def _load(self, log, token) -> NearIndex:
+    def _load(self, log, token) -> tuple[NearIndex, Optional[str]]:
         current = token.read()
-        if self._index is None or current is None or current != self._token:
-            self._index = NearIndex.rebuild(self.config.threshold, self.bands, self.rows, log.read())
-            self._token = current
-        return self._index
+        index = _INDEX_CACHE.pop(current, None) if current is not None else None
+        if index is None:
+            Metrics.counter(NAMESPACE, "index_rebuilds").inc()
+            index = NearIndex.rebuild(self.config.threshold, self.bands, self.rows, log.read())
+        return index, current
 
-    def _bump(self, token):
-        self._token = uuid.uuid4().hex
-        token.write(self._token)
+    @staticmethod
+    def _bump(token, index: NearIndex):
+        version = uuid.uuid4().hex
+        token.write(version)
+        _INDEX_CACHE[version] = index
+        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:  # oldest first: dicts keep insertion order
+            _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam, log=beam.DoFn.StateParam(LOG),
                 token=beam.DoFn.StateParam(TOKEN), next_expiry=beam.DoFn.StateParam(NEXT),
                 expiry=beam.DoFn.TimerParam(EXPIRY)):
         _, item = element
-        index = self._load(log, token)
+        index, version = self._load(log, token)
         article = item[1]
         if item[0] == LATER:  # an exact copy: of the first arrival, or of that one's near root
+            if version is not None:  # unchanged: back into the cache under the same version
+                _INDEX_CACHE[version] = index
             first_loc, first_doc_id = item[3], item[4]
             entry = index.entries.get(first_loc)
             if entry is not None and entry.root_doc_id:
@@ -244,7 +252,7 @@ class _NearIndexFn(beam.DoFn):
         expires = float(timestamp) + self.retention
         decision = index.add(article.source_location, article.doc_id, item[2], expires)
         log.add(tuple(index.entries[article.source_location]))
-        self._bump(token)
+        self._bump(token, index)
         scheduled = next_expiry.read()
         if scheduled is None or expires < scheduled:
             expiry.set(Timestamp.of(expires))
@@ -262,12 +270,12 @@ class _NearIndexFn(beam.DoFn):
     def forget(self, fired=beam.DoFn.TimestampParam, log=beam.DoFn.StateParam(LOG),
                token=beam.DoFn.StateParam(TOKEN), next_expiry=beam.DoFn.StateParam(NEXT),
                expiry=beam.DoFn.TimerParam(EXPIRY)):
-        index = self._load(log, token)
+        index, _ = self._load(log, token)
         Metrics.counter(NAMESPACE, "expired_index_entries").inc(index.expire(float(fired)))
         log.clear()
         for entry in index.entries.values():
             log.add(tuple(entry))
-        self._bump(token)
+        self._bump(token, index)
         upcoming = index.next_expiry()
         if upcoming is None:
             next_expiry.clear()
