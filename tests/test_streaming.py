@@ -386,7 +386,7 @@ def drop(watch: Path, name: str, records: list) -> None:
     os.rename(tmp, watch / name)
 
 
-def wait_for(predicate, proc: subprocess.Popen, timeout: float = 40.0, what: str = ""):
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 60.0, what: str = ""):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -411,7 +411,7 @@ def committed_summary(lake: Path) -> dict:
 def stop(proc: subprocess.Popen, sig: int) -> tuple[int, str, str]:
     proc.send_signal(sig)
     try:
-        out, err = proc.communicate(timeout=40)
+        out, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
