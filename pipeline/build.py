@@ -16,6 +16,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipeline.io import InputFile, ReadArticles, match_inputs
 from pipeline.lake import WriteLake, check_output_location
 from pipeline.options import WirewashOptions
+from pipeline.runners import prepare_runner
 from transforms.boilerplate import StripBoilerplate
 from transforms.dedup import DedupConfig, DeduplicateArticles
 from transforms.extract import ExtractText
@@ -115,6 +116,7 @@ def resolve_runner(options: PipelineOptions) -> None:
 
 def build_pipeline(options: PipelineOptions, settings: Optional[RunSettings] = None) -> beam.Pipeline:
     """The whole pipeline for these options (batch, or streaming with --streaming), ready to `run()`."""
+    prepare_runner(options)  # --runner=DaskRunner, and a one-sentence error for what a runner lacks
     settings = settings or settings_from_options(options)
     check_output_location(settings.output, settings.overwrite)
     resolve_runner(options)
