@@ -5,24 +5,27 @@
 (a ValueError, so the CLI prints one sentence) when the options ask a runner for something it cannot do.
 
 Why wirewash ships its own `DaskRunner`: Beam 2.77's `apache_beam.runners.dask.dask_runner.DaskRunner`
-translates a pipeline into dask bags, and on a real `dask.distributed` cluster it (measured in
-`tests/test_runners.py`):
+translates a pipeline into dask bags, and it (the first two measured on a real `dask.distributed` cluster,
+the others read from its source):
   - hands EVERY output of a multi-output ParDo to each consumer (a consumer of the `rejected` output also
     receives the main output), because one bag stands for all of a transform's outputs;
   - drops what `DoFn.finish_bundle` emits (the bundle's results are collected before it runs);
   - recomputes each side input's whole upstream graph inside every task that reads it, and computes only
     the last transform visited, so a branch that does not lead to it never runs;
-  - shares one DoFn instance (and one output buffer) between the tasks that a worker runs;
+  - sets every DoFn up again for every bundle;
   - turns `Reshuffle` into nothing, so a single input file stays in one partition (one core).
 The subclass below keeps Beam's translation of Create, GroupByKey and Flatten and fixes those points: each
 consumer selects its own output tag, finish_bundle outputs are kept, side inputs are real graph
-dependencies computed once, every sink is computed, each bundle unpickles a fresh DoFn, and Reshuffle
-repartitions. What it still lacks (and says so): streaming, state and timers, `beam.io.Read` sources,
-metrics (`result.metrics()` is empty).
+dependencies computed once, every sink is computed, a DoFn instance serves one bundle at a time (set up
+once per worker process, then reused as on Beam's other runners), and Reshuffle repartitions. What it still
+lacks (and says so): streaming, state and timers, `beam.io.Read` sources, metrics (`result.metrics()` is
+empty).
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import threading
 from typing import Any
 
 from apache_beam import pvalue
@@ -69,16 +72,26 @@ def _select_output(items, tag):
     return [x.value for x in items if isinstance(x, pvalue.TaggedOutput) and x.tag == tag]
 
 
+# Worker side: set-up DoFn instances waiting for their next bundle, per pickled DoFn. As on Beam's own
+# runners, an instance is set up once and then runs bundle after bundle (never two at a time).
+_IDLE_DOFNS: dict = {}
+_IDLE_LOCK = threading.Lock()
+
+
 def _run_bundle(items, fn_bytes, label, window_fn, args, kwargs, side_specs, *side_values):
-    """One dask partition = one bundle: a fresh DoFn, setup, start, every element, finish, teardown.
-    Returns main outputs as plain values and tagged outputs as TaggedOutput, finish_bundle's included."""
+    """One dask partition = one bundle: start, every element, finish, on a DoFn of this process that no
+    other bundle is using. Returns main outputs as plain values and tagged outputs as TaggedOutput,
+    finish_bundle's included."""
     from apache_beam import DoFn
     from apache_beam.internal import pickler
     from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, _OutputHandler
     from apache_beam.runners.dask.transform_evaluator import OneReceiver, get_windowed_value
     from apache_beam.transforms.sideinputs import SideInputMap
 
-    fn = pickler.loads(fn_bytes)
+    key = hashlib.sha256(fn_bytes).digest()
+    with _IDLE_LOCK:
+        idle = _IDLE_DOFNS.setdefault(key, [])
+        fn, ready = (idle.pop(), True) if idle else (pickler.loads(fn_bytes), False)
     receivers = OneReceiver()
     handler = _OutputHandler(window_fn=window_fn, main_receivers=receivers[None], tagged_receivers=receivers,
                              per_element_output_counter=None, output_batch_converter=None,
@@ -89,12 +102,14 @@ def _run_bundle(items, fn_bytes, label, window_fn, args, kwargs, side_specs, *si
         DoFnSignature(fn), handler, context=DoFnContext(label, state=None), side_inputs=side_inputs,
         input_args=args, input_kwargs=kwargs, user_state_context=None,
         bundle_finalizer_param=DoFn.BundleFinalizerParam())
-    invoker.invoke_setup()
+    if not ready:
+        invoker.invoke_setup()
     invoker.invoke_start_bundle()
     for item in items:
         invoker.invoke_process(get_windowed_value(item, window_fn))
     invoker.invoke_finish_bundle()
-    invoker.invoke_teardown()
+    with _IDLE_LOCK:  # only after a clean bundle: a DoFn that raised is dropped
+        _IDLE_DOFNS[key].append(fn)
     return [v if isinstance(v, pvalue.TaggedOutput) else v.value for v in receivers.values]
 
 

@@ -7,6 +7,8 @@ Every service is started here on a free loopback port and stopped at the end of 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -61,9 +63,19 @@ def stop(procs) -> None:
             proc.wait()
 
 
+def _die_with_parent() -> None:
+    """Linux: the service gets SIGTERM when the test process dies, even killed, so nothing is left running."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def service(args, log: Path) -> subprocess.Popen:
     handle = open(log, "wb")
-    return subprocess.Popen([sys.executable, *args], stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
+    return subprocess.Popen([sys.executable, *args], stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
 
 
 @pytest.fixture(scope="module")
@@ -213,14 +225,16 @@ def test_multiprocess_direct_runner_same_lake(small_corpus):
 @pytest.mark.slow
 @pytest.mark.shared
 def test_generated_corpus_same_lake_on_every_runner(shared_dir, tmp_path, dask_scheduler, job_endpoint):
-    """A couple of thousand messy records from ../shared/tools/make_corpus.py, on all four runners."""
+    """Messy records from ../shared/tools/make_corpus.py (1,000 by default, to keep CI short; set
+    WIREWASH_EQUIV_RECORDS=2000 or more for a longer check), on all four runners."""
+    n = int(os.environ.get("WIREWASH_EQUIV_RECORDS", "1000"))
     corpus = tmp_path / "corpus.jsonl"
     subprocess.run([sys.executable, str(shared_dir / "tools" / "make_corpus.py"), "--pool", str(shared_dir / "corpus"),
-                    "--n", "2000", "--seed", "11", "--out", str(corpus), "--truth", str(tmp_path / "truth.jsonl"),
+                    "--n", str(n), "--seed", "11", "--out", str(corpus), "--truth", str(tmp_path / "truth.jsonl"),
                     "--quiet"], check=True, timeout=120)
     expected = decisions(build_lake([corpus], tmp_path / "lake-direct", runner_args("direct")))
-    assert expected["summary"]["records_read"] == 2000 and expected["summary"]["reconciled"]
-    assert expected["summary"]["duplicates"] > 100 and expected["summary"]["rejected"] > 0
+    assert expected["summary"]["records_read"] == n and expected["summary"]["reconciled"]
+    assert expected["summary"]["duplicates"] > n // 20 and expected["summary"]["rejected"] > 0
     for name in ("portable", "dask", "multiprocess"):
         lake = build_lake([corpus], tmp_path / f"lake-{name}", runner_args(name, dask_scheduler, job_endpoint))
         assert_same(expected, decisions(lake), name)
