@@ -322,6 +322,14 @@ def test_dask_runner_refuses_state_by_name():
         p.run()
 
 
+def test_dask_runner_refuses_sources_by_name():
+    pytest.importorskip("distributed")
+    p = beam.Pipeline(options=PipelineOptions([f"--runner={DASK_RUNNER}"]))
+    _ = p | "Tick" >> beam.Impulse() | beam.Map(len)
+    with pytest.raises(UnsupportedRunnerError, match=r"cannot run Impulse \(Tick\)"):
+        p.run()
+
+
 @pytest.mark.parametrize("name", ["DaskRunner", "dask", "apache_beam.runners.dask.dask_runner.DaskRunner"])
 def test_dask_runner_names_map_to_the_fixed_runner(name):
     from apache_beam.options.pipeline_options import StandardOptions
