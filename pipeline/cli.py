@@ -46,6 +46,8 @@ def configure_logging(verbose: bool = False) -> None:
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     for name in ("apache_beam", "trafilatura", "htmldate", "courlan", "urllib3"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+    # A failing run is reported by run_command in one line; Beam's own ERROR log would add its traceback.
+    logging.getLogger("apache_beam").setLevel(logging.INFO if verbose else logging.CRITICAL)
 
 
 def _error(message: str) -> int:
@@ -117,7 +119,7 @@ def run_command(argv: list[str]) -> int:
             from pipeline.lake import short_error
             logging.getLogger(__name__).debug("run failed", exc_info=True)
             print(f"wirewash: error: the run failed, nothing was committed to {settings.output}: "
-                  f"{short_error(err)}", file=sys.stderr)
+                  f"{short_error(err)} (--verbose shows Beam's log)", file=sys.stderr)
             return EXIT_FAILED
         summary = None
     seconds = time.monotonic() - started
