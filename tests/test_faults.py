@@ -198,16 +198,33 @@ def test_unwritable_output_fails_fast_with_one_clear_line(tmp_path, capsys, wher
     assert not Path("/proc/wirewash-lake").exists()
 
 
+def _mount_tmpfs(mount: Path, options: str) -> None:
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
+
+
 @pytest.fixture
 def tiny_tmpfs(tmp_path):
     """A real 256 KiB filesystem (ENOSPC when full); skipped where mounting is not allowed."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    _mount_tmpfs(tmp_path / "tiny", "size=256k")
+    yield tmp_path / "tiny"
+    subprocess.run(["umount", str(tmp_path / "tiny")], check=True)
+
+
+@pytest.fixture
+def read_only_fs(tmp_path):
+    """A real read-only filesystem (EROFS, even for root); skipped where mounting is not allowed."""
+    _mount_tmpfs(tmp_path / "ro", "ro,size=64k")
+    yield tmp_path / "ro"
+    subprocess.run(["umount", str(tmp_path / "ro")], check=True)
+
+
+def test_read_only_filesystem_fails_fast(read_only_fs, tmp_path, capsys):
+    assert main(["run", "--input", str(dated_corpus(tmp_path / "c.jsonl", 3)), "--output", str(read_only_fs / "lake")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write to the output folder" in err and "Read-only file system" in err
 
 
 def test_full_disk_fails_fast(tiny_tmpfs, tmp_path, capsys):
