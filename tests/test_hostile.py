@@ -275,3 +275,11 @@ def test_cli_output_never_carries_whole_documents(tmp_path):
 def test_language_codes_are_a_closed_set_of_short_codes():
     assert all(code.isascii() and code.islower() and 2 <= len(code) <= 3 for code in LANGUAGES)
     assert "und" not in LANGUAGES and {"en", "vi", "zh", "nb", "he"} <= LANGUAGES
+
+
+def test_guarantees_doc_names_only_real_tests():
+    """docs/guarantees.md cites tests by name: every cited name must exist, or the doc promises nothing."""
+    import re
+    cited = set(re.findall(r"`(test_[a-z0-9_]+)`", (REPO / "docs" / "guarantees.md").read_text()))
+    defined = {m for p in (REPO / "tests").glob("test_*.py") for m in re.findall(r"^def (test_\w+)", p.read_text(), re.M)}
+    assert len(cited) > 30 and cited - defined == set()
