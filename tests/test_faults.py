@@ -63,7 +63,7 @@ def docs(lake: Path) -> list:
 
 @pytest.mark.slow
 def test_sigkill_mid_write_leaves_no_partial_file_and_a_rerun_completes(tmp_path):
-    corpus = dated_corpus(tmp_path / "c.jsonl", 200)
+    corpus = dated_corpus(tmp_path / "c.jsonl", 150)
     reference = tmp_path / "reference"
     assert main(["run", "--input", str(corpus), "--output", str(reference), "--quiet", *FIXED]) == 0
 
@@ -76,7 +76,7 @@ def test_sigkill_mid_write_leaves_no_partial_file_and_a_rerun_completes(tmp_path
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             staged = list((lake / STAGING_DIR).glob("*/documents/*/*/*.parquet"))
-            if len(staged) >= 10:  # the writer is busy: about 190 files to go
+            if len(staged) >= 5:  # the writer is busy: about 145 files to go
                 break
             time.sleep(0.005)
         assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()[-500:]
@@ -93,11 +93,11 @@ def test_sigkill_mid_write_leaves_no_partial_file_and_a_rerun_completes(tmp_path
     leftovers = list((lake / STAGING_DIR).rglob("*.parquet"))
     assert leftovers, "the killed run's staged files should still be there (and ignored)"
 
-    # The rerun is the same command: nothing was committed, so nothing needs --overwrite.
-    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    # The rerun is the same command (in-process here, to save an interpreter start): nothing was committed,
+    # so it needs no --overwrite.
+    assert main(command[3:]) == 0
     assert not (lake / STAGING_DIR).exists(), "stale staging of the killed run must be cleaned by the commit"
-    assert docs(lake) == docs(reference) and len(docs(lake)) == 200
+    assert docs(lake) == docs(reference) and len(docs(lake)) == 150
     for path in visible_parquet(lake):
         pq.read_metadata(path)  # every committed file is whole
     assert summary(lake)["ok"]
@@ -241,13 +241,11 @@ def test_full_disk_fails_fast(tiny_tmpfs, tmp_path, capsys):
     assert "cannot write to the output folder" in err and "No space left on device" in err
 
 
-@pytest.mark.slow
-def test_disk_filling_up_mid_run_fails_cleanly(tiny_tmpfs, tmp_path):
+def test_disk_filling_up_mid_run_fails_cleanly(tiny_tmpfs, tmp_path, capsys):
     big = dated_corpus(tmp_path / "big.jsonl", 150, seed=4, words=400)
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--input", str(big), "--output",
-                           str(tiny_tmpfs / "lake"), "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1 and "No space left on device" in proc.stderr, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+    assert main(["run", "--input", str(big), "--output", str(tiny_tmpfs / "lake"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing was committed" in err[0] and "No space left on device" in err[0], err
     assert not (tiny_tmpfs / "lake" / "documents").exists() and not (tiny_tmpfs / "lake" / SUMMARY_FILE).exists()
 
 

@@ -25,7 +25,7 @@ from tests.data.make_hostile import STORIES
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SLOW = settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SLOW = settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SOME = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Characters that normalization and cleaning treat specially, mixed into arbitrary text.
