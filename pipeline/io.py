@@ -4,6 +4,12 @@ Formats, by file name: `.jsonl` / `.jsonl.gz` (one JSON object per line: id, url
 text or html), `.txt` (one article per file), `.html` / `.htm` (one raw page per file). Every record read
 becomes exactly one `Article` or one `Rejection` naming the file and line, so nothing is lost silently.
 Paths may be local or any scheme Beam's FileSystems knows (gs://, s3:// with the matching extras).
+
+Hostile input never stops a run nor escapes a bound: a record over `max_record_bytes` is skipped in 1 MiB
+reads (`too_large`); a .gz stops inflating past `max_decompressed_bytes` or a 100:1 ratio
+(`decompression_limit`); UTF-16 (BOM) and UTF-8-BOM JSONL are re-encoded; a file with no record is
+`empty_file`; a dangling symlink, FIFO, directory or unopenable file is `unreadable_file` (location
+`path:0`), and local entries Beam's listing would skip silently are listed so they show up there.
 """
 from __future__ import annotations
 

@@ -91,12 +91,6 @@ DEDUP_INPUT = [
     _article("h", "f:9", STORIES[3] + " " + STORIES[4]),                             # distinct
     _article("i", "f:10", STORIES[1].replace("August", "September")),                # near copy of e (f:5)
 ]
-EXPECTED_DECISIONS = [
-    ["doc", "f:2", "b", ""], ["doc", "f:5", "e", ""], ["doc", "f:7", "f", ""], ["doc", "f:8", "g", ""],
-    ["doc", "f:9", "h", ""], ["dup", "f:1", "a", "b"], ["dup", "f:10", "i", "e"], ["dup", "f:3", "c", "b"],
-    ["dup", "f:4", "d", "b"], ["rej", "f:6", "e", "duplicate_id"],
-]
-
 
 def _decisions(articles) -> list:
     """Every record's fate as plain lists, from one real Beam run of the dedup stage."""
@@ -116,11 +110,18 @@ def _run_dedup(articles, target: str):
         _ = facts | beam.Map(lambda decided: Path(target).write_text(json.dumps(decided)))
 
 
+@pytest.fixture(scope="module")
+def baseline_decisions():
+    decided = _decisions(DEDUP_INPUT)
+    assert {kind for kind, *_ in decided} == {"doc", "dup", "rej"}, decided  # every path is exercised
+    return decided
+
+
 @pytest.mark.slow
 @SLOW
 @given(order=st.permutations(DEDUP_INPUT))
-def test_dedup_decisions_do_not_depend_on_input_order(order):
-    assert _decisions(order) == EXPECTED_DECISIONS
+def test_dedup_decisions_do_not_depend_on_input_order(baseline_decisions, order):
+    assert _decisions(order) == baseline_decisions
 
 
 keys = st.lists(st.builds(lambda day, doc, loc: _Key(f"f:{loc}", f"d{doc}", sort_key(
