@@ -43,7 +43,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.types import UNDETERMINED_LANGUAGE, UNKNOWN_DATE, Article, Duplicate, Rejection
+from transforms.types import UNDETERMINED_LANGUAGE, UNKNOWN_DATE, Article
 
 __all__ = ["WriteLake", "DOCUMENTS_SCHEMA", "DUPLICATES_SCHEMA", "REJECTED_SCHEMA", "partition_of",
            "summarize", "LakeExistsError", "check_output_location", "SUMMARY_FILE", "TABLES", "LANGUAGES",

@@ -222,7 +222,8 @@ def read_only_fs(tmp_path):
 
 
 def test_read_only_filesystem_fails_fast(read_only_fs, tmp_path, capsys):
-    assert main(["run", "--input", str(dated_corpus(tmp_path / "c.jsonl", 3)), "--output", str(read_only_fs / "lake")]) == 2
+    corpus = dated_corpus(tmp_path / "c.jsonl", 3)
+    assert main(["run", "--input", str(corpus), "--output", str(read_only_fs / "lake")]) == 2
     err = capsys.readouterr().err
     assert "cannot write to the output folder" in err and "Read-only file system" in err
 
@@ -236,7 +237,8 @@ def test_full_disk_fails_fast(tiny_tmpfs, tmp_path, capsys):
         pass
     finally:
         os.close(fd)
-    assert main(["run", "--input", str(dated_corpus(tmp_path / "c.jsonl", 3)), "--output", str(tiny_tmpfs / "lake")]) == 2
+    corpus = dated_corpus(tmp_path / "c.jsonl", 3)
+    assert main(["run", "--input", str(corpus), "--output", str(tiny_tmpfs / "lake")]) == 2
     err = capsys.readouterr().err
     assert "cannot write to the output folder" in err and "No space left on device" in err
 
@@ -307,7 +309,8 @@ class _PointsNowhere(beam.PTransform):
     def expand(self, articles):
         from transforms.dedup import DeduplicateArticles
         out = articles | "Real" >> DeduplicateArticles(self.config)
-        return {**out, "duplicates": out["duplicates"] | "Break" >> beam.Map(lambda d: d._replace(duplicate_of="ghost"))}
+        broken = out["duplicates"] | "Break" >> beam.Map(lambda d: d._replace(duplicate_of="ghost"))
+        return {**out, "duplicates": broken}
 
 
 def test_cli_exits_1_when_a_stage_loses_records(tmp_path, monkeypatch, capsys):

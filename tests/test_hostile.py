@@ -281,5 +281,6 @@ def test_guarantees_doc_names_only_real_tests():
     """docs/guarantees.md cites tests by name: every cited name must exist, or the doc promises nothing."""
     import re
     cited = set(re.findall(r"`(test_[a-z0-9_]+)`", (REPO / "docs" / "guarantees.md").read_text()))
-    defined = {m for p in (REPO / "tests").glob("test_*.py") for m in re.findall(r"^def (test_\w+)", p.read_text(), re.M)}
+    defined = {name for path in (REPO / "tests").glob("test_*.py")
+               for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)}
     assert len(cited) > 30 and cited - defined == set()
