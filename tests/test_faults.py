@@ -6,6 +6,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,20 +104,17 @@ def test_sigkill_mid_write_leaves_no_partial_file_and_a_rerun_completes(tmp_path
     assert summary(lake)["ok"]
 
 
-def test_interrupted_commit_is_refused_until_overwrite(tmp_path):
+def test_interrupted_commit_is_refused_until_overwrite(existing_lake, lake_of_a, two_corpora):
     """A kill during the commit leaves some table files and no _SUMMARY.json (the summary is written last):
     query and a plain rerun refuse that folder and say why; a rerun with --overwrite repairs it."""
-    corpus = dated_corpus(tmp_path / "c.jsonl", 12)
-    lake = tmp_path / "lake"
-    assert main(["run", "--input", str(corpus), "--output", str(lake), "--quiet", *FIXED]) == 0
-    reference = docs(lake)
+    lake, corpus = existing_lake, two_corpora[0]
     (lake / SUMMARY_FILE).unlink()
     for part in sorted((lake / "documents").rglob("*.parquet"))[::2]:
         part.unlink()  # half the files had not been moved in yet
     assert main(["query", str(lake), "SELECT 1"]) == 2
     assert main(["run", "--input", str(corpus), "--output", str(lake), "--quiet", *FIXED]) == 2
     assert main(["run", "--input", str(corpus), "--output", str(lake), "--quiet", "--overwrite", *FIXED]) == 0
-    assert docs(lake) == reference
+    assert docs(lake) == docs(lake_of_a)
 
 
 def test_interrupted_commit_message(tmp_path, capsys):
@@ -133,20 +131,31 @@ def two_corpora(tmp_path_factory):
     return dated_corpus(root / "a.jsonl", 8, seed=1), dated_corpus(root / "b.jsonl", 5, seed=2)
 
 
-def test_rerun_without_overwrite_leaves_the_lake_untouched(tmp_path, two_corpora, capsys):
-    a, b = two_corpora
-    lake = tmp_path / "lake"
-    assert main(["run", "--input", str(a), "--output", str(lake), "--quiet"]) == 0
+@pytest.fixture(scope="module")
+def lake_of_a(tmp_path_factory, two_corpora):
+    lake = tmp_path_factory.mktemp("lake_a") / "lake"
+    assert main(["run", "--input", str(two_corpora[0]), "--output", str(lake), "--quiet", *FIXED]) == 0
+    return lake
+
+
+@pytest.fixture
+def existing_lake(tmp_path, lake_of_a):
+    """A private copy of a complete lake (of corpus a), to rerun into."""
+    return Path(shutil.copytree(lake_of_a, tmp_path / "lake"))
+
+
+def test_rerun_without_overwrite_leaves_the_lake_untouched(existing_lake, two_corpora, capsys):
+    _, b = two_corpora
+    lake = existing_lake
     before = tables_state(lake)
     assert main(["run", "--input", str(b), "--output", str(lake), "--quiet"]) == 2
     assert "already holds a lake" in capsys.readouterr().err
     assert tables_state(lake) == before and not (lake / STAGING_DIR).exists()
 
 
-def test_overwrite_replaces_the_whole_lake_never_a_mix(tmp_path, two_corpora):
-    a, b = two_corpora
-    lake = tmp_path / "lake"
-    assert main(["run", "--input", str(a), "--output", str(lake), "--quiet", *FIXED]) == 0
+def test_overwrite_replaces_the_whole_lake_never_a_mix(existing_lake, two_corpora):
+    _, b = two_corpora
+    lake = existing_lake
     stale = lake / STAGING_DIR / "killed-run" / "documents" / "lang=en" / "date=unknown"
     stale.mkdir(parents=True)
     (stale / "part-half.parquet").write_bytes(b"PAR1\x00\x00 half written")  # what a killed writer leaves
@@ -165,12 +174,10 @@ def _limit_file_size(limit: int):
 
 
 @pytest.mark.slow
-def test_a_failed_overwrite_leaves_the_old_lake_whole(tmp_path, two_corpora):
+def test_a_failed_overwrite_leaves_the_old_lake_whole(tmp_path, existing_lake):
     """The new run cannot write its files (a file-size limit: EFBIG, as a full disk gives ENOSPC): it exits
     1 with one clear line, and the old lake is exactly as it was."""
-    a, _ = two_corpora
-    lake = tmp_path / "lake"
-    assert main(["run", "--input", str(a), "--output", str(lake), "--quiet"]) == 0
+    lake = existing_lake
     before = tables_state(lake)
     big = dated_corpus(tmp_path / "big.jsonl", 60, seed=3, words=400)
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--input", str(big), "--output", str(lake),
