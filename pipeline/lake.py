@@ -8,16 +8,16 @@ Layout (explicit Arrow schemas below, zstd):
 Partition columns (`lang`, `date`) live in the folder names only, as BigQuery, Athena and Spark expect; the
 values come from validated fields (`lang` a 2-3 letter code or `und`, `date` a real date or `unknown`).
 
-How a run commits: workers write whole Parquet files into `LAKE/_staging/<run>/` and report them; once all
-are written, one commit step moves exactly the reported files into place (files of retried bundles are never
+How a run commits: workers write whole Parquet files into `LAKE/_staging/<run>/` (named `*.parquet.staged`)
+and report them; once all are written, one commit step moves exactly the reported files into place (files of retried bundles are never
 reported, so never committed), writes `_SUMMARY.json` and removes the staging folder.
 
 `_SUMMARY.json` is the commit marker: it is written last, and when a lake is replaced (`--overwrite`) the old
 one is removed first, then the old tables, before any new file moves in. So at every instant the tables hold
 files of one run only, every Parquet file outside `_staging/` is whole, and a lake without `_SUMMARY.json`
-is an interrupted one (refused by `wirewash query`, replaced by a rerun with `--overwrite`). Readers that
-skip `_`-prefixed folders (Spark, pyarrow, Hive) never see staged files; the next commit removes the
-staging folders of killed runs. One run writes a lake at a time.
+is an interrupted one (refused by `wirewash query`, replaced by a rerun with `--overwrite`). No `*.parquet`
+glob sees a staged file (their suffix), and Spark, pyarrow and Hive also skip `_`-prefixed folders; the next
+commit removes the staging folders of killed runs. One run writes a lake at a time.
 
 Invariants checked on every run (in `_SUMMARY.json` under `invariants`; `ok` is false and the CLI exits 1
 when one fails): records read = documents + duplicates + rejected, and each term equals the rows written;
@@ -54,6 +54,9 @@ DOCUMENTS, DUPLICATES, REJECTED = "documents", "duplicates", "rejected"
 TABLES = (DOCUMENTS, DUPLICATES, REJECTED)
 SUMMARY_FILE = "_SUMMARY.json"
 STAGING_DIR = "_staging"
+# Staged files end in `.parquet.staged`: no `*.parquet` glob (DuckDB's `lake/**/*.parquet` included) ever
+# matches a file that is still being written, or that a killed run left behind. The commit drops the suffix.
+STAGED_SUFFIX = ".staged"
 MAX_ROWS_PER_FILE = 50_000
 MAX_BYTES_PER_FILE = 128 << 20
 STAGE_ORDER = ("read", "extract", "normalize", "boilerplate", "language", "dedup")
@@ -284,7 +287,7 @@ class _WriteStagedFn(beam.DoFn):
         rows = self.buffers.pop(partition)
         self.sizes.pop(partition, None)
         folder = posixpath.join(self.table, partition) if partition else self.table
-        path = FileSystems.join(self.staging, folder, f"part-{uuid.uuid4().hex}.parquet")
+        path = FileSystems.join(self.staging, folder, f"part-{uuid.uuid4().hex}.parquet{STAGED_SUFFIX}")
         FileSystems.mkdirs(FileSystems.join(self.staging, folder)) if not FileSystems.exists(
             FileSystems.join(self.staging, folder)) else None
         table = pa.Table.from_pylist(rows, schema=self.schema)
@@ -359,7 +362,7 @@ def commit(staged: list, output: str, staging: str, facts: dict, records_read: i
         target_dir = FileSystems.join(output, folder)
         if not FileSystems.exists(target_dir):
             FileSystems.mkdirs(target_dir)
-        target = FileSystems.join(target_dir, posixpath.basename(item.path))
+        target = FileSystems.join(target_dir, posixpath.basename(item.path).removesuffix(STAGED_SUFFIX))
         FileSystems.rename([item.path], [target])
         written[item.table] += item.rows
     summary = summarize(records_read, facts[DOCUMENTS], facts[DUPLICATES], facts[REJECTED])

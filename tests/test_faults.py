@@ -51,9 +51,8 @@ def tables_state(lake: Path) -> dict:
 
 
 def visible_parquet(lake: Path) -> list[Path]:
-    """The Parquet files a reader that skips `_`/`.`-prefixed folders (Spark, pyarrow, Hive) can see."""
-    return [p for p in lake.rglob("*.parquet")
-            if not any(part.startswith(("_", ".")) for part in p.relative_to(lake).parts[:-1])]
+    """The Parquet files any reader of the lake can see, even one globbing `lake/**/*.parquet` (DuckDB)."""
+    return list(lake.rglob("*.parquet"))
 
 
 def docs(lake: Path) -> list:
@@ -76,7 +75,7 @@ def test_sigkill_mid_write_leaves_no_partial_file_and_a_rerun_completes(tmp_path
     staged = []
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            staged = list((lake / STAGING_DIR).glob("*/documents/*/*/*.parquet"))
+            staged = list((lake / STAGING_DIR).glob("*/documents/*/*/*.parquet.staged"))
             if len(staged) >= 5:  # the writer is busy: about 145 files to go
                 break
             time.sleep(0.005)
@@ -87,11 +86,12 @@ def test_sigkill_mid_write_leaves_no_partial_file_and_a_rerun_completes(tmp_path
         proc.wait()
     assert proc.returncode == -signal.SIGKILL and staged
 
-    # What readers see: no committed table, no summary, nothing partial; the CLI refuses the folder.
+    # What readers see: no committed table, no summary, no Parquet file at all (staged files end in
+    # .staged, whole or not); the CLI refuses the folder.
     assert not (lake / SUMMARY_FILE).exists() and not (lake / "documents").exists()
     assert visible_parquet(lake) == []
     assert main(["query", str(lake), "SELECT count(*) FROM documents"]) == 2
-    leftovers = list((lake / STAGING_DIR).rglob("*.parquet"))
+    leftovers = list((lake / STAGING_DIR).rglob("*.parquet.staged"))
     assert leftovers, "the killed run's staged files should still be there (and ignored)"
 
     # The rerun is the same command (in-process here, to save an interpreter start): nothing was committed,
@@ -158,7 +158,7 @@ def test_overwrite_replaces_the_whole_lake_never_a_mix(existing_lake, two_corpor
     lake = existing_lake
     stale = lake / STAGING_DIR / "killed-run" / "documents" / "lang=en" / "date=unknown"
     stale.mkdir(parents=True)
-    (stale / "part-half.parquet").write_bytes(b"PAR1\x00\x00 half written")  # what a killed writer leaves
+    (stale / "part-half.parquet.staged").write_bytes(b"PAR1\x00\x00 half written")  # a killed writer's leftover
     assert main(["run", "--input", str(b), "--output", str(lake), "--quiet", "--overwrite", *FIXED]) == 0
     b_records = {r["id"]: r["text"] for r in map(json.loads, b.read_text().splitlines())}
     assert {r["doc_id"]: r["text"] for r in lake_rows(lake, "documents")} == b_records  # nothing of a's lake
