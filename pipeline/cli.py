@@ -116,8 +116,9 @@ def run_command(argv: list[str]) -> int:
             result = pipeline.run()
             result.wait_until_finish()
         except Exception as err:  # a full disk or a lost output folder mid-run: one line, not a Beam traceback
-            from pipeline.lake import short_error
+            from pipeline.lake import remove_staging, short_error
             logging.getLogger(__name__).debug("run failed", exc_info=True)
+            remove_staging(settings.output)  # give back the space (a full disk is a common cause)
             print(f"wirewash: error: the run failed, nothing was committed to {settings.output}: "
                   f"{short_error(err)} (--verbose shows Beam's log)", file=sys.stderr)
             return EXIT_FAILED

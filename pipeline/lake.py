@@ -17,7 +17,8 @@ one is removed first, then the old tables, before any new file moves in. So at e
 files of one run only, every Parquet file outside `_staging/` is whole, and a lake without `_SUMMARY.json`
 is an interrupted one (refused by `wirewash query`, replaced by a rerun with `--overwrite`). No `*.parquet`
 glob sees a staged file (their suffix), and Spark, pyarrow and Hive also skip `_`-prefixed folders; the next
-commit removes the staging folders of killed runs. One run writes a lake at a time.
+commit removes the staging folders of killed runs. One run writes a lake at a time: a run clears `_staging/` when it starts,
+after its commit, and when it fails.
 
 Invariants checked on every run (in `_SUMMARY.json` under `invariants`; `ok` is false and the CLI exits 1
 when one fails): records read = documents + duplicates + rejected, and each term equals the rows written;
@@ -47,7 +48,7 @@ from transforms.types import UNDETERMINED_LANGUAGE, UNKNOWN_DATE, Article
 
 __all__ = ["WriteLake", "DOCUMENTS_SCHEMA", "DUPLICATES_SCHEMA", "REJECTED_SCHEMA", "partition_of",
            "summarize", "LakeExistsError", "check_output_location", "SUMMARY_FILE", "TABLES", "LANGUAGES",
-           "valid_partition", "short_error"]
+           "valid_partition", "short_error", "remove_staging"]
 
 NAMESPACE = "write"
 DOCUMENTS, DUPLICATES, REJECTED = "documents", "duplicates", "rejected"
@@ -230,6 +231,7 @@ def check_output_location(output: str, overwrite: bool) -> None:
         raise LakeExistsError(
             f"{output} already holds a lake ({', '.join(existing)}); pass --overwrite to replace it, "
             "or choose another --output")
+    remove_staging(output)  # leftovers of killed or failed runs: free their space before probing
     probe = FileSystems.join(output, STAGING_DIR, f".write-test-{uuid.uuid4().hex}")
     try:
         if not FileSystems.exists(FileSystems.join(output, STAGING_DIR)):
@@ -384,13 +386,14 @@ def commit(staged: list, output: str, staging: str, facts: dict, records_read: i
     with FileSystems.create(tmp) as handle:
         handle.write(json.dumps(summary, indent=2, sort_keys=False).encode("utf-8"))
     FileSystems.rename([tmp], [FileSystems.join(output, SUMMARY_FILE)])
-    _remove_staging(output)
+    remove_staging(output)
     return summary
 
 
-def _remove_staging(output: str) -> None:
-    """Deletes the whole staging folder: this run's leftovers (files of retried bundles) and those of runs
-    that were killed before their commit. Best effort: what stays there is outside the tables."""
+def remove_staging(output: str) -> None:
+    """Deletes the whole staging folder: this run's leftovers (files of retried bundles), or what a killed
+    or failed run left. Called when a run starts, after its commit, and when it fails (one run writes a lake
+    at a time). Best effort: what stays there is outside the tables and never matches `*.parquet`."""
     try:
         FileSystems.delete([FileSystems.join(output, STAGING_DIR)])
     except Exception:

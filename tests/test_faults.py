@@ -166,6 +166,16 @@ def test_overwrite_replaces_the_whole_lake_never_a_mix(existing_lake, two_corpor
     assert summary(lake)["records_read"] == 5 and not (lake / STAGING_DIR).exists()
 
 
+def test_a_new_run_first_clears_what_killed_runs_left(tmp_path):
+    """Before probing the output, a run frees the space that killed or failed runs left in _staging/."""
+    from pipeline.lake import check_output_location
+    stale = tmp_path / "lake" / STAGING_DIR / "killed-run" / "documents"
+    stale.mkdir(parents=True)
+    (stale / "part-x.parquet.staged").write_bytes(b"\0" * 1000)
+    check_output_location(str(tmp_path / "lake"), overwrite=False)
+    assert not (tmp_path / "lake" / STAGING_DIR / "killed-run").exists()
+
+
 def _limit_file_size(limit: int):
     def apply():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
@@ -256,6 +266,9 @@ def test_disk_filling_up_mid_run_fails_cleanly(tiny_tmpfs, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nothing was committed" in err[0] and "No space left on device" in err[0], err
     assert not (tiny_tmpfs / "lake" / "documents").exists() and not (tiny_tmpfs / "lake" / SUMMARY_FILE).exists()
+    assert not (tiny_tmpfs / "lake" / STAGING_DIR).exists(), "the failed run must give its space back"
+    small = dated_corpus(tmp_path / "small.jsonl", 3)
+    assert main(["run", "--input", str(small), "--output", str(tiny_tmpfs / "lake"), "--quiet"]) == 0
 
 
 # --- invariants, with faults injected into real pipelines ---------------------------------------------------
