@@ -13,7 +13,7 @@ from typing import NamedTuple, Optional
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipeline.io import InputFile, ReadArticles, match_inputs
+from pipeline.io import DEFAULT_MAX_DECOMPRESSED_BYTES, InputFile, ReadArticles, match_inputs
 from pipeline.lake import WriteLake, check_output_location
 from pipeline.options import WirewashOptions
 from pipeline.runners import prepare_runner
@@ -35,6 +35,7 @@ class RunSettings(NamedTuple):
     overwrite: bool
     rule_files: tuple
     max_record_bytes: int
+    max_decompressed_bytes: int
     dedup: DedupConfig
     ingested_at: str
 
@@ -53,6 +54,9 @@ def settings_from_options(options: PipelineOptions) -> RunSettings:
         raise ValueError(f"--num_perm must be between 16 and 1024, got {opts.num_perm}")
     if opts.max_record_bytes < 1024:
         raise ValueError(f"--max_record_bytes must be at least 1024, got {opts.max_record_bytes}")
+    if opts.max_decompressed_bytes < opts.max_record_bytes:
+        raise ValueError(f"--max_decompressed_bytes must be at least --max_record_bytes, got "
+                         f"{opts.max_decompressed_bytes}")
     ingested_at = opts.ingested_at or datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     try:
         parsed = datetime.fromisoformat(ingested_at)
@@ -68,6 +72,7 @@ def settings_from_options(options: PipelineOptions) -> RunSettings:
         overwrite=opts.overwrite,
         rule_files=tuple(opts.rules or ()),
         max_record_bytes=opts.max_record_bytes,
+        max_decompressed_bytes=opts.max_decompressed_bytes,
         dedup=DedupConfig(threshold=opts.near_threshold, num_perm=opts.num_perm, seed=opts.minhash_seed,
                           near=not opts.no_near_dedup),
         ingested_at=parsed.astimezone(timezone.utc).isoformat(),
@@ -84,15 +89,16 @@ class IngestArticles(beam.PTransform):
     """PBegin -> {documents, duplicates, rejected, records_read}: every stage but the writing."""
 
     def __init__(self, files: list[InputFile], rule_files: tuple = (), max_record_bytes: int = 1_000_000,
-                 dedup: DedupConfig = DedupConfig()):
+                 dedup: DedupConfig = DedupConfig(), max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES):
         super().__init__()
         self.files = files
         self.rule_files = rule_files
         self.max_record_bytes = max_record_bytes
         self.dedup = dedup
+        self.max_decompressed_bytes = max_decompressed_bytes
 
     def expand(self, pbegin):
-        read = pbegin | "Read" >> ReadArticles(self.files, self.max_record_bytes)
+        read = pbegin | "Read" >> ReadArticles(self.files, self.max_record_bytes, self.max_decompressed_bytes)
         records_read = _count_records(read["articles"], read["rejected"])
         extracted = read["articles"] | "Extract" >> ExtractText()
         normalized = extracted["articles"] | "Normalize" >> NormalizeArticles()
@@ -125,6 +131,7 @@ def build_pipeline(options: PipelineOptions, settings: Optional[RunSettings] = N
         return build_streaming_pipeline(options, settings)
     pipeline = beam.Pipeline(options=options)
     outputs = pipeline | "Ingest" >> IngestArticles(settings.files, settings.rule_files,
-                                                    settings.max_record_bytes, settings.dedup)
+                                                    settings.max_record_bytes, settings.dedup,
+                                                    settings.max_decompressed_bytes)
     _ = outputs | "WriteLake" >> WriteLake(settings.output, settings.ingested_at, settings.overwrite)
     return pipeline

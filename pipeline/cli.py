@@ -46,6 +46,8 @@ def configure_logging(verbose: bool = False) -> None:
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     for name in ("apache_beam", "trafilatura", "htmldate", "courlan", "urllib3"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+    # A failing run is reported by run_command in one line; Beam's own ERROR log would add its traceback.
+    logging.getLogger("apache_beam").setLevel(logging.INFO if verbose else logging.CRITICAL)
 
 
 def _error(message: str) -> int:
@@ -110,8 +112,16 @@ def run_command(argv: list[str]) -> int:
         from pipeline.streaming import run_streaming
         summary = run_streaming(pipeline, settings.output)
     else:
-        result = pipeline.run()
-        result.wait_until_finish()
+        try:
+            result = pipeline.run()
+            result.wait_until_finish()
+        except Exception as err:  # a full disk or a lost output folder mid-run: one line, not a Beam traceback
+            from pipeline.lake import remove_staging, short_error
+            logging.getLogger(__name__).debug("run failed", exc_info=True)
+            remove_staging(settings.output)  # give back the space (a full disk is a common cause)
+            print(f"wirewash: error: the run failed, nothing was committed to {settings.output}: "
+                  f"{short_error(err)} (--verbose shows Beam's log)", file=sys.stderr)
+            return EXIT_FAILED
         summary = None
     seconds = time.monotonic() - started
 
@@ -126,6 +136,11 @@ def run_command(argv: list[str]) -> int:
         print(f"wirewash: error: counts do not reconcile: {summary['records_read']} read != "
               f"{summary['documents']} documents + {summary['duplicates']} duplicates + "
               f"{summary['rejected']} rejected (see {summary_path})", file=sys.stderr)
+        return EXIT_FAILED
+    broken = {k: v for k, v in summary.get("invariants", {}).items() if k != "reconciled" and v}
+    if broken:
+        print("wirewash: error: lake invariants violated: " + ", ".join(f"{k} {v}" for k, v in broken.items())
+              + f" (see {summary_path})", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -144,11 +159,11 @@ def query_command(argv: list[str]) -> int:
 
     import duckdb
 
-    from pipeline.query import LakeNotFoundError, format_rows, run_query
+    from pipeline.query import LakeNotFoundError, QueryNotAllowedError, format_rows, run_query
 
     try:
         columns, rows = run_query(args.lake, args.sql, limit=args.limit)
-    except LakeNotFoundError as err:
+    except (LakeNotFoundError, QueryNotAllowedError) as err:
         return _error(str(err))
     except duckdb.Error as err:
         return _error(f"query failed: {str(err).splitlines()[0]}")

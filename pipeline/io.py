@@ -4,20 +4,29 @@ Formats, by file name: `.jsonl` / `.jsonl.gz` (one JSON object per line: id, url
 text or html), `.txt` (one article per file), `.html` / `.htm` (one raw page per file). Every record read
 becomes exactly one `Article` or one `Rejection` naming the file and line, so nothing is lost silently.
 Paths may be local or any scheme Beam's FileSystems knows (gs://, s3:// with the matching extras).
+
+Hostile input never stops a run nor escapes a bound: a record over `max_record_bytes` is skipped in 1 MiB
+reads (`too_large`); a .gz stops inflating past `max_decompressed_bytes` or a 100:1 ratio
+(`decompression_limit`); UTF-16 (BOM) and UTF-8-BOM JSONL are re-encoded; a file with no record is
+`empty_file`; a dangling symlink, FIFO, directory or unopenable file is `unreadable_file` (location
+`path:0`), and local entries Beam's listing would skip silently are listed so they show up there.
 """
 from __future__ import annotations
 
 import codecs
 import gzip
+import io
 import json
+import os
 import posixpath
 import re
+import stat
 from datetime import datetime, timezone
 from typing import Iterable, Iterator, NamedTuple, Optional, Union
 
 import apache_beam as beam
 import xxhash
-from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystem import CompressionTypes, FileMetadata
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
@@ -33,6 +42,11 @@ SUFFIX_FORMATS = ((".jsonl.gz", FORMAT_JSONL), (".jsonl", FORMAT_JSONL), (".txt"
                   (".html", FORMAT_HTML), (".htm", FORMAT_HTML))
 
 DEFAULT_MAX_RECORD_BYTES = 1_000_000
+# Bounded decompression (gzip bombs): a hard cap per file, and a ratio check once a file has inflated past
+# RATIO_CHECK_AFTER bytes. Real news JSONL compresses 3-10x; 100x is only reached by padding or an attack.
+DEFAULT_MAX_DECOMPRESSED_BYTES = 16 << 30
+MAX_COMPRESSION_RATIO = 100
+RATIO_CHECK_AFTER = 16 << 20
 MAX_ID_CHARS = 256
 MIN_YEAR, MAX_YEAR = 1800, 2200
 
@@ -45,11 +59,17 @@ REASON_MISSING_TEXT = "missing_text"
 REASON_TOO_LARGE = "too_large"
 REASON_UNREADABLE = "unreadable_file"
 REASON_UNSUPPORTED = "unsupported_file_type"
+REASON_EMPTY_FILE = "empty_file"
+REASON_DECOMPRESSION_LIMIT = "decompression_limit"
 REASON_WRONG_TYPE = "wrong_type"  # suffixed with the field: wrong_type:published
 
 
 class InputError(ValueError):
     """An input argument that matches nothing or cannot be read; the message names it."""
+
+
+class DecompressionLimitError(OSError):
+    """A compressed file inflates beyond the per-file limit or ratio: reading it stops (gzip bomb)."""
 
 
 class InputFile(NamedTuple):
@@ -166,6 +186,8 @@ def parse_json_record(raw: bytes, location: str, fallback_id_parts: tuple[str, .
         line = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         return _reject(location, REASON_INVALID_UTF8, raw, error=str(err))
+    if "\x00" in line:
+        return _reject(location, REASON_BINARY, line, error="NUL byte in the line")
     try:
         obj = json.loads(line)
     except ValueError as err:
@@ -243,48 +265,151 @@ def read_bounded_lines(stream, max_bytes: int) -> Iterator[tuple[int, Optional[b
                 chunk = stream.readline(1 << 20)
             yield number, None
             continue
+        if len(chunk.rstrip(b"\r\n")) > max_bytes:  # a transcoded (UTF-16) line can grow past the limit
+            yield number, None
+            continue
         yield number, chunk
 
 
 def parse_file(input_file: InputFile, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-               opener=None) -> Iterator[Parsed]:
-    """Every record of one input file, as `Article` or `Rejection`. Never raises for bad content."""
-    opener = opener or _open
+               opener=None, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> Iterator[Parsed]:
+    """Every record of one input file, as `Article` or `Rejection`. Never raises for bad content.
+
+    A file that yields no record at all (empty, or only blank lines) yields one `empty_file` rejection, and a
+    file that cannot be opened one `unreadable_file` rejection (location `path:0`), so it shows in rejected/.
+    """
     path, rel_path, fmt = input_file
     if fmt is None:
         yield _reject(f"{rel_path}:0", REASON_UNSUPPORTED, error="expected .jsonl, .jsonl.gz, .txt, .html or .htm")
         return
     try:
-        stream = opener(path)
+        stream = opener(path) if opener else _open(path, max_decompressed_bytes)
     except (OSError, IOError) as err:
         yield _reject(f"{rel_path}:0", REASON_UNREADABLE, error=str(err))
         return
+    number = 0
     with stream:
         try:
             if fmt == FORMAT_JSONL:
-                for number, raw in read_bounded_lines(stream, max_record_bytes):
+                records = 0
+                for number, raw in read_bounded_lines(_utf8_lines(stream), max_record_bytes):
                     location = f"{rel_path}:{number}"
                     if raw is None:
+                        records += 1
                         yield _reject(location, REASON_TOO_LARGE, error=f"line longer than {max_record_bytes} bytes")
-                    elif raw.strip():
+                        continue
+                    if number == 1:
+                        raw = raw.removeprefix(codecs.BOM_UTF8)
+                    if raw.strip():
+                        records += 1
                         yield parse_json_record(raw.rstrip(b"\r\n"), location, ("line", rel_path, str(number)))
+                if not records:
+                    yield _reject(f"{rel_path}:0", REASON_EMPTY_FILE, error="the file holds no record")
             else:
                 data = stream.read(max_record_bytes + 1)
                 if len(data) > max_record_bytes:
                     yield _reject(f"{rel_path}:1", REASON_TOO_LARGE, data,
                                   error=f"file larger than {max_record_bytes} bytes")
+                elif not data:
+                    yield _reject(f"{rel_path}:0", REASON_EMPTY_FILE, error="the file is empty")
                 else:
                     yield parse_document_file(data, fmt, rel_path)
+        except DecompressionLimitError as err:
+            yield _reject(f"{rel_path}:{number + 1}", REASON_DECOMPRESSION_LIMIT, error=str(err))
         except (OSError, IOError, EOFError, ValueError) as err:  # truncated gzip, I/O error mid-file
-            yield _reject(f"{rel_path}:0", REASON_UNREADABLE, error=f"{type(err).__name__}: {err}")
+            yield _reject(f"{rel_path}:{number + 1 if number else 0}", REASON_UNREADABLE,
+                          error=f"{type(err).__name__}: {err}")
 
 
-def _open(path: str):
-    """A binary stream of the file's content; .gz is decompressed lazily (Python's gzip, whose
-    readline(size) keeps every read bounded, unlike Beam's CompressedFile)."""
+class _CountingReader(io.RawIOBase):
+    """Passes reads through and counts the bytes (the compressed side of a gzip stream)."""
+
+    def __init__(self, raw):
+        self.raw, self.count = raw, 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        data = self.raw.read(len(buffer))
+        buffer[:len(data)] = data
+        self.count += len(data)
+        return len(data)
+
+    def close(self):
+        self.raw.close()
+        super().close()
+
+
+class _BoundedReader(io.RawIOBase):
+    """The decompressed side of a gzip stream, with gzip bombs stopped: raises DecompressionLimitError once
+    more than `max_bytes` came out, or more than MAX_COMPRESSION_RATIO times what went in (checked after
+    RATIO_CHECK_AFTER bytes, so small files with a high ratio still read)."""
+
+    def __init__(self, inflated, compressed: _CountingReader, max_bytes: int):
+        self.inflated, self.compressed, self.max_bytes, self.count = inflated, compressed, max_bytes, 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        data = self.inflated.read1(len(buffer))  # what is ready: read() would insist on a full buffer
+        self.count += len(data)
+        if self.count > self.max_bytes:
+            raise DecompressionLimitError(f"decompressed size exceeds {self.max_bytes} bytes")
+        if self.count > RATIO_CHECK_AFTER and self.count > MAX_COMPRESSION_RATIO * max(1, self.compressed.count):
+            raise DecompressionLimitError(
+                f"decompressed {self.count} bytes from {self.compressed.count} compressed bytes: more than "
+                f"{MAX_COMPRESSION_RATIO}:1, a decompression bomb")
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self):
+        self.inflated.close()
+        super().close()
+
+
+def _utf8_lines(stream):
+    """The stream itself, or, when it starts with a UTF-16 byte-order mark, the same lines re-encoded as
+    UTF-8 (JSONL saved by Windows tools); streams that cannot peek are read as they are."""
+    head = stream.peek(2)[:2] if hasattr(stream, "peek") else b""
+    if head not in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        return stream
+    text = io.TextIOWrapper(stream, encoding="utf-16", errors="strict", newline="")
+
+    class _Reencoded:
+        def readline(self, size=-1):
+            return text.readline(size).encode("utf-8")
+
+    return _Reencoded()
+
+
+def _check_local_file(path: str) -> None:
+    """Refuses, with a clear OSError, what is not a regular file: a dangling symlink, a directory, a FIFO
+    (opening one would block the run forever), a socket or a device."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise FileNotFoundError(f"{path} is a symbolic link to a missing file ({os.readlink(path)})") from None
+        raise
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{path} is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise OSError(f"{path} is {kind}, not a regular file")
+
+
+def _open(path: str, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES):
+    """A buffered binary stream of the file's content; .gz is decompressed lazily (Python's gzip, whose
+    readline(size) keeps every read bounded, unlike Beam's CompressedFile) and within bounds."""
+    if "://" not in path:
+        _check_local_file(path)
     raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     if path.lower().endswith(".gz"):
-        return gzip.GzipFile(fileobj=raw, mode="rb")
+        compressed = _CountingReader(raw)
+        inflated = gzip.GzipFile(fileobj=compressed, mode="rb")
+        return io.BufferedReader(_BoundedReader(inflated, compressed, max_decompressed_bytes), 1 << 16)
     return raw
 
 
@@ -314,14 +439,16 @@ def match_inputs(patterns: Iterable[str]) -> list[InputFile]:
             results = FileSystems.match(globs)
         except Exception as err:  # Beam raises BeamIOError with per-pattern causes
             raise InputError(f"cannot list input {pattern!r}: {err}") from err
-        matched = [m for r in results for m in r.metadata_list]
+        matched = [m.path for r in results for m in r.metadata_list]
+        if "://" not in pattern:
+            matched += _unlisted_local(base, globs[0], is_dir)
         files = []
-        for meta in matched:
-            fmt = format_of(meta.path)
+        for path in matched:
+            fmt = format_of(path)
             if is_dir and fmt is None:
                 continue
-            rel = meta.path[len(base):] if meta.path.startswith(base) else posixpath.basename(meta.path)
-            files.append(InputFile(meta.path, rel or posixpath.basename(meta.path), fmt))
+            rel = path[len(base):] if path.startswith(base) else posixpath.basename(path)
+            files.append(InputFile(path, rel or posixpath.basename(path), fmt))
         if not files:
             what = "no .jsonl, .jsonl.gz, .txt, .html or .htm files in folder" if is_dir else "nothing matches"
             raise InputError(f"{what} {pattern!r}")
@@ -330,8 +457,23 @@ def match_inputs(patterns: Iterable[str]) -> list[InputFile]:
     return sorted(found.values())
 
 
+def _unlisted_local(base: str, pattern: str, is_dir: bool) -> list[str]:
+    """Local entries that `pattern` matches but Beam's listing silently skips: dangling or looping symlinks,
+    and (for a glob, not a folder) directories. They are returned so that each becomes an `unreadable_file`
+    rejection naming it, instead of an input that vanishes without a trace."""
+    root = base if os.path.isdir(base) else os.path.dirname(base.rstrip("/"))
+    if not root or not os.path.isdir(root):
+        return []
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        entries += [os.path.join(dirpath, n) for n in filenames if not os.path.exists(os.path.join(dirpath, n))]
+        if not is_dir:
+            entries += [os.path.join(dirpath, d) for d in dirnames]
+    filesystem = FileSystems.get_filesystem(pattern)
+    return [m.path for m in filesystem.match_files([FileMetadata(e, 0) for e in entries], pattern)]
+
+
 def _is_directory(path: str) -> bool:
-    import os
     if "://" not in path:
         return os.path.isdir(path)
     try:
@@ -348,15 +490,17 @@ def _is_directory(path: str) -> bool:
 class _ParseFileFn(beam.DoFn):
     """Reads one file; articles on the main output, rejections on `rejected`."""
 
-    def __init__(self, max_record_bytes: int):
+    def __init__(self, max_record_bytes: int, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES):
         self.max_record_bytes = max_record_bytes
+        self.max_decompressed_bytes = max_decompressed_bytes
         self.records = Metrics.counter(NAMESPACE, "records")
         self.rejected = Metrics.counter(NAMESPACE, "rejected")
         self.files = Metrics.counter(NAMESPACE, "files")
 
     def process(self, input_file: InputFile):
         self.files.inc()
-        for parsed in parse_file(InputFile(*input_file), self.max_record_bytes):
+        for parsed in parse_file(InputFile(*input_file), self.max_record_bytes,
+                                 max_decompressed_bytes=self.max_decompressed_bytes):
             self.records.inc()
             if isinstance(parsed, Rejection):
                 self.rejected.inc()
@@ -376,17 +520,19 @@ class ReadArticles(beam.PTransform):
     ARTICLES = "articles"
     REJECTED = "rejected"
 
-    def __init__(self, files: list[InputFile], max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+    def __init__(self, files: list[InputFile], max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+                 max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES):
         super().__init__()
         self.files = [tuple(f) for f in files]
         self.max_record_bytes = max_record_bytes
+        self.max_decompressed_bytes = max_decompressed_bytes
 
     def expand(self, pbegin):
         parsed = (
             pbegin
             | "ListFiles" >> beam.Create(self.files)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ParseFiles" >> beam.ParDo(_ParseFileFn(self.max_record_bytes)).with_outputs(
+            | "ParseFiles" >> beam.ParDo(_ParseFileFn(self.max_record_bytes, self.max_decompressed_bytes)).with_outputs(
                 self.REJECTED, main=self.ARTICLES)
         )
         articles = parsed[self.ARTICLES] | "SpreadRecords" >> beam.Reshuffle()

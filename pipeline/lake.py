@@ -8,9 +8,22 @@ Layout (explicit Arrow schemas below, zstd):
 Partition columns (`lang`, `date`) live in the folder names only, as BigQuery, Athena and Spark expect; the
 values come from validated fields (`lang` a 2-3 letter code or `und`, `date` a real date or `unknown`).
 
-How a run commits: workers write whole Parquet files into `LAKE/_staging/<run>/` and report them; once all
-are written, one commit step moves exactly the reported files into place (files of retried bundles are never
+How a run commits: workers write whole Parquet files into `LAKE/_staging/<run>/` (named `*.parquet.staged`)
+and report them; once all are written, one commit step moves exactly the reported files into place (files of retried bundles are never
 reported, so never committed), writes `_SUMMARY.json` and removes the staging folder.
+
+`_SUMMARY.json` is the commit marker: it is written last, and when a lake is replaced (`--overwrite`) the old
+one is removed first, then the old tables, before any new file moves in. So at every instant the tables hold
+files of one run only, every Parquet file outside `_staging/` is whole, and a lake without `_SUMMARY.json`
+is an interrupted one (refused by `wirewash query`, replaced by a rerun with `--overwrite`). No `*.parquet`
+glob sees a staged file (their suffix), and Spark, pyarrow and Hive also skip `_`-prefixed folders; the next
+commit removes the staging folders of killed runs. One run writes a lake at a time: a run clears `_staging/` when it starts,
+after its commit, and when it fails.
+
+Invariants checked on every run (in `_SUMMARY.json` under `invariants`; `ok` is false and the CLI exits 1
+when one fails): records read = documents + duplicates + rejected, and each term equals the rows written;
+every `duplicate_of` is a `doc_id` in documents; `doc_id`s are unique in documents; every partition folder
+is `lang=<code from LANGUAGES or und>/date=<valid date or unknown>`.
 """
 from __future__ import annotations
 
@@ -31,16 +44,20 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.types import UNDETERMINED_LANGUAGE, UNKNOWN_DATE, Article, Duplicate, Rejection
+from transforms.types import UNDETERMINED_LANGUAGE, UNKNOWN_DATE, Article
 
 __all__ = ["WriteLake", "DOCUMENTS_SCHEMA", "DUPLICATES_SCHEMA", "REJECTED_SCHEMA", "partition_of",
-           "summarize", "LakeExistsError", "check_output_location", "SUMMARY_FILE", "TABLES"]
+           "summarize", "LakeExistsError", "check_output_location", "SUMMARY_FILE", "TABLES", "LANGUAGES",
+           "valid_partition", "short_error", "remove_staging"]
 
 NAMESPACE = "write"
 DOCUMENTS, DUPLICATES, REJECTED = "documents", "duplicates", "rejected"
 TABLES = (DOCUMENTS, DUPLICATES, REJECTED)
 SUMMARY_FILE = "_SUMMARY.json"
 STAGING_DIR = "_staging"
+# Staged files end in `.parquet.staged`: no `*.parquet` glob (DuckDB's `lake/**/*.parquet` included) ever
+# matches a file that is still being written, or that a killed run left behind. The commit drops the suffix.
+STAGED_SUFFIX = ".staged"
 MAX_ROWS_PER_FILE = 50_000
 MAX_BYTES_PER_FILE = 128 << 20
 STAGE_ORDER = ("read", "extract", "normalize", "boilerplate", "language", "dedup")
@@ -81,8 +98,20 @@ REJECTED_SCHEMA = pa.schema([
 ])
 SCHEMAS = {DOCUMENTS: DOCUMENTS_SCHEMA, DUPLICATES: DUPLICATES_SCHEMA, REJECTED: REJECTED_SCHEMA}
 
-_LANG = re.compile(r"^([a-z]{2,3}|und)$")
+# The closed set of `lang=` partition values (besides `und`): ISO 639-1, plus the ISO 639-2/3 codes that
+# language detectors (CLD2, CLD3, langid, lingua) use for languages without a two-letter code.
+LANGUAGES = frozenset("""
+aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv cy da de dv dz ee
+el en eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi ho hr ht hu hy hz ia id ie ig ii ik io is
+it iu ja jv ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb lg li ln lo lt lu lv mg mh mi mk ml mn mr ms
+mt my na nb nd ne ng nl nn no nr nv ny oc oj om or os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si sk
+sl sm sn so sq sr ss st su sv sw ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi
+yo za zh zu
+ast bal bho ceb chr ckb fil gom haw hmn ilo kab kha lif mai mfe mni nso ory sat scn syr tet war yue zza
+""".split())
+MIN_YEAR, MAX_YEAR = 1800, 2200  # as pipeline/io.py accepts them
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_PARTITION = re.compile(r"^lang=([a-z]{2,3})/date=(\d{4}-\d{2}-\d{2}|unknown)$")
 
 
 class LakeExistsError(RuntimeError):
@@ -101,17 +130,31 @@ class StagedFile(NamedTuple):
 # ---------------------------------------------------------------------------------------------------------
 
 def partition_of(article: Article) -> str:
-    """`lang=<code>/date=<day>`, from validated values only: anything else becomes `und` / `unknown`."""
-    lang = article.lang if isinstance(article.lang, str) and _LANG.match(article.lang) else UNDETERMINED_LANGUAGE
+    """`lang=<code>/date=<day>`, from validated values only: a language outside LANGUAGES becomes `und`, a
+    date that is not a real day between 1800 and 2200 becomes `unknown`."""
+    lang = article.lang if article.lang in LANGUAGES else UNDETERMINED_LANGUAGE
     day = UNKNOWN_DATE
-    if article.published_at:
+    if isinstance(article.published_at, str):
         candidate = article.published_at[:10]
         try:
-            if _DATE.match(candidate) and datetime.strptime(candidate, "%Y-%m-%d"):
+            if _DATE.match(candidate) and MIN_YEAR <= datetime.strptime(candidate, "%Y-%m-%d").year <= MAX_YEAR:
                 day = candidate
         except ValueError:
             pass
     return f"lang={lang}/date={day}"
+
+
+def valid_partition(partition: str) -> bool:
+    """True for a documents partition path built from the closed sets (the commit re-checks every one)."""
+    match = _PARTITION.match(partition)
+    if not match or not (match.group(1) in LANGUAGES or match.group(1) == UNDETERMINED_LANGUAGE):
+        return False
+    if match.group(2) == UNKNOWN_DATE:
+        return True
+    try:
+        return MIN_YEAR <= datetime.strptime(match.group(2), "%Y-%m-%d").year <= MAX_YEAR
+    except ValueError:
+        return False
 
 
 def _timestamp(iso: Optional[str]) -> Optional[datetime]:
@@ -172,22 +215,41 @@ def summarize(records_read: int, documents: Counter, duplicates: Counter, reject
     }
 
 
+def _existing(output: str) -> list[str]:
+    return [t for t in TABLES + (SUMMARY_FILE,) if FileSystems.exists(FileSystems.join(output, t))]
+
+
 def check_output_location(output: str, overwrite: bool) -> None:
-    """Fails fast: a lake already there (unless overwriting), or a folder that cannot be written."""
-    existing = [t for t in TABLES + (SUMMARY_FILE,) if FileSystems.exists(FileSystems.join(output, t))]
+    """Fails fast, before any work: a lake already there (unless overwriting; an interrupted one is named
+    as such), or a folder that cannot be written (read-only, full, under a regular file, /proc...)."""
+    existing = _existing(output)
     if existing and not overwrite:
+        if SUMMARY_FILE not in existing:
+            raise LakeExistsError(
+                f"{output} holds an incomplete lake ({', '.join(existing)} but no {SUMMARY_FILE}: a run was "
+                "interrupted while committing); pass --overwrite to replace it, or choose another --output")
         raise LakeExistsError(
             f"{output} already holds a lake ({', '.join(existing)}); pass --overwrite to replace it, "
             "or choose another --output")
+    remove_staging(output)  # leftovers of killed or failed runs: free their space before probing
     probe = FileSystems.join(output, STAGING_DIR, f".write-test-{uuid.uuid4().hex}")
     try:
-        FileSystems.mkdirs(FileSystems.join(output, STAGING_DIR)) if not FileSystems.exists(
-            FileSystems.join(output, STAGING_DIR)) else None
+        if not FileSystems.exists(FileSystems.join(output, STAGING_DIR)):
+            FileSystems.mkdirs(FileSystems.join(output, STAGING_DIR))
         with FileSystems.create(probe) as handle:
-            handle.write(b"ok")
+            handle.write(b"ok" * 2048)  # a few KiB: a full disk fails here, not after the whole run
         FileSystems.delete([probe])
     except Exception as err:
-        raise OSError(f"cannot write to the output folder {output}: {err}") from err
+        raise OSError(f"cannot write to the output folder {output}: {short_error(err)}") from err
+
+
+def short_error(err: BaseException) -> str:
+    """`Type: first line` of the innermost cause of a (Beam-wrapped) error, at most 300 characters: enough
+    to act on, never a record's text."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -227,7 +289,7 @@ class _WriteStagedFn(beam.DoFn):
         rows = self.buffers.pop(partition)
         self.sizes.pop(partition, None)
         folder = posixpath.join(self.table, partition) if partition else self.table
-        path = FileSystems.join(self.staging, folder, f"part-{uuid.uuid4().hex}.parquet")
+        path = FileSystems.join(self.staging, folder, f"part-{uuid.uuid4().hex}.parquet{STAGED_SUFFIX}")
         FileSystems.mkdirs(FileSystems.join(self.staging, folder)) if not FileSystems.exists(
             FileSystems.join(self.staging, folder)) else None
         table = pa.Table.from_pylist(rows, schema=self.schema)
@@ -241,7 +303,7 @@ class _WriteStagedFn(beam.DoFn):
 def _fact_of(table: str):
     """The small per-record facts that the summary needs (never the text)."""
     if table == DOCUMENTS:
-        return lambda a: (DOCUMENTS, (a.lang, tuple(a.removed_by_rule)))
+        return lambda a: (DOCUMENTS, (partition_of(a)[5:].split("/")[0], tuple(a.removed_by_rule)))
     if table == DUPLICATES:
         return lambda d: (DUPLICATES, d.kind)
     return lambda r: (REJECTED, (r.stage, r.reason))
@@ -268,46 +330,73 @@ class _SummaryFn(beam.CombineFn):
         return acc
 
 
-def commit(staged: list, output: str, staging: str, facts: dict, records_read: int, overwrite: bool) -> dict:
-    """Moves the staged files into the lake, writes _SUMMARY.json, removes the staging folder.
+def _violation_facts(item):
+    """(doc_id, {docs: [...], dups: [...]}) -> the invariant violations it shows, as (name, count)."""
+    _, grouped = item
+    n_docs, n_dups = len(grouped["docs"]), len(grouped["dups"])
+    if n_docs > 1:
+        yield "duplicate_doc_ids", n_docs - 1
+    if n_dups and not n_docs:
+        yield "dangling_duplicate_of", n_dups
 
-    With `overwrite`, the previous lake's tables are removed first; without it, an existing lake (one that
-    appeared while this run was going) stops the commit.
+
+def commit(staged: list, output: str, staging: str, facts: dict, records_read: int, overwrite: bool,
+           violations: Optional[dict] = None) -> dict:
+    """Moves the staged files into the lake, writes _SUMMARY.json, removes the staging folders.
+
+    With `overwrite`, the previous lake is removed first (its _SUMMARY.json before its tables), so that
+    the tables never hold two runs' files; without it, a lake that appeared while this run was going stops
+    the commit. `violations` counts the invariant failures found by the pipeline (see `_violation_facts`);
+    the partitions are checked here, on the staged file list.
     """
-    check_existing = [t for t in TABLES + (SUMMARY_FILE,) if FileSystems.exists(FileSystems.join(output, t))]
-    if check_existing:
+    staged = sorted(StagedFile(*s) for s in staged)
+    existing = _existing(output)
+    if existing:
         if not overwrite:
-            raise LakeExistsError(f"{output} already holds a lake ({', '.join(check_existing)}); not overwriting")
-        FileSystems.delete([FileSystems.join(output, t) for t in check_existing])
+            raise LakeExistsError(f"{output} already holds a lake ({', '.join(existing)}); not overwriting")
+        if SUMMARY_FILE in existing:  # first: from here on the lake reads as incomplete, never as mixed
+            FileSystems.delete([FileSystems.join(output, SUMMARY_FILE)])
+        FileSystems.delete([FileSystems.join(output, t) for t in existing if t != SUMMARY_FILE])
     written = Counter()
-    for item in sorted(StagedFile(*s) for s in staged):
+    invalid_partitions = sum(1 for item in staged if item.table == DOCUMENTS and not valid_partition(item.partition))
+    for item in staged:
         folder = posixpath.join(item.table, item.partition) if item.partition else item.table
         target_dir = FileSystems.join(output, folder)
         if not FileSystems.exists(target_dir):
             FileSystems.mkdirs(target_dir)
-        target = FileSystems.join(target_dir, posixpath.basename(item.path))
+        target = FileSystems.join(target_dir, posixpath.basename(item.path).removesuffix(STAGED_SUFFIX))
         FileSystems.rename([item.path], [target])
         written[item.table] += item.rows
     summary = summarize(records_read, facts[DOCUMENTS], facts[DUPLICATES], facts[REJECTED])
     summary["files_rows"] = {t: written[t] for t in TABLES}
     if any(written[t] != summary[t] for t in TABLES):
         summary["reconciled"] = False
+    violations = dict(violations or {})
+    summary["invariants"] = {
+        "reconciled": summary["reconciled"],
+        "dangling_duplicate_of": int(violations.get("dangling_duplicate_of", 0)),
+        "duplicate_doc_ids": int(violations.get("duplicate_doc_ids", 0)),
+        "invalid_partitions": invalid_partitions,
+    }
+    summary["ok"] = summary["reconciled"] and not any(
+        v for k, v in summary["invariants"].items() if k != "reconciled")
     tmp = FileSystems.join(staging, SUMMARY_FILE)
+    if not FileSystems.exists(staging):
+        FileSystems.mkdirs(staging)
     with FileSystems.create(tmp) as handle:
         handle.write(json.dumps(summary, indent=2, sort_keys=False).encode("utf-8"))
     FileSystems.rename([tmp], [FileSystems.join(output, SUMMARY_FILE)])
-    _remove_staging(output, staging)
+    remove_staging(output)
     return summary
 
 
-def _remove_staging(output: str, staging: str) -> None:
-    """Deletes this run's staging folder (and the parent when no other run is using it)."""
+def remove_staging(output: str) -> None:
+    """Deletes the whole staging folder: this run's leftovers (files of retried bundles), or what a killed
+    or failed run left. Called when a run starts, after its commit, and when it fails (one run writes a lake
+    at a time). Best effort: what stays there is outside the tables and never matches `*.parquet`."""
     try:
-        FileSystems.delete([staging])
-        parent = FileSystems.join(output, STAGING_DIR)
-        if not FileSystems.match([FileSystems.join(parent, "*")])[0].metadata_list:
-            FileSystems.delete([parent])
-    except Exception:  # leftovers of retried bundles: harmless, outside the tables
+        FileSystems.delete([FileSystems.join(output, STAGING_DIR)])
+    except Exception:
         pass
 
 
@@ -332,12 +421,21 @@ class WriteLake(beam.PTransform):
                 _WriteStagedFn(table, self.staging, self.ingested_at)))
             facts.append(pcoll | f"Facts{table.title()}" >> beam.Map(_fact_of(table)))
         summary_facts = facts | "AllFacts" >> beam.Flatten() | "Summarize" >> beam.CombineGlobally(_SummaryFn())
+        # Invariants on ids: only the keys are shuffled, never the texts.
+        violations = (
+            {"docs": inputs[DOCUMENTS] | "DocIds" >> beam.Map(lambda a: (a.doc_id, 1)),
+             "dups": inputs[DUPLICATES] | "DuplicateOf" >> beam.Map(lambda d: (d.duplicate_of, 1))}
+            | "JoinIds" >> beam.CoGroupByKey()
+            | "Violations" >> beam.FlatMap(_violation_facts)
+            | "CountViolations" >> beam.CombinePerKey(sum)
+            | "ViolationDict" >> beam.combiners.ToDict())
         output, staging, overwrite = self.output, self.staging, self.overwrite
         return (
             staged
             | "AllStaged" >> beam.Flatten()
             | "ListStaged" >> beam.combiners.ToList()
             | "Commit" >> beam.Map(
-                lambda files, facts, read: commit(files, output, staging, facts, read, overwrite),
-                beam.pvalue.AsSingleton(summary_facts), beam.pvalue.AsSingleton(inputs["records_read"]))
+                lambda files, facts, read, bad: commit(files, output, staging, facts, read, overwrite, bad),
+                beam.pvalue.AsSingleton(summary_facts), beam.pvalue.AsSingleton(inputs["records_read"]),
+                beam.pvalue.AsSingleton(violations))
         )

@@ -37,6 +37,10 @@ class WirewashOptions(PipelineOptions):
             help="records (JSONL lines, .txt/.html files) larger than this are rejected as too_large "
                  "without being loaded. Default: 1000000")
         parser.add_argument(
+            "--max_decompressed_bytes", type=int, default=16 << 30, metavar="N",
+            help="a .gz input inflating beyond this many bytes, or beyond 100 times its compressed size, "
+                 "stops being read (decompression_limit in rejected/). Default: 17179869184 (16 GiB)")
+        parser.add_argument(
             "--near_threshold", type=float, default=0.8, metavar="J",
             help="Jaccard similarity of word 5-shingles from which two articles are near duplicates. "
                  "Default: 0.8")

@@ -2,7 +2,9 @@
 
 The connection is in-memory and only reads: views over `read_parquet(..., hive_partitioning=true)`; after
 they are defined, DuckDB's access to other files is switched off and its configuration locked, so a query
-cannot read or write outside the lake.
+cannot read or write outside the lake. DuckDB's directory allow-list would still let `COPY ... TO` write
+inside the lake, so only one SELECT statement is accepted (`EXPLAIN ANALYZE COPY` runs the COPY: refused
+too). A lake without `_SUMMARY.json` was interrupted before its commit finished: refused.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import duckdb
 
 from pipeline.lake import DOCUMENTS_SCHEMA, DUPLICATES_SCHEMA, REJECTED_SCHEMA, TABLES
 
-__all__ = ["connect_lake", "run_query", "LakeNotFoundError"]
+__all__ = ["connect_lake", "run_query", "LakeNotFoundError", "QueryNotAllowedError", "check_read_only"]
 
 _EMPTY_COLUMNS = {
     "documents": [(f.name, f.type) for f in DOCUMENTS_SCHEMA] + [("lang", "VARCHAR"), ("date", "VARCHAR")],
@@ -29,6 +31,23 @@ class LakeNotFoundError(FileNotFoundError):
     """The folder given is not a wirewash lake."""
 
 
+class QueryNotAllowedError(ValueError):
+    """The SQL is not a single read-only SELECT."""
+
+
+def check_read_only(sql: str) -> None:
+    """Raises QueryNotAllowedError unless `sql` is exactly one SELECT statement (SELECT, FROM-first, WITH,
+    VALUES, DESCRIBE, SHOW and SUMMARIZE all parse as SELECT)."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error:
+        return  # a syntax error: let the real execution report it, with its position
+    kinds = [str(st.type).rsplit(".", 1)[-1] for st in statements]
+    if kinds != ["SELECT"]:
+        raise QueryNotAllowedError(
+            f"wirewash query runs one read-only SELECT statement; got {', '.join(kinds) or 'nothing'}")
+
+
 def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -36,8 +55,11 @@ def _sql_string(value: str) -> str:
 def connect_lake(lake: str) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the lake's three tables as views; read-only, locked down."""
     lake = os.path.abspath(lake)
-    if not os.path.isdir(os.path.join(lake, "documents")) and not os.path.exists(os.path.join(lake, "_SUMMARY.json")):
-        raise LakeNotFoundError(f"{lake} is not a wirewash lake (no documents/ or _SUMMARY.json)")
+    if not os.path.exists(os.path.join(lake, "_SUMMARY.json")):
+        if any(os.path.isdir(os.path.join(lake, t)) for t in TABLES):
+            raise LakeNotFoundError(f"{lake} is an incomplete lake (no _SUMMARY.json: its run was interrupted); "
+                                    "rerun wirewash run with --overwrite")
+        raise LakeNotFoundError(f"{lake} is not a wirewash lake (no _SUMMARY.json)")
     con = duckdb.connect(":memory:")
     for table in TABLES:
         folder = os.path.join(lake, table)
@@ -59,7 +81,8 @@ def connect_lake(lake: str) -> duckdb.DuckDBPyConnection:
 
 
 def run_query(lake: str, sql: str, fmt: str = "table", limit: Optional[int] = None):
-    """Runs one SQL statement over the lake; returns (column names, rows)."""
+    """Runs one SELECT statement over the lake; returns (column names, rows)."""
+    check_read_only(sql)
     con = connect_lake(lake)
     cursor = con.execute(sql)
     columns = [d[0] for d in cursor.description or []]

@@ -34,6 +34,7 @@ FTFY_CONFIG = ftfy.TextFixerConfig(
     remove_control_chars=True, normalization="NFC", explain=False,
 )
 
+MAX_PASSES = 4
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u2060\ufeff\u00ad\u180e"), None)
 _SPACE_CHARS = re.compile(r"[^\S\n]+")  # any whitespace but a newline
 _BLANK_RUNS = re.compile(r"\n{3,}")
@@ -42,6 +43,17 @@ _WORD = re.compile(r"\w+")
 
 def normalize_text(text: str) -> str:
     """Canonical stored form of an article body (idempotent: normalizing twice changes nothing)."""
+    # One pass can expose more to repair (a C1 control becomes a cp1252 character, removed spaces make a
+    # mojibake pair adjacent): repeat to a fixed point. Text that a pass leaves alone costs that one pass.
+    for _ in range(MAX_PASSES):
+        fixed = _normalize_once(text)
+        if fixed == text:
+            break
+        text = fixed
+    return text
+
+
+def _normalize_once(text: str) -> str:
     if not text.isascii() or "&" in text:  # pure ASCII without entities has nothing for ftfy to repair
         text = ftfy.fix_text(text, FTFY_CONFIG)
         text = unicodedata.normalize("NFC", text.translate(_INVISIBLE))

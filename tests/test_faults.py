@@ -1,0 +1,349 @@
+"""Faults: a run killed mid-write, reruns into an existing lake, output that cannot be written, and the
+invariants that every run checks (fault-injected into real pipelines). See docs/guarantees.md."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import date, timedelta
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+
+import pipeline.build
+from pipeline.cli import main
+from pipeline.lake import STAGING_DIR, SUMMARY_FILE, WriteLake, commit
+from tests.data.make_hostile import STORIES
+from tests.helpers import lake_rows, summary
+from transforms.types import Article, Duplicate, Rejection
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = sorted(set(" ".join(STORIES).replace(",", "").replace(".", "").split()))
+FIXED = ["--ingested_at", "2024-01-01T00:00:00Z"]
+DOC_COLUMNS = "doc_id, text, title, published_at, lang, date, lang_prob, content_hash, source_location, ingested_at"
+
+
+def dated_corpus(path: Path, n: int, seed: int = 5, words: int = 60) -> Path:
+    """n distinct English-looking articles, each on its own day: one partition (one staged file) each."""
+    rng = random.Random(seed)
+    with open(path, "w") as handle:
+        for i in range(n):
+            text = " ".join(rng.choice(WORDS) for _ in range(words)) + "."
+            day = date(2001, 1, 1) + timedelta(days=i)
+            handle.write(json.dumps({"id": f"k{i:05d}", "published": day.isoformat(), "text": text}) + "\n")
+    return path
+
+
+def tables_state(lake: Path) -> dict:
+    """Every file of the lake outside `_staging/` with its bytes: to prove a lake was left untouched."""
+    return {p.relative_to(lake).as_posix(): p.read_bytes() for p in sorted(lake.rglob("*"))
+            if p.is_file() and STAGING_DIR not in p.relative_to(lake).parts}
+
+
+def visible_parquet(lake: Path) -> list[Path]:
+    """The Parquet files any reader of the lake can see, even one globbing `lake/**/*.parquet` (DuckDB)."""
+    return list(lake.rglob("*.parquet"))
+
+
+def docs(lake: Path) -> list:
+    return sorted(map(str, lake_rows(lake, "documents", DOC_COLUMNS)))
+
+
+# --- SIGKILL mid-write ------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_sigkill_mid_write_leaves_no_partial_file_and_a_rerun_completes(tmp_path):
+    corpus = dated_corpus(tmp_path / "c.jsonl", 150)
+    reference = tmp_path / "reference"
+    assert main(["run", "--input", str(corpus), "--output", str(reference), "--quiet", *FIXED]) == 0
+
+    lake = tmp_path / "lake"
+    command = [sys.executable, "-m", "pipeline.cli", "run", "--input", str(corpus), "--output", str(lake),
+               "--quiet", *FIXED]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    staged = []
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            staged = list((lake / STAGING_DIR).glob("*/documents/*/*/*.parquet.staged"))
+            if len(staged) >= 5:  # the writer is busy: about 145 files to go
+                break
+            time.sleep(0.005)
+        assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()[-500:]
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL and staged
+
+    # What readers see: no committed table, no summary, no Parquet file at all (staged files end in
+    # .staged, whole or not); the CLI refuses the folder.
+    assert not (lake / SUMMARY_FILE).exists() and not (lake / "documents").exists()
+    assert visible_parquet(lake) == []
+    assert main(["query", str(lake), "SELECT count(*) FROM documents"]) == 2
+    leftovers = list((lake / STAGING_DIR).rglob("*.parquet.staged"))
+    assert leftovers, "the killed run's staged files should still be there (and ignored)"
+
+    # The rerun is the same command (in-process here, to save an interpreter start): nothing was committed,
+    # so it needs no --overwrite.
+    assert main(command[3:]) == 0
+    assert not (lake / STAGING_DIR).exists(), "stale staging of the killed run must be cleaned by the commit"
+    assert docs(lake) == docs(reference) and len(docs(lake)) == 150
+    for path in visible_parquet(lake):
+        pq.read_metadata(path)  # every committed file is whole
+    assert summary(lake)["ok"]
+
+
+def test_interrupted_commit_is_refused_until_overwrite(existing_lake, lake_of_a, two_corpora):
+    """A kill during the commit leaves some table files and no _SUMMARY.json (the summary is written last):
+    query and a plain rerun refuse that folder and say why; a rerun with --overwrite repairs it."""
+    lake, corpus = existing_lake, two_corpora[0]
+    (lake / SUMMARY_FILE).unlink()
+    for part in sorted((lake / "documents").rglob("*.parquet"))[::2]:
+        part.unlink()  # half the files had not been moved in yet
+    assert main(["query", str(lake), "SELECT 1"]) == 2
+    assert main(["run", "--input", str(corpus), "--output", str(lake), "--quiet", *FIXED]) == 2
+    assert main(["run", "--input", str(corpus), "--output", str(lake), "--quiet", "--overwrite", *FIXED]) == 0
+    assert docs(lake) == docs(lake_of_a)
+
+
+def test_interrupted_commit_message(tmp_path, capsys):
+    (tmp_path / "lake" / "documents").mkdir(parents=True)
+    assert main(["run", "--input", str(dated_corpus(tmp_path / "c.jsonl", 2)), "--output", str(tmp_path / "lake")]) == 2
+    assert "incomplete lake" in capsys.readouterr().err
+
+
+# --- reruns into an existing lake --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_corpora(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rerun")
+    return dated_corpus(root / "a.jsonl", 8, seed=1), dated_corpus(root / "b.jsonl", 5, seed=2)
+
+
+@pytest.fixture(scope="module")
+def lake_of_a(tmp_path_factory, two_corpora):
+    lake = tmp_path_factory.mktemp("lake_a") / "lake"
+    assert main(["run", "--input", str(two_corpora[0]), "--output", str(lake), "--quiet", *FIXED]) == 0
+    return lake
+
+
+@pytest.fixture
+def existing_lake(tmp_path, lake_of_a):
+    """A private copy of a complete lake (of corpus a), to rerun into."""
+    return Path(shutil.copytree(lake_of_a, tmp_path / "lake"))
+
+
+def test_rerun_without_overwrite_leaves_the_lake_untouched(existing_lake, two_corpora, capsys):
+    _, b = two_corpora
+    lake = existing_lake
+    before = tables_state(lake)
+    assert main(["run", "--input", str(b), "--output", str(lake), "--quiet"]) == 2
+    assert "already holds a lake" in capsys.readouterr().err
+    assert tables_state(lake) == before and not (lake / STAGING_DIR).exists()
+
+
+def test_overwrite_replaces_the_whole_lake_never_a_mix(existing_lake, two_corpora):
+    _, b = two_corpora
+    lake = existing_lake
+    stale = lake / STAGING_DIR / "killed-run" / "documents" / "lang=en" / "date=unknown"
+    stale.mkdir(parents=True)
+    (stale / "part-half.parquet.staged").write_bytes(b"PAR1\x00\x00 half written")  # a killed writer's leftover
+    assert main(["run", "--input", str(b), "--output", str(lake), "--quiet", "--overwrite", *FIXED]) == 0
+    b_records = {r["id"]: r["text"] for r in map(json.loads, b.read_text().splitlines())}
+    assert {r["doc_id"]: r["text"] for r in lake_rows(lake, "documents")} == b_records  # nothing of a's lake
+    assert lake_rows(lake, "duplicates") == [] and lake_rows(lake, "rejected") == []
+    assert summary(lake)["records_read"] == 5 and not (lake / STAGING_DIR).exists()
+
+
+def test_a_new_run_first_clears_what_killed_runs_left(tmp_path):
+    """Before probing the output, a run frees the space that killed or failed runs left in _staging/."""
+    from pipeline.lake import check_output_location
+    stale = tmp_path / "lake" / STAGING_DIR / "killed-run" / "documents"
+    stale.mkdir(parents=True)
+    (stale / "part-x.parquet.staged").write_bytes(b"\0" * 1000)
+    check_output_location(str(tmp_path / "lake"), overwrite=False)
+    assert not (tmp_path / "lake" / STAGING_DIR / "killed-run").exists()
+
+
+def _limit_file_size(limit: int):
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+    return apply
+
+
+@pytest.mark.slow
+def test_a_failed_overwrite_leaves_the_old_lake_whole(tmp_path, existing_lake):
+    """The new run cannot write its files (a file-size limit: EFBIG, as a full disk gives ENOSPC): it exits
+    1 with one clear line, and the old lake is exactly as it was."""
+    lake = existing_lake
+    before = tables_state(lake)
+    big = dated_corpus(tmp_path / "big.jsonl", 60, seed=3, words=400)
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--input", str(big), "--output", str(lake),
+                           "--overwrite", "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          preexec_fn=_limit_file_size(16 << 10))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    message = proc.stderr.strip().splitlines()
+    assert len(message) == 1 and "nothing was committed" in message[0] and "File too large" in message[0], message
+    assert "Traceback" not in proc.stderr
+    assert tables_state(lake) == before
+
+
+# --- output that cannot be written: fail fast, before any work ---------------------------------------------
+
+@pytest.mark.parametrize("where", ["under_a_file", "dev_full", "proc"])
+def test_unwritable_output_fails_fast_with_one_clear_line(tmp_path, capsys, where):
+    (tmp_path / "file").write_text("x")
+    output = {"under_a_file": tmp_path / "file" / "lake", "dev_full": Path("/dev/full"),
+              "proc": Path("/proc/wirewash-lake")}[where]
+    started = time.monotonic()
+    assert main(["run", "--input", str(dated_corpus(tmp_path / "c.jsonl", 3)), "--output", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wirewash: error: cannot write to the output folder") and len(err.splitlines()) == 1
+    assert time.monotonic() - started < 10
+    assert not Path("/proc/wirewash-lake").exists()
+
+
+def _mount_tmpfs(mount: Path, options: str) -> None:
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A real 256 KiB filesystem (ENOSPC when full); skipped where mounting is not allowed."""
+    _mount_tmpfs(tmp_path / "tiny", "size=256k")
+    yield tmp_path / "tiny"
+    subprocess.run(["umount", str(tmp_path / "tiny")], check=True)
+
+
+@pytest.fixture
+def read_only_fs(tmp_path):
+    """A real read-only filesystem (EROFS, even for root); skipped where mounting is not allowed."""
+    _mount_tmpfs(tmp_path / "ro", "ro,size=64k")
+    yield tmp_path / "ro"
+    subprocess.run(["umount", str(tmp_path / "ro")], check=True)
+
+
+def test_read_only_filesystem_fails_fast(read_only_fs, tmp_path, capsys):
+    corpus = dated_corpus(tmp_path / "c.jsonl", 3)
+    assert main(["run", "--input", str(corpus), "--output", str(read_only_fs / "lake")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write to the output folder" in err and "Read-only file system" in err
+
+
+def test_full_disk_fails_fast(tiny_tmpfs, tmp_path, capsys):
+    fd = os.open(tiny_tmpfs / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    corpus = dated_corpus(tmp_path / "c.jsonl", 3)
+    assert main(["run", "--input", str(corpus), "--output", str(tiny_tmpfs / "lake")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write to the output folder" in err and "No space left on device" in err
+
+
+def test_disk_filling_up_mid_run_fails_cleanly(tiny_tmpfs, tmp_path, capsys):
+    big = dated_corpus(tmp_path / "big.jsonl", 150, seed=4, words=400)
+    assert main(["run", "--input", str(big), "--output", str(tiny_tmpfs / "lake"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing was committed" in err[0] and "No space left on device" in err[0], err
+    assert not (tiny_tmpfs / "lake" / "documents").exists() and not (tiny_tmpfs / "lake" / SUMMARY_FILE).exists()
+    assert not (tiny_tmpfs / "lake" / STAGING_DIR).exists(), "the failed run must give its space back"
+    small = dated_corpus(tmp_path / "small.jsonl", 3)
+    assert main(["run", "--input", str(small), "--output", str(tiny_tmpfs / "lake"), "--quiet"]) == 0
+
+
+# --- invariants, with faults injected into real pipelines ---------------------------------------------------
+
+def _art(doc_id, loc, lang="en"):
+    return Article(doc_id, loc, "text", text="some text " + doc_id, lang=lang)
+
+
+def test_write_lake_reports_every_invariant_violation(tmp_path):
+    """WriteLake fed inconsistent outputs (as a buggy stage would produce): the summary says what broke."""
+    lake = tmp_path / "lake"
+    with TestPipeline(runner="FnApiRunner") as p:
+        inputs = {
+            "documents": p | "D" >> beam.Create([_art("a", "f:1"), _art("a", "f:2"), _art("b", "f:3", "x/../..")]),
+            "duplicates": p | "U" >> beam.Create([Duplicate("c", "ghost", "exact", 1.0, "f:4"),
+                                                  Duplicate("d", "b", "near", 0.9, "f:5")]),
+            "rejected": p | "R" >> beam.Create([Rejection(None, "f:6", "read", "bad_json")]),
+            "records_read": p | "N" >> beam.Create([7]),
+        }
+        _ = inputs | WriteLake(str(lake), "2024-01-01T00:00:00+00:00")
+    s = summary(lake)
+    assert s["invariants"] == {"reconciled": False, "dangling_duplicate_of": 1, "duplicate_doc_ids": 1,
+                               "invalid_partitions": 0}
+    assert s["ok"] is False and s["records_read"] == 7 and s["documents"] == 3
+    assert s["languages"] == {"en": 2, "und": 1}  # the hostile language code became und, not a folder
+    assert sorted(p.relative_to(lake / "documents").as_posix() for p in (lake / "documents").glob("*/*")) == [
+        "lang=en/date=unknown", "lang=und/date=unknown"]
+
+
+def test_commit_rechecks_partition_paths(tmp_path):
+    staging = tmp_path / "lake" / STAGING_DIR / "run"
+    folder = staging / "documents" / "lang=en" / "date=9999-99-99"
+    folder.mkdir(parents=True)
+    pq.write_table(__import__("pyarrow").table({"doc_id": ["x"]}), folder / "part-a.parquet")
+    facts = {"documents": Counter({("en", ()): 1}), "duplicates": Counter(), "rejected": Counter()}
+    s = commit([("documents", "lang=en/date=9999-99-99", str(folder / "part-a.parquet"), 1)],
+               str(tmp_path / "lake"), str(staging), facts, 1, overwrite=False)
+    assert s["invariants"]["invalid_partitions"] == 1 and s["ok"] is False
+
+
+class _LosesRecords(beam.PTransform):
+    """A normalize stage with a bug: it silently drops every record whose doc_id ends in 3."""
+
+    def expand(self, articles):
+        from transforms.normalize import NormalizeArticles
+        out = articles | "Real" >> NormalizeArticles()
+        return {"articles": out["articles"] | "Lose" >> beam.Filter(lambda a: not a.doc_id.endswith("3")),
+                "rejected": out["rejected"]}
+
+
+class _PointsNowhere(beam.PTransform):
+    """A dedup stage with a bug: its duplicates point at a document that does not exist."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def expand(self, articles):
+        from transforms.dedup import DeduplicateArticles
+        out = articles | "Real" >> DeduplicateArticles(self.config)
+        broken = out["duplicates"] | "Break" >> beam.Map(lambda d: d._replace(duplicate_of="ghost"))
+        return {**out, "duplicates": broken}
+
+
+def test_cli_exits_1_when_a_stage_loses_records(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(pipeline.build, "NormalizeArticles", _LosesRecords)
+    lake = tmp_path / "lake"
+    assert main(["run", "--input", str(dated_corpus(tmp_path / "c.jsonl", 12)), "--output", str(lake), "--quiet"]) == 1
+    assert "counts do not reconcile: 12 read != 11 documents + 0 duplicates + 0 rejected" in capsys.readouterr().err
+    assert summary(lake)["ok"] is False
+
+
+def test_cli_exits_1_when_a_duplicate_points_nowhere(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(pipeline.build, "DeduplicateArticles", _PointsNowhere)
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"s{i}", "text": STORIES[0]}) + "\n" for i in range(3)))
+    assert main(["run", "--input", str(corpus), "--output", str(tmp_path / "lake"), "--quiet"]) == 1
+    assert "lake invariants violated: dangling_duplicate_of 2" in capsys.readouterr().err

@@ -1,0 +1,286 @@
+"""Hostile input: every case of tests/data/hostile/ (plus what git cannot hold) ends where expected.json says,
+with a specific reason and its source location; nothing is loaded whole, decompressed without bound, fetched
+from the network, evaluated, or printed in full. See docs/guarantees.md."""
+from __future__ import annotations
+
+import ast
+import gzip
+import http.server
+import json
+import socketserver
+import subprocess
+import sys
+import threading
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.io import InputFile, match_inputs, parse_file
+from pipeline.lake import LANGUAGES, valid_partition
+from tests.data import make_hostile
+from tests.helpers import lake_rows, summary
+
+REPO = Path(__file__).resolve().parents[1]
+HOSTILE = REPO / "tests" / "data" / "hostile"
+
+
+def test_committed_corpus_is_what_the_generator_makes(tmp_path):
+    expected = make_hostile.build(tmp_path / "fresh")
+    committed = sorted(p.name for p in HOSTILE.iterdir())
+    assert committed == sorted(p.name for p in (tmp_path / "fresh").iterdir())
+    for name in committed:
+        assert (HOSTILE / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
+    assert json.loads((HOSTILE / "expected.json").read_text()) == expected
+
+
+@pytest.fixture(scope="module")
+def hostile_lake(tmp_path_factory):
+    """One real run over a copy of the corpus plus a FIFO, a dangling symlink and a folder named *.jsonl."""
+    root = tmp_path_factory.mktemp("hostile")
+    corpus = make_hostile.copy_corpus(root / "in")
+    expected = json.loads((HOSTILE / "expected.json").read_text())
+    expected.update(make_hostile.add_runtime_cases(corpus))
+    lake = root / "lake"
+    code = main(["run", "--input", str(corpus / "*"), "--output", str(lake), "--quiet",
+                 "--ingested_at", "2024-01-01T00:00:00Z"])
+    return lake, expected, code
+
+
+def outcomes(lake: Path) -> dict:
+    found = {}
+    for table in ("documents", "duplicates"):
+        for row in lake_rows(lake, table, "source_location"):
+            found.setdefault(row["source_location"], []).append(table)
+    for row in lake_rows(lake, "rejected", "source_location, reason"):
+        found.setdefault(row["source_location"], []).append(row["reason"])
+    return found
+
+
+def test_every_hostile_case_ends_where_expected(hostile_lake):
+    lake, expected, code = hostile_lake
+    assert code == 0
+    found = outcomes(lake)
+    assert {loc: places for loc, places in found.items() if len(places) != 1} == {}, "a record in two places"
+    assert {loc: places[0] for loc, places in found.items()} == expected
+
+
+def test_hostile_run_reconciles_and_keeps_its_invariants(hostile_lake):
+    lake, expected, _ = hostile_lake
+    s = summary(lake)
+    assert s["records_read"] == len(expected) == s["documents"] + s["duplicates"] + s["rejected"]
+    assert s["ok"] and s["invariants"] == {"reconciled": True, "dangling_duplicate_of": 0,
+                                           "duplicate_doc_ids": 0, "invalid_partitions": 0}
+    for row in lake_rows(lake, "rejected"):
+        assert row["stage"] and row["reason"] and row["source_location"].rsplit(":", 1)[1].isdigit(), row
+        assert len(row["excerpt"]) <= 200 and len(row["error"]) <= 300
+
+
+def test_unreadable_entries_say_what_they_are(hostile_lake):
+    lake, _, _ = hostile_lake
+    errors = {r["source_location"]: r["error"] for r in lake_rows(lake, "rejected", "source_location, error")}
+    assert "symbolic link to a missing file" in errors["dangling.jsonl:0"]
+    assert "is a FIFO" in errors["fifo.jsonl:0"]
+    assert "is a directory" in errors["folder.jsonl:0"]
+    assert "100:1" in errors["bomb.jsonl.gz:2"]
+
+
+def test_bad_dates_never_name_a_partition(hostile_lake):
+    lake, _, _ = hostile_lake
+    docs = {d["doc_id"]: d for d in lake_rows(lake, "documents")}
+    for doc_id in ("path-date", "year-99999"):
+        assert (docs[doc_id]["date"], docs[doc_id]["published_at"]) == ("unknown", None)
+    folders = {p.parent.relative_to(lake / "documents").as_posix() for p in (lake / "documents").rglob("*.parquet")}
+    assert folders and all(valid_partition(f) for f in folders)
+    assert all(p.resolve().is_relative_to(lake.resolve()) for p in lake.rglob("*"))
+
+
+def test_xxe_page_keeps_its_text_without_the_entity(hostile_lake):
+    lake, _, _ = hostile_lake
+    text = [d["text"] for d in lake_rows(lake, "documents") if d["doc_id"] == "xxe"][0]
+    assert "textile factory" in text and "root:" not in text
+
+
+# --- size limits: nothing is loaded whole ----------------------------------------------------------------
+
+def peak_bytes(fn):
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_100_mb_record_is_rejected_without_loading_it(tmp_path):
+    path = tmp_path / "huge.jsonl"
+    make_hostile.write_huge_record(path)
+    assert path.stat().st_size > 100 << 20
+    out, peak = peak_bytes(lambda: list(parse_file(InputFile(str(path), "huge.jsonl", "jsonl"))))
+    assert [(o.source_location, getattr(o, "reason", "article")) for o in out] == [
+        ("huge.jsonl:1", "too_large"), ("huge.jsonl:2", "article")]
+    assert peak < 8 << 20, f"peak {peak} bytes while reading a 100 MB line"
+
+
+def test_oversized_document_file_is_rejected_without_loading_it(tmp_path):
+    path = tmp_path / "big.txt"
+    with open(path, "wb") as handle:
+        handle.truncate(50 << 20)  # sparse: 50 MB of NULs, instantly
+    out, peak = peak_bytes(lambda: list(parse_file(InputFile(str(path), "big.txt", "text"), max_record_bytes=4096)))
+    assert [(o.source_location, o.reason) for o in out] == [("big.txt:1", "too_large")]
+    assert peak < 1 << 20
+
+
+def test_gzip_bomb_stops_early_with_bounded_memory():
+    bomb = InputFile(str(HOSTILE / "bomb.jsonl.gz"), "bomb.jsonl.gz", "jsonl")
+    out, peak = peak_bytes(lambda: list(parse_file(bomb)))
+    assert [getattr(o, "reason", "article") for o in out] == ["article", "decompression_limit"]
+    assert peak < 8 << 20
+
+
+def test_decompressed_bytes_cap_is_configurable(tmp_path):
+    path = tmp_path / "plain.jsonl.gz"
+    lines = [json.dumps({"id": f"r{i}", "text": make_hostile.STORIES[i % 12] + f" ({i})"}) for i in range(400)]
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0))
+    source = InputFile(str(path), "plain.jsonl.gz", "jsonl")
+    assert len(list(parse_file(source))) == 400
+    out = list(parse_file(source, max_decompressed_bytes=64 << 10))
+    assert out[-1].reason == "decompression_limit" and "65536" in out[-1].error
+    assert 0 < len(out) - 1 < 400 and all(o.doc_id.startswith("r") for o in out[:-1])
+    assert main(["run", "--input", str(path), "--output", str(tmp_path / "l"), "--max_decompressed_bytes", "10"]) == 2
+
+
+def test_a_broken_entry_never_hides_or_stops_the_others(tmp_path):
+    (tmp_path / "ok.jsonl").write_text(json.dumps({"id": "ok", "text": make_hostile.STORIES[0]}) + "\n")
+    (tmp_path / "broken.jsonl").symlink_to(tmp_path / "missing.jsonl")
+    files = match_inputs([str(tmp_path)])
+    assert [f.rel_path for f in files] == ["broken.jsonl", "ok.jsonl"]
+
+
+# --- security ---------------------------------------------------------------------------------------------
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    hits: list = []
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.hits.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"<!ENTITY leak 'LEAKED'>")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_html_extraction_fetches_nothing_and_resolves_no_entity():
+    """A page that points an external entity, a DTD, images, scripts and frames at a live local server:
+    extraction must not contact it, nor expand a local file entity."""
+    from transforms.extract import extract_html
+
+    with socketserver.TCPServer(("127.0.0.1", 0), _Recorder) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        body = " ".join(make_hostile.STORIES[:3])
+        pages = [
+            f'<!DOCTYPE html [<!ENTITY leak SYSTEM "{base}/entity">]><html><body><article><p>{body} &leak;</p>'
+            f'</article></body></html>',
+            f'<!DOCTYPE html SYSTEM "{base}/dtd"><html><head><link rel="stylesheet" href="{base}/css">'
+            f'<script src="{base}/js"></script></head><body><article><p>{body}</p><img src="{base}/img">'
+            f'<iframe src="{base}/frame"></iframe></article></body></html>',
+            f'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY % p SYSTEM "{base}/param"> %p;]><html><body>'
+            f'<p>{body}</p></body></html>',
+            '<!DOCTYPE html [<!ENTITY passwd SYSTEM "file:///etc/passwd">]><html><body><article><p>'
+            f'{body} &passwd;</p></article></body></html>',
+        ]
+        texts = [extract_html(page, url=f"{base}/article").text for page in pages]
+        server.shutdown()
+    assert _Recorder.hits == []
+    assert all("LEAKED" not in t and "root:" not in t for t in texts)
+    assert "ferry terminal" in texts[0] and "ferry terminal" in texts[1]
+
+
+def _calls(path: Path):
+    """Names of the builtins called and of the modules imported by one source file."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            yield node.func.id
+        if isinstance(node, ast.Import):
+            yield from ("import " + alias.name.split(".")[0] for alias in node.names)
+        if isinstance(node, ast.ImportFrom) and node.module:
+            yield "import " + node.module.split(".")[0]
+
+
+def test_no_eval_exec_or_unpickling_in_the_pipeline():
+    """Input bytes are only ever parsed (json, codecs, lxml): nothing can run them as code or unpickle them."""
+    banned = {"eval", "exec", "compile", "__import__", "import pickle", "import dill", "import marshal",
+              "import shelve", "import yaml", "import cloudpickle", "import jsonpickle"}
+    sources = sorted((REPO / "pipeline").glob("*.py")) + sorted((REPO / "transforms").glob("*.py"))
+    found = {f"{p.relative_to(REPO)}: {c}" for p in sources for c in _calls(p) if c in banned}
+    assert found == set()
+
+
+@pytest.fixture(scope="module")
+def small_lake(hostile_lake):
+    return hostile_lake[0]
+
+
+@pytest.mark.parametrize("sql, message", [
+    ("COPY documents TO '/tmp/wirewash-escape.csv'", "one read-only SELECT"),
+    ("COPY (SELECT 1) TO '{lake}/documents/lang=en/date=unknown/evil.parquet'", "one read-only SELECT"),
+    ("EXPLAIN ANALYZE COPY (SELECT 1) TO '/tmp/wirewash-escape.csv'", "one read-only SELECT"),
+    ("SELECT * FROM read_text('/etc/passwd')", "Permission Error"),
+    ("SELECT * FROM read_csv('/etc/passwd')", "Permission Error"),
+    ("SELECT * FROM read_parquet('{lake}/../**/*.parquet')", "Permission Error"),
+    ("ATTACH '/tmp/wirewash-escape.db' AS x", "one read-only SELECT"),
+    ("INSTALL httpfs", "one read-only SELECT"),
+    ("SET enable_external_access = true", "one read-only SELECT"),
+    ("SELECT 1; COPY documents TO '/tmp/wirewash-escape.csv'", "one read-only SELECT"),
+])
+def test_query_cannot_write_or_read_outside_the_lake(small_lake, capsys, sql, message):
+    before = sorted(p.relative_to(small_lake) for p in small_lake.rglob("*"))
+    assert main(["query", str(small_lake), sql.format(lake=small_lake)]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.relative_to(small_lake) for p in small_lake.rglob("*")) == before
+    assert not Path("/tmp/wirewash-escape.csv").exists() and not Path("/tmp/wirewash-escape.db").exists()
+
+
+def test_query_still_reads_the_lake(small_lake, capsys):
+    sql = "SELECT doc_id, lang, date FROM documents WHERE doc_id = 'good'"
+    assert main(["query", str(small_lake), sql, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["doc_id,lang,date", "good,en,2023-05-01"]
+
+
+@pytest.mark.slow
+def test_cli_output_never_carries_whole_documents(tmp_path):
+    """Even with --verbose, and with records that are rejected for their size or content, what the CLI
+    prints holds no record text beyond a short excerpt."""
+    marker = "ZQXJ"  # a token no log line would contain by chance
+    long_text = " ".join(f"{marker}{i} " + make_hostile.STORIES[i % 12] for i in range(200))
+    records = [{"id": "long", "text": long_text}, {"id": "huge", "text": long_text * 20},
+               {"id": "nul", "text": long_text + "\u0000"}, "{" + long_text]
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in records) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--input", str(path), "--output",
+                           str(tmp_path / "lake"), "--verbose", "--max_record_bytes", str(200_000)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    printed = proc.stdout + proc.stderr
+    assert printed.count(marker) <= 3 and max(map(len, printed.splitlines())) < 2000
+    rejected = lake_rows(tmp_path / "lake", "rejected", "excerpt")
+    assert len(rejected) == 3 and all(len(r["excerpt"]) <= 200 for r in rejected)
+
+
+def test_language_codes_are_a_closed_set_of_short_codes():
+    assert all(code.isascii() and code.islower() and 2 <= len(code) <= 3 for code in LANGUAGES)
+    assert "und" not in LANGUAGES and {"en", "vi", "zh", "nb", "he"} <= LANGUAGES
+
+
+def test_guarantees_doc_names_only_real_tests():
+    """docs/guarantees.md cites tests by name: every cited name must exist, or the doc promises nothing."""
+    import re
+    cited = set(re.findall(r"`(test_[a-z0-9_]+)`", (REPO / "docs" / "guarantees.md").read_text()))
+    defined = {name for path in (REPO / "tests").glob("test_*.py")
+               for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)}
+    assert len(cited) > 30 and cited - defined == set()
