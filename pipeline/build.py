@@ -108,7 +108,9 @@ class IngestArticles(beam.PTransform):
         rejected = ((read["rejected"], extracted["rejected"], normalized["rejected"], cleaned["rejected"],
                      deduped["rejected"]) | "AllRejected" >> beam.Flatten())
         return {"documents": deduped["documents"], "duplicates": deduped["duplicates"], "rejected": rejected,
-                "records_read": records_read}
+                "records_read": records_read,
+                # for live progress only (pipeline/progress.py): records as they enter the stages
+                "read_articles": read["articles"], "read_rejected": read["rejected"]}
 
 
 def resolve_runner(options: PipelineOptions) -> None:
@@ -120,8 +122,11 @@ def resolve_runner(options: PipelineOptions) -> None:
         standard.runner = "BundleBasedDirectRunner" if standard.streaming else "FnApiRunner"
 
 
-def build_pipeline(options: PipelineOptions, settings: Optional[RunSettings] = None) -> beam.Pipeline:
-    """The whole pipeline for these options (batch, or streaming with --streaming), ready to `run()`."""
+def build_pipeline(options: PipelineOptions, settings: Optional[RunSettings] = None,
+                   progress_dir: Optional[str] = None) -> beam.Pipeline:
+    """The whole pipeline for these options (batch, or streaming with --streaming), ready to `run()`. With
+    `progress_dir` (local batch runs only), side branches count records into that folder for the live
+    progress display."""
     prepare_runner(options)  # --runner=DaskRunner, and a one-sentence error for what a runner lacks
     settings = settings or settings_from_options(options)
     check_output_location(settings.output, settings.overwrite)
@@ -134,4 +139,9 @@ def build_pipeline(options: PipelineOptions, settings: Optional[RunSettings] = N
                                                     settings.max_record_bytes, settings.dedup,
                                                     settings.max_decompressed_bytes)
     _ = outputs | "WriteLake" >> WriteLake(settings.output, settings.ingested_at, settings.overwrite)
+    if progress_dir:
+        from pipeline.progress import CountProgress
+        _ = ({"read:articles": outputs["read_articles"], "read:rejected": outputs["read_rejected"],
+              "documents": outputs["documents"], "duplicates": outputs["duplicates"],
+              "rejected": outputs["rejected"]} | "Progress" >> CountProgress(progress_dir))
     return pipeline

@@ -1,20 +1,25 @@
-"""The `wirewash` command: `run` builds a lake, `query` asks it SQL.
+"""The `wirewash` command: `run` builds a lake, `query` asks it SQL, `report` draws it, `ddl` declares it.
 
-    wirewash run --input seeds/ --output lake/ [Beam options...]
-    wirewash query lake/ "SELECT lang, count(*) FROM documents GROUP BY lang"
+    wirewash run --input seeds/ --output lake/ [--config wirewash.toml] [Beam options...]
+    wirewash query lake/ "SELECT lang, count(*) FROM documents GROUP BY lang" [--format csv|json|parquet]
+    wirewash report lake/
+    wirewash ddl lake/ --dialect bigquery --location gs://bucket/lake
 
-User mistakes (missing input, an existing lake, a bad value) get one sentence and exit code 2; a run whose
-counts do not reconcile exits 1; Beam's noise (the Prism download attempt, "apitools not found") is hidden
-unless --verbose.
+User mistakes (missing input, an existing lake, an unknown option or command, a bad value or config file) get
+one sentence and exit code 2, never a trace; a run that fails or whose counts do not reconcile exits 1; Beam's
+noise (the Prism download attempt, "apitools not found") is hidden unless --verbose.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
+
+from pipeline.config import UsageError
 
 __all__ = ["main"]
 
@@ -56,6 +61,7 @@ def _error(message: str) -> int:
 
 
 def _run_parser() -> argparse.ArgumentParser:
+    """The parser that `wirewash run --help` shows: wirewash's own options and the CLI's."""
     from pipeline.options import WirewashOptions
 
     parser = argparse.ArgumentParser(
@@ -70,9 +76,87 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--streaming", action="store_true",
                         help="keep running: watch --input (a glob or folder, pubsub://..., kafka://...) and commit "
                              "Parquet per --window_seconds; Ctrl-C drains (see docs/streaming.md)")
-    parser.add_argument("--verbose", action="store_true", help="show Beam's and the libraries' INFO logs")
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    _add_cli_args(parser)
     return parser
+
+
+def _add_cli_args(parser) -> None:
+    parser.add_argument("--config", metavar="TOML",
+                        help="read options from this TOML file (keys are option names: input, output, rules, "
+                             "near_threshold, runner...); command-line flags win")
+    parser.add_argument("--verbose", action="store_true", help="show Beam's and the libraries' INFO logs")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors (no progress, no summary)")
+    parser.add_argument("--progress", action="store_true",
+                        help="print progress lines even when stderr is not a terminal (on a terminal, a live "
+                             "progress bar is shown anyway for local runs)")
+
+
+CLI_ONLY = ("config", "verbose", "quiet", "progress")
+
+
+def _checking_parser():
+    """A parser that knows every option a run accepts (Beam's, wirewash's, the CLI's) and raises UsageError
+    instead of exiting: Beam itself silently discards arguments it does not know."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    import pipeline.options  # noqa: F401  (registers WirewashOptions with PipelineOptions)
+
+    class Parser(_BeamArgumentParser):
+        def error(self, message):
+            raise UsageError(message)
+
+    parser = Parser(prog="wirewash run", allow_abbrev=False, add_help=False)
+    seen = {}
+    for cls in PipelineOptions.__subclasses__():
+        seen.setdefault(str(cls), cls)
+    for cls in seen.values():
+        cls._add_argparse_args(parser)
+    _add_cli_args(parser)
+    return parser
+
+
+def _check_unknown(unknown: list[str], parser) -> None:
+    if not unknown:
+        return
+    from pipeline.config import _actions, _suggest
+
+    first = unknown[0]
+    names = [f"--{n}" for n in _actions(parser)]
+    if first.startswith("-"):
+        flag = first.split("=", 1)[0]
+        raise UsageError(f"unknown option {flag} for wirewash run{_suggest(flag, names)}; "
+                         "see wirewash run --help")
+    raise UsageError(f"unexpected argument {first!r} for wirewash run (inputs go after --input, e.g. "
+                     f"--input {first}); see wirewash run --help")
+
+
+def parse_run_args(argv: list[str]):
+    """(parsed namespace, Beam argv) for `wirewash run` arguments, config file merged in.
+
+    Raises UsageError for an unknown option, a bad value or a bad config file.
+    """
+    from pipeline.config import config_to_argv, merge_argv
+
+    parser = _checking_parser()
+    known, unknown = parser.parse_known_args(argv)
+    _check_unknown(unknown, parser)
+    merged = argv
+    if known.config:
+        merged = merge_argv(config_to_argv(known.config, parser), argv, parser)
+        known, unknown = parser.parse_known_args(merged)
+        _check_unknown(unknown, parser)
+    cli_only = {f"--{n}" for n in CLI_ONLY}
+    beam_argv, skip = [], False
+    for arg in merged:
+        if skip:
+            skip = False
+            continue
+        flag = arg.split("=", 1)[0]
+        if flag in cli_only:
+            skip = flag == "--config" and "=" not in arg
+            continue
+        beam_argv.append(arg)
+    return known, beam_argv
 
 
 def _print_summary(summary: dict, output: str, seconds: float) -> None:
@@ -89,9 +173,18 @@ def _print_summary(summary: dict, output: str, seconds: float) -> None:
             print(f"  {title}: " + ", ".join(f"{k} {v}" for k, v in ranked))
 
 
+def _is_local_runner(options) -> bool:
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner = options.view_as(StandardOptions).runner
+    return runner in (None, "DirectRunner", "direct", "Direct", "FnApiRunner", "BundleBasedDirectRunner")
+
+
 def run_command(argv: list[str]) -> int:
-    parser = _run_parser()
-    args, _ = parser.parse_known_args(argv)
+    if any(a in ("-h", "--help") for a in argv):
+        _run_parser().print_help()
+        return EXIT_OK
+    args, beam_argv = parse_run_args(argv)
     configure_logging(args.verbose)
 
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -99,30 +192,36 @@ def run_command(argv: list[str]) -> int:
     from pipeline.build import build_pipeline, settings_from_options
     from pipeline.io import InputError
     from pipeline.lake import SUMMARY_FILE, LakeExistsError
+    from pipeline.progress import ProgressDisplay
 
-    beam_argv = [a for a in argv if a not in ("--verbose", "--quiet")]
     options = PipelineOptions(beam_argv)
     try:
         settings = settings_from_options(options)
-        pipeline = build_pipeline(options, settings)
+        live = sys.stderr.isatty()
+        display = None
+        streaming = options.view_as(StandardOptions).streaming  # has its own running summary
+        if not args.quiet and (live or args.progress) and _is_local_runner(options) and not streaming:
+            display = ProgressDisplay([f.path for f in settings.files], live=live)
+        pipeline = build_pipeline(options, settings, progress_dir=display.folder if display else None)
     except (InputError, LakeExistsError, ValueError, OSError) as err:
         return _error(str(err))
     started = time.monotonic()
-    if options.view_as(StandardOptions).streaming:  # runs until drained (Ctrl-C / SIGTERM); see streaming.py
-        from pipeline.streaming import run_streaming
-        summary = run_streaming(pipeline, settings.output)
-    else:
-        try:
-            result = pipeline.run()
-            result.wait_until_finish()
-        except Exception as err:  # a full disk or a lost output folder mid-run: one line, not a Beam traceback
-            from pipeline.lake import remove_staging, short_error
-            logging.getLogger(__name__).debug("run failed", exc_info=True)
-            remove_staging(settings.output)  # give back the space (a full disk is a common cause)
-            print(f"wirewash: error: the run failed, nothing was committed to {settings.output}: "
-                  f"{short_error(err)} (--verbose shows Beam's log)", file=sys.stderr)
-            return EXIT_FAILED
-        summary = None
+    summary = None
+    try:
+        if options.view_as(StandardOptions).streaming:  # runs until drained (Ctrl-C / SIGTERM); see streaming.py
+            from pipeline.streaming import run_streaming
+            summary = run_streaming(pipeline, settings.output)
+        else:
+            with display or contextlib.nullcontext():
+                result = pipeline.run()
+                result.wait_until_finish()
+    except KeyboardInterrupt:
+        print("wirewash: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a full disk or a lost output folder mid-run: one line, not a Beam traceback
+        if args.verbose:
+            raise
+        return _failed(err, settings.output, streaming=bool(options.view_as(StandardOptions).streaming))
     seconds = time.monotonic() - started
 
     from apache_beam.io.filesystems import FileSystems
@@ -145,33 +244,125 @@ def run_command(argv: list[str]) -> int:
     return EXIT_OK
 
 
+def _failed(err: BaseException, output: str, streaming: bool = False) -> int:
+    """One line for a run that failed inside the pipeline (a full disk, a lost output folder...): the innermost
+    cause of Beam's wrapped error; the trace only with --verbose."""
+    from pipeline.lake import remove_staging, short_error
+
+    logging.getLogger(__name__).debug("run failed", exc_info=True)
+    if streaming:  # windows committed before the failure stay; the summary says what they hold
+        print(f"wirewash: error: the stream failed: {short_error(err)} (--verbose shows Beam's log)",
+              file=sys.stderr)
+        return EXIT_FAILED
+    remove_staging(output)  # give back the space (a full disk is a common cause)
+    print(f"wirewash: error: the run failed, nothing was committed to {output}: {short_error(err)} "
+          "(--verbose shows Beam's log)", file=sys.stderr)
+    return EXIT_FAILED
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (one sentence) instead of printing usage and exiting."""
+
+    def error(self, message):
+        raise UsageError(f"{message}; see {self.prog} --help")
+
+
 def query_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wirewash query",
         description="Run SQL over a lake with DuckDB. Tables: documents (with partition columns lang and "
                     "date), duplicates, rejected. The lake is opened read-only.")
     parser.add_argument("lake", help="lake folder written by wirewash run")
     parser.add_argument("sql", help="one SQL statement, e.g. \"SELECT lang, count(*) FROM documents GROUP BY lang\"")
-    parser.add_argument("--format", choices=("table", "csv", "json"), default="table",
-                        help="output format (default: table)")
-    parser.add_argument("--limit", type=int, default=None, help="print at most this many rows")
+    parser.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table",
+                        help="output format (default: table); json is one object per line; parquet needs --out")
+    parser.add_argument("--out", metavar="FILE", help="write the result to this file instead of printing it")
+    parser.add_argument("--limit", type=int, default=None, help="return at most this many rows")
     args = parser.parse_args(argv)
+    if args.format == "parquet" and not args.out:
+        raise UsageError("--format parquet writes a file: add --out FILE.parquet")
 
     import duckdb
 
-    from pipeline.query import LakeNotFoundError, QueryNotAllowedError, format_rows, run_query
+    from pipeline.query import LakeNotFoundError, QueryNotAllowedError, format_rows, run_query, write_parquet
 
     try:
+        if args.format == "parquet":
+            rows = write_parquet(args.lake, args.sql, args.out, limit=args.limit)
+            print(f"wirewash: {rows} row{'s' if rows != 1 else ''} written to {args.out}", file=sys.stderr)
+            return EXIT_OK
         columns, rows = run_query(args.lake, args.sql, limit=args.limit)
     except (LakeNotFoundError, QueryNotAllowedError) as err:
         return _error(str(err))
     except duckdb.Error as err:
         return _error(f"query failed: {str(err).splitlines()[0]}")
-    print(format_rows(columns, rows, args.format))
+    except OSError as err:
+        return _error(f"cannot write {args.out}: {err.strerror or err}")
+    text = format_rows(columns, rows, args.format)
+    if args.out:
+        try:
+            with open(args.out, "w", encoding="utf-8", newline="") as handle:
+                handle.write(text + "\n")
+        except OSError as err:
+            return _error(f"cannot write {args.out}: {err.strerror or err}")
+    else:
+        print(text)
     return EXIT_OK
 
 
-COMMANDS = {"run": run_command, "query": query_command}
+def report_command(argv: list[str]) -> int:
+    parser = _Parser(
+        prog="wirewash report",
+        description="Write LAKE/_REPORT.html: a self-contained page (no network) with the run's counts per "
+                    "stage, languages, documents per day and per source, duplicate clusters, boilerplate "
+                    "removed per rule and rejected records by reason.")
+    parser.add_argument("lake", help="lake folder written by wirewash run")
+    parser.add_argument("--out", metavar="FILE", help="where to write the page (default: LAKE/_REPORT.html)")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    args = parser.parse_args(argv)
+
+    from pipeline.query import LakeNotFoundError
+    from pipeline.report import write_report
+
+    try:
+        path = write_report(args.lake, args.out)
+    except LakeNotFoundError as err:
+        return _error(str(err))
+    except OSError as err:
+        return _error(f"cannot write the report: {err.strerror or err}")
+    if not args.quiet:
+        print(f"wirewash: report written to {path}")
+    return EXIT_OK
+
+
+def ddl_command(argv: list[str]) -> int:
+    from pipeline.ddl import DIALECTS, lake_ddl
+
+    parser = _Parser(
+        prog="wirewash ddl",
+        description="Print the SQL that declares the lake's three tables as external tables (partition columns "
+                    "lang and date declared), for DuckDB, BigQuery, Athena or Spark SQL.")
+    parser.add_argument("lake", help="lake folder written by wirewash run (read for its schema)")
+    parser.add_argument("--dialect", choices=DIALECTS, default="duckdb", help="SQL dialect (default: duckdb)")
+    parser.add_argument("--location", metavar="URI",
+                        help="where the tables will be read from, if not LAKE itself: e.g. gs://bucket/lake "
+                             "after uploading it")
+    parser.add_argument("--schema", metavar="NAME",
+                        help="dataset / database to create the tables in (BigQuery needs one; default: wirewash)")
+    args = parser.parse_args(argv)
+
+    from pipeline.query import LakeNotFoundError
+
+    try:
+        print(lake_ddl(args.lake, args.dialect, location=args.location, schema=args.schema))
+    except LakeNotFoundError as err:
+        return _error(str(err))
+    return EXIT_OK
+
+
+COMMANDS = {"run": run_command, "query": query_command, "report": report_command, "ddl": ddl_command}
+SUMMARIES = {"run": "build a lake", "query": "SQL over a lake", "report": "write LAKE/_REPORT.html",
+             "ddl": "external-table DDL for a lake"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,16 +371,22 @@ def main(argv: list[str] | None = None) -> int:
     top = argparse.ArgumentParser(
         prog="wirewash",
         description="Clean, deduplicated, language-tagged Parquet lakes from messy news articles.",
-        epilog="Commands: run (build a lake), query (SQL over a lake). "
-               "'wirewash COMMAND --help' shows a command's options.")
-    top.add_argument("command", choices=sorted(COMMANDS), help="what to do")
+        epilog="Commands: " + "; ".join(f"{c} ({s})" for c, s in SUMMARIES.items()) +
+               ". 'wirewash COMMAND --help' shows a command's options.")
+    top.add_argument("command", choices=list(COMMANDS), help="what to do")
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()
         return EXIT_OK if argv else EXIT_USAGE
     if argv[0] not in COMMANDS:
-        top.print_usage(sys.stderr)
-        return _error(f"unknown command {argv[0]!r}; choose from {', '.join(sorted(COMMANDS))}")
-    return COMMANDS[argv[0]](argv[1:])
+        return _error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)} "
+                      "(wirewash --help lists them)")
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except UsageError as err:
+        return _error(str(err))
+    except KeyboardInterrupt:
+        print("wirewash: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

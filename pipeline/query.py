@@ -16,7 +16,8 @@ import duckdb
 
 from pipeline.lake import DOCUMENTS_SCHEMA, DUPLICATES_SCHEMA, REJECTED_SCHEMA, TABLES
 
-__all__ = ["connect_lake", "run_query", "LakeNotFoundError", "QueryNotAllowedError", "check_read_only"]
+__all__ = ["connect_lake", "run_query", "write_parquet", "format_rows", "LakeNotFoundError", "QueryNotAllowedError",
+           "check_read_only"]
 
 _EMPTY_COLUMNS = {
     "documents": [(f.name, f.type) for f in DOCUMENTS_SCHEMA] + [("lang", "VARCHAR"), ("date", "VARCHAR")],
@@ -88,6 +89,23 @@ def run_query(lake: str, sql: str, fmt: str = "table", limit: Optional[int] = No
     columns = [d[0] for d in cursor.description or []]
     rows = cursor.fetchmany(limit) if limit else cursor.fetchall()
     return columns, rows
+
+
+def write_parquet(lake: str, sql: str, out: str, limit: Optional[int] = None) -> int:
+    """Runs one SQL statement over the lake and writes the result to the Parquet file `out` (zstd); returns
+    the number of rows. The file is written by pyarrow, outside DuckDB's locked-down connection."""
+    import pyarrow.parquet as pq
+
+    import pyarrow as pa
+
+    check_read_only(sql)
+    con = connect_lake(lake)
+    relation = con.sql(sql)
+    table = relation.to_arrow_table() if relation is not None else pa.table({})
+    if limit is not None:
+        table = table.slice(0, limit)
+    pq.write_table(table, out, compression="zstd")
+    return table.num_rows
 
 
 def format_rows(columns: list, rows: list, fmt: str = "table", max_width: int = 60) -> str:

@@ -1,0 +1,286 @@
+"""The CLI around the pipeline: user mistakes, the config file, progress, query formats and the DDL."""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import time
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.cli import _checking_parser, main, parse_run_args
+from pipeline.config import UsageError, config_to_argv, merge_argv
+from pipeline.ddl import lake_ddl
+from pipeline.progress import ProgressDisplay, estimate_records, format_line, read_counts
+from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, lake_rows, summary, write_jsonl
+
+RECORDS = [
+    {"id": "en", "url": "https://a.example/en", "source": "a.example", "published": "2024-03-01T08:00:00Z",
+     "text": ARTICLE_EN + "\n\nFollow the wirewash desk for more"},
+    {"id": "en-copy", "url": "https://b.example/en", "source": "b.example", "published": "2024-03-02T08:00:00Z",
+     "text": ARTICLE_EN},
+    {"id": "vi", "source": "c.example", "published": "2024-03-03", "text": ARTICLE_VI},
+    {"id": "de", "text": ARTICLE_DE},
+    "{not json",
+    {"id": "blank", "text": " "},
+]
+
+
+def one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("wirewash: error: "), captured.err
+    assert "Traceback" not in captured.err + captured.out
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    out = folder / "lake"
+    assert main(["run", "--input", str(write_jsonl(folder / "in.jsonl", RECORDS)), "--output", str(out),
+                 "--quiet", "--ingested_at", "2024-04-01T00:00:00Z"]) == 0
+    return out
+
+
+# --- user mistakes: one sentence, non-zero exit, never a trace -------------------------------------------
+
+@pytest.mark.parametrize("argv, expected", [
+    (["frobnicate"], "unknown command 'frobnicate'"),
+    (["run", "--inptu", "x.jsonl"], "unknown option --inptu for wirewash run (did you mean '--input'?)"),
+    (["run", "--near-threshold=0.9"], "unknown option --near-threshold"),
+    (["run", "seeds/"], "unexpected argument 'seeds/'"),
+    (["run", "--num_perm", "many"], "argument --num_perm: invalid int value: 'many'"),
+    (["run", "--near_threshold", "2"], "--near_threshold must be in (0, 1]"),
+    (["run", "--config", "/nonexistent/wirewash.toml"], "config file /nonexistent/wirewash.toml does not exist"),
+    (["query", "/nonexistent/lake", "SELECT 1"], "is not a wirewash lake"),
+    (["query"], "the following arguments are required: lake, sql"),
+    (["ddl", "/nonexistent/lake", "--dialect", "oracle"], "argument --dialect: invalid choice: 'oracle'"),
+    (["report", "/nonexistent/lake"], "is not a wirewash lake"),
+])
+def test_user_mistakes_are_one_sentence(argv, expected, capsys):
+    assert main(argv) == 2
+    assert expected in one_error_line(capsys)
+
+
+def test_unknown_run_option_stops_before_running(tmp_path, capsys):
+    """Beam alone would discard `--overwirte` silently and run; wirewash refuses."""
+    out = tmp_path / "lake"
+    assert main(["run", "--input", str(write_jsonl(tmp_path / "in.jsonl", RECORDS[:1])), "--output", str(out),
+                 "--overwirte"]) == 2
+    assert "did you mean '--overwrite'" in one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_beam_options_still_pass(tmp_path):
+    known, beam_argv = parse_run_args(["--input", "a.jsonl", "--runner", "FnApiRunner", "--direct_num_workers=2",
+                                       "--quiet", "--progress"])
+    assert known.direct_num_workers == 2 and known.quiet and known.progress
+    assert beam_argv == ["--input", "a.jsonl", "--runner", "FnApiRunner", "--direct_num_workers=2"]
+
+
+def test_empty_glob_and_missing_input(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["run", "--input", str(tmp_path / "empty" / "*.jsonl"), "--output", str(tmp_path / "l")]) == 2
+    assert "nothing matches" in one_error_line(capsys)
+    assert main(["run", "--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "l")]) == 2
+    one_error_line(capsys)
+
+
+def test_bad_rule_file_is_one_sentence(tmp_path, capsys):
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[rules.bad]\nen = ["(unclosed"]\n')
+    assert main(["run", "--input", str(write_jsonl(tmp_path / "in.jsonl", RECORDS[:1])), "--output",
+                 str(tmp_path / "l"), "--rules", str(rules)]) == 2
+    assert "bad pattern" in one_error_line(capsys)
+
+
+# --- config file ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("near_treshold = 0.9\n", "unknown option 'near_treshold' (did you mean 'near_threshold'?)"),
+    ('near_threshold = "high"\n', "argument --near_threshold: invalid float value: 'high'"),
+    ("overwrite = 1\n", "overwrite must be true or false"),
+    ('output = ["a", "b"]\n', "output takes one value, got a list"),
+    ("input = [\n", "is not valid TOML"),
+])
+def test_bad_config_values(tmp_path, text, expected, capsys):
+    config = tmp_path / "wirewash.toml"
+    config.write_text(text)
+    assert main(["run", "--config", str(config)]) == 2
+    line = one_error_line(capsys)
+    assert expected in line and str(config) in line
+
+
+def test_config_to_argv_and_merge(tmp_path):
+    config = tmp_path / "wirewash.toml"
+    config.write_text('input = ["a.jsonl", "gs://bucket/b.jsonl"]\noutput = "lake"\nno_near_dedup = true\n'
+                      'overwrite = false\nnum_perm = 64\nrunner = "FnApiRunner"\n')
+    parser = _checking_parser()
+    argv = config_to_argv(str(config), parser)
+    assert argv == [f"--input={tmp_path}/a.jsonl", "--input=gs://bucket/b.jsonl", f"--output={tmp_path}/lake",
+                    "--no_near_dedup", "--num_perm=64", "--runner=FnApiRunner"]
+    merged = merge_argv(argv, ["--input", "c.jsonl", "--num_perm=32"], parser)
+    args, _ = parser.parse_known_args(merged)
+    assert args.input == ["c.jsonl"] and args.num_perm == 32 and args.no_near_dedup
+    with pytest.raises(UsageError, match="unknown option 'config'"):
+        config.write_text('config = "other.toml"\n')
+        config_to_argv(str(config), parser)
+
+
+def test_config_file_drives_a_run_and_flags_win(tmp_path):
+    """Every option from the file (relative paths from the file's folder), user rules added to the packaged
+    ones, and a command-line flag that overrides the file."""
+    project = tmp_path / "project"
+    project.mkdir()
+    write_jsonl(project / "in.jsonl", RECORDS)
+    (project / "house_rules.toml").write_text('[rules.desk_promo]\nen = ["^follow the wirewash desk"]\n')
+    (project / "wirewash.toml").write_text(
+        'input = ["in.jsonl"]\noutput = "lake-from-config"\nrules = ["house_rules.toml"]\nquiet = true\n'
+        'no_near_dedup = true\ningested_at = "2024-04-01T00:00:00Z"\nnear_threshold = 0.9\n')
+    out = tmp_path / "lake-from-flag"
+    assert main(["run", "--config", str(project / "wirewash.toml"), "--output", str(out)]) == 0
+    assert not (project / "lake-from-config").exists()
+    s = summary(out)
+    assert s["boilerplate_lines_removed"].get("desk_promo") == 1
+    assert (s["records_read"], s["documents"], s["duplicates"], s["rejected"]) == (6, 3, 1, 2)
+    assert all("Follow the wirewash desk" not in d["text"] for d in lake_rows(out, "documents"))
+
+
+# --- progress ------------------------------------------------------------------------------------------
+
+def test_estimate_records(tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(b'{"a":1}\n{"a":2}\n{"a":3}')
+    with gzip.open(tmp_path / "b.jsonl.gz", "wb") as handle:
+        handle.write(b'{"a":1}\n{"a":2}\n')
+    (tmp_path / "c.txt").write_text("one article")
+    paths = [str(tmp_path / n) for n in ("a.jsonl", "b.jsonl.gz", "c.txt")]
+    assert estimate_records(paths) == 6
+    assert estimate_records(paths + ["gs://bucket/x.jsonl"]) is None
+
+
+def test_format_line_rate_and_eta():
+    line = format_line({"read": 50, "documents": 40, "duplicates": 5, "rejected": 5}, 150, 10.0)
+    assert line == ("wirewash: 50/150 records read, 40 documents, 5 duplicates, 5 rejected, 5 records/s, "
+                    "ETA 20s")
+    assert "ETA ?" in format_line({"read": 0, "documents": 0, "duplicates": 0, "rejected": 0}, None, 1.0)
+
+
+def test_progress_channel_counts_match_the_lake(lake, tmp_path):
+    """The counting side branches write the same numbers as the lake holds (here through the CLI's plain
+    progress lines, which end with the final counts)."""
+    err = io.StringIO()
+    import contextlib
+    with contextlib.redirect_stderr(err):
+        assert main(["run", "--input", str(lake.parent / "in.jsonl"), "--output", str(tmp_path / "l"),
+                     "--progress"]) == 0
+    s = summary(tmp_path / "l")
+    expected = (f"wirewash: {s['records_read']}/{s['records_read']} records read, {s['documents']} documents, "
+                f"{s['duplicates']} duplicates, {s['rejected']} rejected")
+    assert expected in err.getvalue()
+    assert "apitools" not in err.getvalue() and "Prism" not in err.getvalue()
+
+
+def test_quiet_prints_nothing(tmp_path, capsys):
+    assert main(["run", "--input", str(write_jsonl(tmp_path / "in.jsonl", RECORDS[:2])), "--output",
+                 str(tmp_path / "l"), "--quiet", "--progress"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_live_bar_reads_the_channel(tmp_path):
+    """On a terminal the bar (tqdm) shows what the workers' progress files say, with the estimated total."""
+    (tmp_path / "in.jsonl").write_text("{}\n" * 40)
+    stream = io.StringIO()
+    with ProgressDisplay([str(tmp_path / "in.jsonl")], live=True, stream=stream) as display:
+        for kind, count in (("read", 12), ("read", 8), ("documents", 15), ("duplicates", 3), ("rejected", 2)):
+            (tmp_path / "x").write_text(json.dumps({"kind": kind, "count": count}))
+            (tmp_path / "x").rename(f"{display.folder}/{kind}-{count}.json")
+        assert read_counts(display.folder) == {"read": 20, "documents": 15, "duplicates": 3, "rejected": 2}
+        time.sleep(1.3)
+    shown = stream.getvalue()
+    assert "20/40" in shown and "15 docs, 3 dups, 2 rejected" in shown
+
+
+# --- query formats ---------------------------------------------------------------------------------------
+
+SQL = "SELECT doc_id, lang FROM documents ORDER BY doc_id"
+
+
+def test_query_formats(lake, tmp_path, capsys):
+    assert main(["query", str(lake), SQL]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["doc_id", "|", "lang"] and table[-1] == "(3 rows)"
+    assert main(["query", str(lake), SQL, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["doc_id,lang", "de,de", "en,en", "vi,vi"]
+    assert main(["query", str(lake), SQL, "--format", "json", "--limit", "1"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"doc_id": "de", "lang": "de"}
+    out = tmp_path / "result.parquet"
+    assert main(["query", str(lake), "SELECT lang, date, count(*) AS n FROM documents GROUP BY ALL ORDER BY lang",
+                 "--format", "parquet", "--out", str(out)]) == 0
+    assert pq.read_table(out).to_pylist() == [{"lang": "de", "date": "unknown", "n": 1},
+                                             {"lang": "en", "date": "2024-03-01", "n": 1},
+                                             {"lang": "vi", "date": "2024-03-03", "n": 1}]
+    assert main(["query", str(lake), SQL, "--format", "csv", "--out", str(tmp_path / "r.csv")]) == 0
+    assert (tmp_path / "r.csv").read_text().splitlines()[1] == "de,de"
+
+
+def test_query_mistakes(lake, capsys):
+    assert main(["query", str(lake), SQL, "--format", "parquet"]) == 2
+    assert "--out" in one_error_line(capsys)
+    assert main(["query", str(lake), "SELECT nope FROM documents"]) == 2
+    assert "query failed" in one_error_line(capsys)
+    assert main(["query", str(lake), "COPY documents TO '/tmp/x.csv'"]) == 2
+    one_error_line(capsys)
+
+
+# --- DDL -------------------------------------------------------------------------------------------------
+
+def test_duckdb_ddl_reads_the_lake(lake, capsys):
+    assert main(["ddl", str(lake), "--dialect", "duckdb"]) == 0
+    con = duckdb.connect()
+    con.execute(capsys.readouterr().out)
+    assert con.execute("SELECT lang, date FROM documents ORDER BY lang").fetchall() == [
+        ("de", "unknown"), ("en", "2024-03-01"), ("vi", "2024-03-03")]
+    assert con.execute("SELECT doc_id, duplicate_of, kind FROM duplicates").fetchall() == [("en-copy", "en", "near")]
+    assert con.execute("SELECT count(*) FROM rejected").fetchone() == (2,)
+    # lang and date live in the folder names only, never in the files
+    files = list((lake / "documents").rglob("*.parquet"))
+    assert files and all({"lang", "date"}.isdisjoint(pq.read_schema(f).names) for f in files)
+
+
+def test_duckdb_ddl_for_an_empty_table(tmp_path, seeds_dir):
+    lake = tmp_path / "seeds-lake"
+    assert main(["run", "--input", str(seeds_dir), "--output", str(lake), "--quiet"]) == 0
+    con = duckdb.connect()
+    con.execute(lake_ddl(str(lake), "duckdb"))
+    assert con.execute("SELECT count(*) FROM duplicates").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM documents WHERE lang = 'en'").fetchone() == (5,)
+
+
+def _statement(ddl: str, table: str) -> str:
+    return next(s for s in ddl.split(";") if f"{table}`" in s or f".{table} (" in s or f".{table}\n" in s)
+
+
+@pytest.mark.parametrize("dialect", ["bigquery", "athena", "spark"])
+def test_warehouse_ddl_declares_partitions(lake, dialect):
+    ddl = lake_ddl(str(lake), dialect, location="gs://bucket/lake/", schema="news")
+    documents = _statement(ddl, "documents")
+    assert str(lake) not in ddl.split("\n", 1)[1]  # read from --location, not the local folder
+    if dialect == "bigquery":
+        assert "CREATE OR REPLACE EXTERNAL TABLE `news.documents`" in documents
+        assert "WITH PARTITION COLUMNS (\n  lang STRING,\n  date STRING\n)" in documents
+        assert "hive_partition_uri_prefix = 'gs://bucket/lake/documents'" in documents
+        assert "uris = ['gs://bucket/lake/duplicates/*.parquet']" in _statement(ddl, "duplicates")
+    elif dialect == "athena":
+        columns, partitions = documents.split("PARTITIONED BY")
+        assert "`lang`" not in columns and "`date`" not in columns and "`published_at` timestamp" in columns
+        assert "`lang` string" in partitions and "`date` string" in partitions
+        assert "LOCATION 'gs://bucket/lake/documents/'" in partitions
+        assert ddl.rstrip().endswith("MSCK REPAIR TABLE news.documents;")
+    else:
+        assert "PARTITIONED BY (`lang`, `date`)" in documents and "`date` STRING" in documents
+        assert "USING PARQUET" in documents and "LOCATION 'gs://bucket/lake/documents'" in documents
+    assert "PARTITION" not in _statement(ddl, "rejected")
