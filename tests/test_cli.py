@@ -54,6 +54,8 @@ def lake(tmp_path_factory):
     (["run", "seeds/"], "unexpected argument 'seeds/'"),
     (["run", "--num_perm", "many"], "argument --num_perm: invalid int value: 'many'"),
     (["run", "--near_threshold", "2"], "--near_threshold must be in (0, 1]"),
+    (["run", "--runner", "NoSuchRunner"], "Unexpected pipeline runner: NoSuchRunner"),
+    (["run", "--rules", "/nonexistent/rules.toml"], "/nonexistent/rules.toml: no such file or directory"),
     (["run", "--config", "/nonexistent/wirewash.toml"], "config file /nonexistent/wirewash.toml does not exist"),
     (["query", "/nonexistent/lake", "SELECT 1"], "is not a wirewash lake"),
     (["query"], "the following arguments are required: lake, sql"),
@@ -188,6 +190,18 @@ def test_quiet_prints_nothing(tmp_path, capsys):
                  str(tmp_path / "l"), "--quiet", "--progress"]) == 0
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+@pytest.mark.slow
+def test_multi_processing_workers_stay_quiet(tmp_path, capfd):
+    """Beam's worker subprocesses log their import noise straight to file descriptor 2; none of it shows."""
+    out = tmp_path / "l"
+    assert main(["run", "--input", str(write_jsonl(tmp_path / "in.jsonl", RECORDS)), "--output", str(out),
+                 "--direct_running_mode", "multi_processing", "--direct_num_workers", "2", "--progress"]) == 0
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert all(line.startswith("wirewash: ") and " records read, " in line for line in lines), lines
+    assert lines[-1].startswith("wirewash: 6/6 records read, 3 documents, 1 duplicates, 2 rejected, ")
+    assert summary(out)["reconciled"]
 
 
 def test_live_bar_reads_the_channel(tmp_path):
