@@ -104,6 +104,7 @@ class _FilterWorkerNoise:
 
 
 def _error(message: str) -> int:
+    message = " ".join(line.strip() for line in str(message).splitlines() if line.strip())  # one line
     print(f"wirewash: error: {message}", file=sys.stderr)
     return EXIT_USAGE
 
@@ -235,7 +236,7 @@ def run_command(argv: list[str]) -> int:
     args, beam_argv = parse_run_args(argv)
     configure_logging(args.verbose)
 
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
     from pipeline.build import build_pipeline, settings_from_options
     from pipeline.io import InputError
@@ -243,24 +244,28 @@ def run_command(argv: list[str]) -> int:
     from pipeline.progress import ProgressDisplay
 
     options = PipelineOptions(beam_argv)
+    display = None
     try:
         settings = settings_from_options(options)
         live = sys.stderr.isatty()
-        display = None
         streaming = options.view_as(StandardOptions).streaming  # has its own running summary
         if not args.quiet and (live or args.progress) and _is_local_runner(options) and not streaming:
             display = ProgressDisplay([f.path for f in settings.files], live=live)
         pipeline = build_pipeline(options, settings, progress_dir=display.folder if display else None)
     except OSError as err:
+        if display:
+            display.discard()
         if err.filename and err.strerror:  # e.g. a --rules file that is not there: no "[Errno 2]" noise
             return _error(f"{err.filename}: {err.strerror.lower()}")
         return _error(str(err))
     except (InputError, LakeExistsError, ValueError) as err:
+        if display:
+            display.discard()
         return _error(str(err))
     started = time.monotonic()
     summary = None
     filter_workers = (_FilterWorkerNoise() if not args.verbose and _is_local_runner(options) and
-                      options.get_all_options().get("direct_running_mode") == "multi_processing"
+                      options.view_as(DirectOptions).direct_running_mode == "multi_processing"
                       else contextlib.nullcontext())
     try:
         if options.view_as(StandardOptions).streaming:  # runs until drained (Ctrl-C / SIGTERM); see streaming.py

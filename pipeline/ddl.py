@@ -81,7 +81,7 @@ def _bigquery(location: str, schema: str, schemas: dict) -> list[str]:
     for table in TABLES:
         prefix = f"{location}/{table}"
         partition = ("WITH PARTITION COLUMNS (\n  lang STRING,\n  date STRING\n)\n" if table == DOCUMENTS else "")
-        options = [f"format = 'PARQUET'", f"uris = [{_quote(prefix + ('/*' if table == DOCUMENTS else '/*.parquet'))}]"]
+        options = ["format = 'PARQUET'", f"uris = [{_quote(prefix + ('/*' if table == DOCUMENTS else '/*.parquet'))}]"]
         if table == DOCUMENTS:
             options += [f"hive_partition_uri_prefix = {_quote(prefix)}", "require_hive_partition_filter = false"]
         # Parquet is self-describing: BigQuery takes the columns from the files.

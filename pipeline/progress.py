@@ -182,6 +182,10 @@ class ProgressDisplay:
             if bar is not None:
                 bar.close()
 
+    def discard(self) -> None:
+        """Removes the progress folder of a run that never started."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
     def __exit__(self, exc_type, *exc):
         self._stop.set()
         for thread in self._threads:
