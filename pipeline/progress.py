@@ -26,7 +26,8 @@ from typing import Optional
 
 import apache_beam as beam
 
-__all__ = ["CountProgress", "read_counts", "estimate_records", "ProgressDisplay", "KINDS", "format_line"]
+__all__ = ["CountProgress", "read_counts", "estimate_records", "ProgressDisplay", "KINDS", "format_line",
+           "phase_of"]
 
 KINDS = ("read", "documents", "duplicates", "rejected")
 FLUSH_SECONDS = 0.5
@@ -122,6 +123,15 @@ def _duration(seconds: Optional[float]) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def phase_of(counts: dict, total: Optional[int]) -> str:
+    """What the run is doing once every record went through the per-record stages: the dedup groups, which
+    emit nothing until they are complete. (Documents and duplicates are counted as they are written.)"""
+    written = counts["documents"] + counts["duplicates"]
+    if total and counts["read"] >= total and written == 0:
+        return "deduplicating; "
+    return ""
+
+
 def format_line(counts: dict, total: Optional[int], elapsed: float) -> str:
     """One plain progress line: counts, rate and ETA (from records read against the estimated total)."""
     read = counts["read"]
@@ -172,8 +182,8 @@ class ProgressDisplay:
                     if self.total and bar.total != self.total:
                         bar.total = self.total
                     bar.n = counts["read"]
-                    bar.set_postfix_str(f"{counts['documents']} docs, {counts['duplicates']} dups, "
-                                        f"{counts['rejected']} rejected", refresh=False)
+                    bar.set_postfix_str(phase_of(counts, self.total) + f"{counts['documents']} docs, "
+                                        f"{counts['duplicates']} dups, {counts['rejected']} rejected", refresh=False)
                     bar.refresh()
                 else:
                     print(format_line(counts, self.total, time.monotonic() - self.started), file=self.stream,

@@ -13,7 +13,7 @@ import pytest
 from pipeline.cli import _checking_parser, main, parse_run_args
 from pipeline.config import UsageError, config_to_argv, merge_argv
 from pipeline.ddl import lake_ddl
-from pipeline.progress import ProgressDisplay, estimate_records, format_line, read_counts
+from pipeline.progress import ProgressDisplay, estimate_records, format_line, phase_of, read_counts
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, lake_rows, summary, write_jsonl
 
 RECORDS = [
@@ -179,6 +179,8 @@ def test_format_line_rate_and_eta():
     assert line == ("wirewash: 50/150 records read, 40 documents, 5 duplicates, 5 rejected, 5 records/s, "
                     "ETA 20s")
     assert "ETA ?" in format_line({"read": 0, "documents": 0, "duplicates": 0, "rejected": 0}, None, 1.0)
+    assert phase_of({"read": 150, "documents": 0, "duplicates": 0, "rejected": 3}, 150) == "deduplicating; "
+    assert phase_of({"read": 150, "documents": 9, "duplicates": 0, "rejected": 3}, 150) == ""
 
 
 def test_progress_channel_counts_match_the_lake(lake, tmp_path):
