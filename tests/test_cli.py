@@ -138,6 +138,8 @@ def test_config_to_argv_and_merge(tmp_path):
     merged = merge_argv(argv, ["--input", "c.jsonl", "--num_perm=32"], parser)
     args, _ = parser.parse_known_args(merged)
     assert args.input == ["c.jsonl"] and args.num_perm == 32 and args.no_near_dedup
+    config.write_text('[run]\nnum_perm = 64\n')
+    assert config_to_argv(str(config), parser) == ["--num_perm=64"]
     with pytest.raises(UsageError, match="unknown option 'config'"):
         config.write_text('config = "other.toml"\n')
         config_to_argv(str(config), parser)

@@ -97,6 +97,16 @@ def test_bar_chart_scales_to_the_largest_value():
     assert "nothing to show" in bar_chart([], "empty")
 
 
+def test_most_frequent_removed_lines_when_the_summary_has_them(report):
+    """Lakes whose _SUMMARY.json carries `boilerplate_removed_lines` get the table; others say it is absent."""
+    data = collect(str(report.parent))
+    assert "The lines themselves are not stored" in render_report(data)
+    data["summary"]["boilerplate_removed_lines"] = {"read_more": {"Read more: Other news": 4, "Read more: x": 1}}
+    page = render_report(data)
+    assert "Most frequent removed lines" in page
+    assert "<tr><td>read_more</td><td>Read more: Other news</td><td class=\"n\">4</td></tr>" in page
+
+
 def test_report_of_a_clean_lake_says_so(tmp_path, seeds_dir):
     lake = tmp_path / "lake"
     assert main(["run", "--input", str(seeds_dir), "--output", str(lake), "--quiet"]) == 0
