@@ -2,11 +2,14 @@
 config files are the real ones."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,7 +68,7 @@ def test_readme_wirewash_commands_run(tmp_path):
     ran = 0
     for line in commands(README):
         for part in line.split(" && "):
-            if not part.startswith("wirewash "):
+            if not part.startswith("wirewash ") or "--streaming" in part:  # streams: the next test
                 continue
             result = subprocess.run(wirewash_exe() + shlex.split(part)[1:], cwd=cwd, capture_output=True,
                                     text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -76,6 +79,37 @@ def test_readme_wirewash_commands_run(tmp_path):
     assert ran >= 4
     assert (cwd / "lake" / "_REPORT.html").exists()
     assert (cwd / "lake" / "_SUMMARY.json").exists()
+
+
+@pytest.mark.slow
+def test_readme_streaming_command_runs(tmp_path):
+    """The README's streaming command, as written, plus a shorter window and poll (given last, so they win)
+    so that the test waits seconds, not a minute: a file dropped in incoming/ lands in the lake, Ctrl-C drains."""
+    shown = [line for line in commands(README) if line.startswith("wirewash ") and "--streaming" in line]
+    if not shown:
+        pytest.skip("the README shows no streaming command")
+    from tests.helpers import ARTICLE_DE, ARTICLE_EN, write_jsonl
+
+    for line in shown:
+        cwd = tmp_path / f"stream{shown.index(line)}"
+        (cwd / "incoming").mkdir(parents=True)
+        write_jsonl(cwd / "incoming" / "news.jsonl", [{"id": "en", "text": ARTICLE_EN},
+                                                      {"id": "de", "text": ARTICLE_DE}, "{broken"])
+        argv = wirewash_exe() + shlex.split(line)[1:] + ["--window_seconds", "2", "--poll_interval", "0.3"]
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 90
+            summary = cwd / "lake" / "_SUMMARY.json"
+            while time.monotonic() < deadline and proc.poll() is None:
+                if summary.exists() and json.loads(summary.read_text() or "{}").get("records_read") == 3:
+                    break
+                time.sleep(0.3)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=90)
+        assert proc.returncode == 0, f"{line}\n{err[-2000:]}"
+        assert "3 records read -> 2 documents, 0 duplicates, 1 rejected" in out, out + err
+        assert not any(n in err for n in ("apitools", "Prism", "Traceback")), err
 
 
 def write_named_files(path: Path, cwd: Path) -> list[str]:
