@@ -14,11 +14,11 @@ from typing import Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.lake import DOCUMENTS, SCHEMAS, TABLES
-from pipeline.query import LakeNotFoundError
+from pipeline.query import TABLES, LakeNotFoundError
 
 __all__ = ["DIALECTS", "PARTITION_COLUMNS", "lake_ddl", "table_schema"]
 
+DOCUMENTS = "documents"
 DIALECTS = ("duckdb", "bigquery", "athena", "spark")
 PARTITION_COLUMNS = ("lang", "date")
 DEFAULT_SCHEMA = "wirewash"
@@ -42,7 +42,12 @@ def _parquet_files(folder: str) -> list[str]:
 def table_schema(lake: str, table: str) -> pa.Schema:
     """The table's columns as written (first Parquet file), without the hive partition columns."""
     files = _parquet_files(os.path.join(lake, table))
-    schema = pq.read_schema(files[0]) if files else SCHEMAS[table]
+    if files:
+        schema = pq.read_schema(files[0])
+    else:
+        from pipeline.lake import SCHEMAS  # imports Beam: only when a table has no file
+
+        schema = SCHEMAS[table]
     return pa.schema([f for f in schema if f.name not in PARTITION_COLUMNS]).remove_metadata()
 
 

@@ -14,16 +14,22 @@ from typing import Optional
 
 import duckdb
 
-from pipeline.lake import DOCUMENTS_SCHEMA, DUPLICATES_SCHEMA, REJECTED_SCHEMA, TABLES
-
 __all__ = ["connect_lake", "run_query", "write_parquet", "format_rows", "LakeNotFoundError", "QueryNotAllowedError",
-           "check_read_only"]
+           "check_read_only", "TABLES"]
 
-_EMPTY_COLUMNS = {
-    "documents": [(f.name, f.type) for f in DOCUMENTS_SCHEMA] + [("lang", "VARCHAR"), ("date", "VARCHAR")],
-    "duplicates": [(f.name, f.type) for f in DUPLICATES_SCHEMA],
-    "rejected": [(f.name, f.type) for f in REJECTED_SCHEMA],
-}
+# The lake's tables (as in pipeline/lake.py). Not imported from there: that module imports Apache Beam, which
+# would add over a second to the start of every `wirewash query`, `report` and `ddl`.
+TABLES = ("documents", "duplicates", "rejected")
+
+
+def _empty_columns(table: str) -> list:
+    """(name, type) of a table that has no file, from the lake's Arrow schemas (imported only then)."""
+    from pipeline.lake import SCHEMAS
+
+    columns = [(f.name, f.type) for f in SCHEMAS[table]]
+    return columns + [("lang", "VARCHAR"), ("date", "VARCHAR")] if table == "documents" else columns
+
+
 _DUCK_TYPES = {"string": "VARCHAR", "float": "FLOAT", "int32": "INTEGER", "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
                "VARCHAR": "VARCHAR"}
 
@@ -72,7 +78,7 @@ def connect_lake(lake: str) -> duckdb.DuckDBPyConnection:
                         "union_by_name=true)")
         else:
             columns = ", ".join(f"CAST(NULL AS {_DUCK_TYPES.get(str(t), 'VARCHAR')}) AS {n}"
-                                for n, t in _EMPTY_COLUMNS[table])
+                                for n, t in _empty_columns(table))
             con.execute(f"CREATE VIEW {table} AS SELECT {columns} WHERE false")
     # Views keep working; no new file access, no settings change, from here on.
     con.execute(f"SET allowed_directories = [{_sql_string(lake + os.sep)}]")

@@ -14,12 +14,12 @@ import os
 from datetime import datetime, timezone
 from typing import Optional
 
-from pipeline.lake import SUMMARY_FILE
 from pipeline.query import connect_lake
 
 __all__ = ["REPORT_FILE", "write_report", "render_report", "bar_chart", "column_chart", "collect", "timeline"]
 
 REPORT_FILE = "_REPORT.html"
+SUMMARY_FILE = "_SUMMARY.json"  # as pipeline/lake.py writes it (not imported: that module imports Beam)
 TOP_SOURCES = 20
 TOP_CLUSTERS = 10
 EXAMPLES_PER_REASON = 3
