@@ -164,6 +164,55 @@ def _checking_parser():
     return parser
 
 
+def _runner_named(argv: list[str]) -> str | None:
+    """The --runner of the command line, else of the --config file (read leniently: checked later)."""
+    runner, config = None, None
+    for i, arg in enumerate(argv):
+        for name in ("--runner", "--config"):
+            if arg == name and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif arg.startswith(name + "="):
+                value = arg.split("=", 1)[1]
+            else:
+                continue
+            runner, config = (value, config) if name == "--runner" else (runner, value)
+    if runner is None and config:
+        try:
+            import tomllib
+            with open(config, "rb") as handle:
+                data = tomllib.load(handle)
+            runner = (data.get("run") or {}).get("runner") or data.get("runner")
+        except (OSError, ValueError, AttributeError):
+            pass
+    return runner if isinstance(runner, str) else None
+
+
+def _register_runner_options(argv: list[str]) -> bool:
+    """Some runners declare their options in their own module (the DaskRunner's --dask_client_address...):
+    import it first, so the checking parser knows them. A runner that cannot be imported is reported later,
+    by the runner itself, in one sentence: then unknown options are left to it (returns False)."""
+    import importlib
+
+    from pipeline.runners import is_dask_runner
+
+    runner = _runner_named(argv)
+    if not runner:
+        return True
+    if is_dask_runner(runner):
+        module = "apache_beam.runners.dask.dask_runner"
+    elif "." in runner:
+        module = runner.rsplit(".", 1)[0]
+    elif runner.lower() in ("renderrunner", "render"):
+        module = "apache_beam.runners.render"
+    else:
+        return True
+    try:
+        importlib.import_module(module)
+    except Exception:  # noqa: BLE001 (missing extra, bad name: the run's own checks say so)
+        return False
+    return True
+
+
 def _check_unknown(unknown: list[str], parser) -> None:
     if not unknown:
         return
@@ -186,14 +235,17 @@ def parse_run_args(argv: list[str]):
     """
     from pipeline.config import config_to_argv, merge_argv
 
+    runner_known = _register_runner_options(argv)
     parser = _checking_parser()
     known, unknown = parser.parse_known_args(argv)
-    _check_unknown(unknown, parser)
+    if runner_known:
+        _check_unknown(unknown, parser)
     merged = argv
     if known.config:
         merged = merge_argv(config_to_argv(known.config, parser), argv, parser)
         known, unknown = parser.parse_known_args(merged)
-        _check_unknown(unknown, parser)
+        if runner_known:
+            _check_unknown(unknown, parser)
     cli_only = {f"--{n}" for n in CLI_ONLY}
     beam_argv, skip = [], False
     for arg in merged:

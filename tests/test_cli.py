@@ -94,6 +94,19 @@ def test_beam_options_still_pass(tmp_path):
     assert beam_argv == ["--input", "a.jsonl", "--runner", "FnApiRunner", "--direct_num_workers=2"]
 
 
+def test_runner_specific_options_are_known(tmp_path):
+    """The DaskRunner declares --dask_client_address in its own module: a run naming that runner (on the
+    command line or in the config file) accepts it, and a typo in it is still caught."""
+    known, _ = parse_run_args(["--runner=DaskRunner", "--dask_client_address", "tcp://127.0.0.1:8786"])
+    assert known.address == "tcp://127.0.0.1:8786"
+    config = tmp_path / "wirewash.toml"
+    config.write_text('runner = "DaskRunner"\ndask_client_address = "tcp://127.0.0.1:8786"\n')
+    known, _ = parse_run_args(["--config", str(config)])
+    assert known.address == "tcp://127.0.0.1:8786"
+    with pytest.raises(UsageError, match="did you mean '--dask_client_address'"):
+        parse_run_args(["--runner=DaskRunner", "--dask_client_adress", "tcp://127.0.0.1:8786"])
+
+
 def test_empty_glob_and_missing_input(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["run", "--input", str(tmp_path / "empty" / "*.jsonl"), "--output", str(tmp_path / "l")]) == 2
