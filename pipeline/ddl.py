@@ -126,8 +126,8 @@ def lake_ddl(lake: str, dialect: str, location: Optional[str] = None, schema: Op
     if dialect not in DIALECTS:
         raise ValueError(f"unknown dialect {dialect!r}; choose from {', '.join(DIALECTS)}")
     lake = os.path.abspath(lake)
-    if not os.path.isdir(os.path.join(lake, DOCUMENTS)) and not os.path.exists(os.path.join(lake, "_SUMMARY.json")):
-        raise LakeNotFoundError(f"{lake} is not a wirewash lake (no documents/ or _SUMMARY.json)")
+    if not os.path.exists(os.path.join(lake, "_SUMMARY.json")):  # as `wirewash query`: only committed lakes
+        raise LakeNotFoundError(f"{lake} is not a complete wirewash lake (no _SUMMARY.json)")
     location = (location or lake).rstrip("/")
     schemas = {table: table_schema(lake, table) for table in TABLES}
     header = f"-- wirewash lake {lake} as {dialect} tables" + (f", read from {location}" if location != lake else "")
