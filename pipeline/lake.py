@@ -78,6 +78,7 @@ DOCUMENTS_SCHEMA = pa.schema([
     pa.field("format", pa.string()),
     pa.field("source_location", pa.string()),
     pa.field("ingested_at", UTC_TS),
+    pa.field("other_langs", pa.list_(pa.string())),
 ])
 DUPLICATES_SCHEMA = pa.schema([
     pa.field("doc_id", pa.string(), nullable=False),
@@ -168,6 +169,7 @@ def document_row(article: Article, ingested_at: datetime) -> dict:
         "n_chars": len(article.text), "n_words": len(article.text.split()), "content_hash": article.content_hash,
         "boilerplate_lines_removed": article.boilerplate_lines_removed, "format": article.format,
         "source_location": article.source_location, "ingested_at": ingested_at,
+        "other_langs": list(article.other_langs),
     }
 
 

@@ -165,3 +165,24 @@ def test_macro_accuracy_on_shared_briefs(shared_dir):
         right[lang] = sum(detect_language(b, DETECT)[0] == lang for b in briefs) / len(briefs)
     macro = sum(right.values()) / len(right)
     assert len(right) >= 70 and macro >= 0.95, sorted(right.items(), key=lambda x: x[1])[:8]
+
+
+def test_stage_sets_language_and_other_languages_and_the_lake_row_keeps_them():
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipeline.lake import DOCUMENTS_SCHEMA, document_row
+    from transforms.language import DetectLanguage
+    from transforms.types import Article
+
+    russian = ("Городской совет вчера принял новый бюджет на следующий год. Мэр поблагодарил жителей за "
+               "терпение и пообещал новые автобусные маршруты и ремонт школ.")
+    articles = [Article("mixed", "f:1", "text", text=ARTICLE_EN[:420] + "\n\n" + russian),
+                Article("hy", "f:2", "text", text=TEXTS["hy"], lang_hint="en")]
+    with TestPipeline() as p:
+        out = p | beam.Create(articles) | DetectLanguage()
+        assert_that(out | beam.Map(lambda a: (a.doc_id, a.lang, a.other_langs)),
+                    equal_to([("mixed", "en", ("ru",)), ("hy", "hy", ())]))
+    row = document_row(articles[0]._replace(other_langs=("ru",)), None)
+    assert row["other_langs"] == ["ru"] and DOCUMENTS_SCHEMA.names[-1] == "other_langs"

@@ -261,14 +261,17 @@ class _DetectLanguageFn(beam.DoFn):
         import pycld2  # noqa: F401  (fail at setup, not on the first record, when it is missing)
 
     def process(self, article: Article):
-        lang, prob, _ = detect_languages(article.text, self.detect_langs, article.lang_hint)
+        lang, prob, others = detect_languages(article.text, self.detect_langs, article.lang_hint)
         Metrics.counter(NAMESPACE, "seen").inc()
         Metrics.counter(NAMESPACE, f"lang_{lang}").inc()
-        yield article._replace(lang=lang, lang_prob=prob)
+        if others:
+            Metrics.counter(NAMESPACE, "mixed").inc()
+        yield article._replace(lang=lang, lang_prob=prob, other_langs=others)
 
 
 class DetectLanguage(beam.PTransform):
-    """Article -> Article with `lang` and `lang_prob` set; counters `language/lang_<code>`."""
+    """Article -> Article with `lang`, `lang_prob` and `other_langs` set; counters `language/lang_<code>`,
+    `language/mixed`."""
 
     def expand(self, articles):
         return articles | "DetectLanguage" >> beam.ParDo(_DetectLanguageFn())
