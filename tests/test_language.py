@@ -12,7 +12,8 @@ from collections import defaultdict
 import pytest
 
 from transforms.language import (CODE_MAP, LanguageGuess, cld2_detect, decide, detect_language, detect_languages,
-                                 language_sample, load_langdetect, marker_vote, settle_close_languages)
+                                 language_sample, load_langdetect, marker_vote, secondary_languages,
+                                 settle_close_languages)
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI
 
 DETECT = load_langdetect()
@@ -126,6 +127,12 @@ def test_main_language_of_a_mixed_text_is_the_one_with_most_characters():
     code, _, others = detect_languages(english + "\n\n" + russian, DETECT)
     assert code == "en" and others == ("ru",)
     assert detect_languages(ARTICLE_EN, DETECT)[2] == ()
+
+
+def test_other_languages_need_a_share_and_about_two_sentences():
+    guess = LanguageGuess((("en", 0.88), ("de", 0.06), ("fr", 0.02), ("ru", 0.04)), True, 4000)
+    assert secondary_languages(guess, "en") == ("de", "ru")  # fr: 2% of the text
+    assert secondary_languages(guess._replace(chars=2000), "en") == ("de",)  # ru: 80 characters, a stray line
 
 
 def test_langdetect_is_not_asked_on_a_clear_long_text():
