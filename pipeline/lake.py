@@ -258,6 +258,15 @@ def short_error(err: BaseException) -> str:
 # Beam wrappers
 # ---------------------------------------------------------------------------------------------------------
 
+def _ensure_dir(path: str) -> None:
+    """mkdirs that tolerates a concurrent worker creating the same folder first (multi-process runs)."""
+    try:
+        FileSystems.mkdirs(path)
+    except IOError:
+        if not FileSystems.exists(path):
+            raise
+
+
 class _WriteStagedFn(beam.DoFn):
     """Buffers rows per (table, partition) and writes whole Parquet files into the staging folder; emits one
     StagedFile per file written, only when the bundle that wrote it completes."""
@@ -292,8 +301,7 @@ class _WriteStagedFn(beam.DoFn):
         self.sizes.pop(partition, None)
         folder = posixpath.join(self.table, partition) if partition else self.table
         path = FileSystems.join(self.staging, folder, f"part-{uuid.uuid4().hex}.parquet{STAGED_SUFFIX}")
-        FileSystems.mkdirs(FileSystems.join(self.staging, folder)) if not FileSystems.exists(
-            FileSystems.join(self.staging, folder)) else None
+        _ensure_dir(FileSystems.join(self.staging, folder))
         table = pa.Table.from_pylist(rows, schema=self.schema)
         with FileSystems.create(path) as handle:
             pq.write_table(table, handle, compression="zstd")

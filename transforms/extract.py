@@ -185,13 +185,24 @@ def _to_rejection(failed) -> Rejection:
                      excerpt(f"{getattr(exc_type, '__name__', exc_type)}: {exc_repr}", 300))
 
 
+def _workers_may_fork(pipeline) -> bool:
+    """Dask workers are daemonic processes, which may not start the extraction subprocess ("daemonic processes
+    are not allowed to have children"): there the per-page timeout alone guards the run."""
+    from apache_beam.options.pipeline_options import StandardOptions
+    from pipeline.runners import is_dask_runner
+
+    options = getattr(pipeline, "_options", None)
+    return options is None or not is_dask_runner(options.view_as(StandardOptions).runner)
+
+
 class ExtractText(beam.PTransform):
     """Article -> {`articles`, `rejected`}: HTML articles get text from trafilatura; text articles pass.
 
     Only HTML pages go through the guarded extractor: each one gets `timeout` seconds and, with `isolate`, runs
     in a subprocess (Beam's `with_exception_handling(timeout=..., use_subprocess=...)`), so a page that hangs,
     raises or crashes the interpreter (deep recursion in lxml) is rejected (`extraction_error`) and the run
-    goes on. The subprocess costs ~1 ms per page against ~20 ms of trafilatura; text records skip it.
+    goes on. The subprocess costs ~1 ms per page against ~20 ms of trafilatura; text records skip it. On the
+    DaskRunner (daemonic workers) pages run under the timeout only.
     A missing dependency fails the run at construction, never as "no text" on every page.
     """
 
@@ -205,7 +216,7 @@ class ExtractText(beam.PTransform):
         _require_trafilatura()  # fail now, loudly, if lxml_html_clean & co. are missing
         texts, pages = articles | "HtmlOrText" >> beam.Partition(_is_page, 2)
         extracted, errors = pages | "Trafilatura" >> beam.ParDo(_ExtractFn(self.extract)).with_exception_handling(
-            timeout=self.timeout, use_subprocess=self.isolate)
+            timeout=self.timeout, use_subprocess=self.isolate and _workers_may_fork(articles.pipeline))
         split = extracted | "CountAndSplit" >> beam.ParDo(_count_and_split).with_outputs(REJECTED, main="main")
         errors = errors | "ErrorsToRejections" >> beam.Map(_to_rejection)
         rejected = (split[REJECTED], errors) | "AllRejections" >> beam.Flatten()
