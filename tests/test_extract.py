@@ -188,3 +188,21 @@ def test_word_f1_on_a_sample_of_shared_pages(shared_dir):
                     out = extract_html(page["html"], page.get("url"))
                     scores.append(_f1(drop_title_line(out.text, (out.title,)), page["gold_text"]))
     assert len(scores) >= 20 and sum(scores) / len(scores) >= 0.93
+
+
+@pytest.mark.parametrize("args, safe", [([], True), (["--runner=FnApiRunner"], True),
+                                        (["--runner=DirectRunner", "--direct_running_mode=multi_processing"], False),
+                                        (["--runner=PortableRunner"], False),
+                                        (["--runner=pipeline.runners.DaskRunner"], False)])
+def test_subprocess_isolation_only_where_forking_is_safe(args, safe):
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from transforms.extract import _isolation_is_safe
+
+    assert _isolation_is_safe(_FakePipeline(PipelineOptions(args))) is safe
+
+
+class _FakePipeline:
+    """Only the options, which is all the check reads."""
+
+    def __init__(self, options):
+        self._options = options

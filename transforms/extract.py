@@ -185,14 +185,24 @@ def _to_rejection(failed) -> Rejection:
                      excerpt(f"{getattr(exc_type, '__name__', exc_type)}: {exc_repr}", 300))
 
 
-def _workers_may_fork(pipeline) -> bool:
-    """Dask workers are daemonic processes, which may not start the extraction subprocess ("daemonic processes
-    are not allowed to have children"): there the per-page timeout alone guards the run."""
-    from apache_beam.options.pipeline_options import StandardOptions
-    from pipeline.runners import is_dask_runner
+# Runners whose workers are this very process: forking the extraction subprocess from here is safe.
+_IN_PROCESS_RUNNERS = {None, "DirectRunner", "direct", "Direct", "FnApiRunner", "BundleBasedDirectRunner"}
+
+
+def _isolation_is_safe(pipeline) -> bool:
+    """Whether pages may run in Beam's subprocess here. Only on the local in-process runners: a worker that is
+    itself a gRPC SDK harness (multi-processing DirectRunner, portable runners) crashed when forking under load
+    (`BrokenProcessPool` in `finish_bundle`, which Beam does not route to the dead letters), and Dask workers are
+    daemonic processes, which may not have children. Elsewhere the per-page timeout alone guards the run."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
     options = getattr(pipeline, "_options", None)
-    return options is None or not is_dask_runner(options.view_as(StandardOptions).runner)
+    if options is None:
+        return True
+    runner = options.view_as(StandardOptions).runner
+    mode = options.view_as(DirectOptions).direct_running_mode
+    return (runner if isinstance(runner, (str, type(None))) else type(runner).__name__) in _IN_PROCESS_RUNNERS \
+        and mode in (None, "in_memory")
 
 
 class ExtractText(beam.PTransform):
@@ -201,8 +211,8 @@ class ExtractText(beam.PTransform):
     Only HTML pages go through the guarded extractor: each one gets `timeout` seconds and, with `isolate`, runs
     in a subprocess (Beam's `with_exception_handling(timeout=..., use_subprocess=...)`), so a page that hangs,
     raises or crashes the interpreter (deep recursion in lxml) is rejected (`extraction_error`) and the run
-    goes on. The subprocess costs ~1 ms per page against ~20 ms of trafilatura; text records skip it. On the
-    DaskRunner (daemonic workers) pages run under the timeout only.
+    goes on. The subprocess costs ~1 ms per page against ~20 ms of trafilatura; text records skip it. It is
+    used on the local in-process runners only (`_isolation_is_safe`); elsewhere pages run under the timeout.
     A missing dependency fails the run at construction, never as "no text" on every page.
     """
 
@@ -216,7 +226,7 @@ class ExtractText(beam.PTransform):
         _require_trafilatura()  # fail now, loudly, if lxml_html_clean & co. are missing
         texts, pages = articles | "HtmlOrText" >> beam.Partition(_is_page, 2)
         extracted, errors = pages | "Trafilatura" >> beam.ParDo(_ExtractFn(self.extract)).with_exception_handling(
-            timeout=self.timeout, use_subprocess=self.isolate and _workers_may_fork(articles.pipeline))
+            timeout=self.timeout, use_subprocess=self.isolate and _isolation_is_safe(articles.pipeline))
         split = extracted | "CountAndSplit" >> beam.ParDo(_count_and_split).with_outputs(REJECTED, main="main")
         errors = errors | "ErrorsToRejections" >> beam.Map(_to_rejection)
         rejected = (split[REJECTED], errors) | "AllRejections" >> beam.Flatten()
