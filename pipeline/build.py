@@ -13,7 +13,7 @@ from typing import NamedTuple, Optional
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipeline.io import DEFAULT_MAX_DECOMPRESSED_BYTES, InputFile, ReadArticles, match_inputs
+from pipeline.io import DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_MAX_RECORD_BYTES, InputFile, ReadArticles, match_inputs
 from pipeline.lake import WriteLake, check_output_location
 from pipeline.options import WirewashOptions
 from pipeline.runners import prepare_runner
@@ -88,7 +88,7 @@ def _count_records(articles, rejected):
 class IngestArticles(beam.PTransform):
     """PBegin -> {documents, duplicates, rejected, records_read}: every stage but the writing."""
 
-    def __init__(self, files: list[InputFile], rule_files: tuple = (), max_record_bytes: int = 1_000_000,
+    def __init__(self, files: list[InputFile], rule_files: tuple = (), max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
                  dedup: DedupConfig = DedupConfig(), max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES):
         super().__init__()
         self.files = files

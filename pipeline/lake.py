@@ -78,6 +78,7 @@ DOCUMENTS_SCHEMA = pa.schema([
     pa.field("format", pa.string()),
     pa.field("source_location", pa.string()),
     pa.field("ingested_at", UTC_TS),
+    pa.field("other_langs", pa.list_(pa.string())),
 ])
 DUPLICATES_SCHEMA = pa.schema([
     pa.field("doc_id", pa.string(), nullable=False),
@@ -168,6 +169,7 @@ def document_row(article: Article, ingested_at: datetime) -> dict:
         "n_chars": len(article.text), "n_words": len(article.text.split()), "content_hash": article.content_hash,
         "boilerplate_lines_removed": article.boilerplate_lines_removed, "format": article.format,
         "source_location": article.source_location, "ingested_at": ingested_at,
+        "other_langs": list(article.other_langs),
     }
 
 
@@ -256,6 +258,15 @@ def short_error(err: BaseException) -> str:
 # Beam wrappers
 # ---------------------------------------------------------------------------------------------------------
 
+def _ensure_dir(path: str) -> None:
+    """mkdirs that tolerates a concurrent worker creating the same folder first (multi-process runs)."""
+    try:
+        FileSystems.mkdirs(path)
+    except IOError:
+        if not FileSystems.exists(path):
+            raise
+
+
 class _WriteStagedFn(beam.DoFn):
     """Buffers rows per (table, partition) and writes whole Parquet files into the staging folder; emits one
     StagedFile per file written, only when the bundle that wrote it completes."""
@@ -290,8 +301,7 @@ class _WriteStagedFn(beam.DoFn):
         self.sizes.pop(partition, None)
         folder = posixpath.join(self.table, partition) if partition else self.table
         path = FileSystems.join(self.staging, folder, f"part-{uuid.uuid4().hex}.parquet{STAGED_SUFFIX}")
-        FileSystems.mkdirs(FileSystems.join(self.staging, folder)) if not FileSystems.exists(
-            FileSystems.join(self.staging, folder)) else None
+        _ensure_dir(FileSystems.join(self.staging, folder))
         table = pa.Table.from_pylist(rows, schema=self.schema)
         with FileSystems.create(path) as handle:
             pq.write_table(table, handle, compression="zstd")

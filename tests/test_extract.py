@@ -1,11 +1,23 @@
-"""HTML extraction with the real trafilatura."""
+"""HTML extraction with the real trafilatura: fallbacks, metadata, and a run that survives hostile pages."""
 from __future__ import annotations
 
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+
 import apache_beam as beam
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.extract import ExtractText, apply_extraction, extract_html, html_lang_hint
+from transforms.extract import (FALLBACK_BALANCED, FALLBACK_BASELINE, FALLBACK_NONE, RECHECK_WORDS, Extracted,
+                                ExtractText, apply_extraction, choose_text, drop_title_line, extract_html,
+                                html_lang_hint)
+from transforms.normalize import dedup_key, normalize_text
 from transforms.types import Article
 from tests.helpers import ARTICLE_EN
 
@@ -14,17 +26,49 @@ PAGE = f"""<!doctype html><html lang="en-GB"><head><title>Council passes budget 
 <body><nav><a href="/">Home</a> <a href="/world">World</a> <a href="/sport">Sport</a></nav>
 <div class="cookie">We use cookies. Accept all</div>
 <article><h1>Council passes budget</h1>
+<div class="byline"><span class="author">Ann Reporter</span> <time datetime="2023-06-27">2023-06-27</time></div>
 {''.join(f'<p>{p}</p>' for p in ARTICLE_EN.split(chr(10) + chr(10)))}
 </article><aside><h3>Most read</h3><ul><li><a href="/a">Other story one</a></li></ul></aside>
 <footer>© 2023 Example News. All rights reserved.</footer></body></html>"""
 
+LONG = "word " * (RECHECK_WORDS + 10)
+
+
+def _unused():
+    raise AssertionError("this extraction must not run")
+
+
+# --- the fallback rules (pure) ------------------------------------------------------------------------------
+
+def test_long_precision_result_is_kept_without_running_the_others():
+    assert choose_text(LONG, _unused, _unused) == (LONG, FALLBACK_NONE)
+
+
+def test_short_precision_result_loses_to_a_balanced_one_with_twice_the_words():
+    assert choose_text("a b c", lambda: "a b c d e f", _unused) == ("a b c d e f", FALLBACK_BALANCED)
+    assert choose_text("a b c", lambda: "a b c d e", _unused) == ("a b c", FALLBACK_NONE)
+
+
+def test_baseline_only_when_both_modes_found_nothing():
+    assert choose_text("", lambda: " ", lambda: "from json-ld") == ("from json-ld", FALLBACK_BASELINE)
+    assert choose_text("", lambda: None, lambda: "") == ("", FALLBACK_NONE)
+
+
+# --- the real extractor -------------------------------------------------------------------------------------
 
 def test_extracts_article_text_and_metadata():
     out = extract_html(PAGE, "https://example.com/budget")
     assert "twelve new bus lines" in out.text and "mayor thanked residents" in out.text
-    assert "Most read" not in out.text and "Home" not in out.text.split()
-    assert out.title == "Council passes budget"
+    assert "Most read" not in out.text and "Home" not in out.text.split() and "cookies" not in out.text
+    assert out.title == "Council passes budget" and out.fallback == FALLBACK_NONE
     assert out.lang_hint == "en"
+
+
+def test_page_and_text_of_one_story_hash_equal():
+    """Exact duplicates across HTML and text: the headline, byline and page chrome must not reach the body."""
+    art = Article("x", "f:1", "html", html=PAGE)
+    body = apply_extraction(art, extract_html(PAGE), lambda d: None).text
+    assert dedup_key(normalize_text(body)) == dedup_key(normalize_text(ARTICLE_EN))
 
 
 def test_record_metadata_wins_over_page_metadata():
@@ -34,7 +78,6 @@ def test_record_metadata_wins_over_page_metadata():
 
 
 def test_headline_line_is_dropped_from_body():
-    from transforms.extract import drop_title_line
     assert drop_title_line("Budget\nBody.", ("Budget",)) == "Body."
     assert drop_title_line("Budget  passes\nBody.", (None, "budget passes")) == "Body."
     assert drop_title_line("Budget", ("Budget",)) == "Budget"
@@ -46,13 +89,120 @@ def test_lang_hint():
     assert html_lang_hint("<html>") is None
 
 
-def test_pipeline_rejects_empty_and_hostile_pages():
+# --- the guarded Beam stage ---------------------------------------------------------------------------------
+
+def slow_on_marker(html, url=None):
+    """Module-level (picklable into the subprocess): hangs on one page, extracts the others."""
+    if "HANG" in html:
+        time.sleep(30)
+    if "CRASH" in html:
+        os._exit(3)  # what a segfault in a C extension looks like from outside
+    if "RAISE" in html:
+        raise ValueError("bad page")
+    return Extracted("Body text of the page.", None, None, None, None, None)
+
+
+def broken_install(html, url=None):
+    raise ImportError("lxml.html.clean module is now a separate project lxml_html_clean")
+
+
+def _run(pages, **kwargs):
+    with TestPipeline() as p:
+        out = p | beam.Create(pages) | ExtractText(**kwargs)
+        ids = out["articles"] | "Ids" >> beam.Map(lambda a: a.doc_id)
+        reasons = out["rejected"] | "Reasons" >> beam.Map(lambda r: (r.doc_id, r.reason, r.error.split(":")[0]))
+        return ids, reasons, p
+
+
+@pytest.mark.slow
+def test_pipeline_rejects_empty_and_hostile_pages_and_goes_on():
     pages = [Article("ok", "f:1", "html", html=PAGE),
-             Article("empty", "f:2", "html", html="<html><head><script>var a=1;</script><style>p{}</style></head></html>"),
+             Article("script", "f:2", "html", html="<html><head><script>var a=1;</script><style>p{}</style></head></html>"),
              Article("nested", "f:3", "html", html="<div>" * 5000 + "x"),
-             Article("text", "f:4", "text", text=ARTICLE_EN)]
+             Article("unclosed", "f:4", "html", html="<html><body><p>Only <b>a <i>few <table><tr><td>words"),
+             Article("blank", "f:5", "html", html="   "),
+             Article("binary", "f:6", "html", html="\x00\x01\x02\ufffd" * 100),
+             Article("text", "f:7", "text", text=ARTICLE_EN)]
     with TestPipeline() as p:
         out = p | beam.Create(pages) | ExtractText()
-        assert_that(out["articles"] | "Ids" >> beam.Map(lambda a: a.doc_id), equal_to(["ok", "text"]), label="kept")
+        assert_that(out["articles"] | "Ids" >> beam.Map(lambda a: a.doc_id),
+                    equal_to(["ok", "text", "unclosed"]), label="kept")
         assert_that(out["rejected"] | "Reasons" >> beam.Map(lambda r: (r.doc_id, r.reason)),
-                    equal_to([("empty", "no_text_extracted"), ("nested", "no_text_extracted")]), label="rejected")
+                    equal_to([(i, "no_text_extracted") for i in ("script", "nested", "blank", "binary")]),
+                    label="rejected")
+
+
+@pytest.mark.slow
+def test_a_page_that_hangs_raises_or_crashes_is_rejected_and_the_run_goes_on():
+    pages = [Article(i, f"f:{n}", "html", html=f"<p>{i.upper()}</p>") for n, i in
+             enumerate(["fine", "hang", "crash", "raise", "after"])]
+    started = time.monotonic()
+    with TestPipeline() as p:
+        out = p | beam.Create(pages) | ExtractText(timeout=2, extract=slow_on_marker)
+        assert_that(out["articles"] | "Ids" >> beam.Map(lambda a: a.doc_id), equal_to(["fine", "after"]),
+                    label="kept")
+        assert_that(out["rejected"] | "Reasons" >> beam.Map(lambda r: (r.doc_id, r.reason, r.error.split(":")[0])),
+                    equal_to([("hang", "extraction_error", "TimeoutError"),
+                              ("crash", "extraction_error", "BrokenProcessPool"),
+                              ("raise", "extraction_error", "ValueError")]), label="rejected")
+    assert time.monotonic() - started < 25  # the hanging page was cut at 2 s, not waited for
+
+
+def test_a_broken_installation_fails_the_run_instead_of_rejecting_every_page():
+    with pytest.raises(Exception, match="cannot run here"):
+        with TestPipeline() as p:
+            _ = p | beam.Create([Article("a", "f:1", "html", html=PAGE)]) | ExtractText(
+                isolate=False, extract=broken_install)
+
+
+@pytest.mark.slow
+def test_missing_lxml_html_clean_is_a_hard_error_at_construction():
+    code = ("import sys; sys.modules['lxml_html_clean'] = None; sys.modules['lxml.html.clean'] = None\n"
+            "import apache_beam as beam\n"
+            "from transforms.extract import ExtractText\n"
+            "try:\n"
+            "    beam.Pipeline() | beam.Create([]) | ExtractText()\n"
+            "except ImportError as err:\n"
+            "    print('hard error:', err)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert "hard error:" in done.stdout, done.stderr[-2000:]
+
+
+# --- the shared pages: a quick accuracy check ---------------------------------------------------------------
+
+def _f1(pred: str, gold: str) -> float:
+    p, g = Counter(dedup_key(pred).split()), Counter(dedup_key(gold).split())
+    common = sum((p & g).values())
+    return 0.0 if not common else 2 * common / (sum(p.values()) + sum(g.values()))
+
+
+@pytest.mark.shared
+def test_word_f1_on_a_sample_of_shared_pages(shared_dir):
+    scores = []
+    for name in ("aeb", "fundus"):
+        with gzip.open(shared_dir / "corpus" / "boilerplate" / f"{name}.jsonl.gz", "rt", encoding="utf-8") as rows:
+            for n, line in enumerate(rows):
+                if n % 12 == 0:  # ~25 pages, a few seconds
+                    page = json.loads(line)
+                    out = extract_html(page["html"], page.get("url"))
+                    scores.append(_f1(drop_title_line(out.text, (out.title,)), page["gold_text"]))
+    assert len(scores) >= 20 and sum(scores) / len(scores) >= 0.93
+
+
+@pytest.mark.parametrize("args, safe", [([], True), (["--runner=FnApiRunner"], True),
+                                        (["--runner=DirectRunner", "--direct_running_mode=multi_processing"], False),
+                                        (["--runner=PortableRunner"], False),
+                                        (["--runner=pipeline.runners.DaskRunner"], False)])
+def test_subprocess_isolation_only_where_forking_is_safe(args, safe):
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from transforms.extract import _isolation_is_safe
+
+    assert _isolation_is_safe(_FakePipeline(PipelineOptions(args))) is safe
+
+
+class _FakePipeline:
+    """Only the options, which is all the check reads."""
+
+    def __init__(self, options):
+        self._options = options

@@ -76,3 +76,11 @@ def test_commit_moves_only_reported_files(tmp_path):
     assert files == ["documents/lang=en/date=unknown/part-a.parquet"]
     assert json.loads((tmp_path / "lake" / "_SUMMARY.json").read_text())["documents"] == 1
     assert not (tmp_path / "lake" / "_staging").exists()
+
+
+def test_staging_folder_created_by_another_worker_first_is_fine(tmp_path):
+    from pipeline.lake import _ensure_dir
+    folder = str(tmp_path / "staging" / "rejected")
+    _ensure_dir(folder)
+    _ensure_dir(folder)  # a concurrent worker won the race: no "File exists"
+    assert (tmp_path / "staging" / "rejected").is_dir()

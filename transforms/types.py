@@ -38,6 +38,7 @@ class Article(NamedTuple):
     removed_by_rule: tuple = ()
     content_hash: str = ""
     lang_hint: Optional[str] = None
+    other_langs: tuple = ()  # other languages of a mixed-language text, sorted codes
 
 
 class Rejection(NamedTuple):
