@@ -41,9 +41,9 @@ class WirewashOptions(PipelineOptions):
             help="a .gz input inflating beyond this many bytes, or beyond 100 times its compressed size, "
                  "stops being read (decompression_limit in rejected/). Default: 17179869184 (16 GiB)")
         parser.add_argument(
-            "--near_threshold", type=float, default=0.8, metavar="J",
+            "--near_threshold", type=float, default=0.5, metavar="J",
             help="Jaccard similarity of word 5-shingles from which two articles are near duplicates. "
-                 "Default: 0.8")
+                 "Default: 0.5 (candidates are verified on the shingle sets before they merge)")
         parser.add_argument(
             "--num_perm", type=int, default=128, metavar="N",
             help="MinHash permutations (signature length). Default: 128")

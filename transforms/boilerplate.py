@@ -3,8 +3,11 @@
 Keeps every line that no rule matches, unchanged; drops whole lines that a rule in
 `transforms/rules/boilerplate.toml` (plus any user rule file) matches: newsletter prompts, "Read more"
 links, photo credits, follow/share bars, cookie notices, view counters, ratings, comment prompts, ads,
-"related" headings, UI labels, copyright lines and dates standing alone. Counts every removal per rule
-(`boilerplate/removed_<rule>`). It never adds characters and never rewrites a kept line.
+"related" headings, UI labels, copyright lines and dates standing alone; then lines learned from the data
+(`transforms/repeated_lines.py`: recurring across many stories of one source, rule `repeated_line`); then
+`edge_fragment`: short fragments (no sentence, a few words) at the very top or bottom of the text, where sites
+put their furniture, never the title line and never a line that ends like a sentence. Counts every removal
+per rule (`boilerplate/removed_<rule>`). It never adds characters and never rewrites a kept line.
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ from apache_beam.metrics import Metrics
 
 from transforms.types import Article, Rejection, excerpt
 
-__all__ = ["StripBoilerplate", "RuleSet", "load_rules", "strip_boilerplate", "fold_line"]
+__all__ = ["StripBoilerplate", "RuleSet", "load_rules", "strip_boilerplate", "fold_line", "is_fragment",
+           "EDGE_RULE"]
 
 NAMESPACE = "boilerplate"
 STAGE = "boilerplate"
@@ -28,10 +32,26 @@ REASON_EMPTY = "empty_after_cleaning"
 REJECTED = "rejected"
 DEFAULT_MAX_WORDS = 30
 RULES_PACKAGE_FILE = "boilerplate.toml"
+EDGE_RULE = "edge_fragment"
+EDGE_MAX_WORDS = 12      # a longer line at the edge is prose even without a full stop
+EDGE_MAX_CHARS = 120
+SHORT_MAX_WORDS = 3      # so short that it is furniture even with a full stop ("Share.", "Tweet!")
+SHORT_MAX_CHARS = 30
 
 # Bullets, dashes, arrows and similar marks that sites put before UI lines.
 _EDGE_MARKS = "•·◦▪▫■□●○►▶▸»«›‹>|-–—*#~→⇒✓✔☆★ \t"
 _SPACES = re.compile(r"\s+")
+_SENTENCE_END = re.compile(r"[.!?…。！？][\"'”’»)\]」』]*$")
+_WORD = re.compile(r"\w+")
+# Lines that belong to the article although they look like fragments: author and source credits, contact
+# details, a line introducing a list. The edge pass never removes them (rules still may).
+_EDGE_KEEP = re.compile(
+    r"^(theo|nguồn|reporting|additional reporting|editing|writing|with reporting|mit material von|quelle|"
+    r"according to|tổng hợp)\b|^by [A-Z]"
+    r"|\b(reporting|editing|writing) by\b|\((tổng hợp|thực hiện|lược dịch|theo [^)]*)\)$|Theo [A-ZĐ]"
+    r"|\d[\d .-]{6,}\d|https?://|\bwww\.|^(\S+ ){5,}.*:$")
+# "Nguyễn Văn An - Trần Thị Mai": author pairs in title case.
+_AUTHOR_PAIR = re.compile(r"^([A-ZÀ-ỸĐ][\w.']*\s?){1,4}\s*[-–]\s*([A-ZÀ-ỸĐ][\w.']*\s?){1,4}$")
 
 
 def fold_line(line: str) -> str:
@@ -41,11 +61,35 @@ def fold_line(line: str) -> str:
     return folded
 
 
+def _raw_fold(line: str) -> str:
+    return _SPACES.sub(" ", unicodedata.normalize("NFKC", line).casefold()).strip()
+
+
+def _words_only(text: Optional[str]) -> str:
+    return " ".join(_WORD.findall(unicodedata.normalize("NFKC", text or "").casefold()))
+
+
+def is_fragment(line: str) -> bool:
+    """A line too short to be prose: at most 3 words (30 characters), or at most 12 words (120 characters)
+    that do not end like a sentence. Unspaced scripts count by characters, so a CJK paragraph is never one."""
+    folded = fold_line(line)
+    if not folded:
+        return False
+    stripped = line.strip()
+    if _EDGE_KEEP.search(stripped) or _AUTHOR_PAIR.match(stripped):
+        return False
+    n_words, n_chars = folded.count(" ") + 1, len(folded)
+    if n_words <= SHORT_MAX_WORDS and n_chars <= SHORT_MAX_CHARS:
+        return True
+    return n_words <= EDGE_MAX_WORDS and n_chars <= EDGE_MAX_CHARS and not _SENTENCE_END.search(line.strip())
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
     pattern: re.Pattern
     max_words: int
+    raw: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,12 +98,14 @@ class RuleSet:
 
     rules: tuple
 
-    def match(self, folded: str) -> Optional[str]:
+    def match(self, folded: str, raw: Optional[str] = None) -> Optional[str]:
+        """The first rule matching the folded line (`raw`: the line folded but with its leading marks, for
+        `on = "raw"` rules; defaults to `folded`)."""
         if not folded:
             return None
         n_words = folded.count(" ") + 1
         for rule in self.rules:
-            if n_words <= rule.max_words and rule.pattern.search(folded):
+            if n_words <= rule.max_words and rule.pattern.search(raw if rule.raw and raw is not None else folded):
                 return rule.name
         return None
 
@@ -90,11 +136,15 @@ def load_rules(extra_files: Iterable[str] = (), extra_texts: Iterable[str] = ())
         for name, table in _read_rule_tables(text, origin).items():
             if not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", name) or not isinstance(table, dict):
                 raise ValueError(f"{origin}: rule name {name!r} must be lower_snake_case with a table of patterns")
-            entry = merged.setdefault(name, {"max_words": DEFAULT_MAX_WORDS, "patterns": []})
+            entry = merged.setdefault(name, {"max_words": DEFAULT_MAX_WORDS, "patterns": [], "raw": False})
             if "max_words" in table:
                 entry["max_words"] = int(table["max_words"])
+            if "on" in table:
+                if table["on"] not in ("raw", "folded"):
+                    raise ValueError(f"{origin}: rules.{name}.on must be \"raw\" or \"folded\"")
+                entry["raw"] = table["on"] == "raw"
             for lang, patterns in table.items():
-                if lang == "max_words":
+                if lang in ("max_words", "on"):
                     continue
                 if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
                     raise ValueError(f"{origin}: rules.{name}.{lang} must be a list of strings")
@@ -103,21 +153,37 @@ def load_rules(extra_files: Iterable[str] = (), extra_texts: Iterable[str] = ())
                         entry["patterns"].append(re.compile(pattern))
                     except re.error as err:
                         raise ValueError(f"{origin}: rules.{name}.{lang}: bad pattern {pattern!r}: {err}") from err
-    rules = tuple(Rule(name, pattern, entry["max_words"])
+    rules = tuple(Rule(name, pattern, entry["max_words"], entry["raw"])
                   for name, entry in merged.items() for pattern in entry["patterns"])
     return RuleSet(rules)
 
 
 def strip_boilerplate(text: str, rules: RuleSet,
-                      counter_inc_fn: Callable[[str], None] = lambda name: None) -> tuple[str, list[str]]:
+                      counter_inc_fn: Callable[[str], None] = lambda name: None,
+                      title: Optional[str] = None, learned: frozenset = frozenset(),
+                      edges: bool = True) -> tuple[str, list[str]]:
     """(text without boilerplate lines, names of the rules that removed lines, one per line removed).
 
-    Kept lines are returned byte for byte; blank lines left around a removed line collapse to one.
+    Each line goes through the rules, then the `learned` line keys of its source (`repeated_line`); with
+    `edges`, the fragments left at the top and bottom go too (`edge_fragment`), but never a line that is
+    the `title`, and the top run starts after it. Kept lines are returned byte for byte; blank lines left
+    around a removed line collapse to one.
     """
+    from transforms.repeated_lines import RULE_NAME as LEARNED_RULE, line_key
+
+    lines = text.splitlines()
+    verdict: list[Optional[str]] = []
+    for line in lines:
+        folded = fold_line(line)
+        rule = rules.match(folded, _raw_fold(line)) if folded else None
+        if rule is None and learned and folded and line_key(folded) in learned:
+            rule = LEARNED_RULE
+        verdict.append(rule)
+    if edges:
+        _mark_edges(lines, verdict, _words_only(title))
     kept: list[str] = []
     removed: list[str] = []
-    for line in text.splitlines():
-        rule = rules.match(fold_line(line))
+    for line, rule in zip(lines, verdict):
         if rule is None:
             if line.strip() or (kept and kept[-1].strip()):
                 kept.append(line)
@@ -129,19 +195,54 @@ def strip_boilerplate(text: str, rules: RuleSet,
     return "\n".join(kept), removed
 
 
+def _continues(line: str) -> bool:
+    """A line starting in lower case continues the line before it (a paragraph split in two)."""
+    head = line.lstrip()[:1]
+    return head.islower()
+
+
+def _mark_edges(lines: list[str], verdict: list, title_words: str) -> None:
+    """Marks `edge_fragment` on the runs of fragments at both ends (lines already removed and blank lines
+    do not stop a run). Keeps at least one line: a text made only of fragments is left to the next check."""
+    live = [i for i, line in enumerate(lines) if verdict[i] is None and line.strip()]
+    is_title = [bool(title_words) and _words_only(lines[i]) == title_words for i in live]
+    top = 0
+    while top < len(live) and is_title[top]:
+        top += 1
+    marked = set()
+    for i in range(top, len(live)):
+        if not is_fragment(lines[live[i]]) or (i + 1 < len(live) and _continues(lines[live[i + 1]])):
+            break
+        marked.add(i)
+    for i in range(len(live) - 1, top - 1, -1):
+        if is_title[i] or not is_fragment(lines[live[i]]) or (
+                i > 0 and _continues(lines[live[i]]) and not _SENTENCE_END.search(lines[live[i - 1]].strip())):
+            break
+        marked.add(i)
+    if len(marked) >= len(live) - top:  # nothing but fragments: not a page with furniture around prose
+        return
+    for i in marked:
+        verdict[live[i]] = EDGE_RULE
+
+
 class _StripBoilerplateFn(beam.DoFn):
-    def __init__(self, rule_files: tuple, rule_texts: tuple):
+    def __init__(self, rule_files: tuple, rule_texts: tuple, edges: bool = True):
         self.rule_files = rule_files
         self.rule_texts = rule_texts
+        self.edges = edges
         self.rules = None
 
     def setup(self):
         self.rules = load_rules(self.rule_files, self.rule_texts)
 
-    def process(self, article: Article):
+    def process(self, article: Article, learned: Optional[dict] = None):
+        from transforms.repeated_lines import source_of
+
         Metrics.counter(NAMESPACE, "seen").inc()
+        site_lines = (learned or {}).get(source_of(article), frozenset())
         text, removed = strip_boilerplate(article.text, self.rules,
-                                          lambda name: Metrics.counter(NAMESPACE, name).inc())
+                                          lambda name: Metrics.counter(NAMESPACE, name).inc(),
+                                          title=article.title, learned=site_lines, edges=self.edges)
         if not any(ch.isalnum() for ch in text):
             Metrics.counter(NAMESPACE, f"dropped_{REASON_EMPTY}").inc()
             yield beam.pvalue.TaggedOutput(REJECTED, Rejection(
@@ -157,15 +258,32 @@ class _StripBoilerplateFn(beam.DoFn):
 class StripBoilerplate(beam.PTransform):
     """Article -> {`articles`: boilerplate lines removed, `boilerplate_lines_removed` / `removed_by_rule` set;
     `rejected`: articles that were nothing but boilerplate}. Rules compile once per worker (`setup`); user
-    rule files travel as their text, so workers need not see the user's disk."""
+    rule files travel as their text, so workers need not see the user's disk.
 
-    def __init__(self, rule_files: Iterable[str] = ()):
+    With `learn` (the default), lines recurring in at least `min_support` distinct stories of one source are
+    learned from these same articles first (one combine over line hashes, see `transforms/repeated_lines.py`)
+    and removed as `repeated_line`. `edges` turns the `edge_fragment` pass on or off."""
+
+    def __init__(self, rule_files: Iterable[str] = (), learn: bool = True, min_support: Optional[int] = None,
+                 edges: bool = True):
         super().__init__()
+        from transforms.repeated_lines import DEFAULT_MIN_SUPPORT
+
         rule_files = tuple(rule_files)
         load_rules(extra_files=rule_files)  # fails here, naming the file, rather than on a worker
         self.rule_texts = tuple(open(path, encoding="utf-8").read() for path in rule_files)
+        self.learn = learn
+        self.min_support = min_support or DEFAULT_MIN_SUPPORT
+        self.edges = edges
 
     def expand(self, articles):
-        results = articles | "StripLines" >> beam.ParDo(
-            _StripBoilerplateFn((), self.rule_texts)).with_outputs(REJECTED, main="main")
+        from transforms.repeated_lines import LearnRepeatedLines
+
+        fn = _StripBoilerplateFn((), self.rule_texts, self.edges)
+        if self.learn:
+            learned = articles | "LearnRepeatedLines" >> LearnRepeatedLines(self.min_support)
+            results = articles | "StripLines" >> beam.ParDo(fn, beam.pvalue.AsSingleton(
+                learned, default_value={})).with_outputs(REJECTED, main="main")
+        else:
+            results = articles | "StripLines" >> beam.ParDo(fn).with_outputs(REJECTED, main="main")
         return {"articles": results["main"], "rejected": results[REJECTED]}

@@ -2,11 +2,15 @@
 
 1. Records sharing a `doc_id` with different content cannot both be documents: the first (by the kept-copy
    order below) stays, the others are rejected (`duplicate_id`).
-2. Exact duplicates: equal `content_hash` (xxh3-128 of the folded dedup key), so copies that differ in
-   boilerplate, HTML vs text, Unicode form, spaces, line breaks or quote style still match.
+2. Exact duplicates: equal `content_hash` (xxh3-128 of the folded dedup key of the body without a leading
+   headline line, `story_key`), so copies that differ in boilerplate, HTML vs text, title in the text or not,
+   Unicode form, spaces, line breaks or quote style still match.
 3. Near duplicates: MinHash (rensa, 128 permutations, seeded) over word 5-shingles of the key (character
    5-grams for unspaced scripts); LSH bands/rows derived from the threshold give candidates, and a candidate
-   merges only when the signature estimate of its Jaccard similarity reaches the threshold.
+   merges only when its Jaccard similarity, computed on a bottom-k sketch of the shingle hashes (exact for
+   texts of up to `SKETCH_SIZE` shingles, a tight estimate beyond), reaches the threshold (default 0.5).
+   Jaccard, not containment: a story stitched from paragraphs of another one contains them, and is still
+   another story; a truncated copy (a quarter of the text cut) keeps a Jaccard near 0.75.
 
 The kept copy of a cluster is chosen by `sort_key`: earliest `published_at`, then smallest `doc_id`, then
 source location; so the decisions do not depend on input order or bundling. Chains (C ~ B ~ A) resolve to
@@ -28,7 +32,7 @@ from transforms.normalize import content_hash, dedup_key
 from transforms.types import Article, Duplicate, Rejection
 
 __all__ = ["DeduplicateArticles", "DedupConfig", "shingles", "minhash_signature", "estimate_jaccard",
-           "lsh_params", "band_keys", "sort_key"]
+           "lsh_params", "band_keys", "sort_key", "shingle_sketch", "sketch_jaccard", "story_key"]
 
 NAMESPACE = "dedup"
 STAGE = "dedup"
@@ -41,13 +45,14 @@ SHINGLE_WORDS = 5
 SHINGLE_CHARS = 5
 MAX_PARENTS_PER_BUCKET = 3
 MAX_BUCKET_SIZE = 500
+SKETCH_SIZE = 1024  # bottom-k shingle hashes kept per document for verification (8 KB at most)
 NO_DATE = "~"  # sorts after every ISO date: undated copies are never preferred over dated ones
 
 
 class DedupConfig(NamedTuple):
     """Near-duplicate settings; the same on every worker (seeded)."""
 
-    threshold: float = 0.8
+    threshold: float = 0.5
     num_perm: int = 128
     seed: int = 1
     near: bool = True
@@ -61,6 +66,7 @@ class _Key(NamedTuple):
     order: tuple
     content_hash: str
     signature: bytes
+    sketch: bytes = b""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -87,6 +93,37 @@ def shingles(key: str) -> list[str]:
     if len(words) <= SHINGLE_WORDS:
         return [key]
     return [" ".join(words[i:i + SHINGLE_WORDS]) for i in range(len(words) - SHINGLE_WORDS + 1)]
+
+
+def story_key(text: str, title: Optional[str]) -> str:
+    """The dedup key of an article body without its headline line: a copy that repeats the title as its first
+    line (plain text) and one that does not (HTML, where it sits in <h1>) are the same story."""
+    key = dedup_key(text)
+    title_key = dedup_key(title or "")
+    if title_key and (key == title_key or key.startswith(title_key + " ")):
+        stripped = key[len(title_key):].strip()
+        if stripped:
+            return stripped
+    return key
+
+
+def shingle_sketch(items: list[str], size: int = SKETCH_SIZE) -> bytes:
+    """Bottom-k sketch: the `size` smallest distinct 64-bit hashes of the shingles, sorted, packed."""
+    hashes = sorted({xxhash.xxh3_64_intdigest(item.encode("utf-8")) for item in items})[:size]
+    return array.array("Q", hashes).tobytes()
+
+
+def sketch_jaccard(a: bytes, b: bytes, size: int = SKETCH_SIZE) -> float:
+    """Jaccard similarity from two bottom-k sketches: among the k smallest hashes of the union, the share
+    present in both. Exact when both sets have at most k shingles."""
+    sa, sb = array.array("Q", a), array.array("Q", b)
+    if not sa or not sb:
+        return 0.0
+    union = sorted(set(sa) | set(sb))[:size]
+    if not union:
+        return 0.0
+    set_a, set_b = set(sa), set(sb)
+    return sum(1 for h in union if h in set_a and h in set_b) / len(union)
 
 
 def minhash_signature(items: list[str], num_perm: int = 128, seed: int = 1) -> bytes:
@@ -165,12 +202,16 @@ class _FingerprintFn(beam.DoFn):
         self.config = config
 
     def process(self, article: Article):
-        key = dedup_key(article.text)
+        key = story_key(article.text, article.title)
         digest = content_hash(key)
-        signature = minhash_signature(shingles(key), self.config.num_perm, self.config.seed) if self.config.near else b""
+        signature, sketch = b"", b""
+        if self.config.near:
+            items = shingles(key)
+            signature = minhash_signature(items, self.config.num_perm, self.config.seed)
+            sketch = shingle_sketch(items)
         yield beam.pvalue.TaggedOutput("keys", _Key(
             article.source_location, article.doc_id, sort_key(article.published_at, article.doc_id,
-                                                              article.source_location), digest, signature))
+                                                              article.source_location), digest, signature, sketch))
         yield article._replace(content_hash=digest)
 
 
@@ -199,7 +240,7 @@ def _verify_against_parent(item, threshold):
         return
     parent_sig = grouped["sig"][0]
     for child_loc, child_sig, parent_order in grouped["children"]:
-        similarity = estimate_jaccard(parent_sig, child_sig)
+        similarity = sketch_jaccard(parent_sig, child_sig)
         if similarity >= threshold:
             yield child_loc, (parent_order, parent_loc, round(similarity, 4))
 
@@ -277,7 +318,7 @@ class DeduplicateArticles(beam.PTransform):
                 | "GroupByBand" >> beam.GroupByKey()
                 | "Candidates" >> beam.FlatMap(lambda item: bucket_candidates(list(item[1])))
             )
-            signatures = firsts | "SignatureByLoc" >> beam.Map(lambda k: (k.loc, k.signature))
+            signatures = firsts | "SketchByLoc" >> beam.Map(lambda k: (k.loc, k.sketch))
             to_parent = ({"sig": signatures, "parents": candidates} | "JoinChild" >> beam.CoGroupByKey()
                          | "AttachChildSignature" >> beam.FlatMap(_attach_child_signature))
             edges = ({"sig": signatures, "children": to_parent} | "JoinParent" >> beam.CoGroupByKey()
