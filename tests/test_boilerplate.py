@@ -114,3 +114,91 @@ def test_bad_rule_files_name_the_problem(tmp_path, content, message):
     with pytest.raises(ValueError, match=message) as err:
         load_rules([str(path)])
     assert "bad.toml" in str(err.value)
+
+
+# Every rule kind, in several languages (hand-written lines, not copies of any corpus).
+@pytest.mark.parametrize("line, rule", [
+    ("Subscribe to the morning briefing for free", "newsletter"),
+    ("Inscrivez-vous à notre lettre quotidienne", "newsletter"),
+    ("Đăng ký nhận bản tin buổi sáng", "newsletter"),
+    ("Подпишитесь на наш канал в Telegram", "newsletter"),
+    ("Lire aussi : Le budget de la ville adopté", "read_more"),
+    ("Baca juga: Harga beras naik lagi", "read_more"),
+    ("Xem thêm: Giá xăng giảm mạnh", "read_more"),
+    ("» Die Bahn erhöht die Preise", "read_more_arrow"),
+    (">> Giá vàng hôm nay", "read_more_arrow"),
+    ("Фото: ТАСС", "photo_credit"),
+    ("(Photo: Jane Doe/Reuters)", "photo_credit"),
+    ("Người dân xếp hàng chờ tiêm vắc xin tại quận 1 (Ảnh: Minh Anh).", "photo_caption"),
+    ("Rescuers search the rubble after the quake. Photo: Kyodo", "photo_caption"),
+    ("Siguenos en Instagram", "follow"),
+    ("Folgen Sie uns auf Mastodon", "follow"),
+    ("Compartilhar", "share"),
+    ("Поделиться", "share"),
+    ("分享到：", "share"),
+    ("Wir verwenden Cookies, um unsere Website zu verbessern.", "cookie"),
+    ("Este sitio web usa cookies propias y de terceros.", "cookie"),
+    ("12.5K views", "views"),
+    ("Lượt đọc: 1.204", "views"),
+    ("Bewertung: 4,5 von 5 Sternen", "rating"),
+    ("Rate this story", "rating"),
+    ("Bình luận (12)", "comments"),
+    ("Commentaires (3)", "comments"),
+    ("Publicidade", "ads"),
+    ("Sponsored", "ads"),
+    ("Most popular", "related"),
+    ("Noticias relacionadas", "related"),
+    ("Updated 12/03/2024 10:15", "ui_meta"),
+    ("4 min read", "ui_meta"),
+    ("Veröffentlicht am 3. Mai 2024", "ui_meta"),
+    ("Tous droits réservés", "copyright"),
+    ("Printer-friendly version", "print"),
+    ("In bài viết", "print"),
+    ("March 3, 2024 10:15 am", "dateline"),
+])
+def test_rule_kinds_in_several_languages(line, rule):
+    assert RULES.match(fold_line(line), fold_line(line) if rule != "read_more_arrow" else line.lower()) == rule
+
+
+@pytest.mark.parametrize("line", [
+    "The photo was taken minutes before the bridge collapsed, the agency said.",
+    "She shared the prize with two colleagues from the institute.",
+    "Views differ on whether the tax will raise as much as the minister hopes.",
+    "Ông cho biết công ty sẽ tiếp tục theo dõi tình hình trong những tuần tới.",
+    "Die Regierung will die Cookies-Richtlinie der EU bis zum Sommer umsetzen, sagte die Ministerin.",
+])
+def test_prose_mentioning_furniture_words_is_kept(line):
+    assert RULES.match(fold_line(line)) is None
+
+
+BODY = ("The council approved the budget on Tuesday after a long debate.\n\n"
+        "Construction of the two bridges will start in March, the mayor said.")
+
+
+def test_edge_fragments_go_title_and_prose_stay():
+    text = "City approves budget\n\nKuchen im Glas\n\n" + BODY + "\n\nMeistgeklickte Videos\n\nSoziale Netzwerke"
+    cleaned, removed = strip_boilerplate(text, RULES, title="City approves budget")
+    assert cleaned == "City approves budget\n\n" + BODY
+    assert removed == ["edge_fragment"] * 3
+
+
+@pytest.mark.parametrize("tail", ["Reporting by Jane Doe; Editing by John Roe", "Nguyễn Văn An - Trần Thị Mai",
+                                  "Theo Reuters", "Hotline: 1900 1234 56", "The case continues."])
+def test_edge_pass_keeps_credits_contacts_and_sentences(tail):
+    cleaned, removed = strip_boilerplate(BODY + "\n\n" + tail, RULES)
+    assert cleaned.endswith(tail) and removed == []
+
+
+def test_edge_pass_keeps_a_split_paragraph_and_texts_made_of_fragments():
+    split = "The council approved the budget\n\non Tuesday after a long debate.\n\n" + BODY
+    assert strip_boilerplate(split, RULES)[0] == split
+    lines = "Apples\nPears\nCherries"
+    assert strip_boilerplate(lines, RULES)[0] == lines
+    assert strip_boilerplate(BODY + "\n\nSoziale Netzwerke", RULES, edges=False)[0].endswith("Netzwerke")
+
+
+def test_bad_on_value_is_refused(tmp_path):
+    path = tmp_path / "on.toml"
+    path.write_text("[rules.x]\non = 'sideways'\nen = ['^x$']\n")
+    with pytest.raises(ValueError, match="on must be"):
+        load_rules([str(path)])

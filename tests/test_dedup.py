@@ -80,3 +80,82 @@ def test_resolve_root_follows_chains():
     parents = {"c": (("2",), "b", 0.9), "b": (("1",), "a", 0.85)}
     assert resolve_root("c", parents) == (("1",), "a")
     assert resolve_root("a", parents) == (None, "a")
+
+
+# --- verified near duplicates, title-free keys, stitched stories ------------------------------------------
+
+import apache_beam as beam  # noqa: E402
+from apache_beam.testing.test_pipeline import TestPipeline  # noqa: E402
+from apache_beam.testing.util import assert_that, equal_to  # noqa: E402
+
+from transforms.dedup import DedupConfig, DeduplicateArticles, shingle_sketch, sketch_jaccard, story_key  # noqa: E402
+from transforms.types import Article  # noqa: E402
+
+PARAS = [
+    "The national weather service warned of heavy snow across the northern provinces from Thursday night.",
+    "Schools in three districts will stay closed on Friday and buses will run on a reduced timetable.",
+    "Farmers were asked to bring their animals indoors before the temperature drops below minus fifteen.",
+    "The last comparable storm, in the winter of 1987, cut power to more than forty thousand homes.",
+    "Road crews have stockpiled salt and grit since October, a spokesman for the ministry said on Tuesday.",
+    "Airlines expect delays at the two main airports and advised travellers to check their flights online.",
+    "Hospitals have postponed planned operations to keep beds free for people injured on icy pavements.",
+    "Volunteers opened warming centres in church halls and sports clubs for people without a home.",
+]
+OTHER = [
+    "The central bank kept its main interest rate unchanged for the fourth meeting in a row on Wednesday.",
+    "Economists had expected the pause after inflation slowed to its lowest level in two years last month.",
+    "The governor said further cuts would depend on wages, which are still rising faster than prices.",
+    "Shares of the country's largest lenders fell slightly after the announcement in afternoon trading.",
+]
+
+
+def story(paras):
+    return "\n\n".join(paras)
+
+
+def test_story_key_drops_a_leading_title_line_only():
+    assert story_key("Snow warning\n\n" + story(PARAS[:2]), "Snow Warning") == story_key(story(PARAS[:2]), None)
+    assert story_key("Snow warning", "Snow warning") == "snow warning"  # nothing else: keep it
+    assert story_key(story(PARAS[:2]) + "\n\nSnow warning", "Snow warning").endswith("snow warning")
+
+
+def test_sketch_jaccard_is_exact_on_small_sets():
+    a, b = shingles(dedup_key(story(PARAS))), shingles(dedup_key(story(PARAS[:6])))
+    assert sketch_jaccard(shingle_sketch(a), shingle_sketch(b)) == pytest.approx(jaccard(a, b))
+    assert sketch_jaccard(shingle_sketch(a), b"") == 0.0
+
+
+def doc(doc_id, text, published, title=None):
+    return Article(doc_id, f"in:{doc_id}", "text", title=title, published_at=published, text=text)
+
+
+def test_dedup_decisions_on_edited_copies_and_stitched_stories():
+    articles = [
+        doc("orig", story(PARAS), "2024-01-02T08:00:00+00:00", title="Snow warning"),
+        doc("titled", "Snow warning\n\n" + story(PARAS), "2024-01-02T09:00:00+00:00", title="Snow warning"),
+        # a truncated, edited copy: Jaccard about 0.6, verified and merged
+        doc("trunc", story(PARAS[:5] + ["Officials will give an update on Friday morning."]),
+            "2024-01-03T08:00:00+00:00"),
+        # another story quoting one paragraph of the first: not a duplicate
+        doc("stitched", story(OTHER[:2] + PARAS[3:4] + OTHER[2:]), "2024-01-04T08:00:00+00:00"),
+        doc("earlier-copy", story(PARAS), "2024-01-01T08:00:00+00:00"),
+    ]
+    similarity = jaccard(shingles(dedup_key(articles[2].text)), shingles(dedup_key(articles[0].text)))
+    assert 0.5 <= similarity < 0.8
+    for order in (articles, list(reversed(articles))):
+        with TestPipeline(runner="FnApiRunner") as p:
+            out = p | beam.Create(order) | DeduplicateArticles(DedupConfig())
+            assert_that(out["documents"] | "Docs" >> beam.Map(lambda a: a.doc_id),
+                        equal_to(["earlier-copy", "stitched"]), label="documents")
+            assert_that(out["duplicates"] | "Dups" >> beam.Map(lambda d: (d.doc_id, d.duplicate_of, d.kind)),
+                        equal_to([("orig", "earlier-copy", "exact"), ("titled", "earlier-copy", "exact"),
+                                  ("trunc", "earlier-copy", "near")]), label="duplicates")
+
+
+def test_a_higher_threshold_keeps_the_edited_copy():
+    articles = [doc("orig", story(PARAS), "2024-01-02T08:00:00+00:00"),
+                doc("trunc", story(PARAS[:5] + ["Officials will give an update on Friday morning."]),
+                    "2024-01-03T08:00:00+00:00")]
+    with TestPipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(articles) | DeduplicateArticles(DedupConfig(threshold=0.8))
+        assert_that(out["documents"] | beam.Map(lambda a: a.doc_id), equal_to(["orig", "trunc"]))

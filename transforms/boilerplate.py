@@ -35,8 +35,6 @@ RULES_PACKAGE_FILE = "boilerplate.toml"
 EDGE_RULE = "edge_fragment"
 EDGE_MAX_WORDS = 12      # a longer line at the edge is prose even without a full stop
 EDGE_MAX_CHARS = 120
-SHORT_MAX_WORDS = 3      # so short that it is furniture even with a full stop ("Share.", "Tweet!")
-SHORT_MAX_CHARS = 30
 
 # Bullets, dashes, arrows and similar marks that sites put before UI lines.
 _EDGE_MARKS = "•·◦▪▫■□●○►▶▸»«›‹>|-–—*#~→⇒✓✔☆★ \t"
@@ -46,10 +44,9 @@ _WORD = re.compile(r"\w+")
 # Lines that belong to the article although they look like fragments: author and source credits, contact
 # details, a line introducing a list. The edge pass never removes them (rules still may).
 _EDGE_KEEP = re.compile(
-    r"^(theo|nguồn|reporting|additional reporting|editing|writing|with reporting|mit material von|quelle|"
-    r"according to|tổng hợp)\b|^by [A-Z]"
-    r"|\b(reporting|editing|writing) by\b|\((tổng hợp|thực hiện|lược dịch|theo [^)]*)\)$|Theo [A-ZĐ]"
-    r"|\d[\d .-]{6,}\d|https?://|\bwww\.|^(\S+ ){5,}.*:$")
+    r"(?i:^(theo|nguồn|reporting|additional reporting|editing|writing|with reporting|mit material von|quelle|"
+    r"according to|tổng hợp)\b|\b(reporting|editing|writing) by\b|\((tổng hợp|thực hiện|lược dịch|theo [^)]*)\)$)"
+    r"|^[Bb]y [A-Z]|Theo [A-ZĐ]|\d[\d .-]{6,}\d|https?://|\bwww\.|^(\S+ ){5,}.*:$")
 # "Nguyễn Văn An - Trần Thị Mai": author pairs in title case.
 _AUTHOR_PAIR = re.compile(r"^([A-ZÀ-ỸĐ][\w.']*\s?){1,4}\s*[-–]\s*([A-ZÀ-ỸĐ][\w.']*\s?){1,4}$")
 
@@ -70,8 +67,9 @@ def _words_only(text: Optional[str]) -> str:
 
 
 def is_fragment(line: str) -> bool:
-    """A line too short to be prose: at most 3 words (30 characters), or at most 12 words (120 characters)
-    that do not end like a sentence. Unspaced scripts count by characters, so a CJK paragraph is never one."""
+    """A line that is not prose: at most 12 words (120 characters) that do not end like a sentence, and no
+    author/source credit, contact detail or list introduction (`_EDGE_KEEP`). Unspaced scripts count by
+    characters, so a CJK paragraph is never one."""
     folded = fold_line(line)
     if not folded:
         return False
@@ -79,8 +77,6 @@ def is_fragment(line: str) -> bool:
     if _EDGE_KEEP.search(stripped) or _AUTHOR_PAIR.match(stripped):
         return False
     n_words, n_chars = folded.count(" ") + 1, len(folded)
-    if n_words <= SHORT_MAX_WORDS and n_chars <= SHORT_MAX_CHARS:
-        return True
     return n_words <= EDGE_MAX_WORDS and n_chars <= EDGE_MAX_CHARS and not _SENTENCE_END.search(line.strip())
 
 

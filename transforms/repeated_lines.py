@@ -4,8 +4,9 @@ Rules only know the well-known kinds; every site also has its own furniture ("LÆ
 a slogan, a byline template) in any language. This module learns it from the data:
 
 1. Every article gives its *line keys*: a 64-bit hash of each distinct short line, folded like the rules
-   fold it and with every digit turned into 0 (so "58 views" and "1,204 views" are one key), tagged with
+   fold it and with every number turned into 0, tagged with
    the article's source (the `source` field, else the URL host without `www.`) and a *story fingerprint*.
+   (Every number becomes 0: "58 views" and "1,204 views" are one key.)
 2. A combine counts, per (source, line key), the distinct story fingerprints, capped at the support that
    matters: memory stays bounded whatever the corpus size, and only keys that reach `min_support` survive.
 3. The surviving keys, grouped per source, are a small side input; the boilerplate stage drops those lines
@@ -38,7 +39,7 @@ MAX_LEARN_WORDS = 20
 MAX_LEARN_CHARS = 160
 FINGERPRINT_MIN_WORDS = 8
 
-_DIGITS = re.compile(r"\d")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 def source_of(article: Article) -> str:
@@ -55,12 +56,12 @@ def source_of(article: Article) -> str:
 
 
 def line_key(folded: str) -> Optional[int]:
-    """64-bit key of a folded line (digits made 0), or None for a line that is empty or too long to learn."""
+    """64-bit key of a folded line (every number made 0), or None for a line that is empty or too long to learn."""
     if not folded or not any(ch.isalnum() for ch in folded):
         return None
     if len(folded) > MAX_LEARN_CHARS or folded.count(" ") >= MAX_LEARN_WORDS:
         return None
-    return xxhash.xxh3_64_intdigest(_DIGITS.sub("0", folded).encode("utf-8"))
+    return xxhash.xxh3_64_intdigest(_NUMBER.sub("0", folded).encode("utf-8"))
 
 
 def story_fingerprint(folded_lines: Iterable[str]) -> int:
