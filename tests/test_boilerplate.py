@@ -202,3 +202,21 @@ def test_bad_on_value_is_refused(tmp_path):
     path.write_text("[rules.x]\non = 'sideways'\nen = ['^x$']\n")
     with pytest.raises(ValueError, match="on must be"):
         load_rules([str(path)])
+
+
+VI_BODY = ("Hội đồng thành phố đã thông qua ngân sách mới vào thứ Ba sau một cuộc tranh luận dài về giao thông.\n\n"
+           "Các thành viên hội đồng cho biết kế hoạch sẽ bổ sung mười hai tuyến xe buýt mới và sửa chữa ba cây cầu "
+           "trước cuối năm sau, đồng thời giữ nguyên mức thuế tài sản hiện tại.")
+
+
+def test_a_foreign_widget_line_at_the_edge_goes():
+    text = VI_BODY + "\n\nNotify me of new posts by email and push."
+    cleaned, removed = strip_boilerplate(text, RULES)
+    assert cleaned == VI_BODY and removed == ["edge_fragment"]
+    # the same line under an English article is a sentence: kept
+    assert strip_boilerplate(BODY + "\n\nNotify me of new posts by email and push.", RULES)[1] == []
+
+
+def test_a_short_sentence_goes_only_inside_a_furniture_block():
+    assert strip_boilerplate(BODY + "\n\nWant more?\n\nAdvertisement", RULES)[1] == ["edge_fragment", "ads"]
+    assert strip_boilerplate(BODY + "\n\nWant more?", RULES)[1] == []

@@ -35,6 +35,8 @@ RULES_PACKAGE_FILE = "boilerplate.toml"
 EDGE_RULE = "edge_fragment"
 EDGE_MAX_WORDS = 12      # a longer line at the edge is prose even without a full stop
 EDGE_MAX_CHARS = 120
+SHORT_MAX_WORDS = 6      # next to other furniture, a line this short goes even when it ends like a sentence
+SHORT_MAX_CHARS = 60
 
 # Bullets, dashes, arrows and similar marks that sites put before UI lines.
 _EDGE_MARKS = "•·◦▪▫■□●○►▶▸»«›‹>|-–—*#~→⇒✓✔☆★ \t"
@@ -197,24 +199,70 @@ def _continues(line: str) -> bool:
     return head.islower()
 
 
+def _is_short(line: str) -> bool:
+    """A very short line, sentence or not ("Want more?", "Sie sind nicht eingeloggt.")."""
+    folded = fold_line(line)
+    stripped = line.strip()
+    return (bool(folded) and folded.count(" ") + 1 <= SHORT_MAX_WORDS and len(folded) <= SHORT_MAX_CHARS
+            and not _EDGE_KEEP.search(stripped) and not _AUTHOR_PAIR.match(stripped))
+
+
+def _body_letters(lines: list[str]) -> frozenset:
+    """The non-ASCII letters that the body's words commonly use (diacritics, another script), or an empty set
+    when fewer than a third of its words have any: then no line can look foreign by its letters."""
+    words = [w for line in lines for w in line.split()]
+    marked = [w for w in words if any(ch.isalpha() and not ch.isascii() for ch in w)]
+    if len(words) < 30 or len(marked) * 3 < len(words):
+        return frozenset()
+    counts = {}
+    for w in marked:
+        for ch in w:
+            if ch.isalpha() and not ch.isascii():
+                ch = ch.lower()
+                counts[ch] = counts.get(ch, 0) + 1
+    return frozenset(ch for ch, n in counts.items() if n >= 3)
+
+
+def _is_foreign(line: str, body_letters: frozenset) -> bool:
+    """A short line of 3+ words that uses none of the body's own non-ASCII letters: a German or English
+    widget under a Vietnamese article. Credits and contacts are never foreign."""
+    if not body_letters:
+        return False
+    stripped = line.strip()
+    words = stripped.split()
+    if not 3 <= len(words) <= EDGE_MAX_WORDS + 3 or _EDGE_KEEP.search(stripped) or _AUTHOR_PAIR.match(stripped):
+        return False
+    return not any(ch.lower() in body_letters for ch in stripped)
+
+
 def _mark_edges(lines: list[str], verdict: list, title_words: str) -> None:
     """Marks `edge_fragment` on the runs of fragments at both ends (lines already removed and blank lines
-    do not stop a run). Keeps at least one line: a text made only of fragments is left to the next check."""
+    do not stop a run). Inside a run that already holds furniture (a removed line further out), a very short
+    sentence goes too: furniture comes in blocks. Keeps at least one line: a text made only of fragments is
+    left to the next check."""
     live = [i for i, line in enumerate(lines) if verdict[i] is None and line.strip()]
     is_title = [bool(title_words) and _words_only(lines[i]) == title_words for i in live]
     top = 0
     while top < len(live) and is_title[top]:
         top += 1
+    letters = _body_letters([lines[i] for i in live])
     marked = set()
     for i in range(top, len(live)):
-        if not is_fragment(lines[live[i]]) or (i + 1 < len(live) and _continues(lines[live[i + 1]])):
+        line = lines[live[i]]
+        furniture = bool(marked) or any(verdict[j] for j in range(0, live[i]))
+        if not (is_fragment(line) or (furniture and _is_short(line)) or _is_foreign(line, letters)) or (
+                i + 1 < len(live) and _continues(lines[live[i + 1]]) and not _SENTENCE_END.search(line.strip())):
             break
         marked.add(i)
+    bottom = set()
     for i in range(len(live) - 1, top - 1, -1):
-        if is_title[i] or not is_fragment(lines[live[i]]) or (
-                i > 0 and _continues(lines[live[i]]) and not _SENTENCE_END.search(lines[live[i - 1]].strip())):
+        line = lines[live[i]]
+        furniture = bool(bottom) or any(verdict[j] for j in range(live[i] + 1, len(lines)))
+        if is_title[i] or not (is_fragment(line) or (furniture and _is_short(line)) or _is_foreign(line, letters)) or (
+                i > 0 and _continues(line) and not _SENTENCE_END.search(lines[live[i - 1]].strip())):
             break
-        marked.add(i)
+        bottom.add(i)
+    marked |= bottom
     if len(marked) >= len(live) - top:  # nothing but fragments: not a page with furniture around prose
         return
     for i in marked:
