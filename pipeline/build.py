@@ -50,6 +50,8 @@ def settings_from_options(options: PipelineOptions) -> RunSettings:
     opts = options.view_as(WirewashOptions)
     if not 0.0 < opts.near_threshold <= 1.0:
         raise ValueError(f"--near_threshold must be in (0, 1], got {opts.near_threshold}")
+    if opts.near_window_days < 0:
+        raise ValueError(f"--near_window_days must be 0 (no window) or more, got {opts.near_window_days}")
     if not 16 <= opts.num_perm <= 1024:
         raise ValueError(f"--num_perm must be between 16 and 1024, got {opts.num_perm}")
     if opts.max_record_bytes < 1024:
@@ -74,7 +76,7 @@ def settings_from_options(options: PipelineOptions) -> RunSettings:
         max_record_bytes=opts.max_record_bytes,
         max_decompressed_bytes=opts.max_decompressed_bytes,
         dedup=DedupConfig(threshold=opts.near_threshold, num_perm=opts.num_perm, seed=opts.minhash_seed,
-                          near=not opts.no_near_dedup),
+                          near=not opts.no_near_dedup, near_window_days=opts.near_window_days),
         ingested_at=parsed.astimezone(timezone.utc).isoformat(),
     )
 

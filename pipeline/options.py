@@ -54,6 +54,10 @@ class WirewashOptions(PipelineOptions):
             "--no_near_dedup", action="store_true", default=False,
             help="only remove exact duplicates")
         parser.add_argument(
+            "--near_window_days", type=float, default=30.0, metavar="DAYS",
+            help="near (not exact) copies must be published within this many days of each other when both "
+                 "dates are known; 0 turns the window off. Default: 30")
+        parser.add_argument(
             "--ingested_at", default=None, metavar="ISO",
             help="ingest timestamp stored in every row (UTC ISO-8601). Default: when the run starts")
         # Streaming mode (`--streaming`, Beam's own flag): see pipeline/streaming.py and docs/streaming.md.

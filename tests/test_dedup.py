@@ -88,7 +88,8 @@ import apache_beam as beam  # noqa: E402
 from apache_beam.testing.test_pipeline import TestPipeline  # noqa: E402
 from apache_beam.testing.util import assert_that, equal_to  # noqa: E402
 
-from transforms.dedup import DedupConfig, DeduplicateArticles, shingle_sketch, sketch_jaccard, story_key  # noqa: E402
+from transforms.dedup import (DedupConfig, DeduplicateArticles, days_apart, shingle_sketch, sketch_jaccard,  # noqa: E402
+                              story_key)
 from transforms.types import Article  # noqa: E402
 
 PARAS = [
@@ -159,3 +160,26 @@ def test_a_higher_threshold_keeps_the_edited_copy():
     with TestPipeline(runner="FnApiRunner") as p:
         out = p | beam.Create(articles) | DeduplicateArticles(DedupConfig(threshold=0.8))
         assert_that(out["documents"] | beam.Map(lambda a: a.doc_id), equal_to(["orig", "trunc"]))
+
+
+def test_days_apart():
+    assert days_apart("2024-01-01T00:00:00+00:00", "2024-01-31T12:00:00+00:00") == pytest.approx(30.5)
+    assert days_apart(None, "2024-01-01") is None and days_apart("~", "2024-01-01") is None
+    assert days_apart("2024-01-01", "2024-01-03T00:00:00+00:00") == pytest.approx(2)
+
+
+def test_near_copies_months_apart_are_other_stories_exact_copies_are_not():
+    edited = story(PARAS[:5] + ["Officials will give an update on Friday morning."])
+    articles = [doc("orig", story(PARAS), "2024-01-02T08:00:00+00:00"),
+                doc("later-edit", edited, "2024-06-03T08:00:00+00:00"),
+                doc("later-exact", story(PARAS), "2025-01-02T08:00:00+00:00"),
+                doc("undated-edit", story(PARAS[:7]), None)]
+    with TestPipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(articles) | DeduplicateArticles(DedupConfig())
+        assert_that(out["documents"] | "Docs" >> beam.Map(lambda a: a.doc_id), equal_to(["orig", "later-edit"]),
+                    label="documents")
+        assert_that(out["duplicates"] | "Dups" >> beam.Map(lambda d: (d.doc_id, d.duplicate_of, d.kind)),
+                    equal_to([("later-exact", "orig", "exact"), ("undated-edit", "orig", "near")]), label="dups")
+    with TestPipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(articles[:2]) | DeduplicateArticles(DedupConfig(near_window_days=0))
+        assert_that(out["documents"] | beam.Map(lambda a: a.doc_id), equal_to(["orig"]))

@@ -35,13 +35,13 @@ RULES_PACKAGE_FILE = "boilerplate.toml"
 EDGE_RULE = "edge_fragment"
 EDGE_MAX_WORDS = 12      # a longer line at the edge is prose even without a full stop
 EDGE_MAX_CHARS = 120
-SHORT_MAX_WORDS = 6      # next to other furniture, a line this short goes even when it ends like a sentence
-SHORT_MAX_CHARS = 60
+SHORT_MAX_WORDS = 4      # next to other furniture, a line this short goes even when it ends like a sentence
+SHORT_MAX_CHARS = 40
 
 # Bullets, dashes, arrows and similar marks that sites put before UI lines.
 _EDGE_MARKS = "•·◦▪▫■□●○►▶▸»«›‹>|-–—*#~→⇒✓✔☆★ \t"
 _SPACES = re.compile(r"\s+")
-_SENTENCE_END = re.compile(r"[.!?…。！？][\"'”’»)\]」』]*$")
+_SENTENCE_END = re.compile(r"[.!?…。！？।॥۔؟։።][\"'”’»)\]」』]*$")
 _WORD = re.compile(r"\w+")
 # Lines that belong to the article although they look like fragments: author and source credits, contact
 # details, a line introducing a list. The edge pass never removes them (rules still may).
@@ -224,15 +224,18 @@ def _body_letters(lines: list[str]) -> frozenset:
 
 
 def _is_foreign(line: str, body_letters: frozenset) -> bool:
-    """A short line of 3+ words that uses none of the body's own non-ASCII letters: a German or English
-    widget under a Vietnamese article. Credits and contacts are never foreign."""
+    """A short Latin-script line of 3+ words that uses none of the body's own non-ASCII letters: a German or
+    English widget under a Vietnamese article. Credits and contacts are never foreign."""
     if not body_letters:
         return False
     stripped = line.strip()
     words = stripped.split()
     if not 3 <= len(words) <= EDGE_MAX_WORDS + 3 or _EDGE_KEEP.search(stripped) or _AUTHOR_PAIR.match(stripped):
         return False
-    return not any(ch.lower() in body_letters for ch in stripped)
+    letters = [ch for ch in stripped if ch.isalpha()]
+    if not all(ch.isascii() or unicodedata.name(ch, "").startswith("LATIN") for ch in letters):
+        return False  # another script: a quoted or mixed-language passage, not a site widget
+    return not any(ch.lower() in body_letters for ch in letters)
 
 
 def _mark_edges(lines: list[str], verdict: list, title_words: str) -> None:

@@ -10,7 +10,10 @@
    merges only when its Jaccard similarity, computed on a bottom-k sketch of the shingle hashes (exact for
    texts of up to `SKETCH_SIZE` shingles, a tight estimate beyond), reaches the threshold (default 0.5).
    Jaccard, not containment: a story stitched from paragraphs of another one contains them, and is still
-   another story; a truncated copy (a quarter of the text cut) keeps a Jaccard near 0.75.
+   another story; a truncated copy (a quarter of the text cut) keeps a Jaccard near 0.75. Near copies must
+   also be published within `near_window_days` of each other when both dates are known: syndicated and
+   edited copies appear within days, while a text reused months later is a new story quoting an old one.
+   Exact copies have no window.
 
 The kept copy of a cluster is chosen by `sort_key`: earliest `published_at`, then smallest `doc_id`, then
 source location; so the decisions do not depend on input order or bundling. Chains (C ~ B ~ A) resolve to
@@ -22,6 +25,7 @@ from __future__ import annotations
 import array
 import functools
 import re
+from datetime import datetime
 from typing import Iterable, NamedTuple, Optional
 
 import apache_beam as beam
@@ -32,7 +36,7 @@ from transforms.normalize import content_hash, dedup_key
 from transforms.types import Article, Duplicate, Rejection
 
 __all__ = ["DeduplicateArticles", "DedupConfig", "shingles", "minhash_signature", "estimate_jaccard",
-           "lsh_params", "band_keys", "sort_key", "shingle_sketch", "sketch_jaccard", "story_key"]
+           "lsh_params", "band_keys", "sort_key", "shingle_sketch", "sketch_jaccard", "story_key", "days_apart"]
 
 NAMESPACE = "dedup"
 STAGE = "dedup"
@@ -56,6 +60,7 @@ class DedupConfig(NamedTuple):
     num_perm: int = 128
     seed: int = 1
     near: bool = True
+    near_window_days: float = 30.0  # 0: no window
 
 
 class _Key(NamedTuple):
@@ -124,6 +129,19 @@ def sketch_jaccard(a: bytes, b: bytes, size: int = SKETCH_SIZE) -> float:
         return 0.0
     set_a, set_b = set(sa), set(sb)
     return sum(1 for h in union if h in set_a and h in set_b) / len(union)
+
+
+def days_apart(a: Optional[str], b: Optional[str]) -> Optional[float]:
+    """Days between two ISO-8601 timestamps, or None when either is missing or unreadable."""
+    if not a or not b or a == NO_DATE or b == NO_DATE:
+        return None
+    try:
+        first, second = datetime.fromisoformat(a), datetime.fromisoformat(b)
+        if (first.tzinfo is None) != (second.tzinfo is None):
+            first, second = first.replace(tzinfo=None), second.replace(tzinfo=None)
+        return abs((first - second).total_seconds()) / 86400
+    except ValueError:
+        return None
 
 
 def minhash_signature(items: list[str], num_perm: int = 128, seed: int = 1) -> bytes:
@@ -233,16 +251,23 @@ def _split_exact(item):
         yield beam.pvalue.TaggedOutput("exact", (loser.loc, (ordered[0].order, ordered[0].loc)))
 
 
-def _verify_against_parent(item, threshold):
-    """(parent loc, {sig: [parent signature], children: [(child loc, child sig, parent order)]})."""
+def _verify_against_parent(item, threshold, window_days):
+    """(parent loc, {sig: [(parent sketch, date)], children: [(child loc, (child sketch, date), parent order)]})
+    -> (child loc, (parent order, parent loc, similarity)) for the verified pairs."""
     parent_loc, grouped = item
     if not grouped["sig"]:
         return
-    parent_sig = grouped["sig"][0]
-    for child_loc, child_sig, parent_order in grouped["children"]:
-        similarity = sketch_jaccard(parent_sig, child_sig)
+    parent_sketch, parent_date = grouped["sig"][0]
+    for child_loc, (child_sketch, child_date), parent_order in grouped["children"]:
+        apart = days_apart(parent_date, child_date)
+        if window_days and apart is not None and apart > window_days:
+            Metrics.counter(NAMESPACE, "near_rejected_window").inc()
+            continue
+        similarity = sketch_jaccard(parent_sketch, child_sketch)
         if similarity >= threshold:
             yield child_loc, (parent_order, parent_loc, round(similarity, 4))
+        else:
+            Metrics.counter(NAMESPACE, "near_rejected_similarity").inc()
 
 
 def _attach_child_signature(item):
@@ -318,11 +343,11 @@ class DeduplicateArticles(beam.PTransform):
                 | "GroupByBand" >> beam.GroupByKey()
                 | "Candidates" >> beam.FlatMap(lambda item: bucket_candidates(list(item[1])))
             )
-            signatures = firsts | "SketchByLoc" >> beam.Map(lambda k: (k.loc, k.sketch))
+            signatures = firsts | "SketchByLoc" >> beam.Map(lambda k: (k.loc, (k.sketch, k.order[0])))
             to_parent = ({"sig": signatures, "parents": candidates} | "JoinChild" >> beam.CoGroupByKey()
                          | "AttachChildSignature" >> beam.FlatMap(_attach_child_signature))
             edges = ({"sig": signatures, "children": to_parent} | "JoinParent" >> beam.CoGroupByKey()
-                     | "Verify" >> beam.FlatMap(_verify_against_parent, threshold)
+                     | "Verify" >> beam.FlatMap(_verify_against_parent, threshold, self.config.near_window_days)
                      | "EarliestParent" >> beam.CombinePerKey(min))
         else:
             edges = articles.pipeline | "NoEdges" >> beam.Create([])

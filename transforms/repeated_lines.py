@@ -34,8 +34,8 @@ __all__ = ["LearnRepeatedLines", "line_key", "story_fingerprint", "source_of", "
 
 NAMESPACE = "boilerplate"
 RULE_NAME = "repeated_line"
-DEFAULT_MIN_SUPPORT = 5
-MAX_LEARN_WORDS = 20
+DEFAULT_MIN_SUPPORT = 10
+MAX_LEARN_WORDS = 15
 MAX_LEARN_CHARS = 160
 FINGERPRINT_MIN_WORDS = 8
 
