@@ -355,7 +355,8 @@ def parity_records() -> list:
         {"id": "seed1-near", "text": near_copy(seed_text(1))},
         {"id": "seed1-near-copy", "text": near_copy(seed_text(1)) + "\n"},
         {"id": "en-copy", "text": ARTICLE_EN + "\n\nRead more: Other news"},
-        {"id": "seed4-near", "published": "2024-01-01T00:00:00Z", "text": near_copy(seed_text(4))},
+        # published before the original, within the batch near-copy window (30 days)
+        {"id": "seed4-near", "published": "2024-01-20T00:00:00Z", "text": near_copy(seed_text(4))},
         # A reused id: batch keeps the earliest published, streaming the first arrival; here they agree.
         {"id": "de", "published": "2024-02-03T09:00:00Z", "text": seed_text(3) + " Different content, same id."},
         "{broken json",

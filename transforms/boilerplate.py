@@ -24,7 +24,7 @@ from apache_beam.metrics import Metrics
 from transforms.types import Article, Rejection, excerpt
 
 __all__ = ["StripBoilerplate", "RuleSet", "load_rules", "strip_boilerplate", "fold_line", "is_fragment",
-           "EDGE_RULE"]
+           "EDGE_RULE", "match_line"]
 
 NAMESPACE = "boilerplate"
 STAGE = "boilerplate"
@@ -62,6 +62,12 @@ def fold_line(line: str) -> str:
 
 def _raw_fold(line: str) -> str:
     return _SPACES.sub(" ", unicodedata.normalize("NFKC", line).casefold()).strip()
+
+
+def match_line(rules: "RuleSet", line: str) -> Optional[str]:
+    """The rule that removes this line on its own (the rules pass of `strip_boilerplate`), or None."""
+    folded = fold_line(line)
+    return rules.match(folded, _raw_fold(line)) if folded else None
 
 
 def _words_only(text: Optional[str]) -> str:
@@ -173,7 +179,7 @@ def strip_boilerplate(text: str, rules: RuleSet,
     verdict: list[Optional[str]] = []
     for line in lines:
         folded = fold_line(line)
-        rule = rules.match(folded, _raw_fold(line)) if folded else None
+        rule = match_line(rules, line)
         if rule is None and learned and folded and line_key(folded) in learned:
             rule = LEARNED_RULE
         verdict.append(rule)
@@ -309,7 +315,7 @@ class StripBoilerplate(beam.PTransform):
 
     With `learn` (the default), lines recurring in at least `min_support` distinct stories of one source are
     learned from these same articles first (one combine over line hashes, see `transforms/repeated_lines.py`)
-    and removed as `repeated_line`. `edges` turns the `edge_fragment` pass on or off."""
+    and removed as `repeated_line` (batch only: an unbounded input is not learned from). `edges` turns the `edge_fragment` pass on or off."""
 
     def __init__(self, rule_files: Iterable[str] = (), learn: bool = True, min_support: Optional[int] = None,
                  edges: bool = True):
@@ -327,7 +333,9 @@ class StripBoilerplate(beam.PTransform):
         from transforms.repeated_lines import LearnRepeatedLines
 
         fn = _StripBoilerplateFn((), self.rule_texts, self.edges)
-        if self.learn:
+        # Learning needs the whole batch before the first line is stripped: an unbounded (streaming) input
+        # has no such moment, so it gets the rules and the edge pass only.
+        if self.learn and getattr(articles, "is_bounded", True):
             learned = articles | "LearnRepeatedLines" >> LearnRepeatedLines(self.min_support)
             results = articles | "StripLines" >> beam.ParDo(fn, beam.pvalue.AsSingleton(
                 learned, default_value={})).with_outputs(REJECTED, main="main")
