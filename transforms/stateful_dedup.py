@@ -35,8 +35,8 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.dedup import (KIND_EXACT, KIND_NEAR, MAX_PARENTS_PER_BUCKET, REASON_DUPLICATE_ID, DedupConfig,
-                              band_keys, estimate_jaccard, lsh_params, minhash_signature, shingles)
-from transforms.normalize import content_hash, dedup_key
+                              band_keys, estimate_jaccard, lsh_params, minhash_signature, shingles, story_key)
+from transforms.normalize import content_hash
 from transforms.types import Article, Duplicate, Rejection
 
 __all__ = ["StatefulDedup", "NearIndex", "IndexEntry", "DEFAULT_RETENTION_SECONDS"]
@@ -135,7 +135,7 @@ class NearIndex:
 
 def fingerprint(article: Article, config: DedupConfig) -> tuple[str, bytes]:
     """(content_hash, MinHash signature) of an article, with the batch stage's functions and settings."""
-    key = dedup_key(article.text)
+    key = story_key(article.text, article.title)  # the batch stage's key: body without its headline line
     signature = minhash_signature(shingles(key), config.num_perm, config.seed) if config.near else b""
     return content_hash(key), signature
 
