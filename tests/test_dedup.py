@@ -88,8 +88,8 @@ import apache_beam as beam  # noqa: E402
 from apache_beam.testing.test_pipeline import TestPipeline  # noqa: E402
 from apache_beam.testing.util import assert_that, equal_to  # noqa: E402
 
-from transforms.dedup import (DedupConfig, DeduplicateArticles, days_apart, shingle_sketch, sketch_jaccard,  # noqa: E402
-                              story_key)
+from transforms.dedup import (DedupConfig, DeduplicateArticles, days_apart, shingle_sketch,  # noqa: E402
+                              sketch_jaccard, story_key)
 from transforms.types import Article  # noqa: E402
 
 PARAS = [

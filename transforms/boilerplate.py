@@ -315,7 +315,8 @@ class StripBoilerplate(beam.PTransform):
 
     With `learn` (the default), lines recurring in at least `min_support` distinct stories of one source are
     learned from these same articles first (one combine over line hashes, see `transforms/repeated_lines.py`)
-    and removed as `repeated_line` (batch only: an unbounded input is not learned from). `edges` turns the `edge_fragment` pass on or off."""
+    and removed as `repeated_line` (batch only: an unbounded input is not learned from). `edges` turns the
+    `edge_fragment` pass on or off."""
 
     def __init__(self, rule_files: Iterable[str] = (), learn: bool = True, min_support: Optional[int] = None,
                  edges: bool = True):
