@@ -60,6 +60,7 @@ STAGING_DIR = "_staging"
 STAGED_SUFFIX = ".staged"
 MAX_ROWS_PER_FILE = 50_000
 MAX_BYTES_PER_FILE = 128 << 20
+MAX_BUFFERED_BYTES = 64 << 20  # all partitions of one writer together (memory stays flat in the corpus size)
 STAGE_ORDER = ("read", "extract", "normalize", "boilerplate", "language", "dedup")
 
 UTC_TS = pa.timestamp("us", tz="UTC")
@@ -290,6 +291,13 @@ class _WriteStagedFn(beam.DoFn):
         self.sizes[partition] += len(element.text) if self.table == DOCUMENTS else 200
         if len(self.buffers[partition]) >= MAX_ROWS_PER_FILE or self.sizes[partition] >= MAX_BYTES_PER_FILE:
             yield self._flush(partition)
+        elif sum(self.sizes.values()) >= MAX_BUFFERED_BYTES:
+            # Many small partitions can together hold a worker's whole share of the corpus: bound the total,
+            # writing the biggest buffers first (fewer, larger files).
+            for biggest, _ in self.sizes.most_common():
+                yield self._flush(biggest)
+                if sum(self.sizes.values()) < MAX_BUFFERED_BYTES // 2:
+                    break
 
     def finish_bundle(self):
         for partition in list(self.buffers):
