@@ -174,6 +174,9 @@ def peer_python(venv: Path) -> Path:
 
 def sample_chars() -> int:
     try:
+        from pipeline.cli import configure_logging
+
+        configure_logging(verbose=False)  # importing the language stage imports Beam: hide its noise
         from transforms.language import SAMPLE_CHARS
     except ImportError:
         return 1000
