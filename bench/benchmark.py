@@ -49,7 +49,7 @@ def _label(proc) -> str:
     text = " ".join(cmd)
     if os.path.basename(cmd[0]) in ("sh", "bash", "dash"):
         return "shell"
-    for marker, name in (("sdk_worker_main", "beam-worker"), ("run_wirewash", "wirewash"), ("floor.py", "floor"),
+    for marker, name in (("sdk_worker_main", "beam-worker"), ("pipeline.worker", "beam-worker"), ("run_wirewash", "wirewash"), ("floor.py", "floor"),
                          ("peer_datatrove", "datatrove"), ("forkserver", "forkserver"),
                          ("multiprocess", "mp-helper")):
         if marker in text:
@@ -199,6 +199,9 @@ def main(argv=None) -> int:
                         "(default WORK/datatrove-venv; created on first use)")
     parser.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated subset of "
                         f"{','.join(CONTENDERS)}")
+    parser.add_argument("--floor-sample", choices=("full", "same"), default="full",
+                        help="the floor's langdetect input: the full text, as the library is used plainly "
+                             "(default), or the same bounded sample as wirewash")
     parser.add_argument("--workers", type=int, default=2, help="workers for wirewash and datatrove (default 2)")
     parser.add_argument("--wirewash-args", default="", help="extra arguments for wirewash (quoted)")
     parser.add_argument("--json", type=Path, default=None, help="also write every measurement here")
@@ -218,8 +221,9 @@ def main(argv=None) -> int:
             "--direct_running_mode=multi_processing", f"--direct_num_workers={args.workers}",
             *args.wirewash_args.split()]
     if "floor" in only:
+        floor_sample = sample if args.floor_sample == "same" else 10**9
         commands["floor"] = lambda r: [sys.executable, str(HERE / "floor.py"), str(corpus),
-                                       str(work / f"floor-{r}.parquet"), str(sample)]
+                                       str(work / f"floor-{r}.parquet"), str(floor_sample)]
     if "peer" in only:
         python = peer_python((args.peer_venv or work / "datatrove-venv").resolve())
         shards, kept = peer_input(corpus, args.workers)
@@ -229,7 +233,8 @@ def main(argv=None) -> int:
                                       str(work / f"datatrove-{r}"), str(sample), str(args.workers),
                                       str(args.workers)]
 
-    print(f"corpus: {corpus} ({args.n} records, {size_mb:.1f} MB); language sample {sample} chars; "
+    print(f"corpus: {corpus} ({args.n} records, {size_mb:.1f} MB); language sample {sample} chars "
+          f"(floor: {'the same' if args.floor_sample == 'same' else 'full text'}); "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
     results = {name: [] for name in commands}
     for r in range(args.runs):
@@ -240,6 +245,8 @@ def main(argv=None) -> int:
                 m["metrics"] = json.loads((work / f"metrics-{r}.json").read_text())
             m["load"] = os.getloadavg()[0]
             results[name].append(m)
+            if args.json:  # after every run, so an interrupted benchmark still leaves its figures
+                args.json.write_text(json.dumps({"n": args.n, "mb": size_mb, "results": results}, indent=1))
             top = ", ".join(f"{label} {mb:.0f}" for label, mb in m["procs"][:6])
             print(f"round {r + 1}/{args.runs} {name:<9} {m['wall']:7.1f} s wall {m['cpu']:7.1f} s CPU  "
                   f"{args.n / m['wall']:7.1f} docs/s  peak RSS MB: {top}  (load {m['load']:.1f})", flush=True)

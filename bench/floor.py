@@ -54,10 +54,15 @@ def process_line(line: bytes, detect_langs, sample_chars: int):
         text = (doc.text if doc is not None else "") or ""
     if not isinstance(text, str) or not text.strip():
         return None
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates in hostile input: Parquet needs valid UTF-8
+        encoded = text.encode("utf-8", "replace")
+        text = encoded.decode("utf-8")
     ranked = detect_langs(text[:sample_chars])
     lang, prob = ranked[0] if ranked else ("und", 0.0)
     return {"doc_id": str(obj.get("id")), "lang": lang, "lang_prob": prob,
-            "content_hash": xxhash.xxh3_128_hexdigest(text.encode("utf-8")), "text": text}
+            "content_hash": xxhash.xxh3_128_hexdigest(encoded), "text": text}
 
 
 def main(argv: list[str]) -> int:
