@@ -149,6 +149,9 @@ def peer_input(corpus: Path, shards: int) -> tuple[Path, int]:
             if not isinstance(obj, dict):
                 continue
             text, html = obj.get("text"), obj.get("html")
+            # lone surrogates (hostile input) are not UTF-8: datatrove's writers would crash on them
+            text, html = (v.encode("utf-8", "replace").decode("utf-8") if isinstance(v, str) else v
+                          for v in (text, html))
             if isinstance(text, str) and text.strip():
                 record = {"id": str(obj.get("id")), "text": text, "format": "text"}
             elif isinstance(html, str) and html.strip():
