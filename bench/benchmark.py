@@ -71,10 +71,11 @@ class TreeMonitor:
 
     def _loop(self):
         while not self._stop.is_set():
+            procs = [self.root]
             try:
-                procs = [self.root] + self.root.children(recursive=True)
-            except Exception:
-                procs = []
+                procs += self.root.children(recursive=True)
+            except Exception:  # a child that vanished mid-listing: list them one level at a time
+                procs += self._children_one_by_one()
             for proc in procs:
                 try:
                     rss = proc.memory_info().rss
@@ -87,6 +88,17 @@ class TreeMonitor:
                     label = _label(proc)
                 self.peaks[proc.pid] = (label, max(peak, rss))
             self._stop.wait(SAMPLE_INTERVAL)
+
+    def _children_one_by_one(self) -> list:
+        found, todo = [], [self.root]
+        while todo:
+            try:
+                kids = todo.pop().children()
+            except Exception:
+                continue
+            found += kids
+            todo += kids
+        return found
 
     def __enter__(self):
         self._thread.start()
@@ -242,7 +254,6 @@ def main(argv=None) -> int:
     results = {name: [] for name in commands}
     for r in range(args.runs):
         for name, command in commands.items():
-            shutil.rmtree(work / f"lake-{r}", ignore_errors=True)
             m = measure(command(r), work / f"{name}-{r}.log")
             if name == "wirewash":
                 m["metrics"] = json.loads((work / f"metrics-{r}.json").read_text())
