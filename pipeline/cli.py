@@ -42,6 +42,10 @@ def configure_logging(verbose: bool = False) -> None:
 
     Must run before apache_beam is imported: its import logs "apitools not found" on the root logger.
     """
+    if not verbose:
+        # gRPC's C core logs to file descriptor 2 itself (e.g. "skipping fork() handlers" when the local
+        # runner starts worker processes); inherited by those workers too.
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     root = logging.getLogger()
     if not any(isinstance(f, _HideBeamNoise) for f in root.filters):
         root.addFilter(_HideBeamNoise())
