@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-import uuid
 from datetime import datetime, timezone
 from importlib import resources
 from typing import NamedTuple, Optional
@@ -22,7 +21,7 @@ from apache_beam.runners.runner import PipelineRunner
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
 from pipeline.io import DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_MAX_RECORD_BYTES, InputFile, ReadArticles, match_inputs
-from pipeline.lake import STAGING_DIR, WriteLake, check_output_location
+from pipeline.lake import WriteLake, check_output_location
 from pipeline.options import WirewashOptions
 from pipeline.runners import prepare_runner
 from transforms.boilerplate import StripBoilerplate
@@ -99,10 +98,8 @@ class IngestArticles(beam.PTransform):
     """PBegin -> {documents, duplicates, rejected, records_read}: every stage but the writing."""
 
     def __init__(self, files: list[InputFile], rule_files: tuple = (), max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                 dedup: DedupConfig = DedupConfig(), max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
-                 spill_dir: Optional[str] = None):
+                 dedup: DedupConfig = DedupConfig(), max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES):
         super().__init__()
-        self.spill_dir = spill_dir
         self.files = files
         self.rule_files = rule_files
         self.max_record_bytes = max_record_bytes
@@ -116,7 +113,7 @@ class IngestArticles(beam.PTransform):
         normalized = extracted["articles"] | "Normalize" >> NormalizeArticles()
         cleaned = normalized["articles"] | "Boilerplate" >> StripBoilerplate(self.rule_files)
         tagged = cleaned["articles"] | "Language" >> DetectLanguage()
-        deduped = tagged | "Dedup" >> DeduplicateArticles(self.dedup, self.spill_dir)
+        deduped = tagged | "Dedup" >> DeduplicateArticles(self.dedup)
         rejected = ((read["rejected"], extracted["rejected"], normalized["rejected"], cleaned["rejected"],
                      deduped["rejected"]) | "AllRejected" >> beam.Flatten())
         return {"documents": deduped["documents"], "duplicates": deduped["duplicates"], "rejected": rejected,
@@ -207,14 +204,10 @@ def build_pipeline(options: PipelineOptions, settings: Optional[RunSettings] = N
         from pipeline.streaming import build_streaming_pipeline
         return build_streaming_pipeline(options, settings)
     pipeline = beam.Pipeline(runner=runner, options=options) if runner else beam.Pipeline(options=options)
-    # Articles wait for the dedup decisions in files under the run's staging folder, not in memory; the
-    # commit removes that folder with the rest of the staging.
-    run_id = uuid.uuid4().hex
-    spill_dir = FileSystems.join(settings.output, STAGING_DIR, run_id, "_spill")
     outputs = pipeline | "Ingest" >> IngestArticles(settings.files, settings.rule_files,
                                                     settings.max_record_bytes, settings.dedup,
-                                                    settings.max_decompressed_bytes, spill_dir)
-    _ = outputs | "WriteLake" >> WriteLake(settings.output, settings.ingested_at, settings.overwrite, run_id=run_id)
+                                                    settings.max_decompressed_bytes)
+    _ = outputs | "WriteLake" >> WriteLake(settings.output, settings.ingested_at, settings.overwrite)
     if progress_dir:
         from pipeline.progress import CountProgress
         _ = ({"read:articles": outputs["read_articles"], "read:rejected": outputs["read_rejected"],

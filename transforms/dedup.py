@@ -33,7 +33,6 @@ import xxhash
 from apache_beam.metrics import Metrics
 
 from transforms.normalize import content_hash, dedup_key
-from transforms.spill import Spill
 from transforms.types import Article, Duplicate, Rejection
 
 __all__ = ["DeduplicateArticles", "DedupConfig", "shingles", "minhash_signature", "estimate_jaccard",
@@ -317,10 +316,9 @@ class _RouteFn(beam.DoFn):
 class DeduplicateArticles(beam.PTransform):
     """Article -> {`documents`: kept articles (content_hash set), `duplicates`: Duplicate, `rejected`}."""
 
-    def __init__(self, config: DedupConfig = DedupConfig(), spill_dir: Optional[str] = None):
+    def __init__(self, config: DedupConfig = DedupConfig()):
         super().__init__()
         self.config = config
-        self.spill_dir = spill_dir  # where articles wait for the decisions (None: in memory)
         self.bands, self.rows = lsh_params(config.threshold, config.num_perm)
 
     def expand(self, articles):
@@ -361,9 +359,6 @@ class DeduplicateArticles(beam.PTransform):
              exact["exact"] | "DecideExact" >> beam.Map(_decide_exact, parents))
             | "AllDecisions" >> beam.Flatten()
         )
-        waiting = fingerprinted["articles"]
-        if self.spill_dir:
-            waiting = waiting | "SpillArticles" >> Spill(self.spill_dir)
-        routed = waiting | "Route" >> beam.ParDo(
+        routed = fingerprinted["articles"] | "Route" >> beam.ParDo(
             _RouteFn(), beam.pvalue.AsDict(decisions)).with_outputs(DUPLICATES, REJECTED, main=DOCUMENTS)
         return {DOCUMENTS: routed[DOCUMENTS], DUPLICATES: routed[DUPLICATES], REJECTED: routed[REJECTED]}
