@@ -1,4 +1,4 @@
-"""Speed and memory wiring: spilling, the local runner choice, multi-process runs.
+"""Speed wiring: the local runner choice, multi-process runs.
 
 No timings here (they belong in bench/); these check that the wiring keeps every record and decision.
 """
@@ -17,7 +17,6 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipeline.build import MULTIPROCESS_MIN_BYTES, local_workers, resolve_runner
 from pipeline.cli import main
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, lake_rows, summary, write_jsonl
-from transforms.spill import Spill
 
 
 def _records(n: int) -> list:
@@ -33,14 +32,6 @@ def _records(n: int) -> list:
             body = stories[i % 3] if i % 4 == 0 else f"Story number {i}. " + stories[i % 3] + f" Coda {i * 7919}."
             out.append({"id": f"r{i}", "published": f"2024-01-{1 + i % 28:02d}", "text": body})
     return out
-
-
-def test_spill_returns_every_record_through_files(tmp_path):
-    records = [(f"id{i}", "text " * (i % 50)) for i in range(300)]
-    with TestPipeline(runner="FnApiRunner") as p:
-        back = p | beam.Create(records) | Spill(str(tmp_path / "spill"), batch_bytes=2000)
-        assert_that(back, equal_to(records))
-    assert len(list((tmp_path / "spill").iterdir())) > 5  # several bounded batches, not one
 
 
 def _options(*flags) -> PipelineOptions:
@@ -77,7 +68,7 @@ def _lake_facts(lake: Path) -> tuple:
 
 
 @pytest.mark.slow
-def test_multiprocess_and_spill_decide_like_one_process(tmp_path, capfd):
+def test_multiprocess_decides_like_one_process(tmp_path, capfd):
     source = write_jsonl(tmp_path / "in.jsonl", _records(120))
     common = ["run", "--input", str(source), "--ingested_at", "2026-01-01T00:00:00+00:00",
               "--max_record_bytes", "4096", "--quiet"]
@@ -87,6 +78,6 @@ def test_multiprocess_and_spill_decide_like_one_process(tmp_path, capfd):
     assert _lake_facts(tmp_path / "one") == _lake_facts(tmp_path / "two")
     facts = summary(tmp_path / "two")
     assert facts["reconciled"] and facts["records_read"] == 120 and facts["duplicates"] > 0
-    assert not (tmp_path / "two" / "_staging").exists()  # spill files went with the staging folder
+    assert not (tmp_path / "two" / "_staging").exists()
     err = capfd.readouterr().err
     assert "apitools" not in err and "Prism" not in err and "Logging handler" not in err, err
