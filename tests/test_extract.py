@@ -193,6 +193,8 @@ def test_word_f1_on_a_sample_of_shared_pages(shared_dir):
 @pytest.mark.parametrize("args, safe", [([], True), (["--runner=FnApiRunner"], True),
                                         (["--runner=DirectRunner", "--direct_running_mode=multi_processing"], False),
                                         (["--runner=PortableRunner"], False),
+                                        # in_memory mode with worker processes: how pipeline/build.py runs them
+                                        (["--runner=FnApiRunner", "--direct_num_workers=2"], False),
                                         (["--runner=pipeline.runners.DaskRunner"], False)])
 def test_subprocess_isolation_only_where_forking_is_safe(args, safe):
     from apache_beam.options.pipeline_options import PipelineOptions

@@ -200,9 +200,11 @@ def _isolation_is_safe(pipeline) -> bool:
     if options is None:
         return True
     runner = options.view_as(StandardOptions).runner
-    mode = options.view_as(DirectOptions).direct_running_mode
+    direct = options.view_as(DirectOptions)
+    # The local runner may start worker processes while the mode reads "in_memory" (pipeline/build.py starts
+    # quiet workers through its own environment): more than one worker means SDK-harness processes.
     return (runner if isinstance(runner, (str, type(None))) else type(runner).__name__) in _IN_PROCESS_RUNNERS \
-        and mode in (None, "in_memory")
+        and direct.direct_running_mode in (None, "in_memory") and (direct.direct_num_workers or 1) <= 1
 
 
 class ExtractText(beam.PTransform):
