@@ -117,7 +117,7 @@ class IngestArticles(beam.PTransform):
         rejected = ((read["rejected"], extracted["rejected"], normalized["rejected"], cleaned["rejected"],
                      deduped["rejected"]) | "AllRejected" >> beam.Flatten())
         return {"documents": deduped["documents"], "duplicates": deduped["duplicates"], "rejected": rejected,
-                "records_read": records_read,
+                "records_read": records_read, "removed_lines": cleaned.get("removed_lines"),
                 # for live progress only (pipeline/progress.py): records as they enter the stages
                 "read_articles": read["articles"], "read_rejected": read["rejected"]}
 

@@ -359,7 +359,7 @@ def _violation_facts(item):
 
 
 def commit(staged: list, output: str, staging: str, facts: dict, records_read: int, overwrite: bool,
-           violations: Optional[dict] = None) -> dict:
+           violations: Optional[dict] = None, removed_lines: Optional[dict] = None) -> dict:
     """Moves the staged files into the lake, writes _SUMMARY.json, removes the staging folders.
 
     With `overwrite`, the previous lake is removed first (its _SUMMARY.json before its tables), so that
@@ -386,6 +386,8 @@ def commit(staged: list, output: str, staging: str, facts: dict, records_read: i
         FileSystems.rename([item.path], [target])
         written[item.table] += item.rows
     summary = summarize(records_read, facts[DOCUMENTS], facts[DUPLICATES], facts[REJECTED])
+    if removed_lines:
+        summary["boilerplate_removed_lines"] = removed_lines
     summary["files_rows"] = {t: written[t] for t in TABLES}
     if any(written[t] != summary[t] for t in TABLES):
         summary["reconciled"] = False
@@ -448,12 +450,16 @@ class WriteLake(beam.PTransform):
             | "CountViolations" >> beam.CombinePerKey(sum)
             | "ViolationDict" >> beam.combiners.ToDict())
         output, staging, overwrite = self.output, self.staging, self.overwrite
+        removed_lines = inputs.get("removed_lines")
+        if removed_lines is None:
+            removed_lines = inputs[DOCUMENTS].pipeline | "NoRemovedLines" >> beam.Create([{}])
         return (
             staged
             | "AllStaged" >> beam.Flatten()
             | "ListStaged" >> beam.combiners.ToList()
             | "Commit" >> beam.Map(
-                lambda files, facts, read, bad: commit(files, output, staging, facts, read, overwrite, bad),
+                lambda files, facts, read, bad, lines: commit(files, output, staging, facts, read, overwrite, bad,
+                                                              lines),
                 beam.pvalue.AsSingleton(summary_facts), beam.pvalue.AsSingleton(inputs["records_read"]),
-                beam.pvalue.AsSingleton(violations))
+                beam.pvalue.AsSingleton(violations), beam.pvalue.AsSingleton(removed_lines, default_value={}))
         )

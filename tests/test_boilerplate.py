@@ -220,3 +220,16 @@ def test_a_foreign_widget_line_at_the_edge_goes():
 def test_a_short_sentence_goes_only_inside_a_furniture_block():
     assert strip_boilerplate(BODY + "\n\nWant more?\n\nAdvertisement", RULES)[1] == ["edge_fragment", "ads"]
     assert strip_boilerplate(BODY + "\n\nWant more?", RULES)[1] == []
+
+
+def test_removed_lines_are_reported_and_ranked():
+    from transforms.boilerplate import removed_line_form, top_lines_by_rule
+
+    heard = []
+    strip_boilerplate("Read more: A\nBody line one is here.\nPHOTO: AFP", RULES,
+                      on_removed=lambda rule, line: heard.append((rule, line)))
+    assert heard == [("read_more", "Read more: A"), ("photo_credit", "PHOTO: AFP")]
+    assert removed_line_form("  a   b ") == "a b" and len(removed_line_form("x" * 500)) == 100
+    ranked = [("views", [(1, "b"), (3, "a"), (1, "a2")]), ("ads", [(2, "Advertisement")])]
+    assert top_lines_by_rule(ranked) == {"ads": {"Advertisement": 2}, "views": {"a": 3, "a2": 1, "b": 1}}
+    assert list(top_lines_by_rule(ranked)["views"]) == ["a", "a2", "b"]

@@ -91,6 +91,9 @@ def test_seeds_lake_rows_and_partitions(seeds_lake):
     s = summary(seeds_lake)
     assert (s["records_read"], s["documents"], s["duplicates"], s["rejected"], s["reconciled"]) == (5, 5, 0, 0, True)
     assert s["boilerplate_lines_removed"]["read_more"] == 3
+    # the removed lines themselves, per rule, for the report
+    assert s["boilerplate_removed_lines"]["photo_credit"] == {"PHOTO: ST FILE": 1}
+    assert s["boilerplate_removed_lines"]["rating"] == {"Tổng số đánh giá: 0": 1, "Xếp hạng: 5 / 5 sao": 1}
 
 
 def test_seeds_golden_text(seeds_lake):

@@ -165,13 +165,14 @@ def load_rules(extra_files: Iterable[str] = (), extra_texts: Iterable[str] = ())
 def strip_boilerplate(text: str, rules: RuleSet,
                       counter_inc_fn: Callable[[str], None] = lambda name: None,
                       title: Optional[str] = None, learned: frozenset = frozenset(),
-                      edges: bool = True) -> tuple[str, list[str]]:
+                      edges: bool = True,
+                      on_removed: Optional[Callable[[str, str], None]] = None) -> tuple[str, list[str]]:
     """(text without boilerplate lines, names of the rules that removed lines, one per line removed).
 
     Each line goes through the rules, then the `learned` line keys of its source (`repeated_line`); with
     `edges`, the fragments left at the top and bottom go too (`edge_fragment`), but never a line that is
     the `title`, and the top run starts after it. Kept lines are returned byte for byte; blank lines left
-    around a removed line collapse to one.
+    around a removed line collapse to one. `on_removed(rule, line)` hears of every removed line.
     """
     from transforms.repeated_lines import RULE_NAME as LEARNED_RULE, line_key
 
@@ -194,6 +195,8 @@ def strip_boilerplate(text: str, rules: RuleSet,
         else:
             removed.append(rule)
             counter_inc_fn(f"removed_{rule}")
+            if on_removed is not None:
+                on_removed(rule, line)
     while kept and not kept[-1].strip():
         kept.pop()
     return "\n".join(kept), removed
@@ -278,6 +281,22 @@ def _mark_edges(lines: list[str], verdict: list, title_words: str) -> None:
         verdict[live[i]] = EDGE_RULE
 
 
+REMOVED_LINES = "removed_lines"
+TOP_REMOVED_LINES = 5
+REMOVED_LINE_CHARS = 100
+
+
+def removed_line_form(line: str) -> str:
+    """How a removed line is reported in the run summary: spaces collapsed, at most 100 characters."""
+    line = " ".join(line.split())
+    return line if len(line) <= REMOVED_LINE_CHARS else line[: REMOVED_LINE_CHARS - 1] + "…"
+
+
+def top_lines_by_rule(ranked: list) -> dict:
+    """[(rule, [(count, line), ...])] -> {rule: {line: count}}, most frequent first (ties by line)."""
+    return {rule: {line: n for n, line in sorted(top, key=lambda t: (-t[0], t[1]))} for rule, top in sorted(ranked)}
+
+
 class _StripBoilerplateFn(beam.DoFn):
     def __init__(self, rule_files: tuple, rule_texts: tuple, edges: bool = True):
         self.rule_files = rule_files
@@ -293,9 +312,13 @@ class _StripBoilerplateFn(beam.DoFn):
 
         Metrics.counter(NAMESPACE, "seen").inc()
         site_lines = (learned or {}).get(source_of(article), frozenset())
+        samples: list = []
         text, removed = strip_boilerplate(article.text, self.rules,
                                           lambda name: Metrics.counter(NAMESPACE, name).inc(),
-                                          title=article.title, learned=site_lines, edges=self.edges)
+                                          title=article.title, learned=site_lines, edges=self.edges,
+                                          on_removed=lambda rule, line: samples.append((rule, removed_line_form(line))))
+        for sample in samples:
+            yield beam.pvalue.TaggedOutput(REMOVED_LINES, sample)
         if not any(ch.isalnum() for ch in text):
             Metrics.counter(NAMESPACE, f"dropped_{REASON_EMPTY}").inc()
             yield beam.pvalue.TaggedOutput(REJECTED, Rejection(
@@ -339,7 +362,18 @@ class StripBoilerplate(beam.PTransform):
         if self.learn and getattr(articles, "is_bounded", True):
             learned = articles | "LearnRepeatedLines" >> LearnRepeatedLines(self.min_support)
             results = articles | "StripLines" >> beam.ParDo(fn, beam.pvalue.AsSingleton(
-                learned, default_value={})).with_outputs(REJECTED, main="main")
+                learned, default_value={})).with_outputs(REJECTED, REMOVED_LINES, main="main")
         else:
-            results = articles | "StripLines" >> beam.ParDo(fn).with_outputs(REJECTED, main="main")
-        return {"articles": results["main"], "rejected": results[REJECTED]}
+            results = articles | "StripLines" >> beam.ParDo(fn).with_outputs(REJECTED, REMOVED_LINES, main="main")
+        # The most frequent removed lines per rule, for the run summary and report: exact counts, so the
+        # same input always reports the same lines. Batch only: an unbounded input has no final count.
+        if not getattr(articles, "is_bounded", True):
+            return {"articles": results["main"], "rejected": results[REJECTED]}
+        top_lines = (
+            results[REMOVED_LINES]
+            | "CountRemovedLines" >> beam.combiners.Count.PerElement()
+            | "ByRule" >> beam.MapTuple(lambda rule_line, n: (rule_line[0], (n, rule_line[1])))
+            | "TopPerRule" >> beam.combiners.Top.PerKey(TOP_REMOVED_LINES, key=lambda t: (t[0], t[1]))
+            | "AllRules" >> beam.combiners.ToList()
+            | "TopLinesDict" >> beam.Map(top_lines_by_rule))
+        return {"articles": results["main"], "rejected": results[REJECTED], REMOVED_LINES: top_lines}
