@@ -70,7 +70,10 @@ def test_sigkill_mid_write_leaves_no_partial_file_and_a_rerun_completes(tmp_path
     lake = tmp_path / "lake"
     command = [sys.executable, "-m", "pipeline.cli", "run", "--input", str(corpus), "--output", str(lake),
                "--quiet", *FIXED]
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Own session: the kill takes the run's helper processes (Beam's extraction subprocess pool) with it, as
+    # a crash of the machine would; killing the pid alone would leave them orphaned behind the test.
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
     deadline = time.monotonic() + 240
     staged = []
     try:
@@ -80,9 +83,12 @@ def test_sigkill_mid_write_leaves_no_partial_file_and_a_rerun_completes(tmp_path
                 break
             time.sleep(0.005)
         assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()[-500:]
-        os.kill(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
     finally:
-        proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         proc.wait()
     assert proc.returncode == -signal.SIGKILL and staged
 
