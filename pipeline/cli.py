@@ -16,9 +16,7 @@ import contextlib
 import json
 import logging
 import os
-import re
 import sys
-import threading
 import time
 
 from pipeline.config import UsageError
@@ -59,52 +57,6 @@ def configure_logging(verbose: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
     # A failing run is reported by run_command in one line; Beam's own ERROR log would add its traceback.
     logging.getLogger("apache_beam").setLevel(logging.INFO if verbose else logging.CRITICAL)
-
-
-class _FilterWorkerNoise:
-    """Beam's multi-processing workers are subprocesses that inherit stderr and log their own import noise
-    there ("apitools not found", "Logging handler created"), out of reach of `configure_logging`. For the run,
-    file descriptor 2 goes through a pipe; a thread forwards everything but those lines (a progress bar's
-    carriage-return redraws included)."""
-
-    _WORKER_INFO = re.compile(rb"^(INFO:|DEBUG:|WARNING:__main__:)")
-
-    def _noise(self, line: bytes) -> bool:
-        text = line.decode("utf-8", "replace")
-        return bool(self._WORKER_INFO.match(line)) or any(marker in text for marker in _NOISE)
-
-    def __enter__(self):
-        sys.stderr.flush()
-        self.saved = os.dup(2)
-        read_end, write_end = os.pipe()
-        os.dup2(write_end, 2)
-        os.close(write_end)
-        self.thread = threading.Thread(target=self._pump, args=(read_end,), name="wirewash-stderr", daemon=True)
-        self.thread.start()
-        return self
-
-    def _pump(self, read_end: int) -> None:
-        pending = b""
-        try:
-            while chunk := os.read(read_end, 65536):
-                *lines, pending = (pending + chunk).split(b"\n")
-                for line in lines:
-                    if not self._noise(line):
-                        os.write(self.saved, line + b"\n")
-                if b"\r" in pending:  # a progress bar redraw: show it now, not at the next newline
-                    shown, _, pending = pending.rpartition(b"\r")
-                    os.write(self.saved, shown + b"\r")
-            if pending and not self._noise(pending):
-                os.write(self.saved, pending)
-        finally:
-            os.close(read_end)
-
-    def __exit__(self, *exc):
-        sys.stderr.flush()
-        os.dup2(self.saved, 2)  # closes the pipe's last write end: the pump sees the end and stops
-        self.thread.join(timeout=5)
-        os.close(self.saved)
-        return False
 
 
 def _error(message: str) -> int:
@@ -292,7 +244,7 @@ def run_command(argv: list[str]) -> int:
     args, beam_argv = parse_run_args(argv)
     configure_logging(args.verbose)
 
-    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     from pipeline.build import build_pipeline, settings_from_options
     from pipeline.io import InputError
@@ -320,15 +272,13 @@ def run_command(argv: list[str]) -> int:
         return _error(str(err))
     started = time.monotonic()
     summary = None
-    filter_workers = (_FilterWorkerNoise() if not args.verbose and _is_local_runner(options) and
-                      options.view_as(DirectOptions).direct_running_mode == "multi_processing"
-                      else contextlib.nullcontext())
     try:
         if options.view_as(StandardOptions).streaming:  # runs until drained (Ctrl-C / SIGTERM); see streaming.py
             from pipeline.streaming import run_streaming
             summary = run_streaming(pipeline, settings.output)
         else:
-            with filter_workers, display or contextlib.nullcontext():
+            # Local worker processes are quiet by themselves (pipeline/worker.py, started by resolve_runner).
+            with display or contextlib.nullcontext():
                 result = pipeline.run()
                 result.wait_until_finish()
     except KeyboardInterrupt:
