@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import tomllib
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
 from typing import Callable, Iterable, Optional
@@ -43,6 +44,7 @@ _EDGE_MARKS = "•·◦▪▫■□●○►▶▸»«›‹>|-–—*#~→⇒�
 _SPACES = re.compile(r"\s+")
 _SENTENCE_END = re.compile(r"[.!?…。！？।॥۔؟։።][\"'”’»)\]」』]*$")
 _WORD = re.compile(r"\w+")
+_NON_ASCII_LETTER = re.compile(r"[^\W\d_\x00-\x7f]")  # a letter outside ASCII (what `_body_letters` counts)
 # Lines that belong to the article although they look like fragments: author and source credits, contact
 # details, a line introducing a list. The edge pass never removes them (rules still may).
 _EDGE_KEEP = re.compile(
@@ -219,24 +221,20 @@ def _is_short(line: str) -> bool:
 def _body_letters(lines: list[str]) -> frozenset:
     """The non-ASCII letters that the body's words commonly use (diacritics, another script), or an empty set
     when fewer than a third of its words have any: then no line can look foreign by its letters."""
-    words = [w for line in lines for w in line.split()]
-    marked = [w for w in words if any(ch.isalpha() and not ch.isascii() for ch in w)]
-    if len(words) < 30 or len(marked) * 3 < len(words):
+    words = " ".join(lines).split()
+    if len(words) < 30:
         return frozenset()
-    counts = {}
-    for w in marked:
-        for ch in w:
-            if ch.isalpha() and not ch.isascii():
-                ch = ch.lower()
-                counts[ch] = counts.get(ch, 0) + 1
+    marked = [w for w in words if not w.isascii() and _NON_ASCII_LETTER.search(w)]
+    if len(marked) * 3 < len(words):
+        return frozenset()
+    counts = Counter(ch.lower() for ch in _NON_ASCII_LETTER.findall(" ".join(marked)))
     return frozenset(ch for ch, n in counts.items() if n >= 3)
 
 
-def _is_foreign(line: str, body_letters: frozenset) -> bool:
-    """A short Latin-script line of 3+ words that uses none of the body's own non-ASCII letters: a German or
-    English widget under a Vietnamese article. Credits and contacts are never foreign."""
-    if not body_letters:
-        return False
+def _is_foreign(line: str, body_letters: Callable[[], frozenset]) -> bool:
+    """A short Latin-script line of 3+ words that uses none of the body's own non-ASCII letters (`body_letters()`,
+    asked only for such a line): a German or English widget under a Vietnamese article. Credits and contacts
+    are never foreign."""
     stripped = line.strip()
     words = stripped.split()
     if not 3 <= len(words) <= EDGE_MAX_WORDS + 3 or _EDGE_KEEP.search(stripped) or _AUTHOR_PAIR.match(stripped):
@@ -244,7 +242,8 @@ def _is_foreign(line: str, body_letters: frozenset) -> bool:
     letters = [ch for ch in stripped if ch.isalpha()]
     if not all(ch.isascii() or unicodedata.name(ch, "").startswith("LATIN") for ch in letters):
         return False  # another script: a quoted or mixed-language passage, not a site widget
-    return not any(ch.lower() in body_letters for ch in letters)
+    known = body_letters()
+    return bool(known) and not any(ch.lower() in known for ch in letters)
 
 
 def _mark_edges(lines: list[str], verdict: list, title_words: str) -> None:
@@ -253,16 +252,28 @@ def _mark_edges(lines: list[str], verdict: list, title_words: str) -> None:
     sentence goes too: furniture comes in blocks. Keeps at least one line: a text made only of fragments is
     left to the next check."""
     live = [i for i, line in enumerate(lines) if verdict[i] is None and line.strip()]
-    is_title = [bool(title_words) and _words_only(lines[i]) == title_words for i in live]
+
+    def is_title(i: int) -> bool:
+        return bool(title_words) and _words_only(lines[live[i]]) == title_words
+
     top = 0
-    while top < len(live) and is_title[top]:
+    while top < len(live) and is_title(top):
         top += 1
-    letters = _body_letters([lines[i] for i in live])
+    letters: list = []  # the body's letters, counted for the first line that needs them: most texts never do
+
+    def body_letters() -> frozenset:
+        if not letters:
+            letters.append(_body_letters([lines[i] for i in live]))
+        return letters[0]
+
+    def is_foreign(line: str) -> bool:
+        return _is_foreign(line, body_letters)
+
     marked = set()
     for i in range(top, len(live)):
         line = lines[live[i]]
         furniture = bool(marked) or any(verdict[j] for j in range(0, live[i]))
-        if not (is_fragment(line) or (furniture and _is_short(line)) or _is_foreign(line, letters)) or (
+        if not (is_fragment(line) or (furniture and _is_short(line)) or is_foreign(line)) or (
                 i + 1 < len(live) and _continues(lines[live[i + 1]]) and not _SENTENCE_END.search(line.strip())):
             break
         marked.add(i)
@@ -270,7 +281,7 @@ def _mark_edges(lines: list[str], verdict: list, title_words: str) -> None:
     for i in range(len(live) - 1, top - 1, -1):
         line = lines[live[i]]
         furniture = bool(bottom) or any(verdict[j] for j in range(live[i] + 1, len(lines)))
-        if is_title[i] or not (is_fragment(line) or (furniture and _is_short(line)) or _is_foreign(line, letters)) or (
+        if is_title(i) or not (is_fragment(line) or (furniture and _is_short(line)) or is_foreign(line)) or (
                 i > 0 and _continues(line) and not _SENTENCE_END.search(lines[live[i - 1]].strip())):
             break
         bottom.add(i)
