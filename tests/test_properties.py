@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from transforms.boilerplate import load_rules, match_line, strip_boilerplate
 from transforms.dedup import DedupConfig, DeduplicateArticles, bucket_candidates, pick_first, sort_key, _Key
 from transforms.language import detect_language, load_langdetect
-from transforms.normalize import dedup_key, normalize_text
+from transforms.normalize import FTFY_CONFIG, dedup_key, ftfy_may_change, normalize_text
 from transforms.types import Article
 from tests.data.make_hostile import STORIES
 
@@ -49,6 +49,22 @@ def test_normalize_is_idempotent(text):
     once = normalize_text(text)
     assert normalize_text(once) == once
     assert dedup_key(once) == dedup_key(normalize_text(once))
+
+
+latin_mojibake = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x2FF), max_size=40)
+
+
+@FAST
+@given(st.one_of(texts, latin_mojibake))
+@example("voilÃ le travail")  # mojibake with a lost no-break space: BADNESS_RE must catch it
+@example("e\u0301\u20ac")     # only the NFC form could look like mojibake
+def test_skipping_ftfy_is_only_done_when_it_would_change_nothing_but_nfc(text):
+    import unicodedata
+
+    import ftfy
+
+    if not ftfy_may_change(text):
+        assert ftfy.fix_text(text, FTFY_CONFIG) == unicodedata.normalize("NFC", text)
 
 
 RULES = load_rules()
