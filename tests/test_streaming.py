@@ -21,7 +21,7 @@ from pipeline.cli import main
 from pipeline.streaming import (KIND_FILES, KIND_KAFKA, KIND_PUBSUB, READ, StreamSource, WriteWindowedLake,
                                 decode_message, event_time, file_name, finalize_lake, message_parts,
                                 new_settled_files, parse_source, staging_of)
-from transforms.dedup import DedupConfig, lsh_params, minhash_signature, shingles
+from transforms.dedup import DedupConfig, lsh_params, minhash_signature, shingle_sketch, shingles, sketch_jaccard
 from transforms.normalize import dedup_key
 from transforms.stateful_dedup import NearIndex, StatefulDedup
 from transforms.types import Article, Duplicate, Rejection
@@ -173,6 +173,35 @@ class TestNearIndex:
         assert restored.add("x", "X", self.sig(near_copy(seed_text(0))), 200)[0] == "A"
         assert index.expire(100) == 1 and set(index.entries) == {"b"} and index.next_expiry() == 150
         assert index.add("y", "Y", self.sig(near_copy(seed_text(0))), 200) is None  # A was forgotten
+
+
+    def windowed(self):
+        return NearIndex(self.CONFIG.threshold, *lsh_params(self.CONFIG.threshold, self.CONFIG.num_perm),
+                         window_days=self.CONFIG.near_window_days)
+
+    def fp(self, text):
+        items = shingles(dedup_key(text))
+        return minhash_signature(items, self.CONFIG.num_perm, self.CONFIG.seed), shingle_sketch(items)
+
+    def test_near_copies_further_apart_than_the_window_do_not_merge(self):
+        """As in batch: a text reused months later is a new story, unless the dates are unknown."""
+        index = self.windowed()
+        (signature, sketch), (copy_signature, copy_sketch) = self.fp(seed_text(0)), self.fp(near_copy(seed_text(0)))
+        assert index.add("a", "A", signature, 100, sketch, "2024-01-01") is None
+        assert index.add("b", "B", copy_signature, 100, copy_sketch, "2024-06-01T00:00:00") is None
+        assert index.add("c", "C", copy_signature, 100, copy_sketch, "2024-01-20")[0] == "A"
+        assert index.add("d", "D", copy_signature, 100, copy_sketch, None)[0] == "A"
+
+    def test_similarity_is_batch_verification_on_the_sketches(self):
+        index = self.windowed()
+        signature, sketch = self.fp(seed_text(2))
+        copy_signature, copy_sketch = self.fp(near_copy(seed_text(2)))
+        index.add("a", "A", signature, 100, sketch)
+        root, similarity = index.add("b", "B", copy_signature, 100, copy_sketch)
+        assert root == "A" and similarity == round(sketch_jaccard(sketch, copy_sketch), 4)
+        restored = NearIndex.rebuild(index.threshold, index.bands, index.rows,
+                                     [tuple(e) for e in index.entries.values()], index.window_days)
+        assert restored.entries["a"].sketch == sketch and restored.window_days == self.CONFIG.near_window_days
 
 
 # ---------------------------------------------------------------------------------------------------------

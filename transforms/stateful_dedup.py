@@ -12,11 +12,13 @@ forget everything at its end):
 2. keyed by `content_hash`: a later exact copy becomes an exact duplicate of the first;
 3. keyed by one LSH index key: the near-duplicate index (MinHash bands -> the first few arrivals per band,
    as batch compares each member with the first `MAX_PARENTS_PER_BUCKET` members of a band). A candidate
-   merges only when its estimated Jaccard similarity reaches the threshold; chains resolve to the kept
-   root, and an exact copy of a near duplicate points at that root (as batch does), so every `duplicate_of`
+   merges only as batch's would: its Jaccard similarity on the bottom-k shingle sketches reaches the
+   threshold and, when both dates are known, the two were published within `near_window_days`; chains
+   resolve to the kept root, and an exact copy of a near duplicate points at that root (as batch does), so every `duplicate_of`
    names a kept document. This step is one key on purpose: the decisions of different bands about one
    article must be taken in one place, in arrival order, or two copies arriving together could each be
-   judged the duplicate of the other. Only fingerprints are stored; the step does a few dictionary look-ups
+   judged the duplicate of the other. Only fingerprints are stored (signature, sketch of at most
+   `SKETCH_SIZE` hashes, date: about 4-9 KB per remembered article); the step does a few dictionary look-ups
    per article.
 
 Retention bounds the state: every remembered id, hash and index entry is dropped by an event-time timer once
@@ -35,7 +37,8 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.dedup import (KIND_EXACT, KIND_NEAR, MAX_PARENTS_PER_BUCKET, REASON_DUPLICATE_ID, DedupConfig,
-                              band_keys, estimate_jaccard, lsh_params, minhash_signature, shingles, story_key)
+                              band_keys, days_apart, estimate_jaccard, lsh_params, minhash_signature,
+                              shingle_sketch, shingles, sketch_jaccard, story_key)
 from transforms.normalize import content_hash
 from transforms.types import Article, Duplicate, Rejection
 
@@ -66,18 +69,33 @@ class IndexEntry(NamedTuple):
     bands: tuple
     expires: float  # event time (seconds) after which it is forgotten
     seq: int  # arrival order
+    sketch: bytes = b""  # bottom-k shingle hashes (`shingle_sketch`), for batch's verification
+    published: Optional[str] = None  # `published_at`, for batch's date window
 
 
 class NearIndex:
-    """LSH index of earlier arrivals, in arrival order. `add` decides and remembers; `expire` forgets."""
+    """LSH index of earlier arrivals, in arrival order. `add` decides and remembers; `expire` forgets.
 
-    def __init__(self, threshold: float, bands: int, rows: int):
-        self.threshold, self.bands, self.rows = threshold, bands, rows
+    A candidate is judged like batch's: similarity on the sketches (the MinHash estimate when either has
+    none), and no merge across more than `window_days` (0: no window) when both dates are known."""
+
+    def __init__(self, threshold: float, bands: int, rows: int, window_days: float = 0.0):
+        self.threshold, self.bands, self.rows, self.window_days = threshold, bands, rows, window_days
         self.entries: dict[str, IndexEntry] = {}
         self.buckets: dict[str, list[str]] = {}
         self.seq = 0
 
-    def match(self, signature: bytes, keys: list[str]) -> Optional[tuple[IndexEntry, float]]:
+    def similarity(self, entry: IndexEntry, signature: bytes, sketch: bytes, published: Optional[str]) -> float:
+        """How similar a remembered entry is to a new arrival; 0.0 when they are too far apart in time."""
+        apart = days_apart(entry.published, published)
+        if self.window_days and apart is not None and apart > self.window_days:
+            return 0.0
+        if entry.sketch and sketch:
+            return sketch_jaccard(entry.sketch, sketch)
+        return estimate_jaccard(entry.signature, signature)
+
+    def match(self, signature: bytes, keys: list[str], sketch: bytes = b"",
+              published: Optional[str] = None) -> Optional[tuple[IndexEntry, float]]:
         """The earliest-arriving remembered entry sharing a band whose similarity reaches the threshold."""
         best = None
         for key in keys:
@@ -85,22 +103,23 @@ class NearIndex:
                 entry = self.entries[loc]
                 if best is not None and entry.seq >= best[0].seq:
                     continue
-                similarity = estimate_jaccard(entry.signature, signature)
+                similarity = self.similarity(entry, signature, sketch, published)
                 if similarity >= self.threshold:
                     best = (entry, similarity)
         return best
 
-    def add(self, loc: str, doc_id: str, signature: bytes, expires: float) -> Optional[tuple[str, float]]:
+    def add(self, loc: str, doc_id: str, signature: bytes, expires: float, sketch: bytes = b"",
+            published: Optional[str] = None) -> Optional[tuple[str, float]]:
         """Decides one new arrival: (root doc_id, similarity to its parent) when it is a near duplicate, else
         None (kept). Either way it is remembered, so later copies can match it (chains resolve to the root)."""
         keys = band_keys(signature, self.bands, self.rows)
-        found = self.match(signature, keys)
+        found = self.match(signature, keys, sketch, published)
         root, similarity = None, 0.0
         if found:
             parent, similarity = found
             root = parent.root_doc_id or parent.doc_id
         self._remember(IndexEntry(loc, doc_id, root, round(similarity, 4) if root else 0.0, signature,
-                                  tuple(keys), expires, self.seq))
+                                  tuple(keys), expires, self.seq, sketch, published))
         return (root, round(similarity, 4)) if root else None
 
     def _remember(self, entry: IndexEntry) -> None:
@@ -126,18 +145,21 @@ class NearIndex:
         return min((e.expires for e in self.entries.values()), default=None)
 
     @classmethod
-    def rebuild(cls, threshold: float, bands: int, rows: int, entries) -> "NearIndex":
-        index = cls(threshold, bands, rows)
+    def rebuild(cls, threshold: float, bands: int, rows: int, entries, window_days: float = 0.0) -> "NearIndex":
+        index = cls(threshold, bands, rows, window_days)
         for entry in sorted((IndexEntry(*e) for e in entries), key=lambda e: e.seq):
             index._remember(entry)
         return index
 
 
-def fingerprint(article: Article, config: DedupConfig) -> tuple[str, bytes]:
-    """(content_hash, MinHash signature) of an article, with the batch stage's functions and settings."""
+def fingerprint(article: Article, config: DedupConfig) -> tuple[str, bytes, bytes]:
+    """(content_hash, MinHash signature, shingle sketch) of an article, with the batch stage's functions and
+    settings (signature and sketch empty without near dedup)."""
     key = story_key(article.text, article.title)  # the batch stage's key: body without its headline line
-    signature = minhash_signature(shingles(key), config.num_perm, config.seed) if config.near else b""
-    return content_hash(key), signature
+    if not config.near:
+        return content_hash(key), b"", b""
+    items = shingles(key)
+    return content_hash(key), minhash_signature(items, config.num_perm, config.seed), shingle_sketch(items)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -220,7 +242,8 @@ class _NearIndexFn(beam.DoFn):
         index = _INDEX_CACHE.pop(current, None) if current is not None else None
         if index is None:
             Metrics.counter(NAMESPACE, "index_rebuilds").inc()
-            index = NearIndex.rebuild(self.config.threshold, self.bands, self.rows, log.read())
+            index = NearIndex.rebuild(self.config.threshold, self.bands, self.rows, log.read(),
+                                      self.config.near_window_days)
         return index, current
 
     @staticmethod
@@ -250,7 +273,9 @@ class _NearIndexFn(beam.DoFn):
                     article.doc_id, first_doc_id, KIND_EXACT, 1.0, article.source_location))
             return
         expires = float(timestamp) + self.retention
-        decision = index.add(article.source_location, article.doc_id, item[2], expires)
+        signature, sketch = item[2]
+        decision = index.add(article.source_location, article.doc_id, signature, expires, sketch,
+                             article.published_at)
         log.add(tuple(index.entries[article.source_location]))
         self._bump(token, index)
         scheduled = next_expiry.read()
@@ -289,8 +314,8 @@ class _FingerprintFn(beam.DoFn):
         self.config = config
 
     def process(self, article: Article):
-        digest, signature = fingerprint(article, self.config)
-        yield digest, (article._replace(content_hash=digest), signature)
+        digest, signature, sketch = fingerprint(article, self.config)
+        yield digest, (article._replace(content_hash=digest), (signature, sketch))
 
 
 class StatefulDedup(beam.PTransform):
