@@ -44,3 +44,22 @@ def test_dedup_key_folds_case_punctuation_quotes_and_breaks():
 def test_content_hash_is_pinned():
     # A canary: changing the key or the hash silently would re-key every lake.
     assert content_hash("hello world") == "df8d09e93f874900a99b8775cc15b6c7"
+
+
+def test_stage_rejects_texts_with_no_letter_or_digit_left_and_keeps_the_rest():
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms.normalize import REASON_EMPTY, NormalizeArticles
+    from transforms.types import Article
+
+    texts = {"punct": "!!! — … ---\n\u200b\u00a0", "zw": "\u200b\ufeff", "cyrillic": "Привет, мир", "ascii": "... 42 ...",
+             "cjk": "「東京」", "vi": VI}
+    with TestPipeline() as p:
+        out = (p | beam.Create([Article(doc_id=k, source_location=k, format="text", text=v) for k, v in texts.items()])
+               | NormalizeArticles())
+        assert_that(out["articles"] | "Kept" >> beam.Map(lambda a: a.doc_id), equal_to(["cyrillic", "ascii", "cjk", "vi"]),
+                    label="kept")
+        assert_that(out["rejected"] | "Why" >> beam.Map(lambda r: (r.doc_id, r.reason)),
+                    equal_to([("punct", REASON_EMPTY), ("zw", REASON_EMPTY)]), label="rejected")

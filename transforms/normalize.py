@@ -41,6 +41,7 @@ _INVISIBLE = re.compile("[\u200b\u2060\ufeff\u00ad\u180e]")  # zero-width, BOM, 
 _SPACE_CHARS = re.compile(r"[^\S\n]+")  # any whitespace but a newline
 _BLANK_RUNS = re.compile(r"\n{3,}")
 _WORD = re.compile(r"\w+")
+_ASCII_WORD_CHAR = re.compile(r"[A-Za-z0-9_]")
 # Characters some enabled ftfy fix acts on by itself: entities, terminal escapes, line breaks other than \n,
 # C1 controls, surrogates, and the control characters ftfy removes.
 _FTFY_TRIGGERS = re.compile("[&\x1b\r\u2028\u2029\x80-\x9f\ud800-\udfff" + "".join(
@@ -103,8 +104,8 @@ class _NormalizeFn(beam.DoFn):
     def process(self, article: Article):
         Metrics.counter(NAMESPACE, "seen").inc()
         text = normalize_text(article.text)
-        key = dedup_key(text)
-        if not key:
+        # An ASCII letter or digit survives into the key (NFKC and casefolding keep ASCII): no need to build it.
+        if not _ASCII_WORD_CHAR.search(text) and not dedup_key(text):
             Metrics.counter(NAMESPACE, f"dropped_{REASON_EMPTY}").inc()
             yield beam.pvalue.TaggedOutput(REJECTED, Rejection(
                 article.doc_id, article.source_location, STAGE, REASON_EMPTY, excerpt(article.text)))
