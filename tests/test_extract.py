@@ -14,9 +14,10 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.extract import (FALLBACK_BALANCED, FALLBACK_BASELINE, FALLBACK_NONE, RECHECK_WORDS, Extracted,
-                                ExtractText, apply_extraction, choose_text, drop_title_line, extract_html,
-                                html_lang_hint)
+from transforms.extract import (FALLBACK_BALANCED, FALLBACK_BASELINE, FALLBACK_NONE,
+                                RECHECK_WORDS, Extracted, ExtractText, add_standfirst, apply_extraction,
+                                article_paragraphs, body_text, choose_text, drop_title_line, extract_html,
+                                html_lang_hint, json_ld_article_body, keep_lines_in, prefer_article)
 from transforms.normalize import dedup_key, normalize_text
 from transforms.types import Article
 from tests.helpers import ARTICLE_EN
@@ -82,6 +83,99 @@ def test_headline_line_is_dropped_from_body():
     assert drop_title_line("Budget  passes\nBody.", (None, "budget passes")) == "Body."
     assert drop_title_line("Budget", ("Budget",)) == "Budget"
     assert drop_title_line("Other\nBody.", ("Budget",)) == "Other\nBody."
+
+
+def test_headline_with_the_site_name_in_the_title_is_dropped_too():
+    assert drop_title_line("Council passes budget\nBody.", ("Council passes budget | Example News",)) == "Body."
+    # a short kicker that merely starts the title is not the headline
+    assert drop_title_line("Council\nBody.", ("Council passes budget | Example News",)) == "Council\nBody."
+
+
+# --- the page's own structure corrects trafilatura (pure parts, on small trees) -----------------------------
+
+def _tree(markup):
+    from lxml import etree
+    return etree.fromstring(markup)
+
+
+def test_link_blocks_go_and_prose_with_links_stays():
+    body = _tree("<body><p>The council met on Tuesday and approved the <ref target='/b'>budget</ref> after a long "
+                 "debate.</p><p>Read also: <ref target='/x'>Mayor opens the new bridge over the river</ref></p>"
+                 "<list><item><ref target='/y'>Other story one</ref></item><item>A plain list item</item></list>"
+                 "</body>")
+    text = body_text(body)
+    assert "approved the budget after" in text and "A plain list item" in text
+    assert "Mayor opens" not in text and "Read also" not in text and "Other story one" not in text
+
+
+def test_the_lone_article_wins_when_the_extractor_kept_only_part_of_it():
+    part = "First section of the story about the council budget and the new bus lines in town."
+    article = part + "\n" + "Second section goes on with the bridges, the taxes and the opposition. " * 3
+    assert prefer_article(part, article) == article
+    assert prefer_article(part, part + " A little more.") is None  # not longer enough: keep the extraction
+    assert prefer_article(part, "Another story entirely, " * 20) is None  # not the same story
+
+
+def test_article_paragraphs_need_exactly_one_article():
+    one = "<html><body><article><h1>T</h1><p>One  para.</p><div><p>Two para.</p></div></article></body></html>"
+    import lxml.html
+    assert article_paragraphs(lxml.html.fromstring(one), one) == "One para.\nTwo para."
+    two = one.replace("</body>", "<article><p>Teaser card.</p></article></body>")
+    assert article_paragraphs(lxml.html.fromstring(two), two) == ""
+
+
+def test_json_ld_article_body_vouches_for_the_lines():
+    html = ('<script type="application/ld+json">{"@graph": [{"@type": "NewsArticle", "articleBody": '
+            '"The council approved the budget on Tuesday after a long debate. Twelve new bus lines &amp; three '
+            'bridges will be built before the end of next year."}]}</script>'
+            '<script type="application/ld+json">{broken</script>')
+    body = json_ld_article_body(html)
+    assert "Twelve new bus lines & three bridges" in body
+    story = ("The council approved the budget on Tuesday after a long debate.",
+             "Twelve new bus lines & three bridges will be built before the end of next year.")
+    text = f"{story[0]}\nPhoto: Jane Doe / Agency\n{story[1]}"
+    assert keep_lines_in(text, body) == "\n".join(story)
+    # a teaser-length articleBody (it holds few of the extracted words) vouches for nothing
+    assert keep_lines_in(text + "\n" + "More words of the story here. " * 10, "The council") == \
+        text + "\n" + "More words of the story here. " * 10
+    assert json_ld_article_body("<p>no structured data</p>") == ""
+
+
+STANDFIRST = "The city council approved a budget that adds twelve bus lines and repairs three bridges."
+
+
+def test_standfirst_shown_on_the_page_comes_back_after_the_headline():
+    import lxml.html
+    page = f"<html><body><header><h1>Budget</h1><p class='lead'>{STANDFIRST}</p></header></body></html>"
+    text = add_standfirst("Budget\nBody of the story.", STANDFIRST, lxml.html.fromstring(page), ("Budget",))
+    assert text == f"Budget\n{STANDFIRST}\nBody of the story."
+    text = add_standfirst("Body of the story.", STANDFIRST, lxml.html.fromstring(page), ("Budget",))
+    assert text == f"{STANDFIRST}\nBody of the story."
+
+
+def test_standfirst_only_in_metadata_scripts_or_cut_short_stays_out():
+    import lxml.html
+    meta_only = (f"<html><head><meta name='description' content='{STANDFIRST}'></head><body><p>Body.</p>"
+                 f"<script>var d = '{STANDFIRST}';</script></body></html>")
+    assert add_standfirst("Body.", STANDFIRST, lxml.html.fromstring(meta_only)) == "Body."
+    shown = f"<html><body><p>{STANDFIRST}</p></body></html>"
+    cut = STANDFIRST[:60] + "..."
+    assert add_standfirst("Body.", cut, lxml.html.fromstring(shown)) == "Body."
+    assert add_standfirst("Body.", "Too short to be a lead.", lxml.html.fromstring(shown)) == "Body."
+    assert add_standfirst(STANDFIRST + "\nBody.", STANDFIRST, lxml.html.fromstring(shown)) == STANDFIRST + "\nBody."
+
+
+def test_real_page_loses_its_teaser_link_and_gets_its_standfirst_back():
+    page = PAGE.replace('<meta name="date"', f'<meta name="description" content="{STANDFIRST}"><meta name="date"')
+    # the standfirst sits in a header above the article, where precision mode leaves it out
+    page = page.replace("<article><h1>Council passes budget</h1>", "<header class=\"article-header\"><h1>Council "
+                        f"passes budget</h1><div class=\"teaser\">{STANDFIRST}</div></header><article>")
+    page = page.replace("</p>\n</article>", "</p><p>Read also: <a href='/b'>Mayor opens the new bridge over the "
+                                           "river</a></p>\n</article>")
+    assert "Read also" in page and page.count(STANDFIRST) == 2
+    out = extract_html(page, "https://example.com/budget")
+    assert out.text.startswith(STANDFIRST) and "twelve new bus lines" in out.text
+    assert "Mayor opens" not in out.text
 
 
 def test_lang_hint():

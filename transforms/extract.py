@@ -1,15 +1,20 @@
 """Extraction stage: raw HTML pages -> article text and metadata, with trafilatura.
 
 Text records pass through untouched. An HTML record gets its main text from trafilatura (precision first,
-balanced mode when precision cut the article short, trafilatura's baseline when both found nothing), plus
-title, date, URL and site name where the record itself lacks them; the headline line is dropped from the body
+balanced mode when precision cut the article short, trafilatura's baseline when both found nothing), then the
+page's own structure corrects it (`refine_text`): link blocks go, a lone `<article>` the extractor cut short
+wins, a JSON-LD `articleBody` vouches for the lines, and the standfirst the page shows comes back. Title, date,
+URL and site name fill in where the record itself lacks them; the headline line is dropped from the body
 so a page and the same story given as text hash equal. `<html lang>` is kept only as a hint for language
 detection. A page with no extractable text is rejected (`no_text_extracted`); a page that makes the extractor
 raise, hang or crash is rejected (`extraction_error`), never stopping the run.
 """
 from __future__ import annotations
 
+import html as html_lib
+import json
 import re
+import unicodedata
 from typing import Callable, NamedTuple, Optional
 
 import apache_beam as beam
@@ -17,7 +22,7 @@ from apache_beam.metrics import Metrics
 
 from transforms.types import FORMAT_HTML, Article, Rejection, excerpt
 
-__all__ = ["ExtractText", "extract_html", "choose_text", "html_lang_hint"]
+__all__ = ["ExtractText", "extract_html", "choose_text", "refine_text", "html_lang_hint"]
 
 NAMESPACE = "extract"
 STAGE = "extract"
@@ -27,6 +32,15 @@ REJECTED = "rejected"
 RECHECK_WORDS = 300  # a precision result shorter than a short news story gets a second look (balanced mode)
 RECALL_FACTOR = 2  # ...which wins only with at least twice the words: precision cut the article
 FALLBACK_NONE, FALLBACK_BALANCED, FALLBACK_BASELINE = "precision", "balanced", "baseline"
+FALLBACK_ARTICLE = "article"  # the paragraphs of the page's only <article> (see `prefer_article`)
+LINK_SHARE = 0.7  # a block with at least this share of its characters in links...
+LINK_BLOCK_WORDS = 30  # ...and at most this many words is a teaser ("Read also: <a>...</a>"), not prose
+ARTICLE_FACTOR = 1.8  # the lone <article> wins with this many times the words...
+ARTICLE_COVER = 0.9  # ...when it holds this share of the extracted words (same story, the extractor cut it)
+LD_COVER = 0.8  # a JSON-LD articleBody holding this share of the extracted words is the full body...
+LD_LINE_KEEP = 0.5  # ...and an extracted line with less than this share of its words in it goes
+STANDFIRST_MIN_WORDS = 8  # a shorter meta description is a tagline, not a lead paragraph
+STANDFIRST_MAX_WORDS = 80  # ...and a longer one is not a lead paragraph either (several texts run together)
 TIMEOUT_SECONDS = 60.0  # per page; a real page takes ~20 ms, the largest (1.5 MB) about a second
 
 
@@ -80,21 +94,171 @@ def choose_text(precise: str, balanced: Callable[[], str], baseline: Callable[[]
     return text, source
 
 
+def _fold_words(text: Optional[str]) -> list[str]:
+    return re.findall(r"\w+", unicodedata.normalize("NFKC", text or "").casefold())
+
+
+def _share_in(words: list[str], reference: set) -> float:
+    return sum(w in reference for w in words) / len(words) if words else 0.0
+
+
+_BLOCKS = ("p", "head", "item", "cell", "quote")
+
+
+def body_text(body) -> str:
+    """Plain text of trafilatura's output tree (extracted with links) without its link blocks: a paragraph,
+    heading, list item or cell of at most `LINK_BLOCK_WORDS` words whose text is mostly (`LINK_SHARE`) link
+    text is a teaser or a related-story link ("VEA TAMBIÉN: <a>...</a>", "- <a>Other story</a>"), which
+    precision mode keeps when it sits inside the article container. Links then become plain text."""
+    if body is None:
+        return ""
+    from lxml import etree
+    from trafilatura.xml import xmltotxt
+
+    for block in list(body.iter(*_BLOCKS)):
+        if block.getparent() is None or any(child.tag in _BLOCKS or child.tag == "list" for child in block):
+            continue
+        text = "".join(block.itertext())
+        chars = len(text.strip())
+        linked = sum(len("".join(ref.itertext())) for ref in block.iter("ref"))
+        if chars and linked >= LINK_SHARE * chars and len(text.split()) <= LINK_BLOCK_WORDS:
+            block.getparent().remove(block)  # the tail (text after the block) is trafilatura's whitespace
+    etree.strip_tags(body, "ref")
+    return xmltotxt(body, False)
+
+
+def article_paragraphs(tree, html: str = "") -> str:
+    """The `<p>` texts of the page's `<article>`, one a line, when the page has exactly one (several are
+    teaser cards), else ''. `html`, when given, spares the tree search on pages without one."""
+    if tree is None or (html and html.count("<article") != 1):
+        return ""
+    articles = tree.xpath("//article")
+    if len(articles) != 1:
+        return ""
+    lines = (" ".join(p.text_content().split()) for p in articles[0].iter("p"))
+    return "\n".join(line for line in lines if line)
+
+
+def prefer_article(text: str, article: str) -> Optional[str]:
+    """`article` when it is the same story, longer: trafilatura sometimes keeps one of several sibling body
+    sections (an article split by ads or embeds). Same story: it holds `ARTICLE_COVER` of the extracted words;
+    longer: `ARTICLE_FACTOR` times the words. None otherwise."""
+    ours, theirs = _fold_words(text), _fold_words(article)
+    if ours and len(theirs) >= ARTICLE_FACTOR * len(ours) and _share_in(ours, set(theirs)) >= ARTICLE_COVER:
+        return article
+    return None
+
+
+_JSON_LD = re.compile(r"<script[^>]*application/ld\+json[^>]*>(.*?)</script>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def json_ld_article_body(html: str) -> str:
+    """The longest `articleBody` of the page's JSON-LD blocks (tags removed, entities decoded), or ''."""
+    if "articleBody" not in html:
+        return ""
+    best = ""
+    stack = []
+    for block in _JSON_LD.findall(html):
+        try:
+            stack.append(json.loads(block.strip()))
+        except ValueError:
+            continue  # a broken block is the page's problem, not a reason to lose its text
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            body = node.get("articleBody")
+            if isinstance(body, str) and len(body) > len(best):
+                best = body
+            stack.extend(v for k, v in node.items() if k != "articleBody")
+        elif isinstance(node, list):
+            stack.extend(node)
+    return html_lib.unescape(_TAG.sub(" ", best)) if best else ""
+
+
+def keep_lines_in(text: str, reference: str) -> str:
+    """`text` without the lines the page's JSON-LD `articleBody` does not vouch for, when that body is the
+    full story (it holds `LD_COVER` of the extracted words): captions, teasers and credits inside the article
+    container are not in the publisher's own article body. A line goes when less than `LD_LINE_KEEP` of its
+    words are in it. Unchanged without a full reference or when nothing would be left."""
+    vocabulary = set(_fold_words(reference))
+    if not vocabulary or _share_in(_fold_words(text), vocabulary) < LD_COVER:
+        return text
+    kept = [line for line in text.split("\n")
+            if not line.strip() or _share_in(_fold_words(line), vocabulary) >= LD_LINE_KEEP
+            or not _fold_words(line)]
+    return "\n".join(kept) if any(line.strip() for line in kept) else text
+
+
+def shown_in_body(tree, text: str) -> bool:
+    """Whether the page shows `text` in its `<body>` (not only in a `<head>` meta tag or a script's data): its
+    words in a row, whatever the punctuation, quotes, case and markup between them. Removes the scripts and
+    styles from `tree`."""
+    from lxml import etree
+
+    body = tree.find(".//body") if tree is not None else None
+    words = re.findall(r"\w+", text)
+    if body is None or not words:
+        return False
+    etree.strip_elements(body, "script", "style", "noscript", "template", with_tail=False)
+    shown = etree.tostring(body, method="text", encoding="unicode")  # lxml's C serializer: fast
+    # No word boundaries: adjacent elements often serialize without a space ("Read moreThe lead...").
+    probe = r"\W*".join(map(re.escape, words))
+    return re.search(probe, shown, re.IGNORECASE) is not None
+
+
+def add_standfirst(text: str, description: Optional[str], tree, titles=()) -> str:
+    """`text` with the page's standfirst (the lead paragraph under the headline) put back, after the headline
+    line if there is one. Precision mode often leaves it out because it sits in the article header. Taken from
+    the meta description, and only when the page shows that very text in its body (a description that
+    is only metadata, or only a teaser, is not part of the article); never a truncated one ("...")."""
+    description = " ".join((description or "").split())
+    words = _fold_words(description)
+    if not STANDFIRST_MIN_WORDS <= len(words) <= STANDFIRST_MAX_WORDS or description.endswith(("...", "…")):
+        return text
+    folded = " ".join(words)
+    if folded in " ".join(_fold_words(text)) or not shown_in_body(tree, description):
+        return text
+    first, sep, rest = text.partition("\n")
+    if is_headline(first, titles):
+        return f"{first}\n{description}\n{rest}" if sep else f"{first}\n{description}"
+    return f"{description}\n{text}"
+
+
+def refine_text(text: str, html: str, tree, description: Optional[str], titles=()) -> tuple[str, bool]:
+    """(text, whether the lone <article> replaced it): the corrections the page's own structure allows, each
+    cheap next to trafilatura (no second extraction): `prefer_article`, `keep_lines_in` the JSON-LD
+    articleBody, `add_standfirst`. Consumes `tree` (its scripts are removed)."""
+    replaced = prefer_article(text, article_paragraphs(tree, html))
+    text = replaced or text
+    text = keep_lines_in(text, json_ld_article_body(html))
+    return add_standfirst(text, description, tree, titles), replaced is not None
+
+
 def extract_html(html: str, url: Optional[str] = None) -> Extracted:
-    """Main text (see `choose_text`) and metadata of one page. Empty text when nothing article-like is found."""
+    """Main text (see `choose_text`, `refine_text`) and metadata of one page. Empty text when nothing
+    article-like is found."""
     trafilatura = _require_trafilatura()
-    options = dict(url=url, include_comments=False, include_tables=True, deduplicate=False)
-    doc = trafilatura.bare_extraction(html, with_metadata=True, favor_precision=True, **options)
+    # Parsed once: trafilatura works on its own copy, and `refine_text` reads the untouched page.
+    tree = trafilatura.load_html(html)
+    source = tree if tree is not None else html
+    # With links, so that `body_text` can tell link blocks from prose.
+    options = dict(url=url, include_comments=False, include_tables=True, deduplicate=False, include_links=True)
+    doc = trafilatura.bare_extraction(source, with_metadata=True, favor_precision=True, **options)
 
     def balanced():
-        again = trafilatura.bare_extraction(html, with_metadata=False, **options)
-        return again.text if again is not None else ""
+        again = trafilatura.bare_extraction(source, with_metadata=False, **options)
+        return body_text(again.body) if again is not None else ""
 
-    text, fallback = choose_text(doc.text if doc is not None else "", balanced,
+    text, fallback = choose_text(body_text(doc.body) if doc is not None else "", balanced,
                                  lambda: trafilatura.baseline(html)[1])
+    title = (doc.title if doc is not None else None) or None
+    if text.strip():
+        text, replaced = refine_text(text, html, tree, doc.description if doc is not None else None, (title,))
+        fallback = FALLBACK_ARTICLE if replaced else fallback
     return Extracted(
         text=text,
-        title=(doc.title if doc is not None else None) or None,
+        title=title,
         date=(doc.date if doc is not None else None) or None,
         url=(doc.url if doc is not None else None) or None,
         sitename=(doc.sitename if doc is not None else None) or None,
@@ -103,12 +267,22 @@ def extract_html(html: str, url: Optional[str] = None) -> Extracted:
     )
 
 
+def is_headline(line: str, titles) -> bool:
+    """Whether `line` is the headline: equal to a title, or the start of one making at least half of it (a
+    page's `<title>` often carries the site name after the headline: "Headline | Site")."""
+    folded = " ".join(line.split()).casefold()
+    for title in titles:
+        title = " ".join((title or "").split()).casefold()
+        if folded and title and (folded == title or (title.startswith(folded) and 2 * len(folded) >= len(title))):
+            return True
+    return False
+
+
 def drop_title_line(text: str, titles) -> str:
-    """The text without its first line when that line is the headline (trafilatura keeps the `<h1>`): the
-    title is metadata, and the body must match the same story given as plain text."""
+    """The text without its first line when that line is the headline (`is_headline`; trafilatura keeps the
+    `<h1>`): the title is metadata, and the body must match the same story given as plain text."""
     first, _, rest = text.lstrip().partition("\n")
-    folded = " ".join(first.split()).casefold()
-    if folded and any(t and folded == " ".join(t.split()).casefold() for t in titles) and rest.strip():
+    if rest.strip() and is_headline(first, titles):
         return rest.lstrip("\n")
     return text
 
