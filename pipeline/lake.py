@@ -61,6 +61,11 @@ STAGED_SUFFIX = ".staged"
 MAX_ROWS_PER_FILE = 50_000
 MAX_BYTES_PER_FILE = 128 << 20
 MAX_BUFFERED_BYTES = 64 << 20  # all partitions of one writer together (memory stays flat in the corpus size)
+# Dictionary-encode only the columns whose values repeat: on the unique ones (ids, texts, hashes, URLs) a
+# dictionary is built and thrown away, which cost ~40% of writing a small partition file.
+DICTIONARY_COLUMNS = ["source", "format", "lang", "stage", "reason", "kind", "other_langs", "ingested_at",
+                      "published_at"]
+RENAME_BATCH = 1000
 STAGE_ORDER = ("read", "extract", "normalize", "boilerplate", "language", "dedup")
 
 UTC_TS = pa.timestamp("us", tz="UTC")
@@ -280,6 +285,7 @@ class _WriteStagedFn(beam.DoFn):
     def setup(self):
         self.schema = SCHEMAS[self.table]
         self.ingested = datetime.fromisoformat(self.ingested_at)
+        self.folder_ready = False
 
     def start_bundle(self):
         self.buffers = defaultdict(list)
@@ -307,12 +313,17 @@ class _WriteStagedFn(beam.DoFn):
     def _flush(self, partition: str) -> StagedFile:
         rows = self.buffers.pop(partition)
         self.sizes.pop(partition, None)
-        folder = posixpath.join(self.table, partition) if partition else self.table
-        path = FileSystems.join(self.staging, folder, f"part-{uuid.uuid4().hex}.parquet{STAGED_SUFFIX}")
-        _ensure_dir(FileSystems.join(self.staging, folder))
+        # One flat folder per table: a partition is a prefix of the name, not two more folders to create here
+        # and to remove after the commit (thousands of them: one per language and day).
+        prefix = partition.replace("/", "__") + "__" if partition else ""
+        path = FileSystems.join(self.staging, self.table, f"{prefix}part-{uuid.uuid4().hex}.parquet{STAGED_SUFFIX}")
+        if not self.folder_ready:
+            _ensure_dir(FileSystems.join(self.staging, self.table))
+            self.folder_ready = True
         table = pa.Table.from_pylist(rows, schema=self.schema)
         with FileSystems.create(path) as handle:
-            pq.write_table(table, handle, compression="zstd")
+            pq.write_table(table, handle, compression="zstd",
+                           use_dictionary=[c for c in DICTIONARY_COLUMNS if c in self.schema.names])
         Metrics.counter(NAMESPACE, f"{self.table}_rows").inc(len(rows))
         Metrics.counter(NAMESPACE, f"{self.table}_files").inc()
         return StagedFile(self.table, partition, path, len(rows))
@@ -377,14 +388,18 @@ def commit(staged: list, output: str, staging: str, facts: dict, records_read: i
         FileSystems.delete([FileSystems.join(output, t) for t in existing if t != SUMMARY_FILE])
     written = Counter()
     invalid_partitions = sum(1 for item in staged if item.table == DOCUMENTS and not valid_partition(item.partition))
+    sources, targets = [], []
     for item in staged:
         folder = posixpath.join(item.table, item.partition) if item.partition else item.table
-        target_dir = FileSystems.join(output, folder)
+        name = posixpath.basename(item.path).removesuffix(STAGED_SUFFIX).rpartition("__")[2]
+        sources.append(item.path)
+        targets.append(FileSystems.join(output, folder, name))
+        written[item.table] += item.rows
+    for target_dir in sorted({posixpath.dirname(t) for t in targets}):
         if not FileSystems.exists(target_dir):
             FileSystems.mkdirs(target_dir)
-        target = FileSystems.join(target_dir, posixpath.basename(item.path).removesuffix(STAGED_SUFFIX))
-        FileSystems.rename([item.path], [target])
-        written[item.table] += item.rows
+    for start in range(0, len(sources), RENAME_BATCH):  # one call per batch: object stores rename in batches
+        FileSystems.rename(sources[start:start + RENAME_BATCH], targets[start:start + RENAME_BATCH])
     summary = summarize(records_read, facts[DOCUMENTS], facts[DUPLICATES], facts[REJECTED])
     if removed_lines:
         summary["boilerplate_removed_lines"] = removed_lines
