@@ -19,14 +19,23 @@ The kept copy of a cluster is chosen by `sort_key`: earliest `published_at`, the
 source location; so the decisions do not depend on input order or bundling. Chains (C ~ B ~ A) resolve to
 the root, so every `duplicate_of` names a document that is kept. Only keys, hashes and signatures are
 shuffled; the article texts are routed once, at the end, against a side input of decisions.
+
+Memory: on the local runner every PCollection crossing a stage boundary is held in the launcher's memory, so
+what is shuffled per document is kept small. The id and exact-hash groupings carry a `_Key` with the 11 band
+hashes packed as integers (no signature, no sketch). The LSH buckets are built by a combiner per band over
+packed (band hash, content hash) integers (24 bytes per band and document, no per-entry Python objects);
+only the documents that share a bucket with another one come back: their kept-copy order (a small side
+input) sorts each bucket, and their bottom-k sketch, the largest fingerprint (up to 8 KB), is computed then,
+from the articles that wait for the routing anyway, instead of being shuffled for every document.
 """
 from __future__ import annotations
 
 import array
 import functools
+import pickle
 import re
 from datetime import datetime
-from typing import Iterable, NamedTuple, Optional
+from typing import Iterable, Iterator, NamedTuple, Optional
 
 import apache_beam as beam
 import xxhash
@@ -64,14 +73,14 @@ class DedupConfig(NamedTuple):
 
 
 class _Key(NamedTuple):
-    """What dedup shuffles instead of the article: identity, order and fingerprints."""
+    """What dedup shuffles instead of the article: identity, order, exact hash and the LSH band hashes
+    (`bands` unsigned 64-bit integers, packed; empty without near-duplicate detection)."""
 
     loc: str
     doc_id: str
     order: tuple
     content_hash: str
-    signature: bytes
-    sketch: bytes = b""
+    bands: bytes = b""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -180,8 +189,29 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
 
 def band_keys(signature: bytes, bands: int, rows: int) -> list[str]:
     """One bucket key per band: the band index and a hash of its rows."""
+    return [f"{b}:{h:016x}" for b, h in enumerate(band_hashes(signature, bands, rows))]
+
+
+def band_hashes(signature: bytes, bands: int, rows: int) -> list[int]:
+    """Per band, the 64-bit hash of its rows (the integer form of `band_keys`; the band is the position)."""
     width = rows * 4
-    return [f"{b}:{xxhash.xxh3_64_hexdigest(signature[b * width:(b + 1) * width])}" for b in range(bands)]
+    return [xxhash.xxh3_64_intdigest(signature[b * width:(b + 1) * width]) for b in range(bands)]
+
+
+def shared_buckets(hashes: array.array, bands: int) -> Iterator[tuple[int, list[int]]]:
+    """Band hashes of n documents, packed row by row (`bands` per document) -> per band, every bucket that
+    more than one document shares, as (band, [document indexes in ascending order])."""
+    import numpy as np
+
+    table = np.frombuffer(hashes, dtype=np.uint64).reshape(-1, bands)
+    for band in range(bands):
+        column = table[:, band]
+        index = np.argsort(column, kind="stable")
+        ordered = column[index]
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        sizes = np.diff(np.r_[starts, len(ordered)])
+        for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
+            yield band, index[start:start + size].tolist()
 
 
 def pick_first(members: Iterable[_Key]) -> list[_Key]:
@@ -214,23 +244,71 @@ def resolve_root(loc: str, parents: dict) -> tuple:
 # ---------------------------------------------------------------------------------------------------------
 
 class _FingerprintFn(beam.DoFn):
-    """Article -> Article with content_hash, and its `_Key` on the `keys` output."""
+    """Article -> Article with content_hash, and its `_Key` (band hashes packed) on the `keys` output."""
 
-    def __init__(self, config: DedupConfig):
-        self.config = config
+    def __init__(self, config: DedupConfig, bands: int, rows: int):
+        self.config, self.bands, self.rows = config, bands, rows
 
     def process(self, article: Article):
         key = story_key(article.text, article.title)
         digest = content_hash(key)
-        signature, sketch = b"", b""
+        packed = b""
         if self.config.near:
-            items = shingles(key)
-            signature = minhash_signature(items, self.config.num_perm, self.config.seed)
-            sketch = shingle_sketch(items)
+            signature = minhash_signature(shingles(key), self.config.num_perm, self.config.seed)
+            packed = array.array("Q", band_hashes(signature, self.bands, self.rows)).tobytes()
         yield beam.pvalue.TaggedOutput("keys", _Key(
             article.source_location, article.doc_id, sort_key(article.published_at, article.doc_id,
-                                                              article.source_location), digest, signature, sketch))
+                                                              article.source_location), digest, packed))
         yield article._replace(content_hash=digest)
+
+
+class _BandTableFn(beam.CombineFn):
+    """Every kept-so-far `_Key` -> one table: the band hashes of all documents (packed unsigned 64-bit
+    integers, one row per document) and their kept-copy orders, each order kept once (pickled in batches).
+
+    Between the partial and the final combine the runner holds this compact form, a few hundred bytes per
+    document, instead of one shuffled entry per band and document (11 per document, each a Python object
+    in the local runner's grouping table). Accumulator: (hashes, pending orders, pickled batches of orders);
+    rows of `hashes` follow the batches, then the pending orders."""
+
+    def create_accumulator(self):
+        return array.array("Q"), [], []
+
+    def add_input(self, accumulator, key: _Key):
+        accumulator[0].frombytes(key.bands)
+        accumulator[1].append(key.order)
+        return accumulator
+
+    def compact(self, accumulator):
+        hashes, pending, batches = accumulator
+        return (hashes, [], batches + [pickle.dumps(pending, protocol=4)]) if pending else accumulator
+
+    def merge_accumulators(self, accumulators):
+        hashes, batches = array.array("Q"), []
+        for accumulator in accumulators:
+            more_hashes, _, more_batches = self.compact(accumulator)
+            hashes.extend(more_hashes)
+            batches += more_batches
+        return hashes, [], batches
+
+    def extract_output(self, accumulator):
+        return self.compact(accumulator)
+
+
+def _shared_bucket_members(table, bands: int):
+    """The band table -> (bucket key, [(order, loc)]) for every bucket shared by several documents."""
+    hashes, pending, batches = table
+    orders = [order for batch in batches for order in pickle.loads(batch)] + list(pending)
+    for band, members in shared_buckets(hashes, bands):
+        yield band, [(orders[i], orders[i][2]) for i in members]
+
+
+def _sketch_if_wanted(article: Article, wanted: dict):
+    """(loc, (bottom-k sketch, date)) of an article that is a near-duplicate candidate (a member of a shared
+    bucket): the only ones whose sketches are needed."""
+    date = wanted.get(article.source_location)
+    if date is not None:
+        yield article.source_location, (shingle_sketch(shingles(story_key(article.text, article.title))), date)
 
 
 def _split_duplicate_ids(item):
@@ -322,8 +400,8 @@ class DeduplicateArticles(beam.PTransform):
         self.bands, self.rows = lsh_params(config.threshold, config.num_perm)
 
     def expand(self, articles):
-        fingerprinted = articles | "Fingerprint" >> beam.ParDo(_FingerprintFn(self.config)).with_outputs(
-            "keys", main="articles")
+        fingerprinted = articles | "Fingerprint" >> beam.ParDo(
+            _FingerprintFn(self.config, self.bands, self.rows)).with_outputs("keys", main="articles")
         keys = fingerprinted["keys"]
 
         by_id = (keys | "KeyById" >> beam.Map(lambda k: (k.doc_id, k))
@@ -336,14 +414,18 @@ class DeduplicateArticles(beam.PTransform):
         firsts = exact["first"]
 
         if self.config.near:
-            bands, rows, threshold = self.bands, self.rows, self.config.threshold
-            candidates = (
-                firsts
-                | "Bands" >> beam.FlatMap(lambda k: [(b, (k.order, k.loc)) for b in band_keys(k.signature, bands, rows)])
-                | "GroupByBand" >> beam.GroupByKey()
-                | "Candidates" >> beam.FlatMap(lambda item: bucket_candidates(list(item[1])))
-            )
-            signatures = firsts | "SketchByLoc" >> beam.Map(lambda k: (k.loc, (k.sketch, k.order[0])))
+            threshold, bands = self.config.threshold, self.bands
+            buckets = (firsts | "BandTable" >> beam.CombineGlobally(_BandTableFn())
+                       | "SharedBuckets" >> beam.FlatMap(_shared_bucket_members, bands))
+            candidates = buckets | "Candidates" >> beam.FlatMap(lambda item: bucket_candidates(item[1]))
+            # loc -> date of every bucket member: a small side input naming the articles to sketch
+            wanted = beam.pvalue.AsDict(buckets | "Members" >> beam.FlatMap(
+                lambda item: [(loc, order[0]) for order, loc in item[1]]))
+            # The reshuffle (of the few members' sketches) is a stage boundary the local runner needs: a stage
+            # waiting on a side input that feeds a Flatten (the joins below) next to another stage's output
+            # never gets its watermark, and the run stops with "watermark-pending bundles did not execute".
+            signatures = (fingerprinted["articles"] | "SketchMembers" >> beam.FlatMap(_sketch_if_wanted, wanted)
+                          | "SpreadSketches" >> beam.Reshuffle())
             to_parent = ({"sig": signatures, "parents": candidates} | "JoinChild" >> beam.CoGroupByKey()
                          | "AttachChildSignature" >> beam.FlatMap(_attach_child_signature))
             edges = ({"sig": signatures, "children": to_parent} | "JoinParent" >> beam.CoGroupByKey()
