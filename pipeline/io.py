@@ -32,7 +32,7 @@ from apache_beam.metrics import Metrics
 
 from transforms.types import FORMAT_HTML, FORMAT_TEXT, Article, Rejection, excerpt
 
-__all__ = ["ReadArticles", "InputFile", "match_inputs", "InputError"]
+__all__ = ["ReadArticles", "InputFile", "match_inputs", "InputError", "plan_ranges", "ByteRange"]
 
 STAGE = "read"
 NAMESPACE = "read"
@@ -42,6 +42,7 @@ SUFFIX_FORMATS = ((".jsonl.gz", FORMAT_JSONL), (".jsonl", FORMAT_JSONL), (".txt"
                   (".html", FORMAT_HTML), (".htm", FORMAT_HTML))
 
 DEFAULT_MAX_RECORD_BYTES = 1_800_000  # real pages reach ~1.5 MB; a 2 MB "article" is not one
+SPLIT_BYTES = 4 << 20  # uncompressed JSONL files larger than this are read as line-aligned ranges, in parallel
 # Bounded decompression (gzip bombs): a hard cap per file, and a ratio check once a file has inflated past
 # RATIO_CHECK_AFTER bytes. Real news JSONL compresses 3-10x; 100x is only reached by padding or an attack.
 DEFAULT_MAX_DECOMPRESSED_BYTES = 16 << 30
@@ -78,6 +79,16 @@ class InputFile(NamedTuple):
     path: str
     rel_path: str
     format: Optional[str]
+
+
+class ByteRange(NamedTuple):
+    """A line-aligned part of an input file: bytes [start, end) whose first line is line number `first_line`.
+    `end` None means the whole file (compressed, UTF-16, text and HTML files, small or unreadable files)."""
+
+    file: tuple
+    start: int = 0
+    end: Optional[int] = None
+    first_line: int = 1
 
 
 Parsed = Union[Article, Rejection]
@@ -251,18 +262,22 @@ def parse_document_file(data: bytes, fmt: str, rel_path: str) -> Parsed:
     return Article(doc_id=doc_id, source_location=location, format=FORMAT_TEXT, title=title, text=body)
 
 
-def read_bounded_lines(stream, max_bytes: int) -> Iterator[tuple[int, Optional[bytes]]]:
+def read_bounded_lines(stream, max_bytes: int, limit: Optional[int] = None,
+                       first_number: int = 1) -> Iterator[tuple[int, Optional[bytes]]]:
     """Yields (line number, bytes) per line; a line longer than `max_bytes` yields (number, None) and is
-    skipped without ever being held in memory whole."""
-    number = 0
-    while True:
+    skipped without ever being held in memory whole. With `limit`, stops after that many bytes (the end of a
+    line-aligned range planned by `plan_ranges`). Numbering starts at `first_number`."""
+    number, consumed = first_number - 1, 0
+    while limit is None or consumed < limit:
         chunk = stream.readline(max_bytes + 1)
         if not chunk:
             return
         number += 1
+        consumed += len(chunk)
         if len(chunk) > max_bytes and not chunk.endswith(b"\n"):
             while chunk and not chunk.endswith(b"\n"):
                 chunk = stream.readline(1 << 20)
+                consumed += len(chunk)
             yield number, None
             continue
         if len(chunk.rstrip(b"\r\n")) > max_bytes:  # a transcoded (UTF-16) line can grow past the limit
@@ -272,12 +287,15 @@ def read_bounded_lines(stream, max_bytes: int) -> Iterator[tuple[int, Optional[b
 
 
 def parse_file(input_file: InputFile, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-               opener=None, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> Iterator[Parsed]:
-    """Every record of one input file, as `Article` or `Rejection`. Never raises for bad content.
+               opener=None, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+               span: Optional[ByteRange] = None) -> Iterator[Parsed]:
+    """Every record of one input file (or of one line-aligned `span` of a plain UTF-8 JSONL file, as planned
+    by `plan_ranges`), as `Article` or `Rejection`. Never raises for bad content.
 
     A file that yields no record at all (empty, or only blank lines) yields one `empty_file` rejection, and a
     file that cannot be opened one `unreadable_file` rejection (location `path:0`), so it shows in rejected/.
     """
+    ranged = span is not None and span.end is not None
     path, rel_path, fmt = input_file
     if fmt is None:
         yield _reject(f"{rel_path}:0", REASON_UNSUPPORTED, error="expected .jsonl, .jsonl.gz, .txt, .html or .htm")
@@ -292,7 +310,13 @@ def parse_file(input_file: InputFile, max_record_bytes: int = DEFAULT_MAX_RECORD
         try:
             if fmt == FORMAT_JSONL:
                 records = 0
-                for number, raw in read_bounded_lines(_utf8_lines(stream), max_record_bytes):
+                if ranged:  # a middle range starts on a line boundary; the planner ruled UTF-16 out
+                    stream.seek(span.start)
+                    lines = read_bounded_lines(stream, max_record_bytes, span.end - span.start, span.first_line)
+                    number = span.first_line - 1
+                else:
+                    lines = read_bounded_lines(_utf8_lines(stream), max_record_bytes)
+                for number, raw in lines:
                     location = f"{rel_path}:{number}"
                     if raw is None:
                         records += 1
@@ -303,7 +327,7 @@ def parse_file(input_file: InputFile, max_record_bytes: int = DEFAULT_MAX_RECORD
                     if raw.strip():
                         records += 1
                         yield parse_json_record(raw.rstrip(b"\r\n"), location, ("line", rel_path, str(number)))
-                if not records:
+                if not records and not ranged:  # the planner splits only files that hold a record
                     yield _reject(f"{rel_path}:0", REASON_EMPTY_FILE, error="the file holds no record")
             else:
                 data = stream.read(max_record_bytes + 1)
@@ -319,6 +343,50 @@ def parse_file(input_file: InputFile, max_record_bytes: int = DEFAULT_MAX_RECORD
         except (OSError, IOError, EOFError, ValueError) as err:  # truncated gzip, I/O error mid-file
             yield _reject(f"{rel_path}:{number + 1 if number else 0}", REASON_UNREADABLE,
                           error=f"{type(err).__name__}: {err}")
+
+
+def plan_ranges(input_file: InputFile, split_bytes: int = SPLIT_BYTES, opener=None) -> list[ByteRange]:
+    """Cuts a plain (uncompressed, not UTF-16) JSONL file larger than `split_bytes` into line-aligned ranges
+    of about that size, so that several workers read one big file in parallel and no record has to cross a
+    shuffle (the local runner would hold every record, HTML included, in memory there). One pass counts the
+    lines before each cut, so locations keep their true line numbers. Any other file is one whole range, as
+    is a file holding only blank lines (reading it whole reports `empty_file`) and one that cannot be read
+    or vanished (reading it reports the error)."""
+    path, _, fmt = input_file
+    whole = [ByteRange(tuple(input_file))]
+    if fmt != FORMAT_JSONL or path.lower().endswith(".gz"):
+        return whole
+    try:
+        if "://" not in path:
+            _check_local_file(path)  # never open a FIFO: it would block the planner
+        sizes = FileSystems.match([path])[0].metadata_list
+        if not sizes or (sizes[0].size_in_bytes or 0) <= split_bytes:
+            return whole
+        ranges, start, first_line, lines, offset, content = [], 0, 1, 0, 0, False
+        with (opener or _open)(path) as stream:
+            while True:
+                block = stream.read(1 << 20)
+                if not block:
+                    break
+                if offset == 0 and block[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+                    return whole  # transcoded line by line when read whole
+                content = content or bool(block.strip())
+                while True:  # cut at the first line end at or after start + split_bytes, maybe in this block
+                    cut_at = max(0, start + split_bytes - offset)
+                    newline = block.find(b"\n", cut_at) if cut_at < len(block) else -1
+                    if newline < 0:
+                        break
+                    end = offset + newline + 1
+                    ranges.append(ByteRange(tuple(input_file), start, end, first_line))
+                    first_line = 1 + lines + block.count(b"\n", 0, newline + 1)
+                    start = end
+                lines += block.count(b"\n")
+                offset += len(block)
+        if start < offset:
+            ranges.append(ByteRange(tuple(input_file), start, offset, first_line))
+        return ranges if content and len(ranges) > 1 else whole
+    except Exception:  # unreadable, or changed while planned: the reader reports it for the whole file
+        return whole
 
 
 class _CountingReader(io.RawIOBase):
@@ -488,7 +556,7 @@ def _is_directory(path: str) -> bool:
 # ---------------------------------------------------------------------------------------------------------
 
 class _ParseFileFn(beam.DoFn):
-    """Reads one file; articles on the main output, rejections on `rejected`."""
+    """Reads one file or one range of it; articles on the main output, rejections on `rejected`."""
 
     def __init__(self, max_record_bytes: int, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES):
         self.max_record_bytes = max_record_bytes
@@ -497,10 +565,12 @@ class _ParseFileFn(beam.DoFn):
         self.rejected = Metrics.counter(NAMESPACE, "rejected")
         self.files = Metrics.counter(NAMESPACE, "files")
 
-    def process(self, input_file: InputFile):
-        self.files.inc()
-        for parsed in parse_file(InputFile(*input_file), self.max_record_bytes,
-                                 max_decompressed_bytes=self.max_decompressed_bytes):
+    def process(self, span):
+        span = ByteRange(*span)
+        if span.start == 0:
+            self.files.inc()
+        for parsed in parse_file(InputFile(*span.file), self.max_record_bytes,
+                                 max_decompressed_bytes=self.max_decompressed_bytes, span=span):
             self.records.inc()
             if isinstance(parsed, Rejection):
                 self.rejected.inc()
@@ -513,27 +583,31 @@ class _ParseFileFn(beam.DoFn):
 class ReadArticles(beam.PTransform):
     """PBegin -> {`articles`: Article, `rejected`: Rejection} for a fixed list of matched input files.
 
-    Files are spread over workers (one file is read by one worker, line by line), then the records are
-    reshuffled so that the expensive stages after it run in parallel even for a single large file.
+    Big plain JSONL files are cut into line-aligned byte ranges (`plan_ranges`); only the small range
+    descriptions are reshuffled over the workers, which then read, parse and run the per-record stages after
+    it in the same fused step, in parallel even for a single large file. Records themselves never cross a
+    shuffle here: on the local runner that would hold the whole corpus, HTML included, in memory.
     """
 
     ARTICLES = "articles"
     REJECTED = "rejected"
 
     def __init__(self, files: list[InputFile], max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                 max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES):
+                 max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES, split_bytes: int = SPLIT_BYTES):
         super().__init__()
         self.files = [tuple(f) for f in files]
         self.max_record_bytes = max_record_bytes
         self.max_decompressed_bytes = max_decompressed_bytes
+        self.split_bytes = split_bytes
 
     def expand(self, pbegin):
+        split_bytes = self.split_bytes
         parsed = (
             pbegin
             | "ListFiles" >> beam.Create(self.files)
-            | "SpreadFiles" >> beam.Reshuffle()
+            | "PlanRanges" >> beam.FlatMap(lambda f: [tuple(r) for r in plan_ranges(InputFile(*f), split_bytes)])
+            | "SpreadRanges" >> beam.Reshuffle()
             | "ParseFiles" >> beam.ParDo(_ParseFileFn(self.max_record_bytes, self.max_decompressed_bytes)).with_outputs(
                 self.REJECTED, main=self.ARTICLES)
         )
-        articles = parsed[self.ARTICLES] | "SpreadRecords" >> beam.Reshuffle()
-        return {self.ARTICLES: articles, self.REJECTED: parsed[self.REJECTED]}
+        return {self.ARTICLES: parsed[self.ARTICLES], self.REJECTED: parsed[self.REJECTED]}

@@ -1,0 +1,94 @@
+"""Big plain JSONL files are read as line-aligned byte ranges: the same records, locations and rejections as
+reading the file whole, and every hostile-input case still read whole where a range cannot be cut safely."""
+from __future__ import annotations
+
+import codecs
+import gzip
+import json
+import os
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline.io import ByteRange, InputFile, ReadArticles, parse_file, plan_ranges
+
+SPLIT = 300  # bytes: tiny ranges, so a few dozen lines make many of them
+
+
+def _lines(n: int) -> list[bytes]:
+    lines = []
+    for i in range(n):
+        if i % 7 == 3:
+            lines.append(b"")  # blank lines are not records but still count in line numbers
+        elif i % 11 == 5:
+            lines.append(b"{not json")
+        elif i == 20:
+            lines.append(json.dumps({"id": "big", "text": "x" * 5000}).encode())  # too large, crosses cuts
+        else:
+            lines.append(json.dumps({"id": f"d{i}", "title": f"T{i}", "text": f"Story {i} " + "word " * 30}).encode())
+    return lines
+
+
+def _records(input_file, spans=None, max_record_bytes=2048):
+    spans = spans or [ByteRange(tuple(input_file))]
+    return [p for span in spans for p in parse_file(input_file, max_record_bytes, span=span)]
+
+
+def test_ranges_read_exactly_what_the_whole_file_holds(tmp_path):
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(codecs.BOM_UTF8 + b"\n".join(_lines(60)) + b"\n")
+    f = InputFile(str(path), "big.jsonl", "jsonl")
+    spans = plan_ranges(f, SPLIT)
+    assert len(spans) > 5
+    assert spans[0].start == 0 and spans[-1].end == os.path.getsize(path)
+    assert all(a.end == b.start for a, b in zip(spans, spans[1:]))  # no gap, no overlap
+    whole = _records(f)
+    assert _records(f, spans) == whole
+    assert {r.source_location for r in whole} >= {"big.jsonl:1", "big.jsonl:21", "big.jsonl:59"}
+    assert [r.reason for r in whole if r.source_location == "big.jsonl:21"] == ["too_large"]
+
+
+def test_last_line_without_newline_is_read_once(tmp_path):
+    path = tmp_path / "tail.jsonl"
+    path.write_bytes(b"\n".join(_lines(40)))
+    f = InputFile(str(path), "tail.jsonl", "jsonl")
+    spans = plan_ranges(f, SPLIT)
+    assert len(spans) > 1 and _records(f, spans) == _records(f)
+
+
+@pytest.mark.parametrize("kind", ["small", "gzip", "utf16", "blank", "fifo", "dangling", "text"])
+def test_files_that_cannot_be_cut_are_one_whole_range(tmp_path, kind):
+    path = tmp_path / ("f.txt" if kind == "text" else "f.jsonl.gz" if kind == "gzip" else "f.jsonl")
+    body = b"\n".join(_lines(60)) + b"\n"
+    if kind == "small":
+        path.write_bytes(body[:SPLIT - 1])
+    elif kind == "gzip":
+        path.write_bytes(gzip.compress(body))
+    elif kind == "utf16":
+        path.write_bytes(body.decode().encode("utf-16"))
+    elif kind == "blank":
+        path.write_bytes(b"\n \n" * 400)
+    elif kind == "fifo":
+        os.mkfifo(path)  # opening it would block: the planner must not
+    elif kind == "dangling":
+        os.symlink(tmp_path / "missing.jsonl", path)
+    else:
+        path.write_bytes(body)
+    f = InputFile(str(path), path.name, "text" if kind == "text" else "jsonl")
+    assert plan_ranges(f, SPLIT) == [ByteRange(tuple(f))]
+    if kind == "blank":
+        assert [r.reason for r in _records(f)] == ["empty_file"]
+
+
+def test_read_articles_with_ranges_matches_whole_file_reading(tmp_path):
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b"\n".join(_lines(80)) + b"\n")
+    f = InputFile(str(path), "big.jsonl", "jsonl")
+    expected = sorted((r.source_location, type(r).__name__) for r in _records(f))
+    assert len(plan_ranges(f, SPLIT)) > 5
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        read = p | ReadArticles([f], max_record_bytes=2048, split_bytes=SPLIT)
+        both = ((read["articles"], read["rejected"]) | beam.Flatten()
+                | beam.Map(lambda r: (r.source_location, type(r).__name__)))
+        assert_that(both, equal_to(expected))
