@@ -96,6 +96,27 @@ def _watch_buffers(report: dict, stop: threading.Event) -> None:
     threading.Thread(target=loop, daemon=True).start()
 
 
+def _watch_allocations(report: dict, stop: threading.Event) -> None:
+    """tracemalloc in the launcher: at each new peak of traced memory (10% above the last one), the largest
+    allocation sites, by the innermost frames of wirewash or Beam that made them."""
+    import tracemalloc
+
+    tracemalloc.start(8)
+
+    def loop():
+        last = 0
+        while not stop.wait(BUFFER_SAMPLE_SECONDS):
+            current, _ = tracemalloc.get_traced_memory()
+            if current > last * 1.1:
+                last = current
+                stats = tracemalloc.take_snapshot().statistics("traceback")[:12]
+                report["allocations"] = {"traced": current, "top": [
+                    [stat.size, [f"{f.filename.split('site-packages/')[-1]}:{f.lineno}" for f in stat.traceback][-8:]]
+                    for stat in stats]}
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
 def child(argv: list[str]) -> int:
     """Runs `wirewash run ARGV` in this process (the launcher); with WIREWASH_BUFFERS=FILE, also writes the
     buffer report there."""
@@ -111,6 +132,8 @@ def child(argv: list[str]) -> int:
     stop = threading.Event()
     if report_path:
         _watch_buffers(report, stop)
+    if os.environ.get("WIREWASH_TRACEMALLOC"):
+        _watch_allocations(report, stop)
     options = PipelineOptions(argv)
     settings = settings_from_options(options)
     build_pipeline(options, settings).run().wait_until_finish()
@@ -134,6 +157,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--buffers", action="store_true", help="also report what the runner's buffers hold "
                         "(sampling them costs time: take RSS figures from runs without it)")
+    parser.add_argument("--tracemalloc", action="store_true", help="with --buffers: also trace the launcher's "
+                        "allocations (slow) and print the largest allocation sites at its peak")
     parser.add_argument("--wirewash-args", default="", help="extra arguments for wirewash (quoted)")
     args = parser.parse_args(argv)
     work = args.work.resolve()
@@ -153,6 +178,8 @@ def main(argv=None) -> int:
     buffers = work / f"memory-buffers-{corpus.stem}.json"
     if args.buffers:
         env["WIREWASH_BUFFERS"] = str(buffers)
+    if args.buffers and args.tracemalloc:
+        env["WIREWASH_TRACEMALLOC"] = "1"
     log = work / f"memory-{corpus.stem}.log"
     started = time.monotonic()
     with open(log, "wb") as out:
@@ -178,6 +205,10 @@ def main(argv=None) -> int:
         print("largest buffers (max over the run, MB):")
         for name, size in sorted(report["max_by_buffer"].items(), key=lambda kv: -kv[1])[:15]:
             print(f"  {size / 2**20:8.1f}  {name}")
+        if report.get("allocations"):
+            print(f"launcher allocations at the traced peak ({report['allocations']['traced'] / 2**20:.0f} MB):")
+            for size, frames in report["allocations"]["top"]:
+                print(f"  {size / 2**20:8.1f}  " + " <- ".join(reversed(frames[-4:])))
     return 0
 
 

@@ -31,7 +31,7 @@ from transforms.language import DetectLanguage
 from transforms.normalize import NormalizeArticles
 
 __all__ = ["IngestArticles", "RunSettings", "settings_from_options", "build_pipeline", "default_input",
-           "resolve_runner", "local_workers", "input_bytes"]
+           "resolve_runner", "local_workers", "input_bytes", "limit_malloc_arenas"]
 
 
 class RunSettings(NamedTuple):
@@ -127,6 +127,25 @@ LOCAL_RUNNERS = (None, "DirectRunner", "direct", "Direct")
 # cost more than they save; the in-process runner is faster.
 MULTIPROCESS_MIN_BYTES = 4 << 20
 WORKER_COMMAND = "-m pipeline.worker"
+# glibc gives every thread that allocates under contention its own malloc arena (up to 8 per core), and
+# memory freed in an arena is rarely handed back: the gRPC threads of the local runner and of its workers
+# left hundreds of MB of freed buffers in RSS (at 10,000 records: launcher 646 -> 423 MB, workers 661 ->
+# 532 MB with 2 arenas). Two arenas per process, for the launcher (set at run time, before the runner starts
+# its threads) and for the worker processes (through their environment).
+MALLOC_ARENAS = 2
+M_ARENA_MAX = -8  # mallopt() parameter number, from glibc's malloc.h
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Caps this process's glibc malloc arenas (later threads share them); False where there is no glibc."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):  # musl or another libc without mallopt
+        return False
 
 
 def _explicit_flags(options: PipelineOptions) -> set:
@@ -159,7 +178,8 @@ def resolve_runner(options: PipelineOptions, input_bytes: int = 0) -> Optional[P
     Local batch runs use the FnApiRunner (what the DirectRunner falls back to, minus its attempt to download
     the Prism binary): in process for small inputs, else with one worker process per core (see
     `local_workers`), each started as `python -m pipeline.worker` so that workers do not print Beam's start-up
-    noise. Local streaming runs use the BundleBasedDirectRunner.
+    noise. Local streaming runs use the BundleBasedDirectRunner. Local batch runs cap glibc's malloc arenas
+    (launcher and workers, `limit_malloc_arenas`): memory the runner's threads free goes back to use.
     """
     standard = options.view_as(StandardOptions)
     if standard.runner not in LOCAL_RUNNERS + ("FnApiRunner",):
@@ -168,6 +188,7 @@ def resolve_runner(options: PipelineOptions, input_bytes: int = 0) -> Optional[P
         standard.runner = "BundleBasedDirectRunner"
         return None
     standard.runner = "FnApiRunner"
+    limit_malloc_arenas()
     workers = local_workers(options, input_bytes)
     direct = options.view_as(DirectOptions)
     if workers <= 1:
@@ -180,6 +201,8 @@ def resolve_runner(options: PipelineOptions, input_bytes: int = 0) -> Optional[P
     direct.direct_running_mode = "in_memory"
     direct.direct_num_workers = workers
     command = f"{shlex.quote(sys.executable)} {WORKER_COMMAND}"
+    if os.name == "posix":  # Beam starts the command through the shell
+        command = f"MALLOC_ARENA_MAX={MALLOC_ARENAS} {command}"
     return FnApiRunner(default_environment=SubprocessSDKEnvironment.from_command_string(command))
 
 

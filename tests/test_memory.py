@@ -1,0 +1,49 @@
+"""Memory: the local runner's processes cap glibc's malloc arenas, and dedup's shuffles stay small."""
+from __future__ import annotations
+
+import array
+import sys
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.build import MULTIPROCESS_MIN_BYTES, limit_malloc_arenas, resolve_runner
+from transforms.dedup import _BandTableFn, _Key, _shared_bucket_members, shared_buckets, sort_key
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
+def test_launcher_and_workers_cap_malloc_arenas():
+    assert limit_malloc_arenas() is True
+    runner = resolve_runner(PipelineOptions(["--direct_num_workers=2"]), 10 * MULTIPROCESS_MIN_BYTES)
+    assert runner._default_environment.command_string.startswith("MALLOC_ARENA_MAX=2 ")
+
+
+def _key(i: int, bands: list[int]) -> _Key:
+    loc = f"f:{i}"
+    return _Key(loc, f"d{i}", sort_key(None, f"d{i}", loc), f"{i:032x}", array.array("Q", bands).tobytes())
+
+
+def test_shared_buckets_finds_every_bucket_of_several_documents():
+    hashes = array.array("Q", [5, 7, 9,   5, 8, 9,   6, 8, 2**64 - 1,   1, 2, 2**64 - 1])
+    assert sorted(shared_buckets(hashes, 3)) == [(0, [0, 1]), (1, [1, 2]), (2, [0, 1]), (2, [2, 3])]
+    assert list(shared_buckets(array.array("Q"), 3)) == []
+
+
+def test_band_table_keeps_rows_and_orders_aligned_through_partial_combines():
+    combine = _BandTableFn()
+    keys = [_key(i, [i % 3, 100 + i % 2]) for i in range(12)]
+    parts = []
+    for chunk in (keys[:5], keys[5:6], keys[6:]):  # partial accumulators, some compacted, as the runner does
+        acc = combine.create_accumulator()
+        for key in chunk:
+            acc = combine.add_input(acc, key)
+        parts.append(combine.compact(acc) if len(chunk) > 1 else acc)
+    table = combine.extract_output(combine.merge_accumulators(parts))
+    buckets = list(_shared_bucket_members(table, 2))
+    by_band = {}
+    for (band, members) in buckets:
+        by_band.setdefault(band, []).append(sorted(loc for _, loc in members))
+        assert all(order[2] == loc for order, loc in members)  # each row's order is its own document's
+    expected0 = [sorted(f"f:{i}" for i in range(12) if i % 3 == r) for r in range(3)]
+    expected1 = [sorted(f"f:{i}" for i in range(12) if i % 2 == r) for r in range(2)]
+    assert sorted(by_band[0]) == sorted(expected0) and sorted(by_band[1]) == sorted(expected1)
