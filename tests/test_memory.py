@@ -1,4 +1,4 @@
-"""Memory: the local runner's processes cap glibc's malloc arenas, and dedup's shuffles stay small."""
+"""Memory: the local runner's processes tune glibc's malloc, and dedup's shuffles stay small."""
 from __future__ import annotations
 
 import array
@@ -7,15 +7,16 @@ import sys
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.build import MULTIPROCESS_MIN_BYTES, limit_malloc_arenas, resolve_runner
+from pipeline.build import MULTIPROCESS_MIN_BYTES, tune_malloc, resolve_runner
 from transforms.dedup import _BandTableFn, _Key, _shared_bucket_members, shared_buckets, sort_key
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
-def test_launcher_and_workers_cap_malloc_arenas():
-    assert limit_malloc_arenas() is True
+def test_launcher_and_workers_tune_malloc():
+    assert tune_malloc() is True
     runner = resolve_runner(PipelineOptions(["--direct_num_workers=2"]), 10 * MULTIPROCESS_MIN_BYTES)
-    assert runner._default_environment.command_string.startswith("MALLOC_ARENA_MAX=2 ")
+    assert runner._default_environment.command_string.startswith(
+        "MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=1048576 ")
 
 
 def _key(i: int, bands: list[int]) -> _Key:
@@ -47,3 +48,21 @@ def test_band_table_keeps_rows_and_orders_aligned_through_partial_combines():
     expected0 = [sorted(f"f:{i}" for i in range(12) if i % 3 == r) for r in range(3)]
     expected1 = [sorted(f"f:{i}" for i in range(12) if i % 2 == r) for r in range(2)]
     assert sorted(by_band[0]) == sorted(expected0) and sorted(by_band[1]) == sorted(expected1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
+def test_worker_processes_start_with_the_malloc_settings(tmp_path):
+    import os
+
+    import apache_beam as beam
+
+    out = tmp_path / "env"
+    options = PipelineOptions(["--direct_num_workers=2"])
+    runner = resolve_runner(options, 10 * MULTIPROCESS_MIN_BYTES)
+    with beam.Pipeline(runner=runner, options=options) as p:
+        _ = (p | beam.Create([1]) | beam.Map(lambda _: (os.getpid(), os.environ.get("MALLOC_ARENA_MAX"),
+                                                         os.environ.get("MALLOC_MMAP_THRESHOLD_")))
+             | beam.Map(lambda row, path=str(out): open(path, "w").write(repr(row))))
+    pid, arenas, threshold = eval(out.read_text())
+    assert pid != os.getpid() and (arenas, threshold) == ("2", "1048576")
