@@ -84,7 +84,7 @@ class TreeMonitor:
                     continue
                 self.cpu[proc.pid] = times.user + times.system
                 label, peak = self.peaks.get(proc.pid, (None, 0))
-                if label is None:
+                if label in (None, "shell"):  # a worker started through `sh -c` execs python later
                     label = _label(proc)
                 self.peaks[proc.pid] = (label, max(peak, rss))
             self._stop.wait(SAMPLE_INTERVAL)
