@@ -233,3 +233,56 @@ def test_removed_lines_are_reported_and_ranked():
     ranked = [("views", [(1, "b"), (3, "a"), (1, "a2")]), ("ads", [(2, "Advertisement")])]
     assert top_lines_by_rule(ranked) == {"ads": {"Advertisement": 2}, "views": {"a": 3, "a2": 1, "b": 1}}
     assert list(top_lines_by_rule(ranked)["views"]) == ["a", "a2", "b"]
+
+
+@pytest.mark.parametrize("tail, rules", [
+    # below a share bar: a footer, whatever the shape of its lines
+    ("Share this article\n\nWas this page useful? Tell us what you think.", ["share", "furniture_block"]),
+    ("Kommentare (3)\n\nWie hat Ihnen der Artikel gefallen?\n\nNoch keine Einträge vorhanden.",
+     ["comments", "furniture_block", "furniture_block"]),
+    ("© 2024 Example Media\n\nmit freundlicher Unterstützung von", ["copyright", "furniture_block"]),
+])
+def test_lines_between_footer_furniture_and_the_end_go(tail, rules):
+    cleaned, removed = strip_boilerplate(BODY + "\n\n" + tail, RULES)
+    assert cleaned == BODY and removed == rules
+
+
+def test_lines_between_the_title_and_header_furniture_go_the_title_stays():
+    text = "Budget approved\n\nNur für Abonnenten lesbar.\n\nFollow us on Facebook\n\n" + BODY
+    cleaned, removed = strip_boilerplate(text, RULES, title="Budget approved")
+    assert cleaned == "Budget approved\n\n" + BODY and removed == ["furniture_block", "follow"]
+    # a first paragraph that the title was cut from is the title too
+    lead = "Budget approved after a night of talks."
+    text = lead + "\n\nFollow us on Facebook\n\n" + BODY
+    assert strip_boilerplate(text, RULES, title="Budget approved")[0] == lead + "\n\n" + BODY
+
+
+@pytest.mark.parametrize("text", [
+    # a paragraph (or a caption longer than a widget) between the furniture and the edge: the body goes on
+    BODY + "\n\nShare this article\n\nThe council will publish the full list of the twelve new bus lines and "
+           "their timetables on its website next week.",
+    # read-more links, photo credits and ads sit between paragraphs: they frame nothing
+    BODY + "\n\nRead more: Budget row\n\nThe vote is expected next week, the mayor said.",
+    BODY + "\n\nPHOTO: AFP\n\nThe vote is expected next week, the mayor said.",
+    # no paragraph at all: nothing tells a footer from the body
+    "Apples are cheap.\n\nShare\n\nPears are dear.",
+])
+def test_furniture_block_stops_at_paragraphs_and_needs_framing_furniture(text):
+    cleaned, removed = strip_boilerplate(text, RULES)
+    assert "furniture_block" not in removed
+    assert cleaned.splitlines()[-1] == text.splitlines()[-1]
+
+
+def test_a_hyphenated_word_is_no_author_pair():
+    cleaned, removed = strip_boilerplate(BODY + "\n\nOnline-Archiv", RULES)
+    assert cleaned == BODY and removed == ["edge_fragment"]
+    assert strip_boilerplate(BODY + "\n\nLê Minh - Trần Thanh", RULES)[1] == []
+
+
+def test_a_lower_case_widget_is_no_second_half_of_a_paragraph():
+    cleaned, removed = strip_boilerplate(BODY + "\n\nMehr Geschichten aus\n\nunserer Region", RULES)
+    assert cleaned == BODY and removed == ["edge_fragment"] * 2
+    # a paragraph split in two keeps both halves, also when it ends with an agency credit
+    for tail in ("The talks ended without\n\nan agreement on the border.",
+                 "The talks ended without\n\nan agreement on the border. REUTERS"):
+        assert strip_boilerplate(BODY + "\n\n" + tail, RULES)[0] == BODY + "\n\n" + tail

@@ -38,12 +38,22 @@ EDGE_MAX_WORDS = 12      # a longer line at the edge is prose even without a ful
 EDGE_MAX_CHARS = 120
 SHORT_MAX_WORDS = 4      # next to other furniture, a line this short goes even when it ends like a sentence
 SHORT_MAX_CHARS = 40
+BLOCK_RULE = "furniture_block"
+BLOCK_MAX_WORDS = 13     # a line between framing furniture and the edge goes whatever its shape up to this
+BLOCK_MAX_SENTENCE_WORDS = 9  # size; a longer line is a paragraph, a caption or a lead, and those are content
+BLOCK_MAX_CHARS = 160
+# Kinds that frame an article (above or below its body, never inside it): whatever lies between such a line
+# and the edge of the text is furniture too. Read-more links, photo credits and ads sit between paragraphs,
+# so they frame nothing.
+FRAME_RULES = frozenset({"newsletter", "follow", "share", "cookie", "views", "rating", "comments", "related",
+                         "ui_meta", "copyright", "print", "dateline"})
 
 # Bullets, dashes, arrows and similar marks that sites put before UI lines.
 _EDGE_MARKS = "•·◦▪▫■□●○►▶▸»«›‹>|-–—*#~→⇒✓✔☆★ \t"
 _SPACES = re.compile(r"\s+")
 _SENTENCE_END = re.compile(r"[.!?…。！？।॥۔؟։።][\"'”’»)\]」』]*$")
 _WORD = re.compile(r"\w+")
+_INNER_END = re.compile(r"\w[.!?…。！？]\s+\S")  # a sentence ends inside the line ("... reunification. REUTERS")
 _NON_ASCII_LETTER = re.compile(r"[^\W\d_\x00-\x7f]")  # a letter outside ASCII (what `_body_letters` counts)
 # Lines that belong to the article although they look like fragments: author and source credits, contact
 # details, a line introducing a list. The edge pass never removes them (rules still may).
@@ -52,7 +62,8 @@ _EDGE_KEEP = re.compile(
     r"according to|tổng hợp)\b|\b(reporting|editing|writing) by\b|\((tổng hợp|thực hiện|lược dịch|theo [^)]*)\)$)"
     r"|^[Bb]y [A-Z]|Theo [A-ZĐ]|\d[\d .-]{6,}\d|https?://|\bwww\.|^(\S+ ){5,}.*:$")
 # "Nguyễn Văn An - Trần Thị Mai": author pairs in title case.
-_AUTHOR_PAIR = re.compile(r"^([A-ZÀ-ỸĐ][\w.']*\s?){1,4}\s*[-–]\s*([A-ZÀ-ỸĐ][\w.']*\s?){1,4}$")
+# The dash must touch a space: "Kinoprogramm-Suche" is one hyphenated word, not two names.
+_AUTHOR_PAIR = re.compile(r"^([A-ZÀ-ỸĐ][\w.']*\s?){1,4}(\s[-–]|[-–]\s)\s*([A-ZÀ-ỸĐ][\w.']*\s?){1,4}$")
 
 
 def fold_line(line: str) -> str:
@@ -205,9 +216,21 @@ def strip_boilerplate(text: str, rules: RuleSet,
 
 
 def _continues(line: str) -> bool:
-    """A line starting in lower case continues the line before it (a paragraph split in two)."""
+    """A line starting in lower case may continue the line before it (a paragraph split in two)."""
     head = line.lstrip()[:1]
     return head.islower()
+
+
+def _split_pair(lines: list[str], verdict: list, upper: int, lower: int) -> bool:
+    """Lines `upper` and `lower` are one paragraph split in two: `lower` starts in lower case, `upper` does not
+    end like a sentence, nothing was removed between them, and `lower` ends a sentence (or is too long to be
+    furniture). A lower-case widget ("a una sesión para") below another fragment is no half."""
+    tail = lines[lower].strip()
+    if not _continues(tail) or _SENTENCE_END.search(lines[upper].strip()):
+        return False
+    if any(verdict[j] is not None for j in range(upper + 1, lower)):
+        return False
+    return bool(_SENTENCE_END.search(tail) or _INNER_END.search(tail)) or tail.count(" ") >= EDGE_MAX_WORDS
 
 
 def _is_short(line: str) -> bool:
@@ -246,11 +269,62 @@ def _is_foreign(line: str, body_letters: Callable[[], frozenset]) -> bool:
     return bool(known) and not any(ch.lower() in known for ch in letters)
 
 
+def _is_block_sized(line: str) -> bool:
+    """Short enough to be one item of a header or footer: at most 13 words (9 for a sentence: a longer one
+    may be the article's lead) and 160 characters (fewer when the line has almost no spaces: Chinese or
+    Japanese run many words together)."""
+    stripped = line.strip()
+    n_spaces = stripped.count(" ")
+    max_words = BLOCK_MAX_SENTENCE_WORDS if _SENTENCE_END.search(stripped) else BLOCK_MAX_WORDS
+    return n_spaces < max_words and len(stripped) <= min(BLOCK_MAX_CHARS, 60 + 15 * n_spaces)
+
+
+def _is_title_line(line: str, title_words: str) -> bool:
+    """The title line, or a line that starts with the title's words (a title cut from the first sentence)."""
+    if not title_words:
+        return False
+    words = _words_only(line)
+    return words == title_words or words.startswith(title_words + " ")
+
+
+def _mark_blocks(lines: list[str], verdict: list, title_words: str) -> None:
+    """Marks `furniture_block` on the lines between an end of the text and the framing furniture line
+    (`FRAME_RULES`) furthest in from it, when no paragraph lies between: the rest of a header or footer,
+    whatever the shape of its lines (sentences, lower-case starts, credits). Never the title, never a
+    paragraph; nothing at all in a text without a paragraph (nothing tells its body from a footer there)."""
+    n = len(lines)
+    candidates: list = []
+    for order in (range(n), range(n - 1, -1, -1)):
+        pending: list = []
+        for i in order:
+            if verdict[i] is not None:
+                if verdict[i] in FRAME_RULES:
+                    candidates += pending
+                    pending = []
+                continue
+            line = lines[i]
+            if not line.strip():
+                continue
+            if not _is_block_sized(line):
+                break
+            if _is_title_line(line, title_words):
+                if order.start == 0 and not pending:
+                    continue  # the title heads the text: the header block starts after it
+                break
+            pending.append(i)
+        else:
+            if order.start == 0:
+                return  # the scan from the top met no paragraph: there is none
+    for i in candidates:
+        verdict[i] = BLOCK_RULE
+
+
 def _mark_edges(lines: list[str], verdict: list, title_words: str) -> None:
-    """Marks `edge_fragment` on the runs of fragments at both ends (lines already removed and blank lines
-    do not stop a run). Inside a run that already holds furniture (a removed line further out), a very short
-    sentence goes too: furniture comes in blocks. Keeps at least one line: a text made only of fragments is
-    left to the next check."""
+    """Marks `furniture_block` (`_mark_blocks`), then `edge_fragment` on the runs of fragments at both ends
+    (lines already removed and blank lines do not stop a run). Inside a run that already holds furniture (a
+    removed line further out), a very short sentence goes too: furniture comes in blocks. Keeps at least one
+    line: a text made only of fragments is left to the next check."""
+    _mark_blocks(lines, verdict, title_words)
     live = [i for i, line in enumerate(lines) if verdict[i] is None and line.strip()]
 
     def is_title(i: int) -> bool:
@@ -274,7 +348,7 @@ def _mark_edges(lines: list[str], verdict: list, title_words: str) -> None:
         line = lines[live[i]]
         furniture = bool(marked) or any(verdict[j] for j in range(0, live[i]))
         if not (is_fragment(line) or (furniture and _is_short(line)) or is_foreign(line)) or (
-                i + 1 < len(live) and _continues(lines[live[i + 1]]) and not _SENTENCE_END.search(line.strip())):
+                i + 1 < len(live) and _split_pair(lines, verdict, live[i], live[i + 1])):
             break
         marked.add(i)
     bottom = set()
@@ -282,7 +356,7 @@ def _mark_edges(lines: list[str], verdict: list, title_words: str) -> None:
         line = lines[live[i]]
         furniture = bool(bottom) or any(verdict[j] for j in range(live[i] + 1, len(lines)))
         if is_title(i) or not (is_fragment(line) or (furniture and _is_short(line)) or is_foreign(line)) or (
-                i > 0 and _continues(line) and not _SENTENCE_END.search(lines[live[i - 1]].strip())):
+                i > 0 and _split_pair(lines, verdict, live[i - 1], live[i])):
             break
         bottom.add(i)
     marked |= bottom
