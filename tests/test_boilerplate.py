@@ -286,3 +286,12 @@ def test_a_lower_case_widget_is_no_second_half_of_a_paragraph():
     for tail in ("The talks ended without\n\nan agreement on the border.",
                  "The talks ended without\n\nan agreement on the border. REUTERS"):
         assert strip_boilerplate(BODY + "\n\n" + tail, RULES)[0] == BODY + "\n\n" + tail
+
+
+def test_edge_fragments_are_shorter_at_the_top_than_at_the_bottom():
+    kicker = "Residents of the old harbour district want answers now"  # 9 words: a kicker, not a widget
+    text = "Budget approved\n\n" + kicker + "\n\n" + BODY
+    assert strip_boilerplate(text, RULES, title="Budget approved")[1] == []
+    assert strip_boilerplate(BODY + "\n\nMehr Nachrichten aus der Region und aus aller Welt", RULES)[1] == \
+        ["edge_fragment"]
+    assert strip_boilerplate(BODY + "\n\nDie wichtigsten Nachrichten aus der Region und aus aller Welt", RULES)[1] == []
