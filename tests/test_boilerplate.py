@@ -295,3 +295,19 @@ def test_edge_fragments_are_shorter_at_the_top_than_at_the_bottom():
     assert strip_boilerplate(BODY + "\n\nMehr Nachrichten aus der Region und aus aller Welt", RULES)[1] == \
         ["edge_fragment"]
     assert strip_boilerplate(BODY + "\n\nDie wichtigsten Nachrichten aus der Region und aus aller Welt", RULES)[1] == []
+
+
+@pytest.mark.parametrize("line", [
+    "Chỉ số giảm mạnh trong phiên chiều nay (Ảnh chụp màn hình).",
+    "Die Feuerwehr konnte den Brand erst am Abend löschen (Foto von Anna Berg)",
+    # a long caption: 45 words before the credit
+    " ".join(["Rescue teams worked through the night to reach the villages cut off by the flood,"] * 3)
+    + " officials said (Photo: Reuters).",
+])
+def test_captions_ending_in_a_photo_parenthesis_go(line):
+    assert RULES.match(fold_line(line)) == "photo_caption"
+
+
+def test_a_paragraph_mentioning_a_photo_in_brackets_midway_stays():
+    line = "The photo (taken in 2018) shows the bridge before the flood, the agency said."
+    assert RULES.match(fold_line(line)) is None
