@@ -311,3 +311,13 @@ def test_captions_ending_in_a_photo_parenthesis_go(line):
 def test_a_paragraph_mentioning_a_photo_in_brackets_midway_stays():
     line = "The photo (taken in 2018) shows the bridge before the flood, the agency said."
     assert RULES.match(fold_line(line)) is None
+
+
+@pytest.mark.parametrize("line", [
+    "»Vi skal smage på verden, hvis vi vil lære noget.« siger kokken.",
+    "»Das war ein langer Abend«, sagte die Ministerin nach der Abstimmung.",
+    "»Wir haben die ganze Nacht über die Verhandlungsergebnisse, die Übergangsfristen und die "
+    "Entschädigungszahlungen für die betroffenen Gemeinden gesprochen und am Morgen",  # a quote going on
+])
+def test_a_quotation_opened_with_guillemets_is_no_teaser(line):
+    assert RULES.match(fold_line(line), line.lower()) is None
