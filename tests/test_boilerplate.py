@@ -321,3 +321,13 @@ def test_a_paragraph_mentioning_a_photo_in_brackets_midway_stays():
 ])
 def test_a_quotation_opened_with_guillemets_is_no_teaser(line):
     assert RULES.match(fold_line(line), line.lower()) is None
+
+
+@pytest.mark.parametrize("line, rule", [
+    ("Quelle: Foto Anna Berg", "photo_credit"),
+    ("Nguồn: Ảnh Minh Anh", "photo_credit"),
+    ("Radio Beispiel © 2011-2023", "copyright"),
+])
+def test_source_photo_lines_and_a_name_before_the_copyright_sign(line, rule):
+    assert RULES.match(fold_line(line)) == rule
+    assert RULES.match(fold_line("Quelle: dpa")) is None  # a plain source credit stays (the article's own)
