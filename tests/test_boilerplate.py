@@ -331,3 +331,10 @@ def test_a_quotation_opened_with_guillemets_is_no_teaser(line):
 def test_source_photo_lines_and_a_name_before_the_copyright_sign(line, rule):
     assert RULES.match(fold_line(line)) == rule
     assert RULES.match(fold_line("Quelle: dpa")) is None  # a plain source credit stays (the article's own)
+
+
+def test_an_unspaced_paragraph_below_footer_furniture_stays():
+    paragraph = "市政府周二在长时间辩论后批准了明年的预算，其中包括十二条新的公交线路和三座桥梁的维修计划，" \
+                "市长表示工程将于三月开工，并在年底前完成大部分路段的施工。"  # 74 characters, no space: a paragraph
+    cleaned, removed = strip_boilerplate(BODY + "\n\n分享\n\n" + paragraph, RULES)
+    assert cleaned.endswith(paragraph) and "furniture_block" not in removed
