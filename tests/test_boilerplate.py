@@ -338,3 +338,9 @@ def test_an_unspaced_paragraph_below_footer_furniture_stays():
                 "市长表示工程将于三月开工，并在年底前完成大部分路段的施工。"  # 74 characters, no space: a paragraph
     cleaned, removed = strip_boilerplate(BODY + "\n\n分享\n\n" + paragraph, RULES)
     assert cleaned.endswith(paragraph) and "furniture_block" not in removed
+
+
+def test_a_list_page_keeps_its_longer_items():
+    calendar = ("Race calendar\nRound 1: 10 March – Lisbon\nRound 2: 8 April – the old harbour circuit of Porto city\n"
+                "Round 3: 22 April – Braga\nRound 4: 6 May – Faro")  # one item is longer than the bottom bound
+    assert strip_boilerplate(calendar, RULES) == (calendar, [])

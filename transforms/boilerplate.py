@@ -371,6 +371,10 @@ def _mark_edges(lines: list[str], verdict: list, title_words: str) -> None:
     marked |= bottom
     if len(marked) >= len(live) - top:  # nothing but fragments: not a page with furniture around prose
         return
+    # A list page (a calendar, a line-up) is made of fragments too, some a little longer than the edge bounds:
+    # with the bound of `is_fragment` itself, every line left is one.
+    if marked and all(is_fragment(lines[live[i]]) for i in range(top, len(live)) if i not in marked):
+        return
     for i in marked:
         verdict[live[i]] = EDGE_RULE
 
