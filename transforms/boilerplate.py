@@ -13,6 +13,7 @@ characters and never rewrites a kept line.
 """
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 import unicodedata
@@ -73,8 +74,10 @@ _EDGE_KEEP = re.compile(
 _AUTHOR_PAIR = re.compile(r"^([A-ZÀ-ỸĐ][\w.']*\s?){1,4}(\s[-–]|[-–]\s)\s*([A-ZÀ-ỸĐ][\w.']*\s?){1,4}$")
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def fold_line(line: str) -> str:
-    """The comparison form of a line: NFKC, casefolded, edge bullets and marks stripped, spaces collapsed."""
+    """The comparison form of a line: NFKC, casefolded, edge bullets and marks stripped, spaces collapsed.
+    Cached: the passes ask for the same line several times, and furniture lines recur across articles."""
     folded = unicodedata.normalize("NFKC", line).casefold()
     folded = _SPACES.sub(" ", folded).strip(_EDGE_MARKS)
     return folded
@@ -87,7 +90,7 @@ def _raw_fold(line: str) -> str:
 def match_line(rules: "RuleSet", line: str) -> Optional[str]:
     """The rule that removes this line on its own (the rules pass of `strip_boilerplate`), or None."""
     folded = fold_line(line)
-    return rules.match(folded, _raw_fold(line)) if folded else None
+    return rules.match(folded, _raw_fold(line) if rules.has_raw else None) if folded else None
 
 
 def _words_only(text: Optional[str]) -> str:
@@ -121,6 +124,11 @@ class RuleSet:
     """Compiled rules in file order; the first match names the removal."""
 
     rules: tuple
+
+    @functools.cached_property
+    def has_raw(self) -> bool:
+        """Whether any rule reads the raw line (`on = "raw"`): else the raw fold is never needed."""
+        return any(rule.raw for rule in self.rules)
 
     def match(self, folded: str, raw: Optional[str] = None) -> Optional[str]:
         """The first rule matching the folded line (`raw`: the line folded but with its leading marks, for
@@ -200,7 +208,7 @@ def strip_boilerplate(text: str, rules: RuleSet,
     verdict: list[Optional[str]] = []
     for line in lines:
         folded = fold_line(line)
-        rule = match_line(rules, line)
+        rule = (rules.match(folded, _raw_fold(line) if rules.has_raw else None) if folded else None)
         if rule is None and learned and folded and line_key(folded) in learned:
             rule = LEARNED_RULE
         verdict.append(rule)
