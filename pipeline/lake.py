@@ -286,6 +286,7 @@ class _WriteStagedFn(beam.DoFn):
         self.schema = SCHEMAS[self.table]
         self.ingested = datetime.fromisoformat(self.ingested_at)
         self.folder_ready = False
+        self.dictionary_columns = [c for c in DICTIONARY_COLUMNS if c in self.schema.names]
 
     def start_bundle(self):
         self.buffers = defaultdict(list)
@@ -323,7 +324,7 @@ class _WriteStagedFn(beam.DoFn):
         table = pa.Table.from_pylist(rows, schema=self.schema)
         with FileSystems.create(path) as handle:
             pq.write_table(table, handle, compression="zstd",
-                           use_dictionary=[c for c in DICTIONARY_COLUMNS if c in self.schema.names])
+                           use_dictionary=self.dictionary_columns)
         Metrics.counter(NAMESPACE, f"{self.table}_rows").inc(len(rows))
         Metrics.counter(NAMESPACE, f"{self.table}_files").inc()
         return StagedFile(self.table, partition, path, len(rows))

@@ -208,7 +208,7 @@ def strip_boilerplate(text: str, rules: RuleSet,
     verdict: list[Optional[str]] = []
     for line in lines:
         folded = fold_line(line)
-        rule = (rules.match(folded, _raw_fold(line) if rules.has_raw else None) if folded else None)
+        rule = match_line(rules, line)  # folds the line again: a cache hit
         if rule is None and learned and folded and line_key(folded) in learned:
             rule = LEARNED_RULE
         verdict.append(rule)
