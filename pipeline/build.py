@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import weakref
 from datetime import datetime, timezone
 from importlib import resources
 from typing import NamedTuple, Optional
@@ -24,6 +25,7 @@ from pipeline.io import DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_MAX_RECORD_BYTES
 from pipeline.lake import WriteLake, check_output_location
 from pipeline.options import WirewashOptions
 from pipeline.runners import prepare_runner
+from pipeline.spill import Spill, make_spill_dir, remove_spill_dir
 from transforms.boilerplate import StripBoilerplate
 from transforms.dedup import DedupConfig, DeduplicateArticles
 from transforms.extract import ExtractText
@@ -31,7 +33,7 @@ from transforms.language import DetectLanguage
 from transforms.normalize import NormalizeArticles
 
 __all__ = ["IngestArticles", "RunSettings", "settings_from_options", "build_pipeline", "default_input",
-           "resolve_runner", "local_workers", "input_bytes", "tune_malloc"]
+           "resolve_runner", "local_workers", "input_bytes", "tune_malloc", "remove_spill"]
 
 
 class RunSettings(NamedTuple):
@@ -45,6 +47,7 @@ class RunSettings(NamedTuple):
     max_decompressed_bytes: int
     dedup: DedupConfig
     ingested_at: str
+    spill_parent: Optional[str] = None
 
 
 def default_input() -> str:
@@ -85,6 +88,7 @@ def settings_from_options(options: PipelineOptions) -> RunSettings:
         dedup=DedupConfig(threshold=opts.near_threshold, num_perm=opts.num_perm, seed=opts.minhash_seed,
                           near=not opts.no_near_dedup, near_window_days=opts.near_window_days),
         ingested_at=parsed.astimezone(timezone.utc).isoformat(),
+        spill_parent=opts.spill_dir,
     )
 
 
@@ -98,22 +102,24 @@ class IngestArticles(beam.PTransform):
     """PBegin -> {documents, duplicates, rejected, records_read}: every stage but the writing."""
 
     def __init__(self, files: list[InputFile], rule_files: tuple = (), max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                 dedup: DedupConfig = DedupConfig(), max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES):
+                 dedup: DedupConfig = DedupConfig(), max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+                 spill: Optional[Spill] = None):
         super().__init__()
         self.files = files
         self.rule_files = rule_files
         self.max_record_bytes = max_record_bytes
         self.dedup = dedup
         self.max_decompressed_bytes = max_decompressed_bytes
+        self.spill = spill or Spill()  # where articles wait at stage boundaries (pipeline/spill.py)
 
     def expand(self, pbegin):
         read = pbegin | "Read" >> ReadArticles(self.files, self.max_record_bytes, self.max_decompressed_bytes)
         records_read = _count_records(read["articles"], read["rejected"])
-        extracted = read["articles"] | "Extract" >> ExtractText()
+        extracted = read["articles"] | "Extract" >> ExtractText(spill=self.spill)
         normalized = extracted["articles"] | "Normalize" >> NormalizeArticles()
-        cleaned = normalized["articles"] | "Boilerplate" >> StripBoilerplate(self.rule_files)
+        cleaned = normalized["articles"] | "Boilerplate" >> StripBoilerplate(self.rule_files, spill=self.spill)
         tagged = cleaned["articles"] | "Language" >> DetectLanguage()
-        deduped = tagged | "Dedup" >> DeduplicateArticles(self.dedup)
+        deduped = tagged | "Dedup" >> DeduplicateArticles(self.dedup, self.spill)
         rejected = ((read["rejected"], extracted["rejected"], normalized["rejected"], cleaned["rejected"],
                      deduped["rejected"]) | "AllRejected" >> beam.Flatten())
         return {"documents": deduped["documents"], "duplicates": deduped["duplicates"], "rejected": rejected,
@@ -233,9 +239,15 @@ def build_pipeline(options: PipelineOptions, settings: Optional[RunSettings] = N
         from pipeline.streaming import build_streaming_pipeline
         return build_streaming_pipeline(options, settings)
     pipeline = beam.Pipeline(runner=runner, options=options) if runner else beam.Pipeline(options=options)
+    spill = Spill()
+    if isinstance(runner, FnApiRunner):  # local: its workers share this machine's disk
+        spill = Spill(make_spill_dir(settings.spill_parent))
+        # removed when the pipeline object goes, or when the interpreter exits (the CLI also removes it
+        # right after the run: `remove_spill`)
+        pipeline._wirewash_spill = weakref.finalize(pipeline, remove_spill_dir, spill.folder)
     outputs = pipeline | "Ingest" >> IngestArticles(settings.files, settings.rule_files,
                                                     settings.max_record_bytes, settings.dedup,
-                                                    settings.max_decompressed_bytes)
+                                                    settings.max_decompressed_bytes, spill)
     _ = outputs | "WriteLake" >> WriteLake(settings.output, settings.ingested_at, settings.overwrite)
     if progress_dir:
         from pipeline.progress import CountProgress
@@ -243,3 +255,10 @@ def build_pipeline(options: PipelineOptions, settings: Optional[RunSettings] = N
               "documents": outputs["documents"], "duplicates": outputs["duplicates"],
               "rejected": outputs["rejected"]} | "Progress" >> CountProgress(progress_dir))
     return pipeline
+
+
+def remove_spill(pipeline: beam.Pipeline) -> None:
+    """Removes a built pipeline's spill folder now (it would go with the pipeline object, or at exit)."""
+    finalizer = getattr(pipeline, "_wirewash_spill", None)
+    if finalizer is not None:
+        finalizer()

@@ -246,7 +246,7 @@ def run_command(argv: list[str]) -> int:
 
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-    from pipeline.build import build_pipeline, settings_from_options
+    from pipeline.build import build_pipeline, remove_spill, settings_from_options
     from pipeline.io import InputError
     from pipeline.lake import SUMMARY_FILE, LakeExistsError
     from pipeline.progress import ProgressDisplay
@@ -279,8 +279,11 @@ def run_command(argv: list[str]) -> int:
         else:
             # Local worker processes are quiet by themselves (pipeline/worker.py, started by resolve_runner).
             with display or contextlib.nullcontext():
-                result = pipeline.run()
-                result.wait_until_finish()
+                try:
+                    result = pipeline.run()
+                    result.wait_until_finish()
+                finally:
+                    remove_spill(pipeline)
     except KeyboardInterrupt:
         print("wirewash: interrupted", file=sys.stderr)
         return 130

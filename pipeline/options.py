@@ -58,6 +58,11 @@ class WirewashOptions(PipelineOptions):
             help="near (not exact) copies must be published within this many days of each other when both "
                  "dates are known; 0 turns the window off. Default: 30")
         parser.add_argument(
+            "--spill_dir", default=None, metavar="DIR",
+            help="local runs: where the articles wait between stages, compressed, instead of in memory (a "
+                 "private folder is made inside it and removed when the run ends; about 1 KB per record). "
+                 "Default: the system's temp folder ($TMPDIR)")
+        parser.add_argument(
             "--ingested_at", default=None, metavar="ISO",
             help="ingest timestamp stored in every row (UTC ISO-8601). Default: when the run starts")
         # Streaming mode (`--streaming`, Beam's own flag): see pipeline/streaming.py and docs/streaming.md.

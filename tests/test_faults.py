@@ -23,6 +23,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 import pipeline.build
 from pipeline.cli import main
 from pipeline.lake import STAGING_DIR, SUMMARY_FILE, WriteLake, commit
+from pipeline.spill import SPILL_PREFIX
 from tests.data.make_hostile import STORIES
 from tests.helpers import lake_rows, summary
 from transforms.types import Article, Duplicate, Rejection
@@ -68,8 +69,9 @@ def test_sigkill_mid_write_leaves_no_partial_file_and_a_rerun_completes(tmp_path
     assert main(["run", "--input", str(corpus), "--output", str(reference), "--quiet", *FIXED]) == 0
 
     lake = tmp_path / "lake"
+    spill = tmp_path / "spill"
     command = [sys.executable, "-m", "pipeline.cli", "run", "--input", str(corpus), "--output", str(lake),
-               "--quiet", *FIXED]
+               "--quiet", "--spill_dir", str(spill), *FIXED]
     # Own session: the kill takes the run's helper processes (Beam's extraction subprocess pool) with it, as
     # a crash of the machine would; killing the pid alone would leave them orphaned behind the test.
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -99,11 +101,14 @@ def test_sigkill_mid_write_leaves_no_partial_file_and_a_rerun_completes(tmp_path
     assert main(["query", str(lake), "SELECT count(*) FROM documents"]) == 2
     leftovers = list((lake / STAGING_DIR).rglob("*.parquet.staged"))
     assert leftovers, "the killed run's staged files should still be there (and ignored)"
+    killed = list(spill.iterdir())  # the killed run's spill folder, named after its process
+    assert len(killed) == 1 and killed[0].name.startswith(f"{SPILL_PREFIX}{proc.pid}-")
 
     # The rerun is the same command (in-process here, to save an interpreter start): nothing was committed,
     # so it needs no --overwrite.
     assert main(command[3:]) == 0
     assert not (lake / STAGING_DIR).exists(), "stale staging of the killed run must be cleaned by the commit"
+    assert list(spill.iterdir()) == [], "the rerun clears the killed run's spill folder, and removes its own"
     assert docs(lake) == docs(reference) and len(docs(lake)) == 150
     for path in visible_parquet(lake):
         pq.read_metadata(path)  # every committed file is whole
@@ -328,13 +333,14 @@ class _LosesRecords(beam.PTransform):
 class _PointsNowhere(beam.PTransform):
     """A dedup stage with a bug: its duplicates point at a document that does not exist."""
 
-    def __init__(self, config):
+    def __init__(self, config, spill=None):
         super().__init__()
         self.config = config
+        self.spill = spill
 
     def expand(self, articles):
         from transforms.dedup import DeduplicateArticles
-        out = articles | "Real" >> DeduplicateArticles(self.config)
+        out = articles | "Real" >> DeduplicateArticles(self.config, self.spill)
         broken = out["duplicates"] | "Break" >> beam.Map(lambda d: d._replace(duplicate_of="ghost"))
         return {**out, "duplicates": broken}
 

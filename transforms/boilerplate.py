@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from pipeline.spill import Spill
 from transforms.types import Article, Rejection, excerpt
 
 __all__ = ["StripBoilerplate", "RuleSet", "load_rules", "strip_boilerplate", "fold_line", "is_fragment",
@@ -404,18 +405,22 @@ def top_lines_by_rule(ranked: list) -> dict:
 
 
 class _StripBoilerplateFn(beam.DoFn):
-    def __init__(self, rule_files: tuple, rule_texts: tuple, edges: bool = True):
+    """Parked article (`spill`) -> stripped article, or a rejection when nothing is left."""
+
+    def __init__(self, rule_files: tuple, rule_texts: tuple, edges: bool = True, spill: Optional[Spill] = None):
         self.rule_files = rule_files
         self.rule_texts = rule_texts
         self.edges = edges
+        self.spill = spill or Spill()
         self.rules = None
 
     def setup(self):
         self.rules = load_rules(self.rule_files, self.rule_texts)
 
-    def process(self, article: Article, learned: Optional[dict] = None):
+    def process(self, parked, learned: Optional[dict] = None):
         from transforms.repeated_lines import source_of
 
+        article = self.spill.fetch_article(parked)
         Metrics.counter(NAMESPACE, "seen").inc()
         site_lines = (learned or {}).get(source_of(article), frozenset())
         samples: list = []
@@ -445,10 +450,11 @@ class StripBoilerplate(beam.PTransform):
     With `learn` (the default), lines recurring in at least `min_support` distinct stories of one source are
     learned from these same articles first (one combine over line hashes, see `transforms/repeated_lines.py`)
     and removed as `repeated_line` (batch only: an unbounded input is not learned from). `edges` turns the
-    `edge_fragment` pass on or off."""
+    `edge_fragment` pass on or off. `spill` is where the articles wait for the learned lines (default:
+    inline, in the PCollection)."""
 
     def __init__(self, rule_files: Iterable[str] = (), learn: bool = True, min_support: Optional[int] = None,
-                 edges: bool = True):
+                 edges: bool = True, spill: Optional[Spill] = None):
         super().__init__()
         from transforms.repeated_lines import DEFAULT_MIN_SUPPORT
 
@@ -458,18 +464,23 @@ class StripBoilerplate(beam.PTransform):
         self.learn = learn
         self.min_support = min_support or DEFAULT_MIN_SUPPORT
         self.edges = edges
+        self.spill = spill or Spill()
 
     def expand(self, articles):
         from transforms.repeated_lines import LearnRepeatedLines
 
-        fn = _StripBoilerplateFn((), self.rule_texts, self.edges)
         # Learning needs the whole batch before the first line is stripped: an unbounded (streaming) input
         # has no such moment, so it gets the rules and the edge pass only.
         if self.learn and getattr(articles, "is_bounded", True):
             learned = articles | "LearnRepeatedLines" >> LearnRepeatedLines(self.min_support)
-            results = articles | "StripLines" >> beam.ParDo(fn, beam.pvalue.AsSingleton(
+            # The articles wait for the learned lines parked: the fetch is inside the stripping DoFn, which
+            # is the first step after the wait (a separate fetch step would run before it).
+            fn = _StripBoilerplateFn((), self.rule_texts, self.edges, self.spill)
+            parked = articles | "Park" >> beam.Map(self.spill.park_article)
+            results = parked | "StripLines" >> beam.ParDo(fn, beam.pvalue.AsSingleton(
                 learned, default_value={})).with_outputs(REJECTED, REMOVED_LINES, main="main")
         else:
+            fn = _StripBoilerplateFn((), self.rule_texts, self.edges)
             results = articles | "StripLines" >> beam.ParDo(fn).with_outputs(REJECTED, REMOVED_LINES, main="main")
         # The most frequent removed lines per rule, for the run summary and report: exact counts, so the
         # same input always reports the same lines. Batch only: an unbounded input has no final count.

@@ -26,14 +26,15 @@ hashes packed as integers (no signature, no sketch). The LSH buckets are built b
 packed (band hash, content hash) integers (24 bytes per band and document, no per-entry Python objects);
 only the documents that share a bucket with another one come back: their kept-copy order (a small side
 input) sorts each bucket, and their bottom-k sketch, the largest fingerprint (up to 8 KB), is computed then,
-from the articles that wait for the routing anyway, instead of being shuffled for every document.
+from the articles that wait for the routing anyway, instead of being shuffled for every document. With a
+`Spill` on disk (local runs), the waiting articles and the members' sketches are parked in files and the
+PCollections carry ~30-byte tokens (`pipeline/spill.py`).
 """
 from __future__ import annotations
 
 import array
 import functools
 import re
-import zlib
 from datetime import datetime
 from typing import Iterable, Iterator, NamedTuple, Optional
 
@@ -41,6 +42,7 @@ import apache_beam as beam
 import xxhash
 from apache_beam.metrics import Metrics
 
+from pipeline.spill import Spill
 from transforms.normalize import content_hash, dedup_key
 from transforms.types import Article, Duplicate, Rejection
 
@@ -243,26 +245,16 @@ def resolve_root(loc: str, parents: dict) -> tuple:
 # Beam wrappers
 # ---------------------------------------------------------------------------------------------------------
 
-# Beam's own encoding of plain values (str, None, numbers, tuples, lists): types survive the round trip, and
-# nothing is unpickled (the fields are all primitives).
+# Beam's own encoding of plain values (str, None, numbers, tuples, lists): the band table's orders, in batches.
 _PRIMITIVES = beam.coders.FastPrimitivesCoder()
 
 
-def pack_article(article: Article) -> bytes:
-    """An article as compressed bytes, for the wait until the decisions are made (zlib level 1: fast)."""
-    return zlib.compress(_PRIMITIVES.encode(tuple(article)), 1)
-
-
-def unpack_article(packed: bytes) -> Article:
-    return Article(*_PRIMITIVES.decode(zlib.decompress(packed)))
-
-
 class _FingerprintFn(beam.DoFn):
-    """Article -> packed Article with content_hash (`pack_article`), and its `_Key` (band hashes packed) on
-    the `keys` output."""
+    """Article -> (location, parked Article with content_hash), and its `_Key` (band hashes packed) on the
+    `keys` output."""
 
-    def __init__(self, config: DedupConfig, bands: int, rows: int):
-        self.config, self.bands, self.rows = config, bands, rows
+    def __init__(self, config: DedupConfig, bands: int, rows: int, spill: Spill):
+        self.config, self.bands, self.rows, self.spill = config, bands, rows, spill
 
     def process(self, article: Article):
         key = story_key(article.text, article.title)
@@ -274,7 +266,7 @@ class _FingerprintFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput("keys", _Key(
             article.source_location, article.doc_id, sort_key(article.published_at, article.doc_id,
                                                               article.source_location), digest, packed))
-        yield pack_article(article._replace(content_hash=digest))
+        yield article.source_location, self.spill.park_article(article._replace(content_hash=digest))
 
 
 class _BandTableFn(beam.CombineFn):
@@ -318,15 +310,15 @@ def _shared_bucket_members(table, bands: int):
         yield band, [(orders[i], orders[i][2]) for i in members]
 
 
-def _sketch_if_wanted(packed: bytes, wanted: dict):
-    """(loc, (bottom-k sketch, date)) of an article that is a near-duplicate candidate (a member of a shared
-    bucket): the only ones whose sketches are needed."""
-    if not wanted:
-        return
-    article = unpack_article(packed)
-    date = wanted.get(article.source_location)
+def _sketch_if_wanted(item: tuple, wanted: dict, spill: Spill):
+    """(loc, (parked bottom-k sketch, date)) of an article that is a near-duplicate candidate (a member of a
+    shared bucket): the only ones whose sketches are needed."""
+    loc, parked = item
+    date = wanted.get(loc) if wanted else None
     if date is not None:
-        yield article.source_location, (shingle_sketch(shingles(story_key(article.text, article.title))), date)
+        article = spill.fetch_article(parked)
+        sketch = shingle_sketch(shingles(story_key(article.text, article.title)))
+        yield loc, (spill.park_bytes(sketch), date)
 
 
 def _split_duplicate_ids(item):
@@ -347,19 +339,20 @@ def _split_exact(item):
         yield beam.pvalue.TaggedOutput("exact", (loser.loc, (ordered[0].order, ordered[0].loc)))
 
 
-def _verify_against_parent(item, threshold, window_days):
+def _verify_against_parent(item, threshold, window_days, spill: Spill):
     """(parent loc, {sig: [(parent sketch, date)], children: [(child loc, (child sketch, date), parent order)]})
-    -> (child loc, (parent order, parent loc, similarity)) for the verified pairs."""
+    -> (child loc, (parent order, parent loc, similarity)) for the verified pairs. Sketches travel parked."""
     parent_loc, grouped = item
     if not grouped["sig"]:
         return
-    parent_sketch, parent_date = grouped["sig"][0]
-    for child_loc, (child_sketch, child_date), parent_order in grouped["children"]:
+    parent_token, parent_date = grouped["sig"][0]
+    parent_sketch = spill.fetch_bytes(parent_token)
+    for child_loc, (child_token, child_date), parent_order in grouped["children"]:
         apart = days_apart(parent_date, child_date)
         if window_days and apart is not None and apart > window_days:
             Metrics.counter(NAMESPACE, "near_rejected_window").inc()
             continue
-        similarity = sketch_jaccard(parent_sketch, child_sketch)
+        similarity = sketch_jaccard(parent_sketch, spill.fetch_bytes(child_token))
         if similarity >= threshold:
             yield child_loc, (parent_order, parent_loc, round(similarity, 4))
         else:
@@ -392,11 +385,16 @@ def _decide_exact(item, parents):
 
 
 class _RouteFn(beam.DoFn):
-    """Each article to exactly one of documents / duplicates / rejected, by the decisions side input."""
+    """Each (location, parked article) to exactly one of documents / duplicates / rejected, by the decisions
+    side input."""
 
-    def process(self, packed: bytes, decisions: dict):
-        article = unpack_article(packed)
-        decision = decisions.get(article.source_location)
+    def __init__(self, spill: Spill):
+        self.spill = spill
+
+    def process(self, item: tuple, decisions: dict):
+        loc, parked = item
+        article = self.spill.fetch_article(parked)
+        decision = decisions.get(loc)
         if decision is None:
             Metrics.counter(NAMESPACE, "kept").inc()
             yield article
@@ -411,16 +409,20 @@ class _RouteFn(beam.DoFn):
 
 
 class DeduplicateArticles(beam.PTransform):
-    """Article -> {`documents`: kept articles (content_hash set), `duplicates`: Duplicate, `rejected`}."""
+    """Article -> {`documents`: kept articles (content_hash set), `duplicates`: Duplicate, `rejected`}.
 
-    def __init__(self, config: DedupConfig = DedupConfig()):
+    `spill` is where the articles wait for the decisions, and the candidates' sketches for verification
+    (default: inline, in the PCollections)."""
+
+    def __init__(self, config: DedupConfig = DedupConfig(), spill: Optional[Spill] = None):
         super().__init__()
         self.config = config
+        self.spill = spill or Spill()
         self.bands, self.rows = lsh_params(config.threshold, config.num_perm)
 
     def expand(self, articles):
         fingerprinted = articles | "Fingerprint" >> beam.ParDo(
-            _FingerprintFn(self.config, self.bands, self.rows)).with_outputs("keys", main="articles")
+            _FingerprintFn(self.config, self.bands, self.rows, self.spill)).with_outputs("keys", main="articles")
         keys = fingerprinted["keys"]
 
         by_id = (keys | "KeyById" >> beam.Map(lambda k: (k.doc_id, k))
@@ -443,12 +445,14 @@ class DeduplicateArticles(beam.PTransform):
             # The reshuffle (of the few members' sketches) is a stage boundary the local runner needs: a stage
             # waiting on a side input that feeds a Flatten (the joins below) next to another stage's output
             # never gets its watermark, and the run stops with "watermark-pending bundles did not execute".
-            signatures = (fingerprinted["articles"] | "SketchMembers" >> beam.FlatMap(_sketch_if_wanted, wanted)
+            signatures = (fingerprinted["articles"]
+                          | "SketchMembers" >> beam.FlatMap(_sketch_if_wanted, wanted, self.spill)
                           | "SpreadSketches" >> beam.Reshuffle())
             to_parent = ({"sig": signatures, "parents": candidates} | "JoinChild" >> beam.CoGroupByKey()
                          | "AttachChildSignature" >> beam.FlatMap(_attach_child_signature))
             edges = ({"sig": signatures, "children": to_parent} | "JoinParent" >> beam.CoGroupByKey()
-                     | "Verify" >> beam.FlatMap(_verify_against_parent, threshold, self.config.near_window_days)
+                     | "Verify" >> beam.FlatMap(_verify_against_parent, threshold, self.config.near_window_days,
+                                                self.spill)
                      | "EarliestParent" >> beam.CombinePerKey(min))
         else:
             edges = articles.pipeline | "NoEdges" >> beam.Create([])
@@ -461,5 +465,5 @@ class DeduplicateArticles(beam.PTransform):
             | "AllDecisions" >> beam.Flatten()
         )
         routed = fingerprinted["articles"] | "Route" >> beam.ParDo(
-            _RouteFn(), beam.pvalue.AsDict(decisions)).with_outputs(DUPLICATES, REJECTED, main=DOCUMENTS)
+            _RouteFn(self.spill), beam.pvalue.AsDict(decisions)).with_outputs(DUPLICATES, REJECTED, main=DOCUMENTS)
         return {DOCUMENTS: routed[DOCUMENTS], DUPLICATES: routed[DUPLICATES], REJECTED: routed[REJECTED]}

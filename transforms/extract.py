@@ -20,6 +20,7 @@ from typing import Callable, NamedTuple, Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from pipeline.spill import Spill
 from transforms.types import FORMAT_HTML, Article, Rejection, excerpt
 
 __all__ = ["ExtractText", "extract_html", "choose_text", "refine_text", "html_lang_hint"]
@@ -389,14 +390,17 @@ class ExtractText(beam.PTransform):
     raises or crashes the interpreter (deep recursion in lxml) is rejected (`extraction_error`) and the run
     goes on. The subprocess costs ~1 ms per page against ~20 ms of trafilatura; text records skip it. It is
     used on the local in-process runners only (`_isolation_is_safe`); elsewhere pages run under the timeout.
-    A missing dependency fails the run at construction, never as "no text" on every page.
+    A missing dependency fails the run at construction, never as "no text" on every page. `spill` is where
+    the articles wait at the merge of texts and pages (default: inline, in the PCollection).
     """
 
-    def __init__(self, timeout: Optional[float] = TIMEOUT_SECONDS, isolate: bool = True, extract=None):
+    def __init__(self, timeout: Optional[float] = TIMEOUT_SECONDS, isolate: bool = True, extract=None,
+                 spill: Optional[Spill] = None):
         super().__init__()
         self.timeout = timeout
         self.isolate = isolate
         self.extract = extract
+        self.spill = spill or Spill()
 
     def expand(self, articles):
         _require_trafilatura()  # fail now, loudly, if lxml_html_clean & co. are missing
@@ -406,5 +410,10 @@ class ExtractText(beam.PTransform):
         split = extracted | "CountAndSplit" >> beam.ParDo(_count_and_split).with_outputs(REJECTED, main="main")
         errors = errors | "ErrorsToRejections" >> beam.Map(_to_rejection)
         rejected = (split[REJECTED], errors) | "AllRejections" >> beam.Flatten()
-        kept = (texts, split["main"]) | "AllArticles" >> beam.Flatten()
+        # The merge of texts and pages is a stage boundary on the local runner (it keeps every Flatten's
+        # output): the articles cross it parked (`spill`), and are fetched on the other side.
+        spill = self.spill
+        parked = (texts | "ParkTexts" >> beam.Map(spill.park_article),
+                  split["main"] | "ParkPages" >> beam.Map(spill.park_article))
+        kept = parked | "AllArticles" >> beam.Flatten() | "Fetch" >> beam.Map(spill.fetch_article)
         return {"articles": kept, "rejected": rejected}
