@@ -8,7 +8,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.build import MULTIPROCESS_MIN_BYTES, tune_malloc, resolve_runner
-from transforms.dedup import _BandTableFn, _Key, _shared_bucket_members, shared_buckets, sort_key
+from transforms.dedup import _BandTableFn, _Key, _shared_bucket_members, shared_buckets
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
@@ -21,7 +21,7 @@ def test_launcher_and_workers_tune_malloc():
 
 def _key(i: int, bands: list[int]) -> _Key:
     loc = f"f:{i}"
-    return _Key(loc, f"d{i}", sort_key(None, f"d{i}", loc), f"{i:032x}", array.array("Q", bands).tobytes())
+    return _Key(loc, f"d{i}", None, f"{i:032x}", array.array("Q", bands).tobytes())
 
 
 def test_shared_buckets_finds_every_bucket_of_several_documents():
@@ -78,3 +78,21 @@ def test_packed_articles_come_back_equal_with_their_types():
     assert isinstance(packed, bytes)
     back = unpack_article(packed)
     assert back == article and type(back.other_langs) is tuple and type(back.removed_by_rule[0]) is tuple
+
+
+def test_candidates_leave_grouped_by_child_each_pair_once():
+    from transforms.dedup import _candidates_by_child, bucket_candidates
+
+    # documents 0-3 share band 0; 0 and 1 share band 1 too: the pair (1, 0) is found twice, kept once
+    keys = [_key(i, [7 if i < 4 else 100 + i, 9 if i < 2 else 200 + i]) for i in range(6)]
+    combine = _BandTableFn()
+    acc = combine.create_accumulator()
+    for key in keys:
+        acc = combine.add_input(acc, key)
+    out = list(_candidates_by_child(combine.extract_output(acc), 2))
+    members = sorted(o.value for o in out if hasattr(o, "tag"))
+    by_child = dict(o for o in out if not hasattr(o, "tag"))
+    assert members == [(f"f:{i}", "~") for i in range(4)]  # every document in a pair, with its date
+    expected = bucket_candidates([(k.order, k.loc) for k in keys[:4]])
+    assert sorted((child, p) for child, parents in by_child.items() for p in parents) == sorted(expected)
+    assert all(len(parents) == len(set(parents)) for parents in by_child.values())

@@ -21,14 +21,13 @@ the root, so every `duplicate_of` names a document that is kept. Only keys, hash
 shuffled; the article texts are routed once, at the end, against a side input of decisions.
 
 Memory: on the local runner every PCollection crossing a stage boundary is held in the launcher's memory, so
-what is shuffled per document is kept small. The id and exact-hash groupings carry a `_Key` with the 11 band
-hashes packed as integers (no signature, no sketch). The LSH buckets are built by a combiner per band over
-packed (band hash, content hash) integers (24 bytes per band and document, no per-entry Python objects);
-only the documents that share a bucket with another one come back: their kept-copy order (a small side
-input) sorts each bucket, and their bottom-k sketch, the largest fingerprint (up to 8 KB), is computed then,
-from the articles that wait for the routing anyway, instead of being shuffled for every document. With a
-`Spill` on disk (local runs), the waiting articles and the members' sketches are parked in files and the
-PCollections carry ~30-byte tokens (`pipeline/spill.py`).
+what is shuffled per document is kept small. The id and exact-hash groupings carry a `_Key`: location, id,
+date, exact hash and the 11 band hashes packed as integers (no signature, no sketch). One combine
+(`_BandTableFn`) gathers the band hashes of every document into one packed table; a numpy sort per band finds
+the buckets shared by several documents, and the candidate pairs leave it grouped by child, each pair once.
+Only the documents in a pair are sketched (the bottom-k sketch, up to 8 KB, is the largest fingerprint),
+from the articles that wait for the routing anyway. With a `Spill` on disk (local runs), those waiting
+articles and the sketches are parked in files and the PCollections carry 32-byte tokens (`pipeline/spill.py`).
 """
 from __future__ import annotations
 
@@ -75,14 +74,19 @@ class DedupConfig(NamedTuple):
 
 
 class _Key(NamedTuple):
-    """What dedup shuffles instead of the article: identity, order, exact hash and the LSH band hashes
-    (`bands` unsigned 64-bit integers, packed; empty without near-duplicate detection)."""
+    """What dedup shuffles instead of the article: identity, date, exact hash and the LSH band hashes
+    (`bands` unsigned 64-bit integers, packed; empty without near-duplicate detection). The kept-copy
+    `order` is derived, not shuffled: it would repeat the id and the location."""
 
     loc: str
     doc_id: str
-    order: tuple
+    published: Optional[str]
     content_hash: str
     bands: bytes = b""
+
+    @property
+    def order(self) -> tuple:
+        return sort_key(self.published, self.doc_id, self.loc)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -264,8 +268,7 @@ class _FingerprintFn(beam.DoFn):
             signature = minhash_signature(shingles(key), self.config.num_perm, self.config.seed)
             packed = array.array("Q", band_hashes(signature, self.bands, self.rows)).tobytes()
         yield beam.pvalue.TaggedOutput("keys", _Key(
-            article.source_location, article.doc_id, sort_key(article.published_at, article.doc_id,
-                                                              article.source_location), digest, packed))
+            article.source_location, article.doc_id, article.published_at, digest, packed))
         yield article.source_location, self.spill.park_article(article._replace(content_hash=digest))
 
 
@@ -308,6 +311,24 @@ def _shared_bucket_members(table, bands: int):
     orders = [order for batch in batches for order in _PRIMITIVES.decode(batch)] + list(pending)
     for band, members in shared_buckets(hashes, bands):
         yield band, [(orders[i], orders[i][2]) for i in members]
+
+
+def _candidates_by_child(table, bands: int):
+    """The band table -> (child loc, ((parent order, parent loc), ...)): each child's candidate parents from
+    every band (`bucket_candidates`), each pair once however many bands it shares; and, on the `members`
+    output, (loc, date) of every document in a pair, once: the articles to sketch."""
+    parents_of: dict = {}
+    dates: dict = {}
+    for _, members in _shared_bucket_members(table, bands):
+        ordered = sorted(members)[:MAX_BUCKET_SIZE]  # as bucket_candidates keeps them
+        for order, loc in ordered:
+            dates[loc] = order[0]
+        for child_loc, parent in bucket_candidates(ordered):
+            parents_of.setdefault(child_loc, set()).add(parent)
+    for loc in sorted(dates):
+        yield beam.pvalue.TaggedOutput("members", (loc, dates[loc]))
+    for child_loc in sorted(parents_of):
+        yield child_loc, tuple(sorted(parents_of[child_loc]))
 
 
 def _sketch_if_wanted(item: tuple, wanted: dict, spill: Spill):
@@ -364,8 +385,9 @@ def _attach_child_signature(item):
     if not grouped["sig"]:
         return
     child_sig = grouped["sig"][0]
-    for parent_order, parent_loc in set(grouped["parents"]):
-        yield parent_loc, (child_loc, child_sig, parent_order)
+    for parents in grouped["parents"]:  # one tuple of distinct parents per child
+        for parent_order, parent_loc in parents:
+            yield parent_loc, (child_loc, child_sig, parent_order)
 
 
 def _decide_near(item, parents):
@@ -436,12 +458,12 @@ class DeduplicateArticles(beam.PTransform):
 
         if self.config.near:
             threshold, bands = self.config.threshold, self.bands
-            buckets = (firsts | "BandTable" >> beam.CombineGlobally(_BandTableFn())
-                       | "SharedBuckets" >> beam.FlatMap(_shared_bucket_members, bands))
-            candidates = buckets | "Candidates" >> beam.FlatMap(lambda item: bucket_candidates(item[1]))
-            # loc -> date of every bucket member: a small side input naming the articles to sketch
-            wanted = beam.pvalue.AsDict(buckets | "Members" >> beam.FlatMap(
-                lambda item: [(loc, order[0]) for order, loc in item[1]]))
+            found = (firsts | "BandTable" >> beam.CombineGlobally(_BandTableFn())
+                     | "Candidates" >> beam.FlatMap(_candidates_by_child, bands).with_outputs("members",
+                                                                                             main="by_child"))
+            candidates = found["by_child"]
+            # loc -> date of every document in a candidate pair: a small side input naming the articles to sketch
+            wanted = beam.pvalue.AsDict(found["members"])
             # The reshuffle (of the few members' sketches) is a stage boundary the local runner needs: a stage
             # waiting on a side input that feeds a Flatten (the joins below) next to another stage's output
             # never gets its watermark, and the run stops with "watermark-pending bundles did not execute".
