@@ -8,7 +8,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.build import MULTIPROCESS_MIN_BYTES, tune_malloc, resolve_runner
-from transforms.dedup import _BandTableFn, _Key, _shared_bucket_members, shared_buckets
+from transforms.dedup import _KeyTableFn, _Key, _decide_from_table, equal_runs, shared_buckets
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
@@ -21,7 +21,7 @@ def test_launcher_and_workers_tune_malloc():
 
 def _key(i: int, bands: list[int]) -> _Key:
     loc = f"f:{i}"
-    return _Key(loc, f"d{i}", None, f"{i:032x}", array.array("Q", bands).tobytes())
+    return _Key(loc, f"d{i:02d}", None, f"{i:032x}", array.array("Q", bands).tobytes())
 
 
 def test_shared_buckets_finds_every_bucket_of_several_documents():
@@ -30,24 +30,65 @@ def test_shared_buckets_finds_every_bucket_of_several_documents():
     assert list(shared_buckets(array.array("Q"), 3)) == []
 
 
-def test_band_table_keeps_rows_and_orders_aligned_through_partial_combines():
-    combine = _BandTableFn()
-    keys = [_key(i, [i % 3, 100 + i % 2]) for i in range(12)]
+def test_equal_runs_groups_rows_equal_in_every_column():
+    import numpy as np
+
+    first = np.array([3, 1, 3, 2, 1, 3], dtype=np.uint64)
+    second = np.array([0, 5, 0, 0, 5, 9], dtype=np.uint64)
+    assert sorted(equal_runs(first)) == [[0, 2, 5], [1, 4]]
+    assert sorted(equal_runs(first, second)) == [[0, 2], [1, 4]]
+    assert list(equal_runs(np.array([], dtype=np.uint64))) == []
+
+
+def _table(keys, split=(5, 6)):
+    """The key table of `keys`, built from partial accumulators, some compacted, as the runner does."""
+    combine = _KeyTableFn()
     parts = []
-    for chunk in (keys[:5], keys[5:6], keys[6:]):  # partial accumulators, some compacted, as the runner does
+    for chunk in (keys[:split[0]], keys[split[0]:split[1]], keys[split[1]:]):
         acc = combine.create_accumulator()
         for key in chunk:
             acc = combine.add_input(acc, key)
         parts.append(combine.compact(acc) if len(chunk) > 1 else acc)
-    table = combine.extract_output(combine.merge_accumulators(parts))
-    buckets = list(_shared_bucket_members(table, 2))
-    by_band = {}
-    for (band, members) in buckets:
-        by_band.setdefault(band, []).append(sorted(loc for _, loc in members))
-        assert all(order[2] == loc for order, loc in members)  # each row's order is its own document's
-    expected0 = [sorted(f"f:{i}" for i in range(12) if i % 3 == r) for r in range(3)]
-    expected1 = [sorted(f"f:{i}" for i in range(12) if i % 2 == r) for r in range(2)]
-    assert sorted(by_band[0]) == sorted(expected0) and sorted(by_band[1]) == sorted(expected1)
+    return combine.extract_output(combine.merge_accumulators(parts))
+
+
+def _outputs(table, bands):
+    out = list(_decide_from_table(table, bands))
+    tagged = {}
+    for o in out:
+        tagged.setdefault(getattr(o, "tag", "by_child"), []).append(getattr(o, "value", o))
+    return tagged
+
+
+def test_key_table_keeps_rows_and_orders_aligned_through_partial_combines():
+    # rows i and i + 6 have the same content; every row shares band 0 with i % 3 and band 1 with i % 2
+    keys = [_key(i, [i % 3, 100 + i % 2])._replace(content_hash=f"{i % 6:032x}") for i in range(12)]
+    out = _outputs(_table(keys), 2)
+    assert sorted(out["exact"]) == sorted((f"f:{i + 6}", (keys[i].order, f"f:{i}")) for i in range(6))
+    assert "decisions" not in out
+    # only the six firsts are in the band table: 0, 3 share band 0 (and so on), even and odd share band 1
+    assert sorted(loc for loc, _ in out["members"]) == [f"f:{i}" for i in range(6)]
+    pairs = {(child, parent_loc) for child, parents in out["by_child"] for _, parent_loc in parents}
+    assert ("f:3", "f:0") in pairs and ("f:4", "f:1") in pairs and ("f:2", "f:0") in pairs
+    assert all(int(child[2:]) < 6 and int(parent[2:]) < 6 for child, parent in pairs)
+
+
+def test_key_table_rejects_reused_ids_before_exact_copies_are_counted():
+    keys = [
+        _Key("f:1", "same", "2024-01-02", "1" * 32, b""),
+        _Key("f:2", "same", "2024-01-01", "2" * 32, b""),   # same id, earlier: kept
+        _Key("f:3", "other", "2024-01-03", "1" * 32, b""),  # same content as f:1, which is rejected: kept
+        _Key("f:4", "third", "2024-01-04", "2" * 32, b""),  # same content as f:2: an exact copy of it
+    ]
+    out = _outputs(_table(keys, split=(1, 2)), 0)
+    assert out["decisions"] == [("f:1", ("reject", "duplicate_id", "f:2"))]
+    assert out["exact"] == [("f:4", (keys[1].order, "f:2"))]
+    assert "by_child" not in out and "members" not in out
+
+
+def test_empty_key_table_decides_nothing():
+    combine = _KeyTableFn()
+    assert list(_decide_from_table(combine.extract_output(combine.create_accumulator()), 11)) == []
 
 
 @pytest.mark.slow
@@ -81,18 +122,13 @@ def test_packed_articles_come_back_equal_with_their_types():
 
 
 def test_candidates_leave_grouped_by_child_each_pair_once():
-    from transforms.dedup import _candidates_by_child, bucket_candidates
+    from transforms.dedup import bucket_candidates
 
     # documents 0-3 share band 0; 0 and 1 share band 1 too: the pair (1, 0) is found twice, kept once
     keys = [_key(i, [7 if i < 4 else 100 + i, 9 if i < 2 else 200 + i]) for i in range(6)]
-    combine = _BandTableFn()
-    acc = combine.create_accumulator()
-    for key in keys:
-        acc = combine.add_input(acc, key)
-    out = list(_candidates_by_child(combine.extract_output(acc), 2))
-    members = sorted(o.value for o in out if hasattr(o, "tag"))
-    by_child = dict(o for o in out if not hasattr(o, "tag"))
-    assert members == [(f"f:{i}", "~") for i in range(4)]  # every document in a pair, with its date
+    out = _outputs(_table(keys), 2)
+    assert sorted(out["members"]) == [(f"f:{i}", "~") for i in range(4)]  # every document in a pair, with its date
+    by_child = dict(out["by_child"])
     expected = bucket_candidates([(k.order, k.loc) for k in keys[:4]])
     assert sorted((child, p) for child, parents in by_child.items() for p in parents) == sorted(expected)
     assert all(len(parents) == len(set(parents)) for parents in by_child.values())

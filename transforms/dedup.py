@@ -20,14 +20,16 @@ source location; so the decisions do not depend on input order or bundling. Chai
 the root, so every `duplicate_of` names a document that is kept. Only keys, hashes and signatures are
 shuffled; the article texts are routed once, at the end, against a side input of decisions.
 
-Memory: on the local runner every PCollection crossing a stage boundary is held in the launcher's memory, so
-what is shuffled per document is kept small. The id and exact-hash groupings carry a `_Key`: location, id,
-date, exact hash and the 11 band hashes packed as integers (no signature, no sketch). One combine
-(`_BandTableFn`) gathers the band hashes of every document into one packed table; a numpy sort per band finds
-the buckets shared by several documents, and the candidate pairs leave it grouped by child, each pair once.
-Only the documents in a pair are sketched (the bottom-k sketch, up to 8 KB, is the largest fingerprint),
-from the articles that wait for the routing anyway. With a `Spill` on disk (local runs), those waiting
-articles and the sketches are parked in files and the PCollections carry 32-byte tokens (`pipeline/spill.py`).
+Memory: on the local runner every PCollection crossing a stage boundary is held in the launcher's memory, and
+a grouping holds one decoded Python object per element, so what is shuffled per document is kept small. Each
+document gives a `_Key`: location, id, date, exact hash and the 11 band hashes packed as integers (no
+signature, no sketch). One combine (`_KeyTableFn`) gathers every key into one packed table (hashes as
+integer columns, orders encoded in batches); numpy sorts on its columns find the shared ids, then the exact
+copies, then, per band, the LSH buckets shared by several documents, and the candidate pairs leave it grouped
+by child, each pair once. Only the documents in a pair are sketched (the bottom-k sketch, up to 8 KB, is the
+largest fingerprint), from the articles that wait for the routing anyway. With a `Spill` on disk (local
+runs), those waiting articles and the sketches are parked in files and the PCollections carry 32-byte
+tokens (`pipeline/spill.py`).
 """
 from __future__ import annotations
 
@@ -204,12 +206,13 @@ def band_hashes(signature: bytes, bands: int, rows: int) -> list[int]:
     return [xxhash.xxh3_64_intdigest(signature[b * width:(b + 1) * width]) for b in range(bands)]
 
 
-def shared_buckets(hashes: array.array, bands: int) -> Iterator[tuple[int, list[int]]]:
-    """Band hashes of n documents, packed row by row (`bands` per document) -> per band, every bucket that
-    more than one document shares, as (band, [document indexes in ascending order])."""
+def shared_buckets(hashes, bands: int) -> Iterator[tuple[int, list[int]]]:
+    """Band hashes of n documents, packed row by row (`bands` per document; an `array('Q')` or an n x bands
+    uint64 array) -> per band, every bucket that more than one document shares, as (band, [document indexes
+    in ascending order])."""
     import numpy as np
 
-    table = np.frombuffer(hashes, dtype=np.uint64).reshape(-1, bands)
+    table = hashes if isinstance(hashes, np.ndarray) else np.frombuffer(hashes, dtype=np.uint64).reshape(-1, bands)
     for band in range(bands):
         column = table[:, band]
         index = np.argsort(column, kind="stable")
@@ -218,6 +221,25 @@ def shared_buckets(hashes: array.array, bands: int) -> Iterator[tuple[int, list[
         sizes = np.diff(np.r_[starts, len(ordered)])
         for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
             yield band, index[start:start + size].tolist()
+
+
+def equal_runs(*columns) -> Iterator[list[int]]:
+    """Row indexes of equal values across equally long uint64 columns -> every group of several rows that are
+    equal in all columns, each group in ascending index order."""
+    import numpy as np
+
+    if not columns or len(columns[0]) == 0:
+        return
+    index = np.lexsort(columns[::-1])  # stable: equal rows keep ascending index order
+    ordered = [column[index] for column in columns]
+    change = np.zeros(len(index), dtype=bool)
+    change[0] = True
+    for column in ordered:
+        change[1:] |= column[1:] != column[:-1]
+    starts = np.flatnonzero(change)
+    sizes = np.diff(np.r_[starts, len(index)])
+    for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
+        yield index[start:start + size].tolist()
 
 
 def pick_first(members: Iterable[_Key]) -> list[_Key]:
@@ -272,55 +294,104 @@ class _FingerprintFn(beam.DoFn):
         yield article.source_location, self.spill.park_article(article._replace(content_hash=digest))
 
 
-class _BandTableFn(beam.CombineFn):
-    """Every kept-so-far `_Key` -> one table: the band hashes of all documents (packed unsigned 64-bit
-    integers, one row per document) and their kept-copy orders, each order kept once (encoded in batches).
+class _KeyTableFn(beam.CombineFn):
+    """Every `_Key` -> one packed table of all documents: their content hashes (two unsigned 64-bit integers
+    each), their band hashes (`bands` each; none without near-duplicate detection) and their kept-copy orders
+    (encoded in batches).
 
-    Between the partial and the final combine the runner holds this compact form, a few hundred bytes per
-    document, instead of one shuffled entry per band and document (11 per document, each a Python object
-    in the local runner's grouping table). Accumulator: (hashes, pending orders, encoded batches of orders);
-    rows of `hashes` follow the batches, then the pending orders."""
+    Between the partial and the final combine the runner holds this compact form, about 200 bytes per
+    document, instead of a grouping-table entry per document and grouping (a decoded `_Key` per document for
+    the id grouping, again for the exact-hash grouping, and 11 band entries). Accumulator:
+    (content hashes, band hashes, pending orders, encoded batches of orders); rows follow the batches, then
+    the pending orders."""
 
     def create_accumulator(self):
-        return array.array("Q"), [], []
+        return array.array("Q"), array.array("Q"), [], []
 
     def add_input(self, accumulator, key: _Key):
-        accumulator[0].frombytes(key.bands)
-        accumulator[1].append(key.order)
+        content = int(key.content_hash, 16)
+        accumulator[0].extend((content >> 64, content & 0xFFFFFFFFFFFFFFFF))
+        accumulator[1].frombytes(key.bands)
+        accumulator[2].append(key.order)
         return accumulator
 
     def compact(self, accumulator):
-        hashes, pending, batches = accumulator
-        return (hashes, [], batches + [_PRIMITIVES.encode(pending)]) if pending else accumulator
+        contents, hashes, pending, batches = accumulator
+        return (contents, hashes, [], batches + [_PRIMITIVES.encode(pending)]) if pending else accumulator
 
     def merge_accumulators(self, accumulators):
-        hashes, batches = array.array("Q"), []
+        contents, hashes, batches = array.array("Q"), array.array("Q"), []
         for accumulator in accumulators:
-            more_hashes, _, more_batches = self.compact(accumulator)
+            more_contents, more_hashes, _, more_batches = self.compact(accumulator)
+            contents.extend(more_contents)
             hashes.extend(more_hashes)
             batches += more_batches
-        return hashes, [], batches
+        return contents, hashes, [], batches
 
     def extract_output(self, accumulator):
         return self.compact(accumulator)
 
 
-def _shared_bucket_members(table, bands: int):
-    """The band table -> (bucket key, [(order, loc)]) for every bucket shared by several documents."""
-    hashes, pending, batches = table
+def _first_of(group: list[int], orders: list) -> tuple[int, list[int]]:
+    """Row indexes of one group -> (the kept row, the other rows), by kept-copy order."""
+    ranked = sorted(group, key=orders.__getitem__)
+    return ranked[0], ranked[1:]
+
+
+def _decide_from_table(table, bands: int):
+    """The key table -> every decision that needs no text, in three steps over the packed columns:
+
+    1. records sharing a `doc_id`: the first (kept-copy order) stays, the others are rejected
+       (`decisions` output: (loc, ("reject", reason, kept loc)));
+    2. among the rest, equal content hashes: the first stays, the others are exact duplicates
+       (`exact` output: (loser loc, (kept order, kept loc)));
+    3. among the rows that stay, the near-duplicate candidates of the LSH bands (`_candidates_by_child`:
+       main output (child loc, parents) and `members` output (loc, date))."""
+    import numpy as np
+
+    contents, hashes, pending, batches = table
     orders = [order for batch in batches for order in _PRIMITIVES.decode(batch)] + list(pending)
-    for band, members in shared_buckets(hashes, bands):
-        yield band, [(orders[i], orders[i][2]) for i in members]
+    n = len(orders)
+    stays = np.ones(n, dtype=bool)
+
+    ids = np.fromiter((xxhash.xxh3_64_intdigest(order[1].encode("utf-8")) for order in orders), np.uint64, n)
+    for group in equal_runs(ids):
+        by_id: dict = {}
+        for row in group:  # equal 64-bit hashes: group by the id itself
+            by_id.setdefault(orders[row][1], []).append(row)
+        for same_id in by_id.values():
+            if len(same_id) > 1:
+                kept, losers = _first_of(same_id, orders)
+                for loser in losers:
+                    stays[loser] = False
+                    Metrics.counter(NAMESPACE, f"dropped_{REASON_DUPLICATE_ID}").inc()
+                    yield beam.pvalue.TaggedOutput("decisions", (orders[loser][2], (
+                        "reject", REASON_DUPLICATE_ID, orders[kept][2])))
+
+    unique = np.flatnonzero(stays)
+    content = np.frombuffer(contents, dtype=np.uint64).reshape(-1, 2)[unique]
+    for group in equal_runs(content[:, 0], content[:, 1]):
+        kept, losers = _first_of(unique[group].tolist(), orders)
+        for loser in losers:
+            stays[loser] = False
+            Metrics.counter(NAMESPACE, "exact_duplicates").inc()
+            yield beam.pvalue.TaggedOutput("exact", (orders[loser][2], (orders[kept], orders[kept][2])))
+
+    if bands and len(hashes):
+        firsts = np.flatnonzero(stays)
+        table = np.frombuffer(hashes, dtype=np.uint64).reshape(-1, bands)[firsts]
+        yield from _candidates_by_child(table, [orders[row] for row in firsts.tolist()], bands)
 
 
-def _candidates_by_child(table, bands: int):
-    """The band table -> (child loc, ((parent order, parent loc), ...)): each child's candidate parents from
-    every band (`bucket_candidates`), each pair once however many bands it shares; and, on the `members`
-    output, (loc, date) of every document in a pair, once: the articles to sketch."""
+def _candidates_by_child(table, orders: list, bands: int):
+    """Band hashes (one row per document) and the documents' kept-copy orders -> (child loc, ((parent order,
+    parent loc), ...)): each child's candidate parents from every band (`bucket_candidates`), each pair once
+    however many bands it shares; and, on the `members` output, (loc, date) of every document in a pair,
+    once: the articles to sketch."""
     parents_of: dict = {}
     dates: dict = {}
-    for _, members in _shared_bucket_members(table, bands):
-        ordered = sorted(members)[:MAX_BUCKET_SIZE]  # as bucket_candidates keeps them
+    for _, rows in shared_buckets(table, bands):
+        ordered = sorted((orders[i], orders[i][2]) for i in rows)[:MAX_BUCKET_SIZE]  # as bucket_candidates
         for order, loc in ordered:
             dates[loc] = order[0]
         for child_loc, parent in bucket_candidates(ordered):
@@ -340,24 +411,6 @@ def _sketch_if_wanted(item: tuple, wanted: dict, spill: Spill):
         article = spill.fetch_article(parked)
         sketch = shingle_sketch(shingles(story_key(article.text, article.title)))
         yield loc, (spill.park_bytes(sketch), date)
-
-
-def _split_duplicate_ids(item):
-    _, members = item
-    ordered = pick_first(members)
-    yield ordered[0]
-    for loser in ordered[1:]:
-        Metrics.counter(NAMESPACE, f"dropped_{REASON_DUPLICATE_ID}").inc()
-        yield beam.pvalue.TaggedOutput("decisions", (loser.loc, ("reject", REASON_DUPLICATE_ID, ordered[0].loc)))
-
-
-def _split_exact(item):
-    _, members = item
-    ordered = pick_first(members)
-    yield ordered[0]
-    for loser in ordered[1:]:
-        Metrics.counter(NAMESPACE, "exact_duplicates").inc()
-        yield beam.pvalue.TaggedOutput("exact", (loser.loc, (ordered[0].order, ordered[0].loc)))
 
 
 def _verify_against_parent(item, threshold, window_days, spill: Spill):
@@ -445,25 +498,16 @@ class DeduplicateArticles(beam.PTransform):
     def expand(self, articles):
         fingerprinted = articles | "Fingerprint" >> beam.ParDo(
             _FingerprintFn(self.config, self.bands, self.rows, self.spill)).with_outputs("keys", main="articles")
-        keys = fingerprinted["keys"]
-
-        by_id = (keys | "KeyById" >> beam.Map(lambda k: (k.doc_id, k))
-                 | "GroupById" >> beam.GroupByKey()
-                 | "SplitDuplicateIds" >> beam.FlatMap(_split_duplicate_ids).with_outputs("decisions", main="unique"))
-
-        exact = (by_id["unique"] | "KeyByHash" >> beam.Map(lambda k: (k.content_hash, k))
-                 | "GroupByHash" >> beam.GroupByKey()
-                 | "SplitExact" >> beam.FlatMap(_split_exact).with_outputs("exact", main="first"))
-        firsts = exact["first"]
+        decided = (fingerprinted["keys"]
+                   | "KeyTable" >> beam.CombineGlobally(_KeyTableFn())
+                   | "Decide" >> beam.FlatMap(_decide_from_table, self.bands if self.config.near else 0)
+                   .with_outputs("decisions", "exact", "members", main="by_child"))
 
         if self.config.near:
-            threshold, bands = self.config.threshold, self.bands
-            found = (firsts | "BandTable" >> beam.CombineGlobally(_BandTableFn())
-                     | "Candidates" >> beam.FlatMap(_candidates_by_child, bands).with_outputs("members",
-                                                                                             main="by_child"))
-            candidates = found["by_child"]
+            threshold = self.config.threshold
+            candidates = decided["by_child"]
             # loc -> date of every document in a candidate pair: a small side input naming the articles to sketch
-            wanted = beam.pvalue.AsDict(found["members"])
+            wanted = beam.pvalue.AsDict(decided["members"])
             # The reshuffle (of the few members' sketches) is a stage boundary the local runner needs: a stage
             # waiting on a side input that feeds a Flatten (the joins below) next to another stage's output
             # never gets its watermark, and the run stops with "watermark-pending bundles did not execute".
@@ -481,9 +525,9 @@ class DeduplicateArticles(beam.PTransform):
         parents = beam.pvalue.AsDict(edges)
 
         decisions = (
-            (by_id["decisions"],
+            (decided["decisions"],
              edges | "DecideNear" >> beam.Map(_decide_near, parents),
-             exact["exact"] | "DecideExact" >> beam.Map(_decide_exact, parents))
+             decided["exact"] | "DecideExact" >> beam.Map(_decide_exact, parents))
             | "AllDecisions" >> beam.Flatten()
         )
         routed = fingerprinted["articles"] | "Route" >> beam.ParDo(
