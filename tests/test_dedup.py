@@ -126,11 +126,24 @@ def test_sketch_jaccard_is_exact_on_small_sets():
     assert sketch_jaccard(shingle_sketch(a), b"") == 0.0
 
 
+@pytest.fixture(params=["inline", "disk"])
+def spill(request, tmp_path):
+    """Both ways dedup verifies candidates: sketches joined inline, or their spill tokens as a side input."""
+    from pipeline.spill import Spill, make_spill_dir, remove_spill_dir
+
+    if request.param == "inline":
+        yield Spill()
+        return
+    folder = make_spill_dir(str(tmp_path))
+    yield Spill(folder)
+    remove_spill_dir(folder)
+
+
 def doc(doc_id, text, published, title=None):
     return Article(doc_id, f"in:{doc_id}", "text", title=title, published_at=published, text=text)
 
 
-def test_dedup_decisions_on_edited_copies_and_stitched_stories():
+def test_dedup_decisions_on_edited_copies_and_stitched_stories(spill):
     articles = [
         doc("orig", story(PARAS), "2024-01-02T08:00:00+00:00", title="Snow warning"),
         doc("titled", "Snow warning\n\n" + story(PARAS), "2024-01-02T09:00:00+00:00", title="Snow warning"),
@@ -145,7 +158,7 @@ def test_dedup_decisions_on_edited_copies_and_stitched_stories():
     assert 0.5 <= similarity < 0.8
     for order in (articles, list(reversed(articles))):
         with TestPipeline(runner="FnApiRunner") as p:
-            out = p | beam.Create(order) | DeduplicateArticles(DedupConfig())
+            out = p | beam.Create(order) | DeduplicateArticles(DedupConfig(), spill)
             assert_that(out["documents"] | "Docs" >> beam.Map(lambda a: a.doc_id),
                         equal_to(["earlier-copy", "stitched"]), label="documents")
             assert_that(out["duplicates"] | "Dups" >> beam.Map(lambda d: (d.doc_id, d.duplicate_of, d.kind)),
@@ -153,12 +166,12 @@ def test_dedup_decisions_on_edited_copies_and_stitched_stories():
                                   ("trunc", "earlier-copy", "near")]), label="duplicates")
 
 
-def test_a_higher_threshold_keeps_the_edited_copy():
+def test_a_higher_threshold_keeps_the_edited_copy(spill):
     articles = [doc("orig", story(PARAS), "2024-01-02T08:00:00+00:00"),
                 doc("trunc", story(PARAS[:5] + ["Officials will give an update on Friday morning."]),
                     "2024-01-03T08:00:00+00:00")]
     with TestPipeline(runner="FnApiRunner") as p:
-        out = p | beam.Create(articles) | DeduplicateArticles(DedupConfig(threshold=0.8))
+        out = p | beam.Create(articles) | DeduplicateArticles(DedupConfig(threshold=0.8), spill)
         assert_that(out["documents"] | beam.Map(lambda a: a.doc_id), equal_to(["orig", "trunc"]))
 
 
@@ -168,18 +181,18 @@ def test_days_apart():
     assert days_apart("2024-01-01", "2024-01-03T00:00:00+00:00") == pytest.approx(2)
 
 
-def test_near_copies_months_apart_are_other_stories_exact_copies_are_not():
+def test_near_copies_months_apart_are_other_stories_exact_copies_are_not(spill):
     edited = story(PARAS[:5] + ["Officials will give an update on Friday morning."])
     articles = [doc("orig", story(PARAS), "2024-01-02T08:00:00+00:00"),
                 doc("later-edit", edited, "2024-06-03T08:00:00+00:00"),
                 doc("later-exact", story(PARAS), "2025-01-02T08:00:00+00:00"),
                 doc("undated-edit", story(PARAS[:7]), None)]
     with TestPipeline(runner="FnApiRunner") as p:
-        out = p | beam.Create(articles) | DeduplicateArticles(DedupConfig())
+        out = p | beam.Create(articles) | DeduplicateArticles(DedupConfig(), spill)
         assert_that(out["documents"] | "Docs" >> beam.Map(lambda a: a.doc_id), equal_to(["orig", "later-edit"]),
                     label="documents")
         assert_that(out["duplicates"] | "Dups" >> beam.Map(lambda d: (d.doc_id, d.duplicate_of, d.kind)),
                     equal_to([("later-exact", "orig", "exact"), ("undated-edit", "orig", "near")]), label="dups")
     with TestPipeline(runner="FnApiRunner") as p:
-        out = p | beam.Create(articles[:2]) | DeduplicateArticles(DedupConfig(near_window_days=0))
+        out = p | beam.Create(articles[:2]) | DeduplicateArticles(DedupConfig(near_window_days=0), spill)
         assert_that(out["documents"] | beam.Map(lambda a: a.doc_id), equal_to(["orig"]))
