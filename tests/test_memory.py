@@ -8,6 +8,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.build import MULTIPROCESS_MIN_BYTES, tune_malloc, resolve_runner
+from pipeline.spill import Spill
 from transforms.dedup import _KeyTableFn, _Key, _decide_from_table, equal_runs, shared_buckets
 
 
@@ -40,9 +41,9 @@ def test_equal_runs_groups_rows_equal_in_every_column():
     assert list(equal_runs(np.array([], dtype=np.uint64))) == []
 
 
-def _table(keys, split=(5, 6)):
+def _table(keys, split=(5, 6), spill=None):
     """The key table of `keys`, built from partial accumulators, some compacted, as the runner does."""
-    combine = _KeyTableFn()
+    combine = _KeyTableFn(spill)
     parts = []
     for chunk in (keys[:split[0]], keys[split[0]:split[1]], keys[split[1]:]):
         acc = combine.create_accumulator()
@@ -52,8 +53,8 @@ def _table(keys, split=(5, 6)):
     return combine.extract_output(combine.merge_accumulators(parts))
 
 
-def _outputs(table, bands):
-    out = list(_decide_from_table(table, bands))
+def _outputs(table, bands, spill=None):
+    out = list(_decide_from_table(table, bands, spill or Spill()))
     tagged = {}
     for o in out:
         tagged.setdefault(getattr(o, "tag", "by_child"), []).append(getattr(o, "value", o))
@@ -88,7 +89,21 @@ def test_key_table_rejects_reused_ids_before_exact_copies_are_counted():
 
 def test_empty_key_table_decides_nothing():
     combine = _KeyTableFn()
-    assert list(_decide_from_table(combine.extract_output(combine.create_accumulator()), 11)) == []
+    assert list(_decide_from_table(combine.extract_output(combine.create_accumulator()), 11, Spill())) == []
+
+
+def test_key_table_on_disk_crosses_the_runner_as_tokens_and_decides_the_same(tmp_path):
+    from pipeline.spill import make_spill_dir, remove_spill_dir
+
+    keys = [_key(i, [i % 3, 100 + i % 2])._replace(content_hash=f"{i % 6:032x}") for i in range(12)]
+    folder = make_spill_dir(str(tmp_path))
+    try:
+        on_disk = Spill(folder)
+        table = _table(keys, spill=on_disk)
+        assert len(table) == 3 and all(isinstance(t, bytes) and len(t) <= 32 for t in table)
+        assert _outputs(table, 2, on_disk) == _outputs(_table(keys), 2)
+    finally:
+        remove_spill_dir(folder)
 
 
 @pytest.mark.slow

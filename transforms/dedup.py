@@ -295,15 +295,17 @@ class _FingerprintFn(beam.DoFn):
 
 
 class _KeyTableFn(beam.CombineFn):
-    """Every `_Key` -> one packed table of all documents: their content hashes (two unsigned 64-bit integers
-    each), their band hashes (`bands` each; none without near-duplicate detection) and their kept-copy orders
-    (encoded in batches).
+    """Every `_Key` -> one packed table of all documents, as a list of parked batches. A batch holds its rows'
+    content hashes (two unsigned 64-bit integers each), band hashes (`bands` each; none without
+    near-duplicate detection) and kept-copy orders, encoded together; on disk (`spill`) the table that
+    crosses the runner is a list of 32-byte tokens, inline it is the batches themselves (about 200 bytes a
+    document, instead of a grouping-table entry per document and grouping).
 
-    Between the partial and the final combine the runner holds this compact form, about 200 bytes per
-    document, instead of a grouping-table entry per document and grouping (a decoded `_Key` per document for
-    the id grouping, again for the exact-hash grouping, and 11 band entries). Accumulator:
-    (content hashes, band hashes, pending orders, encoded batches of orders); rows follow the batches, then
-    the pending orders."""
+    Accumulator: (pending content hashes, pending band hashes, pending orders, parked batches); `compact`,
+    which the runner calls on each partial accumulator it emits, parks the pending rows as one batch."""
+
+    def __init__(self, spill: Optional[Spill] = None):
+        self.spill = spill or Spill()
 
     def create_accumulator(self):
         return array.array("Q"), array.array("Q"), [], []
@@ -317,19 +319,30 @@ class _KeyTableFn(beam.CombineFn):
 
     def compact(self, accumulator):
         contents, hashes, pending, batches = accumulator
-        return (contents, hashes, [], batches + [_PRIMITIVES.encode(pending)]) if pending else accumulator
+        if not pending:
+            return accumulator
+        batch = _PRIMITIVES.encode((contents.tobytes(), hashes.tobytes(), pending))
+        return array.array("Q"), array.array("Q"), [], batches + [self.spill.park_bytes(batch)]
 
     def merge_accumulators(self, accumulators):
-        contents, hashes, batches = array.array("Q"), array.array("Q"), []
+        batches = []
         for accumulator in accumulators:
-            more_contents, more_hashes, _, more_batches = self.compact(accumulator)
-            contents.extend(more_contents)
-            hashes.extend(more_hashes)
-            batches += more_batches
-        return contents, hashes, [], batches
+            batches += self.compact(accumulator)[3]
+        return array.array("Q"), array.array("Q"), [], batches
 
     def extract_output(self, accumulator):
-        return self.compact(accumulator)
+        return self.compact(accumulator)[3]
+
+
+def _unpack_table(batches: list, spill: Spill) -> tuple:
+    """Parked batches of the key table -> (content hashes, band hashes, orders), rows aligned."""
+    contents, hashes, orders = array.array("Q"), array.array("Q"), []
+    for token in batches:
+        more_contents, more_hashes, more_orders = _PRIMITIVES.decode(spill.fetch_bytes(token))
+        contents.frombytes(more_contents)
+        hashes.frombytes(more_hashes)
+        orders += more_orders
+    return contents, hashes, orders
 
 
 def _first_of(group: list[int], orders: list) -> tuple[int, list[int]]:
@@ -338,7 +351,7 @@ def _first_of(group: list[int], orders: list) -> tuple[int, list[int]]:
     return ranked[0], ranked[1:]
 
 
-def _decide_from_table(table, bands: int):
+def _decide_from_table(batches: list, bands: int, spill: Spill):
     """The key table -> every decision that needs no text, in three steps over the packed columns:
 
     1. records sharing a `doc_id`: the first (kept-copy order) stays, the others are rejected
@@ -349,8 +362,7 @@ def _decide_from_table(table, bands: int):
        main output (child loc, parents) and `members` output (loc, date))."""
     import numpy as np
 
-    contents, hashes, pending, batches = table
-    orders = [order for batch in batches for order in _PRIMITIVES.decode(batch)] + list(pending)
+    contents, hashes, orders = _unpack_table(batches, spill)
     n = len(orders)
     stays = np.ones(n, dtype=bool)
 
@@ -524,8 +536,8 @@ class DeduplicateArticles(beam.PTransform):
         fingerprinted = articles | "Fingerprint" >> beam.ParDo(
             _FingerprintFn(self.config, self.bands, self.rows, self.spill)).with_outputs("keys", main="articles")
         decided = (fingerprinted["keys"]
-                   | "KeyTable" >> beam.CombineGlobally(_KeyTableFn())
-                   | "Decide" >> beam.FlatMap(_decide_from_table, self.bands if self.config.near else 0)
+                   | "KeyTable" >> beam.CombineGlobally(_KeyTableFn(self.spill))
+                   | "Decide" >> beam.FlatMap(_decide_from_table, self.bands if self.config.near else 0, self.spill)
                    .with_outputs("decisions", "exact", "members", main="by_child"))
 
         if self.config.near:
