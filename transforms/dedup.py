@@ -24,12 +24,14 @@ Memory: on the local runner every PCollection crossing a stage boundary is held 
 a grouping holds one decoded Python object per element, so what is shuffled per document is kept small. Each
 document gives a `_Key`: location, id, date, exact hash and the 11 band hashes packed as integers (no
 signature, no sketch). One combine (`_KeyTableFn`) gathers every key into one packed table (hashes as
-integer columns, orders encoded in batches); numpy sorts on its columns find the shared ids, then the exact
+integer columns, orders encoded, in batches); numpy sorts on its columns find the shared ids, then the exact
 copies, then, per band, the LSH buckets shared by several documents, and the candidate pairs leave it grouped
 by child, each pair once. Only the documents in a pair are sketched (the bottom-k sketch, up to 8 KB, is the
 largest fingerprint), from the articles that wait for the routing anyway. With a `Spill` on disk (local
-runs), those waiting articles and the sketches are parked in files and the PCollections carry 32-byte
-tokens (`pipeline/spill.py`).
+runs), the waiting articles, the key table's batches and the sketches are parked in files and the
+PCollections carry 32-byte tokens (`pipeline/spill.py`); the sketch tokens are then a small side input, and
+each child is verified against its candidate parents in one step. Inline (managed runners, Dask, in
+process), two joins bring each pair's sketches together instead.
 """
 from __future__ import annotations
 
