@@ -1,11 +1,15 @@
 """Peak memory of a wirewash run, per process, and (optionally) what the launcher's runner holds.
 
     python bench/memory.py --pool ../shared/corpus --n 20000 [--workers 2] [--buffers]
-    python bench/memory.py --corpus /tmp/c.jsonl [--buffers]
+    python bench/memory.py --corpus /tmp/c.jsonl [--buffers] [--timeline FILE]
 
 Generates the corpus like `bench/benchmark.py` (seed 7, 30% HTML) unless `--corpus` is given, runs
 `wirewash run` on it (local FnApiRunner, `--workers` worker processes) and prints the peak RSS of every
 process of the run (sampled every 0.1 s with `benchmark.TreeMonitor`).
+
+With `--timeline FILE` the launcher writes, as the run goes, when each fused stage starts (from the
+FnApiRunner's bundle log) and the RSS of every process of the run (every 0.5 s while it grows, else every
+10 s): which stage a peak belongs to. It costs nothing measurable.
 
 With `--buffers` the launcher also samples, every 2 s, the PCollection buffers that Beam's FnApiRunner keeps
 between fused stages (`pcoll_buffers`: list buffers of encoded elements, grouping buffers of decoded
@@ -117,6 +121,51 @@ def _watch_allocations(report: dict, stop: threading.Event) -> None:
     threading.Thread(target=loop, daemon=True).start()
 
 
+def _write_timeline(path: str) -> None:
+    """Appends to `path` "seconds STAGE name" when the runner starts a new fused stage, and "seconds RSS
+    launcher worker..." (MB, launcher first) every 0.5 s when the launcher grew by 3%, else every 10 s."""
+    import logging
+
+    import psutil
+
+    out = open(path, "w", buffering=1)
+    started = time.monotonic()
+    me = psutil.Process()
+
+    class StageStarts(logging.Handler):
+        last = None
+
+        def emit(self, record):
+            message = record.getMessage()
+            if message.startswith("Running bundle for stage "):
+                name = message.split("\n")[0][len("Running bundle for stage "):]
+                if name != StageStarts.last:
+                    StageStarts.last = name
+                    out.write(f"{time.monotonic() - started:8.1f} STAGE {name[:400]}\n")
+
+    bundles = logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner.run_bundle")
+    bundles.setLevel(logging.DEBUG)
+    bundles.addHandler(StageStarts())
+    bundles.propagate = False
+
+    def sample():
+        peak, last = 0, 0.0
+        while True:
+            time.sleep(0.5)
+            rss = []
+            for proc in [me] + me.children(recursive=True):
+                try:
+                    rss.append(proc.memory_info().rss >> 20)
+                except Exception:
+                    continue
+            now = time.monotonic() - started
+            if rss[0] > peak * 1.03 or now - last >= 10:
+                peak, last = max(peak, rss[0]), now
+                out.write(f"{now:8.1f} RSS " + " ".join(str(mb) for mb in rss if mb > 20) + "\n")
+
+    threading.Thread(target=sample, daemon=True).start()
+
+
 def child(argv: list[str]) -> int:
     """Runs `wirewash run ARGV` in this process (the launcher); with WIREWASH_BUFFERS=FILE, also writes the
     buffer report there."""
@@ -134,6 +183,8 @@ def child(argv: list[str]) -> int:
         _watch_buffers(report, stop)
     if os.environ.get("WIREWASH_TRACEMALLOC"):
         _watch_allocations(report, stop)
+    if os.environ.get("WIREWASH_TIMELINE"):
+        _write_timeline(os.environ["WIREWASH_TIMELINE"])
     options = PipelineOptions(argv)
     settings = settings_from_options(options)
     build_pipeline(options, settings).run().wait_until_finish()
@@ -159,6 +210,8 @@ def main(argv=None) -> int:
                         "(sampling them costs time: take RSS figures from runs without it)")
     parser.add_argument("--tracemalloc", action="store_true", help="with --buffers: also trace the launcher's "
                         "allocations (slow) and print the largest allocation sites at its peak")
+    parser.add_argument("--timeline", type=Path, help="write stage starts and every process's RSS over time "
+                        "to this file")
     parser.add_argument("--wirewash-args", default="", help="extra arguments for wirewash (quoted)")
     args = parser.parse_args(argv)
     work = args.work.resolve()
@@ -180,6 +233,8 @@ def main(argv=None) -> int:
         env["WIREWASH_BUFFERS"] = str(buffers)
     if args.buffers and args.tracemalloc:
         env["WIREWASH_TRACEMALLOC"] = "1"
+    if args.timeline:
+        env["WIREWASH_TIMELINE"] = str(args.timeline.resolve())
     log = work / f"memory-{corpus.stem}.log"
     started = time.monotonic()
     with open(log, "wb") as out:
