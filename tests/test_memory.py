@@ -147,3 +147,19 @@ def test_candidates_leave_grouped_by_child_each_pair_once():
     expected = bucket_candidates([(k.order, k.loc) for k in keys[:4]])
     assert sorted((child, p) for child, parents in by_child.items() for p in parents) == sorted(expected)
     assert all(len(parents) == len(set(parents)) for parents in by_child.values())
+
+
+def test_key_table_parks_full_batches_while_adding(monkeypatch):
+    import transforms.dedup as dedup
+
+    keys = [_key(i, [i % 3, 100 + i % 2])._replace(content_hash=f"{i % 6:032x}") for i in range(12)]
+    expected = _outputs(_table(keys), 2)
+    monkeypatch.setattr(dedup, "KEY_TABLE_BATCH", 4)
+    combine = _KeyTableFn()
+    acc = combine.create_accumulator()
+    for key in keys[:10]:
+        acc = combine.add_input(acc, key)
+    assert len(acc[3]) == 2 and len(acc[2]) == 2  # two full batches parked, two rows pending
+    for key in keys[10:]:
+        acc = combine.add_input(acc, key)
+    assert _outputs(combine.extract_output(acc), 2) == expected

@@ -64,6 +64,7 @@ SHINGLE_CHARS = 5
 MAX_PARENTS_PER_BUCKET = 3
 MAX_BUCKET_SIZE = 500
 SKETCH_SIZE = 1024  # bottom-k shingle hashes kept per document for verification (8 KB at most)
+KEY_TABLE_BATCH = 8192  # rows per parked batch of the key table (about 1.5 MB)
 NO_DATE = "~"  # sorts after every ISO date: undated copies are never preferred over dated ones
 
 
@@ -304,7 +305,8 @@ class _KeyTableFn(beam.CombineFn):
     document, instead of a grouping-table entry per document and grouping).
 
     Accumulator: (pending content hashes, pending band hashes, pending orders, parked batches); `compact`,
-    which the runner calls on each partial accumulator it emits, parks the pending rows as one batch."""
+    which the runner calls on each partial accumulator it emits, parks the pending rows as one batch, and so
+    does `add_input` every `KEY_TABLE_BATCH` rows."""
 
     def __init__(self, spill: Optional[Spill] = None):
         self.spill = spill or Spill()
@@ -317,7 +319,8 @@ class _KeyTableFn(beam.CombineFn):
         accumulator[0].extend((content >> 64, content & 0xFFFFFFFFFFFFFFFF))
         accumulator[1].frombytes(key.bands)
         accumulator[2].append(key.order)
-        return accumulator
+        # A local worker gets half of the stage's input as one bundle: park full batches as they fill
+        return self.compact(accumulator) if len(accumulator[2]) >= KEY_TABLE_BATCH else accumulator
 
     def compact(self, accumulator):
         contents, hashes, pending, batches = accumulator
