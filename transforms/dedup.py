@@ -39,7 +39,7 @@ import array
 import functools
 import re
 from datetime import datetime
-from typing import Iterable, Iterator, NamedTuple, Optional
+from typing import Iterator, NamedTuple, Optional
 
 import apache_beam as beam
 import xxhash
@@ -243,11 +243,6 @@ def equal_runs(*columns) -> Iterator[list[int]]:
     sizes = np.diff(np.r_[starts, len(index)])
     for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
         yield index[start:start + size].tolist()
-
-
-def pick_first(members: Iterable[_Key]) -> list[_Key]:
-    """Members in kept-copy order."""
-    return sorted(members, key=lambda m: m.order)
 
 
 def bucket_candidates(members: list[tuple]) -> list[tuple]:
