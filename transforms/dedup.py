@@ -209,23 +209,6 @@ def band_hashes(signature: bytes, bands: int, rows: int) -> list[int]:
     return [xxhash.xxh3_64_intdigest(signature[b * width:(b + 1) * width]) for b in range(bands)]
 
 
-def shared_buckets(hashes, bands: int) -> Iterator[tuple[int, list[int]]]:
-    """Band hashes of n documents, packed row by row (`bands` per document; an `array('Q')` or an n x bands
-    uint64 array) -> per band, every bucket that more than one document shares, as (band, [document indexes
-    in ascending order])."""
-    import numpy as np
-
-    table = hashes if isinstance(hashes, np.ndarray) else np.frombuffer(hashes, dtype=np.uint64).reshape(-1, bands)
-    for band in range(bands):
-        column = table[:, band]
-        index = np.argsort(column, kind="stable")
-        ordered = column[index]
-        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-        sizes = np.diff(np.r_[starts, len(ordered)])
-        for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
-            yield band, index[start:start + size].tolist()
-
-
 def equal_runs(*columns) -> Iterator[list[int]]:
     """Row indexes of equal values across equally long uint64 columns -> every group of several rows that are
     equal in all columns, each group in ascending index order."""
@@ -243,6 +226,18 @@ def equal_runs(*columns) -> Iterator[list[int]]:
     sizes = np.diff(np.r_[starts, len(index)])
     for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
         yield index[start:start + size].tolist()
+
+
+def shared_buckets(hashes, bands: int) -> Iterator[tuple[int, list[int]]]:
+    """Band hashes of n documents, packed row by row (`bands` per document; an `array('Q')` or an n x bands
+    uint64 array) -> per band, every bucket that more than one document shares, as (band, [document indexes
+    in ascending order])."""
+    import numpy as np
+
+    table = hashes if isinstance(hashes, np.ndarray) else np.frombuffer(hashes, dtype=np.uint64).reshape(-1, bands)
+    for band in range(bands):
+        for rows in equal_runs(table[:, band]):
+            yield band, rows
 
 
 def bucket_candidates(members: list[tuple]) -> list[tuple]:
