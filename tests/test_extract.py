@@ -17,7 +17,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from transforms.extract import (FALLBACK_BALANCED, FALLBACK_BASELINE, FALLBACK_NONE,
                                 RECHECK_WORDS, Extracted, ExtractText, add_standfirst, apply_extraction,
                                 article_paragraphs, body_text, choose_text, drop_title_line, extract_html,
-                                html_lang_hint, json_ld_article_body, keep_lines_in, prefer_article)
+                                html_lang_hint, json_ld_article_body, keep_lines_in, page_intro, prefer_article,
+                                put_under_headline)
 from transforms.normalize import dedup_key, normalize_text
 from transforms.types import Article
 from tests.helpers import ARTICLE_EN
@@ -176,6 +177,56 @@ def test_real_page_loses_its_teaser_link_and_gets_its_standfirst_back():
     out = extract_html(page, "https://example.com/budget")
     assert out.text.startswith(STANDFIRST) and "twelve new bus lines" in out.text
     assert "Mayor opens" not in out.text
+
+
+def _tree(body: str):
+    import lxml.html
+    return lxml.html.fromstring(f"<html><body>{body}</body></html>")
+
+
+BODY_P = "<p>" + "The council met on Tuesday and debated the plan for many hours before the vote. " * 2 + "</p>"
+
+
+@pytest.mark.parametrize("intro", [
+    f'<div class="article__intro"><p>{STANDFIRST}</p></div>',
+    f'<p class="ts-intro">{STANDFIRST}</p>',
+    f'<div class="teaser-text">{STANDFIRST}</div>',
+    f'<div class="chapo widthfix"><div>{STANDFIRST}</div></div>',
+    # a picture inside the intro block: its caption and credit are not the lead
+    f'<div class="intro"><figure><img src="a.jpg"><figcaption>The bridge. Photo: Jane Doe</figcaption></figure>'
+    f'<span class="photo-credit">© City Hall</span><p>{STANDFIRST}</p></div>',
+])
+def test_the_pages_own_intro_block_under_the_headline_is_the_lead(intro):
+    assert page_intro(_tree(f"<header><h1>Budget</h1>{intro}</header>{BODY_P}")) == STANDFIRST
+
+
+@pytest.mark.parametrize("page", [
+    f'<div class="intro"><p>{STANDFIRST}</p></div><h1>Budget</h1>{BODY_P}',  # above the headline
+    f'<h1>Budget</h1>{BODY_P}<div class="intro">{STANDFIRST}</div>',  # below the body's first paragraph
+    f'<div class="intro">{STANDFIRST}</div>{BODY_P}',  # no headline to stand under
+    f'<h1>Budget</h1><div class="lead"><h2>Menu</h2><ul><li>News</li></ul><p>{STANDFIRST}</p></div>',  # a container
+    f'<h1>Budget</h1><div class="image-caption-lead">{STANDFIRST}</div>',  # a caption
+    f'<h1>Budget</h1><aside><div class="teaser">{STANDFIRST}</div></aside>',  # a related-story card
+    f'<h1>Budget</h1><div class="teaser"><a href="/b">{STANDFIRST}</a></div>',  # a link
+    '<h1>Budget</h1><div class="summary">Too short to be a lead.</div>',
+])
+def test_no_intro_from_headers_captions_cards_links_or_below_the_body(page):
+    assert page_intro(_tree(page)) is None
+
+
+def test_the_intro_goes_under_the_headline_once():
+    assert put_under_headline("Budget\nBody.", STANDFIRST, ("Budget",)) == f"Budget\n{STANDFIRST}\nBody."
+    assert put_under_headline("Body.", STANDFIRST, ("Budget",)) == f"{STANDFIRST}\nBody."
+    assert put_under_headline(f"Body.\n{STANDFIRST}", STANDFIRST) == f"Body.\n{STANDFIRST}"
+    assert put_under_headline("Body.", None) == "Body."
+
+
+def test_a_page_whose_intro_precision_mode_leaves_out_gets_it_back():
+    page = PAGE.replace("<article><h1>Council passes budget</h1>", "<header class=\"article-header\"><h1>Council "
+                        f"passes budget</h1><div class=\"article-intro\">{STANDFIRST}</div></header><article>")
+    assert page.count(STANDFIRST) == 1  # no meta description: the page's own intro block is the only source
+    out = extract_html(page, "https://example.com/budget")
+    assert STANDFIRST in out.text and "twelve new bus lines" in out.text
 
 
 def test_lang_hint():

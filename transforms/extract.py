@@ -42,6 +42,19 @@ LD_COVER = 0.8  # a JSON-LD articleBody holding this share of the extracted word
 LD_LINE_KEEP = 0.5  # ...and an extracted line with less than this share of its words in it goes
 STANDFIRST_MIN_WORDS = 8  # a shorter meta description is a tagline, not a lead paragraph
 STANDFIRST_MAX_WORDS = 80  # ...and a longer one is not a lead paragraph either (several texts run together)
+INTRO_MAX_WORDS = 120  # a page's own intro block (`page_intro`) may run longer than a meta description
+INTRO_PROSE_WORDS = 25  # a <p> this long after the headline means the body has begun: no intro block above it
+# Class names of a lead paragraph: "article__intro", "tb-article-intro", "teaser-text", "chapo", "ts-intro"...
+_INTRO_CLASS = re.compile(r"(?:^|[\s_-])(intro\w*|lead|leadtext|standfirst|chapo|teaser|teaser-text|summary|excerpt"
+                          r"|deck|dek|subtitle|abstract)(?:$|[\s_-])", re.IGNORECASE)
+# ...unless they name a picture's caption or credit ("lead-image-caption")
+_NOT_INTRO_CLASS = re.compile(r"caption|credit|copyright|image|img|photo|media|figure|video", re.IGNORECASE)
+_NOT_IN_INTRO = ("h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "nav", "form", "button", "table")
+_FURNITURE_ANCESTORS = {"a", "nav", "aside", "footer", "figure", "figcaption"}
+# The text of an intro block without its pictures' captions and credits
+_INTRO_TEXT = ".//text()[not(ancestor::figure) and not(ancestor::figcaption) and not(ancestor::script) " \
+              "and not(ancestor::style) and not(ancestor::*[contains(@class,'caption') or " \
+              "contains(@class,'credit') or contains(@class,'copyright')])]"
 TIMEOUT_SECONDS = 60.0  # per page; a real page takes ~20 ms, the largest (1.5 MB) about a second
 
 
@@ -217,23 +230,64 @@ def add_standfirst(text: str, description: Optional[str], tree, titles=()) -> st
     words = _fold_words(description)
     if not STANDFIRST_MIN_WORDS <= len(words) <= STANDFIRST_MAX_WORDS or description.endswith(("...", "…")):
         return text
-    folded = " ".join(words)
-    if folded in " ".join(_fold_words(text)) or not shown_in_body(tree, description):
+    if " ".join(words) in " ".join(_fold_words(text)) or not shown_in_body(tree, description):
+        return text
+    return put_under_headline(text, description, titles)
+
+
+def page_intro(tree) -> Optional[str]:
+    """The page's own lead paragraph, or None: the first block after the `<h1>` whose class names an intro
+    ("article__intro", "teaser-text", "chapo", "standfirst"...), before the body's first real paragraph
+    (`INTRO_PROSE_WORDS`). It must be prose of `STANDFIRST_MIN_WORDS` to `INTRO_MAX_WORDS` words, mostly not
+    link text, not inside a link, menu, aside, footer or figure, and hold no heading, list, table or form (a
+    container of the whole header is no intro). Captions and credits inside it do not count as its text."""
+    body = tree.find(".//body") if tree is not None else None
+    headline = next(body.iter("h1"), None) if body is not None else None
+    if headline is None:
+        return None
+    after = False
+    for element in body.iter():
+        if element is headline:
+            after = True
+            continue
+        if not after or not isinstance(element.tag, str):
+            continue
+        classes = element.get("class") or ""
+        if (classes and _INTRO_CLASS.search(classes) and not _NOT_INTRO_CLASS.search(classes)
+                and element.tag not in _FURNITURE_ANCESTORS
+                and not any(a.tag in _FURNITURE_ANCESTORS for a in element.iterancestors())
+                and not any(d.tag in _NOT_IN_INTRO for d in element.iterdescendants())
+                and sum(1 for _ in element.iter("p")) <= 3):
+            text = " ".join(" ".join(element.xpath(_INTRO_TEXT)).split())
+            linked = sum(len(" ".join(a.text_content().split())) for a in element.iter("a"))
+            if STANDFIRST_MIN_WORDS <= len(text.split()) <= INTRO_MAX_WORDS and linked <= len(text) / 2:
+                return text
+        elif element.tag == "p" and len(element.text_content().split()) >= INTRO_PROSE_WORDS:
+            return None
+    return None
+
+
+def put_under_headline(text: str, lead: Optional[str], titles=()) -> str:
+    """`text` with `lead` after its headline line (or on top without one), unless its words are in it already."""
+    folded = " ".join(_fold_words(lead))
+    if not folded or folded in " ".join(_fold_words(text)):
         return text
     first, sep, rest = text.partition("\n")
     if is_headline(first, titles):
-        return f"{first}\n{description}\n{rest}" if sep else f"{first}\n{description}"
-    return f"{description}\n{text}"
+        return f"{first}\n{lead}\n{rest}" if sep else f"{first}\n{lead}"
+    return f"{lead}\n{text}"
 
 
 def refine_text(text: str, html: str, tree, description: Optional[str], titles=()) -> tuple[str, bool]:
     """(text, whether the lone <article> replaced it): the corrections the page's own structure allows, each
     cheap next to trafilatura (no second extraction): `prefer_article`, `keep_lines_in` the JSON-LD
-    articleBody, `add_standfirst`. Consumes `tree` (its scripts are removed)."""
+    articleBody, `add_standfirst`, then the `page_intro` block. Consumes `tree` (its scripts are removed)."""
+    intro = page_intro(tree)  # before `add_standfirst` strips the tree's scripts: same answer, no reason to wait
     replaced = prefer_article(text, article_paragraphs(tree, html))
     text = replaced or text
     text = keep_lines_in(text, json_ld_article_body(html))
-    return add_standfirst(text, description, tree, titles), replaced is not None
+    text = add_standfirst(text, description, tree, titles)
+    return put_under_headline(text, intro, titles), replaced is not None
 
 
 def extract_html(html: str, url: Optional[str] = None) -> Extracted:
