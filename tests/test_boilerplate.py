@@ -155,6 +155,38 @@ def test_bad_rule_files_name_the_problem(tmp_path, content, message):
     ("Printer-friendly version", "print"),
     ("In bài viết", "print"),
     ("March 3, 2024 10:15 am", "dateline"),
+    # prompts and fine print inside the article container that trafilatura keeps
+    ("Morning Briefing Newsletter", "newsletter"),
+    ("Never miss a story: sign up for our daily alerts", "newsletter"),
+    ("Zum Weiterlesen:", "read_more"),
+    ("Weitere Infos unter www.example.org.", "read_more"),
+    ("Hier geht es zur Bildergalerie", "read_more"),
+    ("Notas relacionadas", "related"),
+    ("Más sobre Economía", "related"),
+    ("Next article", "related"),
+    ("Symbolbild: Max Muster/Agentur", "photo_credit"),
+    ("Photo d'illustration : Jean Dupont / AFP", "photo_credit"),
+    ("Your email address will not be published. Required fields are marked *", "comments"),
+    ("Ihre E-Mail-Adresse wird nicht veröffentlicht.", "comments"),
+    ("Schreiben Sie uns Ihre Meinung in den Kommentaren!", "comments"),
+    ("Loading...", "ui_meta"),
+    ("Wird geladen …", "ui_meta"),
+    ("This story is the copyrighted property of Example Media Ltd.", "copyright"),
+    ("To read the full article, subscribe for $1 a week.", "paywall"),
+    ("If you're already a subscriber, please log in.", "paywall"),
+    ("Du bist nicht angemeldet.", "paywall"),
+    ("Este contenido es exclusivo para suscriptores", "paywall"),
+    ("Download our news app for iOS and Android", "promo"),
+    ("Únete a nuestro canal de WhatsApp para recibir las noticias", "promo"),
+    ("Abonnieren Sie unseren Telegram-Kanal", "promo"),
+    ("Submit your photo of the week", "promo"),
+    ("Support independent journalism: give what you can", "donation"),
+    ("Unterstützen Sie unsere Arbeit jetzt mit einer Spende", "donation"),
+    ("We may earn a commission when you buy through links on our site.", "disclosure"),
+    ("Dieser Artikel enthält Affiliate-Links.", "disclosure"),
+    ("(Alle Angaben ohne Gewähr)", "disclosure"),
+    ("Listen to this article", "listen"),
+    ("Escucha esta nota", "listen"),
 ])
 def test_rule_kinds_in_several_languages(line, rule):
     assert RULES.match(fold_line(line), fold_line(line) if rule != "read_more_arrow" else line.lower()) == rule
@@ -166,6 +198,12 @@ def test_rule_kinds_in_several_languages(line, rule):
     "Views differ on whether the tax will raise as much as the minister hopes.",
     "Ông cho biết công ty sẽ tiếp tục theo dõi tình hình trong những tuần tới.",
     "Die Regierung will die Cookies-Richtlinie der EU bis zum Sommer umsetzen, sagte die Ministerin.",
+    "Más de 300 personas marcharon el domingo por el centro de la ciudad.",
+    "Subscribers to the service will pay more from March, the company said.",
+    "The app is available for iOS and Android, and downloads doubled last year.",
+    "Supporters of the plan gathered outside city hall on Monday to cheer the vote.",
+    "Weitere Informationen gab die Polizei zunächst nicht bekannt.",
+    "Listen to the people who live here, the mayor told the council.",
 ])
 def test_prose_mentioning_furniture_words_is_kept(line):
     assert RULES.match(fold_line(line)) is None
@@ -344,3 +382,22 @@ def test_a_list_page_keeps_its_longer_items():
     calendar = ("Race calendar\nRound 1: 10 March – Lisbon\nRound 2: 8 April – the old harbour circuit of Porto city\n"
                 "Round 3: 22 April – Braga\nRound 4: 6 May – Faro")  # one item is longer than the bottom bound
     assert strip_boilerplate(calendar, RULES) == (calendar, [])
+
+
+def test_the_edge_pass_runs_on_text_records_not_on_extracted_pages():
+    """trafilatura chose an HTML page's lines by the page's structure: the edge pass, which guesses from line
+    shapes, does not second-guess it. Rules and learned lines still apply to both."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms.boilerplate import StripBoilerplate, edge_pass_applies
+    from transforms.types import FORMAT_HTML, FORMAT_TEXT, Article
+
+    text = BODY + "\n\nZutaten für 4 Personen\n\nAdvertisement"
+    articles = [Article("t", "a.jsonl:1", FORMAT_TEXT, text=text), Article("h", "a.jsonl:2", FORMAT_HTML, text=text)]
+    assert [edge_pass_applies(a) for a in articles] == [True, False]
+    with TestPipeline() as p:
+        out = p | beam.Create(articles) | StripBoilerplate(learn=False)
+        assert_that(out["articles"] | beam.Map(lambda a: (a.doc_id, a.text)), equal_to([
+            ("t", BODY), ("h", BODY + "\n\nZutaten für 4 Personen")]))

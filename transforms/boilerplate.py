@@ -26,7 +26,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipeline.spill import Spill
-from transforms.types import Article, Rejection, excerpt
+from transforms.types import FORMAT_HTML, Article, Rejection, excerpt
 
 __all__ = ["StripBoilerplate", "RuleSet", "load_rules", "strip_boilerplate", "fold_line", "is_fragment",
            "EDGE_RULE", "match_line"]
@@ -231,6 +231,13 @@ def strip_boilerplate(text: str, rules: RuleSet,
     return "\n".join(kept), removed
 
 
+def edge_pass_applies(article: Article) -> bool:
+    """Whether the `edge_fragment` pass runs on this article: on text records only. An HTML page's text is
+    what trafilatura kept of the page by its structure; the edge pass guesses from line shapes alone and, on
+    real pages, took more subheadings, list items and credits of the article than furniture."""
+    return article.format != FORMAT_HTML
+
+
 def _continues(line: str) -> bool:
     """A line starting in lower case may continue the line before it (a paragraph split in two)."""
     head = line.lstrip()[:1]
@@ -426,7 +433,8 @@ class _StripBoilerplateFn(beam.DoFn):
         samples: list = []
         text, removed = strip_boilerplate(article.text, self.rules,
                                           lambda name: Metrics.counter(NAMESPACE, name).inc(),
-                                          title=article.title, learned=site_lines, edges=self.edges,
+                                          title=article.title, learned=site_lines,
+                                          edges=self.edges and edge_pass_applies(article),
                                           on_removed=lambda rule, line: samples.append((rule, removed_line_form(line))))
         for sample in samples:
             yield beam.pvalue.TaggedOutput(REMOVED_LINES, sample)
