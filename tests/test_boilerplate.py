@@ -164,6 +164,12 @@ def test_bad_rule_files_name_the_problem(tmp_path, content, message):
     ("Notas relacionadas", "related"),
     ("Más sobre Economía", "related"),
     ("Next article", "related"),
+    ("Weitere aktuelle Themen aus der Region", "related"),
+    ("Top-Artikel bei Example Online", "related"),
+    ("Schon gelesen?", "read_more"),
+    ("Category: Press Releases", "ui_meta"),
+    ("Bild vergrößern", "ui_meta"),
+    ("EXAMPLENEWS.COM", "ui_meta"),
     ("Symbolbild: Max Muster/Agentur", "photo_credit"),
     ("Photo d'illustration : Jean Dupont / AFP", "photo_credit"),
     ("Your email address will not be published. Required fields are marked *", "comments"),
@@ -204,6 +210,8 @@ def test_rule_kinds_in_several_languages(line, rule):
     "Supporters of the plan gathered outside city hall on Monday to cheer the vote.",
     "Weitere Informationen gab die Polizei zunächst nicht bekannt.",
     "Listen to the people who live here, the mayor told the council.",
+    "Weitere Themen der Sitzung waren der Haushalt und die neue Schule.",
+    "Example.com said on Monday that its sales rose by a fifth.",
 ])
 def test_prose_mentioning_furniture_words_is_kept(line):
     assert RULES.match(fold_line(line)) is None
@@ -401,3 +409,17 @@ def test_the_edge_pass_runs_on_text_records_not_on_extracted_pages():
         out = p | beam.Create(articles) | StripBoilerplate(learn=False)
         assert_that(out["articles"] | beam.Map(lambda a: (a.doc_id, a.text)), equal_to([
             ("t", BODY), ("h", BODY + "\n\nZutaten für 4 Personen")]))
+
+
+def test_packaged_patterns_are_written_in_folded_form():
+    """Lines are casefolded before matching ("ß" -> "ss", "İ" -> "i̇"): a pattern holding a character that
+    casefolding changes could never match. Escapes (\\S, \\W...) are not text."""
+    import re
+    import tomllib
+    from importlib import resources
+
+    tables = tomllib.loads(resources.files("transforms.rules").joinpath("boilerplate.toml").read_text("utf-8"))
+    unfoldable = [(name, pattern) for name, table in tables["rules"].items() if table.get("on") != "raw"
+                  for patterns in table.values() if isinstance(patterns, list) for pattern in patterns
+                  if (text := re.sub(r"\\[A-Za-z]", "", pattern)) != text.casefold()]
+    assert unfoldable == []
