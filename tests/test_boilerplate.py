@@ -423,3 +423,19 @@ def test_packaged_patterns_are_written_in_folded_form():
                   for patterns in table.values() if isinstance(patterns, list) for pattern in patterns
                   if (text := re.sub(r"\\[A-Za-z]", "", pattern)) != text.casefold()]
     assert unfoldable == []
+
+
+def test_unspaced_list_lines_at_the_bottom_are_no_fragments():
+    """A Japanese or Chinese line has no spaces: counted as one word, every list line under a bulletin was a
+    "fragment" and went. Counted at two characters a word, a list line is prose-sized; a short heading
+    between them ("＜北地区＞") cannot start a run alone."""
+    text = ("市役所は5日、新しい図書館の開館時間を発表した。平日は午前9時から午後8時まで開館する。\n"
+            "各分館の開館日は次のとおり。\n"
+            "＜北地区＞\n"
+            "北分館：月曜、水曜、金曜、土曜、日曜の午前10時から午後6時まで\n"
+            "南分館：火曜、木曜、土曜の午前9時から午後5時まで、祝日は休館")
+    cleaned, removed = strip_boilerplate(text, RULES)
+    assert (cleaned, removed) == (text, [])
+    # a short unspaced widget at the bottom still goes
+    cleaned, removed = strip_boilerplate(text + "\n相关推荐", RULES)
+    assert (cleaned, removed) == (text, ["edge_fragment"])

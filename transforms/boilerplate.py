@@ -45,6 +45,11 @@ EDGE_MAX_CHARS = 120
 # (measured on the 20k quality corpus: each bound traded ~1 missed furniture line for ~2 kept article lines).
 TOP_EDGE_MAX_WORDS = 7
 BOTTOM_EDGE_MAX_WORDS = 9
+# Scripts written without spaces (Chinese, Japanese, Thai, Lao, Khmer, Burmese): a word there averages about
+# two characters, so a line's word count is at least half its characters in these scripts.
+_UNSPACED = re.compile("[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
+                       "\uf900-\ufaff]")
+CHARS_PER_UNSPACED_WORD = 2
 SHORT_MAX_WORDS = 4      # next to other furniture, a line this short goes even when it ends like a sentence
 SHORT_MAX_CHARS = 40
 BLOCK_RULE = "furniture_block"
@@ -101,15 +106,21 @@ def _words_only(text: Optional[str]) -> str:
 def is_fragment(line: str, max_words: int = EDGE_MAX_WORDS) -> bool:
     """A line that is not prose: at most `max_words` words (120 characters) that do not end like a sentence,
     and no author/source credit, contact detail or list introduction (`_EDGE_KEEP`). Unspaced scripts count
-    by characters, so a CJK paragraph is never one."""
+    by characters (`count_words`), so a CJK list line or paragraph is never one."""
     folded = fold_line(line)
     if not folded:
         return False
     stripped = line.strip()
     if _EDGE_KEEP.search(stripped) or _AUTHOR_PAIR.match(stripped):
         return False
-    n_words, n_chars = folded.count(" ") + 1, len(folded)
+    n_words, n_chars = count_words(folded), len(folded)
     return n_words <= max_words and n_chars <= EDGE_MAX_CHARS and not _SENTENCE_END.search(line.strip())
+
+
+def count_words(folded: str) -> int:
+    """Words of a folded line: its spaced words, or half its characters in unspaced scripts when that is more
+    (a 60-character Japanese list line is some 30 words, not one)."""
+    return max(folded.count(" ") + 1, len(_UNSPACED.findall(folded)) // CHARS_PER_UNSPACED_WORD)
 
 
 @dataclass(frozen=True)
@@ -260,7 +271,7 @@ def _is_short(line: str) -> bool:
     """A very short line, sentence or not ("Want more?", "Sie sind nicht eingeloggt.")."""
     folded = fold_line(line)
     stripped = line.strip()
-    return (bool(folded) and folded.count(" ") + 1 <= SHORT_MAX_WORDS and len(folded) <= SHORT_MAX_CHARS
+    return (bool(folded) and count_words(folded) <= SHORT_MAX_WORDS and len(folded) <= SHORT_MAX_CHARS
             and not _EDGE_KEEP.search(stripped) and not _AUTHOR_PAIR.match(stripped))
 
 
