@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import sys
 import weakref
 from datetime import datetime, timezone
@@ -239,6 +240,17 @@ def build_pipeline(options: PipelineOptions, settings: Optional[RunSettings] = N
         from pipeline.streaming import build_streaming_pipeline
         return build_streaming_pipeline(options, settings)
     pipeline = beam.Pipeline(runner=runner, options=options) if runner else beam.Pipeline(options=options)
+    try:
+        return _assemble(pipeline, runner, settings, progress_dir)
+    except BaseException:
+        # Beam removes the pipeline's local temp folder at the end of `run()`, which will not come now; the
+        # spill folder would only go with the pipeline object, which the traceback keeps alive
+        shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
+        remove_spill(pipeline)
+        raise
+
+
+def _assemble(pipeline: beam.Pipeline, runner, settings: RunSettings, progress_dir: Optional[str]) -> beam.Pipeline:
     spill = Spill()
     if isinstance(runner, FnApiRunner):  # local: its workers share this machine's disk
         spill = Spill(make_spill_dir(settings.spill_parent))

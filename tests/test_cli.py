@@ -118,12 +118,17 @@ def test_empty_glob_and_missing_input(tmp_path, capsys):
     one_error_line(capsys)
 
 
-def test_bad_rule_file_is_one_sentence(tmp_path, capsys):
+def test_bad_rule_file_is_one_sentence_and_leaves_no_temp_folder(tmp_path, capsys, monkeypatch):
+    import tempfile
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where Beam makes its pipeline's temp folder
     rules = tmp_path / "rules.toml"
     rules.write_text('[rules.bad]\nen = ["(unclosed"]\n')
     assert main(["run", "--input", str(write_jsonl(tmp_path / "in.jsonl", RECORDS[:1])), "--output",
                  str(tmp_path / "l"), "--rules", str(rules)]) == 2
     assert "bad pattern" in one_error_line(capsys)
+    assert list(scratch.iterdir()) == []  # Beam removes it at the end of run(); a failed build never runs
 
 
 # --- config file ---------------------------------------------------------------------------------------

@@ -305,10 +305,13 @@ def test_missing_lxml_html_clean_is_a_hard_error_at_construction():
     code = ("import sys; sys.modules['lxml_html_clean'] = None; sys.modules['lxml.html.clean'] = None\n"
             "import apache_beam as beam\n"
             "from transforms.extract import ExtractText\n"
+            "import shutil\n"
+            "p = beam.Pipeline()\n"
             "try:\n"
-            "    beam.Pipeline() | beam.Create([]) | ExtractText()\n"
+            "    p | beam.Create([]) | ExtractText()\n"
             "except ImportError as err:\n"
-            "    print('hard error:', err)\n")
+            "    print('hard error:', err)\n"
+            "shutil.rmtree(p.local_tempdir)  # Beam removes it in run(), which a failed build never reaches\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=os.path.dirname(os.path.dirname(__file__)))
     assert "hard error:" in done.stdout, done.stderr[-2000:]
