@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,20 @@ def shared_dir() -> Path:
 def _quiet_beam():
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _temp_folders_under_pytest(tmp_path_factory):
+    """Temp folders of this session (and of the processes it starts) go under pytest's own temp tree, which
+    pytest prunes: a test's TestPipeline() tries Beam's Prism job server, whose failed start leaves its
+    beam-temp* folder behind, and a run a test kills on purpose cannot clean up after itself."""
+    folder = str(tmp_path_factory.mktemp("tmp"))
+    before = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = folder
+    os.environ["TMPDIR"] = folder
+    yield
+    tempfile.tempdir = before[0]
+    if before[1] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before[1]
