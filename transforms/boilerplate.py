@@ -3,12 +3,13 @@
 Keeps every line that no rule matches, unchanged; drops whole lines that a rule in
 `transforms/rules/boilerplate.toml` (plus any user rule file) matches: newsletter prompts, "Read more"
 links, photo credits, follow/share bars, cookie notices, view counters, ratings, comment prompts, ads,
-"related" headings, UI labels, copyright lines and dates standing alone; then lines learned from the data
+"related" headings, UI labels, copyright lines, dates standing alone, paywall and app or channel prompts,
+donation appeals, affiliate and advertising disclosures; then lines learned from the data
 (`transforms/repeated_lines.py`: recurring across many stories of one source, rule `repeated_line`); then
 `furniture_block`: the rest of a header or footer, i.e. the short lines between a framing furniture line (share,
 comments, copyright...) and the end of the text; then `edge_fragment`: short fragments (no sentence, a few
-words) at the very top or bottom of the text, where sites put their furniture, never the title line and never
-a line that ends like a sentence. Counts every removal per rule (`boilerplate/removed_<rule>`). It never adds
+words) at the very top or bottom of a text record (not an HTML page: `edge_pass_applies`), where sites put
+their furniture, never the title line and never a line that ends like a sentence. Counts every removal per rule (`boilerplate/removed_<rule>`). It never adds
 characters and never rewrites a kept line.
 """
 from __future__ import annotations
@@ -469,7 +470,7 @@ class StripBoilerplate(beam.PTransform):
     With `learn` (the default), lines recurring in at least `min_support` distinct stories of one source are
     learned from these same articles first (one combine over line hashes, see `transforms/repeated_lines.py`)
     and removed as `repeated_line` (batch only: an unbounded input is not learned from). `edges` turns the
-    `edge_fragment` pass on or off. `spill` is where the articles wait for the learned lines (default:
+    `edge_fragment` pass on or off (it runs on text records only, `edge_pass_applies`). `spill` is where the articles wait for the learned lines (default:
     inline, in the PCollection)."""
 
     def __init__(self, rule_files: Iterable[str] = (), learn: bool = True, min_support: Optional[int] = None,
