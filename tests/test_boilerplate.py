@@ -193,6 +193,9 @@ def test_bad_rule_files_name_the_problem(tmp_path, content, message):
     ("(Alle Angaben ohne Gewähr)", "disclosure"),
     ("Listen to this article", "listen"),
     ("Escucha esta nota", "listen"),
+    ("Pressekontakt:", "contact"),
+    ("Ansprechpartnerin zum Thema:", "contact"),
+    ("Media contact:", "contact"),
 ])
 def test_rule_kinds_in_several_languages(line, rule):
     assert RULES.match(fold_line(line), fold_line(line) if rule != "read_more_arrow" else line.lower()) == rule
@@ -212,6 +215,8 @@ def test_rule_kinds_in_several_languages(line, rule):
     "Listen to the people who live here, the mayor told the council.",
     "Weitere Themen der Sitzung waren der Haushalt und die neue Schule.",
     "Example.com said on Monday that its sales rose by a fifth.",
+    "Kontakt zu den Entführern gab es seit Tagen nicht mehr.",
+    "Contact us if you saw the accident, police said.",
 ])
 def test_prose_mentioning_furniture_words_is_kept(line):
     assert RULES.match(fold_line(line)) is None
