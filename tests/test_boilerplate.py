@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 import collections
+import re
+import tomllib
+from importlib import resources
 
+import apache_beam as beam
 import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.io import split_title
-from transforms.boilerplate import fold_line, load_rules, strip_boilerplate
+from transforms.boilerplate import StripBoilerplate, edge_pass_applies, fold_line, load_rules, strip_boilerplate
 from transforms.normalize import normalize_text
+from transforms.types import FORMAT_HTML, FORMAT_TEXT, Article
 
 RULES = load_rules()
 
@@ -400,13 +407,6 @@ def test_a_list_page_keeps_its_longer_items():
 def test_the_edge_pass_runs_on_text_records_not_on_extracted_pages():
     """trafilatura chose an HTML page's lines by the page's structure: the edge pass, which guesses from line
     shapes, does not second-guess it. Rules and learned lines still apply to both."""
-    import apache_beam as beam
-    from apache_beam.testing.test_pipeline import TestPipeline
-    from apache_beam.testing.util import assert_that, equal_to
-
-    from transforms.boilerplate import StripBoilerplate, edge_pass_applies
-    from transforms.types import FORMAT_HTML, FORMAT_TEXT, Article
-
     text = BODY + "\n\nZutaten für 4 Personen\n\nAdvertisement"
     articles = [Article("t", "a.jsonl:1", FORMAT_TEXT, text=text), Article("h", "a.jsonl:2", FORMAT_HTML, text=text)]
     assert [edge_pass_applies(a) for a in articles] == [True, False]
@@ -419,10 +419,6 @@ def test_the_edge_pass_runs_on_text_records_not_on_extracted_pages():
 def test_packaged_patterns_are_written_in_folded_form():
     """Lines are casefolded before matching ("ß" -> "ss", "İ" -> "i̇"): a pattern holding a character that
     casefolding changes could never match. Escapes (\\S, \\W...) are not text."""
-    import re
-    import tomllib
-    from importlib import resources
-
     tables = tomllib.loads(resources.files("transforms.rules").joinpath("boilerplate.toml").read_text("utf-8"))
     unfoldable = [(name, pattern) for name, table in tables["rules"].items() if table.get("on") != "raw"
                   for patterns in table.values() if isinstance(patterns, list) for pattern in patterns
