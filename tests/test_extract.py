@@ -15,10 +15,10 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.extract import (FALLBACK_BALANCED, FALLBACK_BASELINE, FALLBACK_NONE,
-                                RECHECK_WORDS, Extracted, ExtractText, add_standfirst, apply_extraction,
-                                article_paragraphs, body_text, choose_text, drop_title_line, extract_html,
-                                html_lang_hint, json_ld_article_body, keep_lines_in, page_intro, prefer_article,
-                                put_under_headline)
+                                RECHECK_WORDS, Extracted, ExtractText, add_missing_lines, add_standfirst,
+                                apply_extraction, article_paragraphs, body_text, choose_text, drop_title_line,
+                                extract_html, html_lang_hint, json_ld_article_body, keep_lines_in, page_intro,
+                                prefer_article, put_under_headline)
 from transforms.normalize import dedup_key, normalize_text
 from transforms.types import Article
 from tests.helpers import ARTICLE_EN
@@ -49,6 +49,30 @@ def test_long_precision_result_is_kept_without_running_the_others():
 def test_short_precision_result_loses_to_a_balanced_one_with_twice_the_words():
     assert choose_text("a b c", lambda: "a b c d e f", _unused) == ("a b c d e f", FALLBACK_BALANCED)
     assert choose_text("a b c", lambda: "a b c d e", _unused) == ("a b c", FALLBACK_NONE)
+
+
+def test_balanced_text_in_fewer_lines_is_the_page_run_together_and_loses():
+    precise = "Standorte\nShuji: Japan.\nFilmmaterial\nFuji X-TRA 400."
+    run_together = "Zusammenarbeit April 2018 Standorte Shuji: Japan. Filmmaterial Fuji X-TRA 400. Wird geladen Teilen mit:"
+    assert choose_text(precise, lambda: run_together, _unused) == (precise, FALLBACK_NONE)
+    fuller = precise + "\nKameras\nShuji: Widelux.\nWalter: PENTAX Z-1 p.\nBelichtungsfolge\nAbzug auf Barytpapier."
+    assert choose_text(precise, lambda: fuller, _unused) == (fuller, FALLBACK_BALANCED)
+
+
+def test_balanced_text_keeps_the_precise_lines_it_lacks_in_their_place():
+    precise = "Roast chicken\n- 1 whole chicken\n- 2 tablespoons oil\n- 1 tablespoon ground cinnamon"
+    balanced = ("Roast chicken\nPreheat the oven to 200 degrees and rub the chicken with the oil and the spices.\n"
+                "Roast it for an hour, turning it once, and let it rest before carving.\n"
+                "Serve with rice cooked in the chicken stock, topped with toasted almonds.")
+    text, source = choose_text(precise, lambda: balanced, _unused)
+    assert source == FALLBACK_BALANCED
+    assert text.split("\n") == ["Roast chicken", "- 1 whole chicken", "- 2 tablespoons oil",
+                                 "- 1 tablespoon ground cinnamon"] + balanced.split("\n")[1:]
+
+
+def test_missing_lines_are_added_once_after_the_line_before_them():
+    assert add_missing_lines("A b\nC d", "X y\nA b\nE f\nE f\nC d\nG h") == "X y\nA b\nE f\nC d\nG h"
+    assert add_missing_lines("A b c", "a B\n\n") == "A b c"  # folded words: case and spans count as present
 
 
 def test_baseline_only_when_both_modes_found_nothing():

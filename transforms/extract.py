@@ -88,19 +88,27 @@ def _words(text: Optional[str]) -> int:
     return len(text.split()) if text else 0
 
 
+def _lines(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line.strip())
+
+
 def choose_text(precise: str, balanced: Callable[[], str], baseline: Callable[[], str]) -> tuple[str, str]:
     """(text, which extraction it came from): the fallback rules, with the costlier extractions run lazily.
 
     Precision mode keeps related-story teasers, share bars and comment counts out, but sometimes cuts a real
     article to a fragment: a short result (< `RECHECK_WORDS`) gets the balanced mode too, which wins with at
-    least `RECALL_FACTOR` times the words. trafilatura's baseline (JSON-LD article body, `<article>`, all `<p>`)
-    is the last resort when both found nothing.
+    least `RECALL_FACTOR` times the words, and at least as many lines: balanced text in fewer lines than the
+    precise one is the page run together (a whole container as one block, share bar and labels included), not
+    a fuller article. The lines of the precise text that the balanced one lacks stay (`add_missing_lines`):
+    the two modes may pick different containers, and the one precision chose held article text too
+    (a recipe's ingredients, a table, a photo story's captions). trafilatura's baseline (JSON-LD article body, `<article>`, all `<p>`) is the last resort
+    when both found nothing.
     """
     text, source = precise or "", FALLBACK_NONE
     if _words(text) < RECHECK_WORDS:
         other = balanced() or ""
-        if _words(other) >= RECALL_FACTOR * max(_words(text), 1):
-            text, source = other, FALLBACK_BALANCED
+        if _words(other) >= RECALL_FACTOR * max(_words(text), 1) and _lines(other) >= _lines(text):
+            text, source = add_missing_lines(other, text), FALLBACK_BALANCED
     if not text.strip():
         other = baseline() or ""
         if other.strip():
@@ -110,6 +118,27 @@ def choose_text(precise: str, balanced: Callable[[], str], baseline: Callable[[]
 
 def _fold_words(text: Optional[str]) -> list[str]:
     return re.findall(r"\w+", unicodedata.normalize("NFKC", text or "").casefold())
+
+
+def add_missing_lines(text: str, other: str) -> str:
+    """`text` with the lines of `other` it does not contain (compared as folded words, each added once), each
+    placed after the line of `text` that holds the `other` line before it, or on top."""
+    lines = text.split("\n")
+    keys = [" " + " ".join(_fold_words(line)) + " " for line in lines]
+    whole = " " + " ".join(_fold_words(text)) + " "
+    anchor, added = -1, set()
+    for line in other.split("\n"):
+        key = " " + " ".join(_fold_words(line)) + " "
+        if not key.strip():
+            continue
+        if key in whole:
+            anchor = next((i for i, have in enumerate(keys) if key in have), anchor)
+        elif key not in added:
+            added.add(key)
+            anchor += 1
+            lines.insert(anchor, line)
+            keys.insert(anchor, key)
+    return "\n".join(lines)
 
 
 def _share_in(words: list[str], reference: set) -> float:
