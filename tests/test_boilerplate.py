@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import re
 import tomllib
 from importlib import resources
@@ -12,7 +13,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.io import split_title
-from transforms.boilerplate import StripBoilerplate, edge_pass_applies, fold_line, load_rules, strip_boilerplate
+from transforms.boilerplate import (RuleSet, StripBoilerplate, edge_pass_applies, fold_line, load_rules,
+                                   required_substrings, strip_boilerplate)
 from transforms.normalize import normalize_text
 from transforms.types import FORMAT_HTML, FORMAT_TEXT, Article
 
@@ -463,6 +465,35 @@ def test_packaged_patterns_are_written_in_folded_form():
                   for patterns in table.values() if isinstance(patterns, list) for pattern in patterns
                   if (text := re.sub(r"\\[A-Za-z]", "", pattern)) != text.casefold()]
     assert unfoldable == []
+
+
+@pytest.mark.parametrize("pattern, needles", [
+    (r"\b(we|this (web)?site|our (web)?site) uses? cookies\b", (" cookies",)),
+    (r"\b(contains|includes) affiliate links?\b", (" affiliate link",)),
+    (r"\S\s*[|/]\s*(©|\(c\))\s*\w+$", ("(c)", "©")),
+    (r"\bcookies\b.{0,60}(zustimmen|akzeptieren)", ("akzeptieren", "zustimmen")),
+    (r"^(read more|see also)\b", ()),  # anchored: one cheap attempt already
+    (r"\b(we|us)\b\s*\d+", ()),  # "we", "us": in nearly every line, no gate
+    (r"(?i)\ball rights reserved\b", ()),  # case-insensitive: a substring test could miss
+])
+def test_required_substrings_gate_unanchored_patterns(pattern, needles):
+    assert required_substrings(re.compile(pattern)) == needles
+
+
+def test_the_gate_never_changes_a_decision():
+    """Every packaged pattern, gated and ungated, on lines made to hit, nearly hit and miss the gated ones."""
+    ungated = RuleSet(tuple(dataclasses.replace(rule, needs=()) for rule in RULES.rules))
+    gated = [rule for rule in RULES.rules if rule.needs]
+    assert len(gated) >= 40
+    lines = [f"some text {needle} more text" for rule in gated for needle in rule.needs]
+    lines += [needle for rule in gated for needle in rule.needs] + [
+        "We use cookies to improve this site.", "Diese Website verwendet Cookies. Bitte zustimmen.",
+        "Siegerin mit Skulptur | © Stadtmuseum", "This post contains affiliate links.",
+        "The council approved the budget on Tuesday after a long debate.",
+        "Ihre E-Mail-Adresse wird nicht veröffentlicht.", "Tous droits réservés"]
+    for line in lines:
+        folded = fold_line(line)
+        assert RULES.match(folded) == ungated.match(folded), line
 
 
 def test_unspaced_list_lines_at_the_bottom_are_no_fragments():

@@ -37,6 +37,7 @@ STAGE = "boilerplate"
 REASON_EMPTY = "empty_after_cleaning"
 REJECTED = "rejected"
 DEFAULT_MAX_WORDS = 30
+MAX_NEEDLES = 12  # a rule pattern gated by more literal strings than this is simply tried (see `required_substrings`)
 RULES_PACKAGE_FILE = "boilerplate.toml"
 EDGE_RULE = "edge_fragment"
 EDGE_MAX_WORDS = 12      # a longer line at the edge is prose even without a full stop
@@ -124,12 +125,66 @@ def count_words(folded: str) -> int:
     return max(folded.count(" ") + 1, len(_UNSPACED.findall(folded)) // CHARS_PER_UNSPACED_WORD)
 
 
+def _needles(items) -> Optional[frozenset]:
+    """Strings one of which every match of this parsed sequence contains (the most selective set found:
+    its shortest string the longest), or None."""
+    from re import _constants as c
+
+    best: Optional[frozenset] = None
+
+    def consider(found: Optional[frozenset]) -> None:
+        nonlocal best
+        if found and (best is None or (min(map(len, found)), -len(found)) > (min(map(len, best)), -len(best))):
+            best = found
+
+    run: list[str] = []
+    for op, av in list(items) + [(None, None)]:
+        if op is c.LITERAL:
+            run.append(chr(av))
+            continue
+        if run:
+            consider(frozenset({"".join(run)}))
+            run = []
+        if op is c.SUBPATTERN:
+            consider(_needles(av[-1].data))
+        elif op is c.BRANCH:
+            alternatives = [_needles(branch.data) for branch in av[1]]
+            if all(alternatives):
+                consider(frozenset().union(*alternatives))
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT) and av[0] >= 1:
+            consider(_needles(av[2].data))
+    return best
+
+
+def required_substrings(pattern: re.Pattern) -> tuple:
+    """A few literal strings one of which every match of an unanchored `pattern` contains: a line holding none
+    of them cannot match, and a substring test costs a fraction of a regex scan. Empty (no gate) for patterns
+    anchored at the start (one cheap attempt already), case-insensitive ones, sets of more than
+    `MAX_NEEDLES` strings or with an ASCII string shorter than 3 characters, and anything the parser cannot
+    tell."""
+    try:
+        from re import _parser as parser
+        from re import _constants as c
+
+        parsed = parser.parse(pattern.pattern, pattern.flags)
+        if pattern.flags & re.IGNORECASE or (parsed.data and parsed.data[0][0] is c.AT
+                                             and parsed.data[0][1] is c.AT_BEGINNING):
+            return ()
+        found = _needles(parsed.data)
+    except Exception:  # a private module of `re` (3.11+): if it changes, rules simply run ungated
+        return ()
+    if not found or len(found) > MAX_NEEDLES or any(len(needle) < 3 and needle.isascii() for needle in found):
+        return ()  # a short ASCII needle ("we", "a") is in nearly every line; a rare sign ("©") is not
+    return tuple(sorted(found))
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
     pattern: re.Pattern
     max_words: int
     raw: bool = False
+    needs: tuple = ()  # `required_substrings`: the line must hold one of them for the pattern to be tried
 
 
 @dataclass(frozen=True)
@@ -150,7 +205,13 @@ class RuleSet:
             return None
         n_words = folded.count(" ") + 1
         for rule in self.rules:
-            if n_words <= rule.max_words and rule.pattern.search(raw if rule.raw and raw is not None else folded):
+            if n_words > rule.max_words:
+                continue
+            line = raw if rule.raw and raw is not None else folded
+            needs = rule.needs
+            if needs and (needs[0] not in line if len(needs) == 1 else not any(n in line for n in needs)):
+                continue
+            if rule.pattern.search(line):
                 return rule.name
         return None
 
@@ -198,7 +259,7 @@ def load_rules(extra_files: Iterable[str] = (), extra_texts: Iterable[str] = ())
                         entry["patterns"].append(re.compile(pattern))
                     except re.error as err:
                         raise ValueError(f"{origin}: rules.{name}.{lang}: bad pattern {pattern!r}: {err}") from err
-    rules = tuple(Rule(name, pattern, entry["max_words"], entry["raw"])
+    rules = tuple(Rule(name, pattern, entry["max_words"], entry["raw"], required_substrings(pattern))
                   for name, entry in merged.items() for pattern in entry["patterns"])
     return RuleSet(rules)
 
