@@ -475,6 +475,7 @@ def test_packaged_patterns_are_written_in_folded_form():
     (r"^(read more|see also)\b", ()),  # anchored: one cheap attempt already
     (r"\b(we|us)\b\s*\d+", ()),  # "we", "us": in nearly every line, no gate
     (r"(?i)\ball rights reserved\b", ()),  # case-insensitive: a substring test could miss
+    (r"\bfoo (?i:BAR)\b", ("foo ",)),  # ...and so could one on a case-insensitive group
 ])
 def test_required_substrings_gate_unanchored_patterns(pattern, needles):
     assert required_substrings(re.compile(pattern)) == needles

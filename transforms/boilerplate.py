@@ -145,8 +145,9 @@ def _needles(items) -> Optional[frozenset]:
         if run:
             consider(frozenset({"".join(run)}))
             run = []
-        if op is c.SUBPATTERN:
-            consider(_needles(av[-1].data))
+        if op is c.SUBPATTERN:  # (group, added flags, removed flags, content)
+            if not av[1] & re.IGNORECASE:  # "(?i:...)": its literals match other cases too
+                consider(_needles(av[-1].data))
         elif op is c.BRANCH:
             alternatives = [_needles(branch.data) for branch in av[1]]
             if all(alternatives):

@@ -100,9 +100,9 @@ def choose_text(precise: str, balanced: Callable[[], str], baseline: Callable[[]
     least `RECALL_FACTOR` times the words, and at least as many lines: balanced text in fewer lines than the
     precise one is the page run together (a whole container as one block, share bar and labels included), not
     a fuller article. The lines of the precise text that the balanced one lacks stay (`add_missing_lines`):
-    the two modes may pick different containers, and the one precision chose held article text too
-    (a recipe's ingredients, a table, a photo story's captions). trafilatura's baseline (JSON-LD article body, `<article>`, all `<p>`) is the last resort
-    when both found nothing.
+    the two modes may pick different containers, and the one precision chose held article text too (a
+    recipe's ingredients, a table, a photo story's captions). trafilatura's baseline (JSON-LD article body,
+    `<article>`, all `<p>`) is the last resort when both found nothing.
     """
     text, source = precise or "", FALLBACK_NONE
     if _words(text) < RECHECK_WORDS:
