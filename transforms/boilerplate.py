@@ -9,8 +9,8 @@ donation appeals, affiliate and advertising disclosures; then lines learned from
 `furniture_block`: the rest of a header or footer, i.e. the short lines between a framing furniture line (share,
 comments, copyright...) and the end of the text; then `edge_fragment`: short fragments (no sentence, a few
 words) at the very top or bottom of a text record (not an HTML page: `edge_pass_applies`), where sites put
-their furniture, never the title line and never a line that ends like a sentence. Counts every removal per rule (`boilerplate/removed_<rule>`). It never adds
-characters and never rewrites a kept line.
+their furniture, never the title line and never a line that ends like a sentence. Counts every removal per
+rule (`boilerplate/removed_<rule>`). It never adds characters and never rewrites a kept line.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ STAGE = "boilerplate"
 REASON_EMPTY = "empty_after_cleaning"
 REJECTED = "rejected"
 DEFAULT_MAX_WORDS = 30
-MAX_NEEDLES = 12  # a rule pattern gated by more literal strings than this is simply tried (see `required_substrings`)
+MAX_NEEDLES = 12  # a pattern needing one of more literal strings than this is simply tried (`required_substrings`)
 RULES_PACKAGE_FILE = "boilerplate.toml"
 EDGE_RULE = "edge_fragment"
 EDGE_MAX_WORDS = 12      # a longer line at the edge is prose even without a full stop
@@ -125,11 +125,17 @@ def count_words(folded: str) -> int:
     return max(folded.count(" ") + 1, len(_UNSPACED.findall(folded)) // CHARS_PER_UNSPACED_WORD)
 
 
+try:  # private modules of `re` (3.11+), read once per rule at load time; without them rules run ungated
+    from re import _constants as _sre_constants
+    from re import _parser as _sre_parser
+except ImportError:  # pragma: no cover
+    _sre_constants = _sre_parser = None
+
+
 def _needles(items) -> Optional[frozenset]:
     """Strings one of which every match of this parsed sequence contains (the most selective set found:
     its shortest string the longest), or None."""
-    from re import _constants as c
-
+    c = _sre_constants
     best: Optional[frozenset] = None
 
     def consider(found: Optional[frozenset]) -> None:
@@ -163,16 +169,14 @@ def required_substrings(pattern: re.Pattern) -> tuple:
     anchored at the start (one cheap attempt already), case-insensitive ones, sets of more than
     `MAX_NEEDLES` strings or with an ASCII string shorter than 3 characters, and anything the parser cannot
     tell."""
+    c = _sre_constants
     try:
-        from re import _parser as parser
-        from re import _constants as c
-
-        parsed = parser.parse(pattern.pattern, pattern.flags)
+        parsed = _sre_parser.parse(pattern.pattern, pattern.flags)
         if pattern.flags & re.IGNORECASE or (parsed.data and parsed.data[0][0] is c.AT
                                              and parsed.data[0][1] is c.AT_BEGINNING):
             return ()
         found = _needles(parsed.data)
-    except Exception:  # a private module of `re` (3.11+): if it changes, rules simply run ungated
+    except Exception:  # the private parser missing or changed: rules simply run ungated
         return ()
     if not found or len(found) > MAX_NEEDLES or any(len(needle) < 3 and needle.isascii() for needle in found):
         return ()  # a short ASCII needle ("we", "a") is in nearly every line; a rare sign ("©") is not
@@ -532,8 +536,8 @@ class StripBoilerplate(beam.PTransform):
     With `learn` (the default), lines recurring in at least `min_support` distinct stories of one source are
     learned from these same articles first (one combine over line hashes, see `transforms/repeated_lines.py`)
     and removed as `repeated_line` (batch only: an unbounded input is not learned from). `edges` turns the
-    `edge_fragment` pass on or off (it runs on text records only, `edge_pass_applies`). `spill` is where the articles wait for the learned lines (default:
-    inline, in the PCollection)."""
+    `edge_fragment` pass on or off (it runs on text records only, `edge_pass_applies`). `spill` is where the
+    articles wait for the learned lines (default: inline, in the PCollection)."""
 
     def __init__(self, rule_files: Iterable[str] = (), learn: bool = True, min_support: Optional[int] = None,
                  edges: bool = True, spill: Optional[Spill] = None):

@@ -120,15 +120,20 @@ def _fold_words(text: Optional[str]) -> list[str]:
     return re.findall(r"\w+", unicodedata.normalize("NFKC", text or "").casefold())
 
 
+def _folded(text: Optional[str]) -> str:
+    """Folded words of `text` joined by single spaces: the form in which texts are compared."""
+    return " ".join(_fold_words(text))
+
+
 def add_missing_lines(text: str, other: str) -> str:
     """`text` with the lines of `other` it does not contain (compared as folded words, each added once), each
     placed after the line of `text` that holds the `other` line before it, or on top."""
     lines = text.split("\n")
-    keys = [" " + " ".join(_fold_words(line)) + " " for line in lines]
-    whole = " " + " ".join(_fold_words(text)) + " "
+    keys = [f" {_folded(line)} " for line in lines]
+    whole = f" {_folded(text)} "
     anchor, added = -1, set()
     for line in other.split("\n"):
-        key = " " + " ".join(_fold_words(line)) + " "
+        key = f" {_folded(line)} "
         if not key.strip():
             continue
         if key in whole:
@@ -259,7 +264,7 @@ def add_standfirst(text: str, description: Optional[str], tree, titles=()) -> st
     words = _fold_words(description)
     if not STANDFIRST_MIN_WORDS <= len(words) <= STANDFIRST_MAX_WORDS or description.endswith(("...", "…")):
         return text
-    if " ".join(words) in " ".join(_fold_words(text)) or not shown_in_body(tree, description):
+    if " ".join(words) in _folded(text) or not shown_in_body(tree, description):
         return text
     return put_under_headline(text, description, titles)
 
@@ -298,8 +303,8 @@ def page_intro(tree) -> Optional[str]:
 
 def put_under_headline(text: str, lead: Optional[str], titles=()) -> str:
     """`text` with `lead` after its headline line (or on top without one), unless its words are in it already."""
-    folded = " ".join(_fold_words(lead))
-    if not folded or folded in " ".join(_fold_words(text)):
+    folded = _folded(lead)
+    if not folded or folded in _folded(text):
         return text
     first, sep, rest = text.partition("\n")
     if is_headline(first, titles):
