@@ -120,11 +120,12 @@ class IngestArticles(beam.PTransform):
         normalized = extracted["articles"] | "Normalize" >> NormalizeArticles()
         cleaned = normalized["articles"] | "Boilerplate" >> StripBoilerplate(self.rule_files, spill=self.spill)
         tagged = cleaned["articles"] | "Language" >> DetectLanguage()
-        deduped = tagged | "Dedup" >> DeduplicateArticles(self.dedup, self.spill)
+        deduped = tagged["articles"] | "Dedup" >> DeduplicateArticles(self.dedup, self.spill)
         rejected = ((read["rejected"], extracted["rejected"], normalized["rejected"], cleaned["rejected"],
-                     deduped["rejected"]) | "AllRejected" >> beam.Flatten())
+                     tagged["rejected"], deduped["rejected"]) | "AllRejected" >> beam.Flatten())
         return {"documents": deduped["documents"], "duplicates": deduped["duplicates"], "rejected": rejected,
                 "records_read": records_read, "removed_lines": cleaned.get("removed_lines"),
+                "read_tallies": read["tallies"],
                 # for live progress only (pipeline/progress.py): records as they enter the stages
                 "read_articles": read["articles"], "read_rejected": read["rejected"]}
 

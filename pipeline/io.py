@@ -63,6 +63,14 @@ REASON_UNSUPPORTED = "unsupported_file_type"
 REASON_EMPTY_FILE = "empty_file"
 REASON_DECOMPRESSION_LIMIT = "decompression_limit"
 REASON_WRONG_TYPE = "wrong_type"  # suffixed with the field: wrong_type:published
+REASON_ERROR = "read_error"  # parsing one record raised (transforms/guard.py): that record only is rejected
+JSON_FIELDS = ("id", "url", "source", "title", "published", "text", "html")
+JSON_WHITESPACE = b" \t\n\r\x0b\x0c"  # what `bytes.strip()` removes: a line of only these is blank
+# A lone surrogate (a JSON escape \ud800-\udfff without its pair; json.loads joins the pairs) is not a
+# character and has no UTF-8 form: it becomes U+FFFD, as an unpaired UTF-16 code unit does.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+REPLACEMENT_CHARACTER = "\ufffd"
 
 
 class InputError(ValueError):
@@ -155,12 +163,13 @@ def looks_binary(data: bytes) -> bool:
 
 
 def decode_document(data: bytes) -> str:
-    """Bytes of a whole .txt/.html file -> text: UTF-8 (BOM dropped), or UTF-16 when it starts with a BOM.
+    """Bytes of a whole .txt/.html file -> text: UTF-8 (BOM dropped), or UTF-16 when it starts with a BOM
+    (an unpaired code unit, or an odd last byte, becomes U+FFFD).
 
     Raises UnicodeDecodeError for anything else that is not valid UTF-8.
     """
     if data.startswith(codecs.BOM_UTF16_LE) or data.startswith(codecs.BOM_UTF16_BE):
-        return data.decode("utf-16")
+        return data.decode("utf-16", errors="replace")  # an unpaired code unit becomes U+FFFD
     return data.decode("utf-8-sig")
 
 
@@ -186,9 +195,23 @@ def split_title(text: str) -> tuple[Optional[str], str]:
     return None, text
 
 
+def replace_lone_surrogates(value: str) -> str:
+    """`value` with every lone surrogate (which no UTF-8 encoder accepts) replaced by U+FFFD."""
+    return _LONE_SURROGATE.sub(REPLACEMENT_CHARACTER, value)
+
+
 def _reject(location: str, reason: str, payload=None, doc_id=None, error="") -> Rejection:
     return Rejection(doc_id=doc_id, source_location=location, stage=STAGE, reason=reason,
                      excerpt=excerpt(payload), error=excerpt(error, 300))
+
+
+def guarded_parse(parse, location: str, *args) -> Parsed:
+    """`parse(*args)`, or, when it raises anything (a bug, an input no check foresaw), the rejection of that
+    one record (`read_error`, the error's type and message): one record's failure never ends a file's read."""
+    try:
+        return parse(*args)
+    except Exception as err:  # noqa: BLE001 - whatever one record raises is that record's rejection
+        return _reject(location, REASON_ERROR, error=f"{type(err).__name__}: {err}")
 
 
 def parse_json_record(raw: bytes, location: str, fallback_id_parts: tuple[str, ...]) -> Parsed:
@@ -201,10 +224,13 @@ def parse_json_record(raw: bytes, location: str, fallback_id_parts: tuple[str, .
         return _reject(location, REASON_BINARY, line, error="NUL byte in the line")
     try:
         obj = json.loads(line)
-    except ValueError as err:
-        return _reject(location, REASON_BAD_JSON, line, error=str(err))
+    except (ValueError, RecursionError) as err:  # RecursionError: nested deeper than the parser's stack
+        return _reject(location, REASON_BAD_JSON, line, error=f"{type(err).__name__}: {err}")
     if not isinstance(obj, dict):
         return _reject(location, REASON_NOT_AN_OBJECT, line, error=f"got a JSON {type(obj).__name__}")
+    if _SURROGATE_ESCAPE.search(line):
+        obj = {k: replace_lone_surrogates(v) if isinstance(v, str) else v for k, v in obj.items()
+               if k in JSON_FIELDS}
 
     raw_id = obj.get("id")
     doc_id = raw_id if isinstance(raw_id, str) and raw_id.strip() else None
@@ -265,8 +291,9 @@ def parse_document_file(data: bytes, fmt: str, rel_path: str) -> Parsed:
 def read_bounded_lines(stream, max_bytes: int, limit: Optional[int] = None,
                        first_number: int = 1) -> Iterator[tuple[int, Optional[bytes]]]:
     """Yields (line number, bytes) per line; a line longer than `max_bytes` yields (number, None) and is
-    skipped without ever being held in memory whole. With `limit`, stops after that many bytes (the end of a
-    line-aligned range planned by `plan_ranges`). Numbering starts at `first_number`."""
+    skipped without ever being held in memory whole (one of only whitespace yields (number, b""): it is
+    blank, whatever its length). With `limit`, stops after that many bytes (the end of a line-aligned range
+    planned by `plan_ranges`). Numbering starts at `first_number`."""
     number, consumed = first_number - 1, 0
     while limit is None or consumed < limit:
         chunk = stream.readline(max_bytes + 1)
@@ -275,43 +302,172 @@ def read_bounded_lines(stream, max_bytes: int, limit: Optional[int] = None,
         number += 1
         consumed += len(chunk)
         if len(chunk) > max_bytes and not chunk.endswith(b"\n"):
+            blank = not (chunk.removeprefix(codecs.BOM_UTF8) if number == 1 else chunk).strip()
             while chunk and not chunk.endswith(b"\n"):
                 chunk = stream.readline(1 << 20)
                 consumed += len(chunk)
-            yield number, None
+                blank = blank and not chunk.strip()
+            yield number, b"" if blank else None
             continue
-        if len(chunk.rstrip(b"\r\n")) > max_bytes:  # a transcoded (UTF-16) line can grow past the limit
+        if len(chunk.rstrip(b"\r\n")) > max_bytes and chunk.strip():  # a transcoded (UTF-16) line can grow
             yield number, None
             continue
         yield number, chunk
 
 
+class ReadTally(NamedTuple):
+    """What the byte layer saw of one input file (or range), counted apart from the parsing: the reader's
+    own bookkeeping, checked against the records it emitted (`expected_records`, `pipeline.lake`)."""
+
+    location: str  # the file as users see it, `@start` added for a range of it
+    format: Optional[str]
+    opened: bool
+    bytes: int  # bytes read (decompressed)
+    at_end: bool  # the file (range) was read to its end
+    failed: bool  # a read raised: I/O error, truncated gzip, decompression limit (one rejection says so)
+    lines: int  # non-blank lines (JSONL): the records the file holds
+    ranged: bool = False
+    too_large: bool = False  # a .txt/.html file over the record limit (rejected whole, unread)
+
+
+def expected_records(tally: ReadTally) -> int:
+    """How many records (articles or rejections) the reader must emit for what its bytes hold: one per
+    non-blank JSONL line, plus one `unreadable_file` when a read failed, or one `empty_file` for a whole
+    file without any line; one per .txt/.html file, unopenable or unsupported file."""
+    if tally.format != FORMAT_JSONL or not tally.opened:
+        return 1
+    return tally.lines + (1 if tally.failed or not (tally.lines or tally.ranged) else 0)
+
+
+def read_whole(tally: ReadTally) -> bool:
+    """Whether the reader consumed the file (range) to its end, or stopped because reading it failed."""
+    return not tally.opened or tally.at_end or tally.failed or tally.too_large
+
+
+class _Tally(io.RawIOBase):
+    """Passes a binary stream through (at most `limit` bytes) and counts on the bytes alone what the file
+    holds: bytes, whether its end was reached or a read raised, and (`lines`) its non-blank lines, UTF-16
+    (BOM) in code units. A blank line holds only JSON whitespace (and a byte-order mark on line 1)."""
+
+    def __init__(self, raw, limit: Optional[int] = None, start_of_file: bool = True, lines: bool = True):
+        self.raw, self.limit, self.count_lines = raw, limit, lines
+        self._read = getattr(raw, "read1", raw.read)  # what is ready: read() would wait for a full buffer
+        self.bytes, self.lines, self.ended, self.failed = 0, 0, False, False
+        self._head = b"" if start_of_file else None  # the first bytes, until the encoding is known
+        self._first_line = start_of_file
+        self._decoder = None
+        self._open_line = False  # the line being read has a non-blank character
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        want = len(buffer) if self.limit is None else min(len(buffer), self.limit - self.bytes)
+        if want <= 0:
+            self._finish()
+            return 0
+        try:
+            data = self._read(want)
+        except BaseException:
+            self.failed = True
+            raise
+        if not data:
+            self._finish()
+            return 0
+        buffer[:len(data)] = data
+        self.bytes += len(data)
+        if self.count_lines:
+            self._feed(data)
+        return len(data)
+
+    @property
+    def at_end(self) -> bool:
+        if self.limit is not None and self.bytes >= self.limit:
+            self._finish()
+        return self.ended
+
+    def _feed(self, data: bytes, final: bool = False) -> None:
+        if self._head is not None:
+            self._head += data
+            if len(self._head) < len(codecs.BOM_UTF8) and not final:
+                return
+            data, self._head = self._head, None
+            if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+                self._decoder = codecs.getincrementaldecoder("utf-16")("replace")
+        if self._decoder is not None:
+            self._count(self._decoder.decode(data, final), "\n", JSON_WHITESPACE.decode("ascii"), "\ufeff")
+        else:
+            self._count(data, b"\n", JSON_WHITESPACE, codecs.BOM_UTF8)
+
+    def _count(self, data, newline, blank, bom) -> None:
+        if self._first_line and data:
+            data, self._first_line = data.removeprefix(bom), False
+        parts = data.split(newline)
+        for part in parts[:-1]:
+            if self._open_line or part.strip(blank):
+                self.lines += 1
+            self._open_line = False
+        self._open_line = self._open_line or bool(parts[-1].strip(blank))
+
+    def _finish(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self.count_lines:
+            self._feed(b"", final=True)
+            if self._open_line:
+                self.lines += 1
+                self._open_line = False
+
+    def close(self):
+        self.raw.close()
+        super().close()
+
+
 def parse_file(input_file: InputFile, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
                opener=None, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
-               span: Optional[ByteRange] = None) -> Iterator[Parsed]:
+               span: Optional[ByteRange] = None, on_tally=None) -> Iterator[Parsed]:
     """Every record of one input file (or of one line-aligned `span` of a plain UTF-8 JSONL file, as planned
-    by `plan_ranges`), as `Article` or `Rejection`. Never raises for bad content.
+    by `plan_ranges`), as `Article` or `Rejection`. Never raises for bad content: each record is parsed
+    under `guarded_parse`, so only a failing read (I/O error, truncated gzip) ends a file early, with one
+    `unreadable_file` rejection at the line it reached.
 
     A file that yields no record at all (empty, or only blank lines) yields one `empty_file` rejection, and a
     file that cannot be opened one `unreadable_file` rejection (location `path:0`), so it shows in rejected/.
+    `on_tally(ReadTally)` is called once, after the last record: what the byte layer counted.
     """
     ranged = span is not None and span.end is not None
     path, rel_path, fmt = input_file
+    name = f"{rel_path}@{span.start}" if ranged else rel_path
+    tally = None
+
+    def report():
+        if on_tally is not None:
+            on_tally(ReadTally(name, fmt, tally is not None, tally.bytes if tally else 0,
+                               bool(tally and tally.at_end), bool(tally and tally.failed),
+                               tally.lines if tally else 0, ranged, too_large))
+
+    too_large = False
     if fmt is None:
         yield _reject(f"{rel_path}:0", REASON_UNSUPPORTED, error="expected .jsonl, .jsonl.gz, .txt, .html or .htm")
+        report()
         return
     try:
-        stream = opener(path) if opener else _open(path, max_decompressed_bytes)
-    except (OSError, IOError) as err:
-        yield _reject(f"{rel_path}:0", REASON_UNREADABLE, error=str(err))
+        opened = opener(path) if opener else _open(path, max_decompressed_bytes)
+        if ranged:  # a middle range starts on a line boundary; the planner ruled UTF-16 out
+            opened.seek(span.start)
+    except Exception as err:  # noqa: BLE001 - whatever stops the opening is this file's rejection
+        yield _reject(f"{rel_path}:0", REASON_UNREADABLE, error=f"{type(err).__name__}: {err}")
+        report()
         return
+    tally = _Tally(opened, span.end - span.start if ranged else None, start_of_file=not ranged or span.start == 0,
+                   lines=fmt == FORMAT_JSONL)
     number = 0
-    with stream:
+    with io.BufferedReader(tally, 1 << 16) as stream:
         try:
             if fmt == FORMAT_JSONL:
                 records = 0
-                if ranged:  # a middle range starts on a line boundary; the planner ruled UTF-16 out
-                    stream.seek(span.start)
+                if ranged:
                     lines = read_bounded_lines(stream, max_record_bytes, span.end - span.start, span.first_line)
                     number = span.first_line - 1
                 else:
@@ -326,23 +482,26 @@ def parse_file(input_file: InputFile, max_record_bytes: int = DEFAULT_MAX_RECORD
                         raw = raw.removeprefix(codecs.BOM_UTF8)
                     if raw.strip():
                         records += 1
-                        yield parse_json_record(raw.rstrip(b"\r\n"), location, ("line", rel_path, str(number)))
+                        yield guarded_parse(parse_json_record, location, raw.rstrip(b"\r\n"), location,
+                                            ("line", rel_path, str(number)))
                 if not records and not ranged:  # the planner splits only files that hold a record
                     yield _reject(f"{rel_path}:0", REASON_EMPTY_FILE, error="the file holds no record")
             else:
                 data = stream.read(max_record_bytes + 1)
                 if len(data) > max_record_bytes:
+                    too_large = True
                     yield _reject(f"{rel_path}:1", REASON_TOO_LARGE, data,
                                   error=f"file larger than {max_record_bytes} bytes")
                 elif not data:
                     yield _reject(f"{rel_path}:0", REASON_EMPTY_FILE, error="the file is empty")
                 else:
-                    yield parse_document_file(data, fmt, rel_path)
+                    yield guarded_parse(parse_document_file, f"{rel_path}:1", data, fmt, rel_path)
         except DecompressionLimitError as err:
             yield _reject(f"{rel_path}:{number + 1}", REASON_DECOMPRESSION_LIMIT, error=str(err))
-        except (OSError, IOError, EOFError, ValueError) as err:  # truncated gzip, I/O error mid-file
+        except Exception as err:  # noqa: BLE001 - a failing read (truncated gzip, I/O error): records are guarded
             yield _reject(f"{rel_path}:{number + 1 if number else 0}", REASON_UNREADABLE,
                           error=f"{type(err).__name__}: {err}")
+    report()
 
 
 def plan_ranges(input_file: InputFile, split_bytes: int = SPLIT_BYTES, opener=None) -> list[ByteRange]:
@@ -439,11 +598,12 @@ class _BoundedReader(io.RawIOBase):
 
 def _utf8_lines(stream):
     """The stream itself, or, when it starts with a UTF-16 byte-order mark, the same lines re-encoded as
-    UTF-8 (JSONL saved by Windows tools); streams that cannot peek are read as they are."""
+    UTF-8 (JSONL saved by Windows tools; an unpaired code unit becomes U+FFFD, and only "\n" ends a line, as
+    in UTF-8 files); streams that cannot peek are read as they are."""
     head = stream.peek(2)[:2] if hasattr(stream, "peek") else b""
     if head not in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
         return stream
-    text = io.TextIOWrapper(stream, encoding="utf-16", errors="strict", newline="")
+    text = io.TextIOWrapper(stream, encoding="utf-16", errors="replace", newline="\n")
 
     class _Reencoded:
         def readline(self, size=-1):
@@ -555,8 +715,14 @@ def _is_directory(path: str) -> bool:
 # Beam wrapper
 # ---------------------------------------------------------------------------------------------------------
 
+def tally_fact(tally: ReadTally, emitted: int) -> tuple:
+    """(file, read whole, records its bytes hold, records emitted): what `pipeline.lake` checks per file."""
+    return tally.location, read_whole(tally), expected_records(tally), emitted
+
+
 class _ParseFileFn(beam.DoFn):
-    """Reads one file or one range of it; articles on the main output, rejections on `rejected`."""
+    """Reads one file or one range of it; articles on the main output, rejections on `rejected`, and one
+    `tally_fact` per file (range) on `tallies`: the records this DoFn emitted against the byte layer's count."""
 
     def __init__(self, max_record_bytes: int, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES):
         self.max_record_bytes = max_record_bytes
@@ -569,8 +735,11 @@ class _ParseFileFn(beam.DoFn):
         span = ByteRange(*span)
         if span.start == 0:
             self.files.inc()
+        tallies, emitted = [], 0
         for parsed in parse_file(InputFile(*span.file), self.max_record_bytes,
-                                 max_decompressed_bytes=self.max_decompressed_bytes, span=span):
+                                 max_decompressed_bytes=self.max_decompressed_bytes, span=span,
+                                 on_tally=tallies.append):
+            emitted += 1
             self.records.inc()
             if isinstance(parsed, Rejection):
                 self.rejected.inc()
@@ -578,10 +747,13 @@ class _ParseFileFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(ReadArticles.REJECTED, parsed)
             else:
                 yield parsed
+        for tally in tallies:
+            yield beam.pvalue.TaggedOutput(ReadArticles.TALLIES, tally_fact(tally, emitted))
 
 
 class ReadArticles(beam.PTransform):
-    """PBegin -> {`articles`: Article, `rejected`: Rejection} for a fixed list of matched input files.
+    """PBegin -> {`articles`: Article, `rejected`: Rejection, `tallies`: one `tally_fact` per file or range}
+    for a fixed list of matched input files.
 
     Big plain JSONL files are cut into line-aligned byte ranges (`plan_ranges`); only the small range
     descriptions are reshuffled over the workers, which then read, parse and run the per-record stages after
@@ -591,6 +763,7 @@ class ReadArticles(beam.PTransform):
 
     ARTICLES = "articles"
     REJECTED = "rejected"
+    TALLIES = "tallies"
 
     def __init__(self, files: list[InputFile], max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
                  max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES, split_bytes: int = SPLIT_BYTES):
@@ -608,6 +781,7 @@ class ReadArticles(beam.PTransform):
             | "PlanRanges" >> beam.FlatMap(lambda f: [tuple(r) for r in plan_ranges(InputFile(*f), split_bytes)])
             | "SpreadRanges" >> beam.Reshuffle()
             | "ParseFiles" >> beam.ParDo(_ParseFileFn(self.max_record_bytes, self.max_decompressed_bytes)).with_outputs(
-                self.REJECTED, main=self.ARTICLES)
+                self.REJECTED, self.TALLIES, main=self.ARTICLES)
         )
-        return {self.ARTICLES: parsed[self.ARTICLES], self.REJECTED: parsed[self.REJECTED]}
+        return {self.ARTICLES: parsed[self.ARTICLES], self.REJECTED: parsed[self.REJECTED],
+                self.TALLIES: parsed[self.TALLIES]}

@@ -23,7 +23,8 @@ after its commit, and when it fails.
 Invariants checked on every run (in `_SUMMARY.json` under `invariants`; `ok` is false and the CLI exits 1
 when one fails): records read = documents + duplicates + rejected, and each term equals the rows written;
 every `duplicate_of` is a `doc_id` in documents; `doc_id`s are unique in documents; every partition folder
-is `lang=<code from LANGUAGES or und>/date=<valid date or unknown>`.
+is `lang=<code from LANGUAGES or und>/date=<valid date or unknown>`; every input file was read to its end and
+yielded as many records as its bytes hold (`unread_input`, from the reader's own byte counts).
 """
 from __future__ import annotations
 
@@ -370,14 +371,29 @@ def _violation_facts(item):
         yield "dangling_duplicate_of", n_dups
 
 
+def unread_input(tallies) -> list:
+    """Input files the reader did not account for, from its per-file facts (`pipeline.io.tally_fact`: file,
+    read whole, records its bytes hold, records emitted): `"file: why"`, sorted; empty when all is well. A
+    file not read to its end, or whose emitted records differ from the count on its bytes, lost records
+    whatever the other counts say."""
+    problems = []
+    for name, whole, expected, emitted in sorted(tuple(t) for t in tallies):
+        if not whole:
+            problems.append(f"{name}: not read to its end")
+        if expected != emitted:
+            problems.append(f"{name}: {emitted} records read, its bytes hold {expected}")
+    return problems
+
+
 def commit(staged: list, output: str, staging: str, facts: dict, records_read: int, overwrite: bool,
-           violations: Optional[dict] = None, removed_lines: Optional[dict] = None) -> dict:
+           violations: Optional[dict] = None, removed_lines: Optional[dict] = None, unread=()) -> dict:
     """Moves the staged files into the lake, writes _SUMMARY.json, removes the staging folders.
 
     With `overwrite`, the previous lake is removed first (its _SUMMARY.json before its tables), so that
     the tables never hold two runs' files; without it, a lake that appeared while this run was going stops
     the commit. `violations` counts the invariant failures found by the pipeline (see `_violation_facts`);
-    the partitions are checked here, on the staged file list.
+    the partitions are checked here, on the staged file list; `unread` lists the input files the reader did
+    not account for (`unread_input`).
     """
     staged = sorted(StagedFile(*s) for s in staged)
     existing = _existing(output)
@@ -413,6 +429,7 @@ def commit(staged: list, output: str, staging: str, facts: dict, records_read: i
         "dangling_duplicate_of": int(violations.get("dangling_duplicate_of", 0)),
         "duplicate_doc_ids": int(violations.get("duplicate_doc_ids", 0)),
         "invalid_partitions": invalid_partitions,
+        "unread_input": sorted(unread),  # `unread_input` of the reader's facts
     }
     summary["ok"] = summary["reconciled"] and not any(
         v for k, v in summary["invariants"].items() if k != "reconciled")
@@ -469,13 +486,18 @@ class WriteLake(beam.PTransform):
         removed_lines = inputs.get("removed_lines")
         if removed_lines is None:
             removed_lines = inputs[DOCUMENTS].pipeline | "NoRemovedLines" >> beam.Create([{}])
+        tallies = inputs.get("read_tallies")
+        if tallies is None:
+            tallies = inputs[DOCUMENTS].pipeline | "NoTallies" >> beam.Create([])
+        unread = tallies | "UnreadInput" >> beam.FlatMap(lambda tally: unread_input([tally]))
         return (
             staged
             | "AllStaged" >> beam.Flatten()
             | "ListStaged" >> beam.combiners.ToList()
             | "Commit" >> beam.Map(
-                lambda files, facts, read, bad, lines: commit(files, output, staging, facts, read, overwrite, bad,
-                                                              lines),
+                lambda files, facts, read, bad, lines, tallied: commit(files, output, staging, facts, read,
+                                                                       overwrite, bad, lines, tallied),
                 beam.pvalue.AsSingleton(summary_facts), beam.pvalue.AsSingleton(inputs["records_read"]),
-                beam.pvalue.AsSingleton(violations), beam.pvalue.AsSingleton(removed_lines, default_value={}))
+                beam.pvalue.AsSingleton(violations), beam.pvalue.AsSingleton(removed_lines, default_value={}),
+                beam.pvalue.AsList(unread))
         )

@@ -470,9 +470,9 @@ class StreamingIngest(beam.PTransform):
         normalized = extracted["articles"] | "Normalize" >> NormalizeArticles()
         cleaned = normalized["articles"] | "Boilerplate" >> StripBoilerplate(self.rule_files)
         tagged = cleaned["articles"] | "Language" >> DetectLanguage()
-        deduped = tagged | "Dedup" >> StatefulDedup(self.dedup, self.retention)
+        deduped = tagged["articles"] | "Dedup" >> StatefulDedup(self.dedup, self.retention)
         rejected = ((read[REJECTED], extracted["rejected"], normalized["rejected"], cleaned["rejected"],
-                     deduped[REJECTED]) | "AllRejected" >> beam.Flatten())
+                     tagged["rejected"], deduped[REJECTED]) | "AllRejected" >> beam.Flatten())
         return {DOCUMENTS: deduped[DOCUMENTS], DUPLICATES: deduped[DUPLICATES], REJECTED: rejected,
                 READ: read_marks}
 

@@ -302,7 +302,7 @@ def test_write_lake_reports_every_invariant_violation(tmp_path):
         _ = inputs | WriteLake(str(lake), "2024-01-01T00:00:00+00:00")
     s = summary(lake)
     assert s["invariants"] == {"reconciled": False, "dangling_duplicate_of": 1, "duplicate_doc_ids": 1,
-                               "invalid_partitions": 0}
+                               "invalid_partitions": 0, "unread_input": []}
     assert s["ok"] is False and s["records_read"] == 7 and s["documents"] == 3
     assert s["languages"] == {"en": 2, "und": 1}  # the hostile language code became und, not a folder
     assert sorted(p.relative_to(lake / "documents").as_posix() for p in (lake / "documents").glob("*/*")) == [

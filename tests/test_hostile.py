@@ -71,7 +71,7 @@ def test_hostile_run_reconciles_and_keeps_its_invariants(hostile_lake):
     s = summary(lake)
     assert s["records_read"] == len(expected) == s["documents"] + s["duplicates"] + s["rejected"]
     assert s["ok"] and s["invariants"] == {"reconciled": True, "dangling_duplicate_of": 0,
-                                           "duplicate_doc_ids": 0, "invalid_partitions": 0}
+                                           "duplicate_doc_ids": 0, "invalid_partitions": 0, "unread_input": []}
     for row in lake_rows(lake, "rejected"):
         assert row["stage"] and row["reason"] and row["source_location"].rsplit(":", 1)[1].isdigit(), row
         assert len(row["excerpt"]) <= 200 and len(row["error"]) <= 300
@@ -284,3 +284,81 @@ def test_guarantees_doc_names_only_real_tests():
     defined = {name for path in (REPO / "tests").glob("test_*.py")
                for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)}
     assert len(cited) > 30 and cited - defined == set()
+
+
+# --- issue 17: one record never ends a file or a run; the reader's bytes account for every record -----------
+
+def test_lone_surrogates_become_replacement_characters(hostile_lake):
+    lake, _, _ = hostile_lake
+    docs = {d["source_location"]: d for d in lake_rows(lake, "documents")}
+    no_id, lone = docs["surrogates.jsonl:1"], docs["surrogates.jsonl:2"]
+    assert no_id["url"] == "https://example.com/a\ufffdb" and no_id["doc_id"]
+    assert (lone["doc_id"], lone["title"], lone["text"][-1]) == ("lone-\ufffd", "Bread \ufffd prize", "\ufffd")
+    assert "attic \ufffd" in docs["utf16_unpaired.jsonl:2"]["text"]
+    assert "after-surrogates" in {d["doc_id"] for d in docs.values()}  # the lines after them still read
+
+
+def _raises_on(marker: str, real):
+    """`real`, except that it raises a TypeError (no check foresees one) for a text holding `marker`."""
+    def fn(text, *args, **kwargs):
+        if marker in str(text):
+            raise TypeError(f"boom on {marker}")
+        return real(text, *args, **kwargs)
+    return fn
+
+
+def test_one_failing_record_never_ends_its_file(tmp_path, monkeypatch):
+    import pipeline.io
+    monkeypatch.setattr(pipeline.io, "parse_json_record", _raises_on("poison", pipeline.io.parse_json_record))
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps({"id": f"r{i}", "text": "poison" if i == 1 else f"story {i}"}) + "\n"
+                            for i in range(4)))
+    tallies = []
+    out = list(parse_file(InputFile(str(path), "c.jsonl", "jsonl"), on_tally=tallies.append))
+    assert [getattr(r, "doc_id", None) or r.reason for r in out] == ["r0", "read_error", "r2", "r3"]
+    assert "TypeError: boom on poison" in out[1].error and out[1].source_location == "c.jsonl:2"
+    assert tallies[0].at_end and tallies[0].lines == 4 and not tallies[0].failed
+
+
+def test_a_stage_that_raises_rejects_only_that_record(tmp_path, monkeypatch, capsys):
+    import transforms.boilerplate
+    import transforms.language
+    import transforms.normalize
+    monkeypatch.setattr(transforms.normalize, "normalize_text",
+                        _raises_on("NORMPOISON", transforms.normalize.normalize_text))
+    monkeypatch.setattr(transforms.boilerplate, "strip_boilerplate",
+                        _raises_on("BOILERPOISON", transforms.boilerplate.strip_boilerplate))
+    monkeypatch.setattr(transforms.language, "detect_languages",
+                        _raises_on("LANGPOISON", transforms.language.detect_languages))
+    stories = make_hostile.STORIES
+    records = [{"id": f"s{i}", "text": story} for i, story in enumerate(stories[:5])]
+    for i, marker in enumerate(("NORMPOISON", "BOILERPOISON", "LANGPOISON")):
+        records[i]["text"] += " " + marker
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in records))
+    lake = tmp_path / "lake"
+    assert main(["run", "--input", str(corpus), "--output", str(lake), "--quiet"]) == 0
+    rejected = {r["doc_id"]: (r["stage"], r["reason"]) for r in lake_rows(lake, "rejected")}
+    assert rejected == {"s0": ("normalize", "normalize_error"), "s1": ("boilerplate", "boilerplate_error"),
+                        "s2": ("language", "language_error")}
+    assert "TypeError: boom on" in lake_rows(lake, "rejected")[0]["error"]
+    assert {d["doc_id"] for d in lake_rows(lake, "documents")} == {"s3", "s4"}
+    assert summary(lake)["ok"]
+
+
+def test_a_reader_that_loses_records_fails_the_run_naming_the_file(tmp_path, monkeypatch, capsys):
+    """The old bug, put back: a record's exception reaches the file's handler, which ends the read. The
+    counts alone still add up (every record emitted is in a table); the byte tally says the file was lost."""
+    import pipeline.io
+    monkeypatch.setattr(pipeline.io, "parse_json_record", _raises_on("poison", pipeline.io.parse_json_record))
+    monkeypatch.setattr(pipeline.io, "guarded_parse", lambda parse, location, *args: parse(*args))
+    stories = make_hostile.STORIES
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"s{i}", "text": "poison" if i == 1 else story}) + "\n"
+                              for i, story in enumerate(stories[:4])))
+    lake = tmp_path / "lake"
+    assert main(["run", "--input", str(corpus), "--output", str(lake), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "lake invariants violated: unread_input" in err and "c.jsonl: 2 records read, its bytes hold 4" in err
+    s = summary(lake)
+    assert s["reconciled"] and not s["ok"] and s["records_read"] == 2  # what a parser-made count would miss

@@ -153,3 +153,55 @@ def test_match_inputs_errors_name_the_argument(tmp_path):
         match_inputs([str(tmp_path / "*.jsonl")])
     with pytest.raises(InputError, match="no .jsonl"):
         match_inputs([str(tmp_path)])
+
+
+# --- the byte tally: records counted on the bytes, apart from the parsing (issue 17) --------------------------
+
+def _tally(path, name, **kwargs):
+    from pipeline.io import expected_records, read_whole
+    tallies = []
+    out = list(parse_file(InputFile(str(path), name, format_of(name)), on_tally=tallies.append, **kwargs))
+    (tally,) = tallies
+    return out, tally, expected_records(tally), read_whole(tally)
+
+
+ODD_LINES = ['{"text": "a"}', "", "  \t", '{"text": "b\ud800"}', "\r", "not json", " x ", '{"text": "\u0a0d\u010a"}']
+
+
+@pytest.mark.parametrize("encoding,bom", [("utf-8", b""), ("utf-8", b"\xef\xbb\xbf"), ("utf-16-le", b"\xff\xfe"),
+                                          ("utf-16-be", b"\xfe\xff")])
+@pytest.mark.parametrize("final_newline", [True, False])
+def test_tally_counts_the_records_of_every_encoding(tmp_path, encoding, bom, final_newline):
+    """Blank lines (even of a BOM, or whitespace), UTF-16 code units holding byte 0x0A: the count on the bytes
+    agrees with the records emitted, and the file is read to its end."""
+    text = "\n".join(ODD_LINES) + ("\n" if final_newline else "")
+    data = bom + text.encode(encoding, "surrogatepass")
+    for name, payload in (("f.jsonl", data), ("f.jsonl.gz", gzip.compress(data))):
+        (tmp_path / name).write_bytes(payload)
+        out, tally, expected, whole = _tally(tmp_path / name, name)
+        assert len(out) == expected == 5 and whole and tally.at_end, (name, out, tally)
+
+
+def test_tally_sees_an_empty_file_a_failed_read_and_an_unopenable_file(tmp_path):
+    (tmp_path / "blank.jsonl").write_bytes(b"\xef\xbb\xbf \n\n")
+    out, tally, expected, whole = _tally(tmp_path / "blank.jsonl", "blank.jsonl")
+    assert [r.reason for r in out] == ["empty_file"] and expected == 1 and whole
+    (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(b"".join(b'{"text": "%d"}\n' % i for i in range(9000)))[:-200])
+    out, tally, expected, whole = _tally(tmp_path / "cut.jsonl.gz", "cut.jsonl.gz")
+    assert out[-1].reason == "unreadable_file" and tally.failed and len(out) == expected and whole
+    out, tally, expected, whole = _tally(tmp_path / "gone.jsonl", "gone.jsonl")
+    assert [r.reason for r in out] == ["unreadable_file"] and not tally.opened and expected == 1 and whole
+
+
+def test_a_blank_line_longer_than_the_record_limit_is_still_blank(tmp_path):
+    (tmp_path / "w.jsonl").write_bytes(b'{"text": "a"}\n' + b" " * 5000 + b"\n" + b"x" * 5000 + b"\n")
+    out, tally, expected, whole = _tally(tmp_path / "w.jsonl", "w.jsonl", max_record_bytes=1024)
+    assert [getattr(r, "reason", "doc") for r in out] == ["doc", "too_large"] and expected == 2 and whole
+
+
+def test_unread_input_names_each_file_that_lost_records():
+    from pipeline.lake import unread_input
+    assert unread_input([("a.jsonl", True, 3, 3), ("b.txt", True, 1, 1)]) == []
+    assert unread_input([("b.jsonl@4096", False, 5, 2), ("a.jsonl", True, 3, 4)]) == [
+        "a.jsonl: 4 records read, its bytes hold 3", "b.jsonl@4096: not read to its end",
+        "b.jsonl@4096: 2 records read, its bytes hold 5"]

@@ -188,7 +188,7 @@ def test_stage_sets_language_and_other_languages_and_the_lake_row_keeps_them():
     articles = [Article("mixed", "f:1", "text", text=ARTICLE_EN[:420] + "\n\n" + russian),
                 Article("hy", "f:2", "text", text=TEXTS["hy"], lang_hint="en")]
     with TestPipeline() as p:
-        out = p | beam.Create(articles) | DetectLanguage()
+        out = (p | beam.Create(articles) | DetectLanguage())["articles"]
         assert_that(out | beam.Map(lambda a: (a.doc_id, a.lang, a.other_langs)),
                     equal_to([("mixed", "en", ("ru",)), ("hy", "hy", ())]))
     row = document_row(articles[0]._replace(other_langs=("ru",)), None)

@@ -27,6 +27,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipeline.spill import Spill
+from transforms.guard import isolated
 from transforms.types import FORMAT_HTML, Article, Rejection, excerpt
 
 __all__ = ["StripBoilerplate", "RuleSet", "load_rules", "strip_boilerplate", "fold_line", "is_fragment",
@@ -502,6 +503,7 @@ class _StripBoilerplateFn(beam.DoFn):
     def setup(self):
         self.rules = load_rules(self.rule_files, self.rule_texts)
 
+    @isolated(STAGE, REJECTED, article_of=lambda self, parked: self.spill.fetch_article(parked))
     def process(self, parked, learned: Optional[dict] = None):
         from transforms.repeated_lines import source_of
 

@@ -11,8 +11,9 @@ Two offline detectors, each used where it is good (measured on the lingua senten
   marker words that differ in spelling or vocabulary between the standard languages (`CLOSE_LANGUAGES`).
 `<html lang>` (`Article.lang_hint`) is only a hint: it breaks a tie between candidates the detectors proposed,
 never adds a language of its own (about one page in ten says `en` whatever it is written in).
-A text with too few letters, or no confident answer, gets `und`. Nothing is dropped here. Cost is bounded:
-CLD2 reads at most `CLD2_CHARS`, langdetect at most `SAMPLE_CHARS`.
+A text with too few letters, or no confident answer, gets `und`. Nothing is dropped here, but a record that
+makes detection raise (`language_error`). Cost is bounded: CLD2 reads at most `CLD2_CHARS`, langdetect at
+most `SAMPLE_CHARS`.
 """
 from __future__ import annotations
 
@@ -24,11 +25,14 @@ from typing import Callable, NamedTuple, Optional, Sequence
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from transforms.guard import isolated
 from transforms.types import UNDETERMINED_LANGUAGE, Article
 
 __all__ = ["DetectLanguage", "detect_language", "load_langdetect", "cld2_detect", "LanguageGuess"]
 
 NAMESPACE = "language"
+STAGE = "language"
+REJECTED = "rejected"
 SEED = 0
 SAMPLE_CHARS = 1000  # langdetect: ~2 ms here, 99.95% agreement with the full text (NOTES)
 CLD2_CHARS = 8000  # CLD2 is ~15x cheaper: it reads more, so a mixed article's shares are right
@@ -264,6 +268,7 @@ class _DetectLanguageFn(beam.DoFn):
         self.detect_langs = load_langdetect()
         import pycld2  # noqa: F401  (fail at setup, not on the first record, when it is missing)
 
+    @isolated(STAGE, REJECTED)
     def process(self, article: Article):
         lang, prob, others = detect_languages(article.text, self.detect_langs, article.lang_hint)
         Metrics.counter(NAMESPACE, "seen").inc()
@@ -274,8 +279,10 @@ class _DetectLanguageFn(beam.DoFn):
 
 
 class DetectLanguage(beam.PTransform):
-    """Article -> Article with `lang`, `lang_prob` and `other_langs` set; counters `language/lang_<code>`,
+    """Article -> {`articles`: with `lang`, `lang_prob` and `other_langs` set, `rejected`: records that made
+    detection raise (`language_error`, transforms/guard.py)}; counters `language/lang_<code>`,
     `language/mixed`."""
 
     def expand(self, articles):
-        return articles | "DetectLanguage" >> beam.ParDo(_DetectLanguageFn())
+        results = articles | "DetectLanguage" >> beam.ParDo(_DetectLanguageFn()).with_outputs(REJECTED, main="main")
+        return {"articles": results["main"], "rejected": results[REJECTED]}

@@ -19,6 +19,7 @@ from apache_beam.metrics import Metrics
 from ftfy.badness import BADNESS_RE
 from ftfy.chardata import CONTROL_CHARS
 
+from transforms.guard import isolated
 from transforms.types import Article, Rejection, excerpt
 
 __all__ = ["NormalizeArticles", "normalize_text", "dedup_key", "content_hash"]
@@ -101,6 +102,7 @@ def normalize_title(title):
 
 
 class _NormalizeFn(beam.DoFn):
+    @isolated(STAGE, REJECTED)
     def process(self, article: Article):
         Metrics.counter(NAMESPACE, "seen").inc()
         text = normalize_text(article.text)
@@ -117,7 +119,8 @@ class _NormalizeFn(beam.DoFn):
 
 
 class NormalizeArticles(beam.PTransform):
-    """Article -> {`articles`: normalized text and title, `rejected`: texts with nothing left}."""
+    """Article -> {`articles`: normalized text and title, `rejected`: texts with nothing left, and records
+    that made normalizing raise (`normalize_error`, transforms/guard.py)}."""
 
     def expand(self, articles):
         results = articles | "Normalize" >> beam.ParDo(_NormalizeFn()).with_outputs(REJECTED, main="main")

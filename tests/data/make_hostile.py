@@ -64,6 +64,23 @@ STORIES = [
 ]
 
 
+# Stories for the cases of issue 17 (lone surrogates, deep nesting), unlike the ones above.
+MORE_STORIES = [
+    "The mountain rescue team trained new volunteers on the glacier last weekend. Instructors showed them how "
+    "to build snow anchors, read avalanche bulletins and lower an injured climber on a stretcher, and the team "
+    "hopes to double its members before the winter.",
+    "A bakery in the old town won the national prize for the best rye bread. The owner credits a sourdough "
+    "starter kept alive for forty years, and the queue outside the shop now stretches around the corner every "
+    "Saturday morning.",
+    "The regional orchestra will tour five villages that have never hosted a concert. Musicians will play in "
+    "barns, churches and a former railway depot, and tickets are free for pupils of the local music schools.",
+    "Engineers began testing a tidal turbine anchored in the strait between the two islands. If the trial "
+    "succeeds, a row of twenty machines could supply the harbour town with electricity for most of the year.",
+    "A long-lost letter from the town's founder turned up in an attic during renovation work. Archivists say "
+    "the paper describes the first market charter and will be shown in the town hall after conservation.",
+]
+
+
 def page(body: str, title: str, extra_head: str = "") -> str:
     return (f"<html lang='en'><head><title>{title}</title>{extra_head}</head><body><nav><a href='/'>Home</a></nav>"
             f"<article><h1>{title}</h1><p>{body}</p></article><footer>Contact us</footer></body></html>")
@@ -145,6 +162,28 @@ def build(out: Path) -> dict:
     (out / "script_only.html").write_text("<html><head><style>p{margin:0}</style><script>document.write('x')"
                                           "</script></head><body><script>track();</script></body></html>")
     expected["script_only.html:1"] = "no_text_extracted"
+
+    # Issue 17: a lone-surrogate escape in the url of a record without id (its id hash used to raise and end
+    # the file's read, silently), in id/title/source/text (the spill's UTF-8 encoding failed the run), JSON
+    # nested 1,000 deep (RecursionError), and a UTF-16 file with an unpaired code unit. Lone surrogates become
+    # U+FFFD; every line after them still reads.
+    m = MORE_STORIES
+    surrogate_lines = [
+        (b'{"url": "https://example.com/a\\ud800b", "text": ' + json.dumps(m[0]).encode() + b"}", "documents"),
+        (b'{"id": "lone-\\udc00", "title": "Bread \\ud800 prize", "source": "bakery\\udbff", "text": '
+         + json.dumps(m[1]).encode()[:-1] + b' \\ud83d"}', "documents"),  # a pair cut in half
+        (b"[" * 1000 + b"]" * 1000, "bad_json"),
+        (b'{"id": "deep-field", "text": "x", "extra": ' + b"[" * 1000 + b"]" * 1000 + b"}", "bad_json"),
+        (jsonl_line({"id": "after-surrogates", "text": m[2]}), "documents"),
+    ]
+    with open(out / "surrogates.jsonl", "wb") as handle:
+        for number, (line, outcome) in enumerate(surrogate_lines, start=1):
+            handle.write(line + b"\n")
+            expected[f"surrogates.jsonl:{number}"] = outcome
+    unpaired = "".join(json.dumps({"id": f"unpaired-{i}", "text": t}, ensure_ascii=False) + "\n"
+                       for i, t in enumerate([m[3], m[4].replace("attic", "attic \ud800")]))
+    (out / "utf16_unpaired.jsonl").write_bytes(codecs.BOM_UTF16_LE + unpaired.encode("utf-16-le", "surrogatepass"))
+    expected.update({"utf16_unpaired.jsonl:1": "documents", "utf16_unpaired.jsonl:2": "documents"})
 
     # Compressed: a gzip bomb (one good record, then a line inflating to 24 MiB of spaces), a truncated
     # gzip (its first record still reads) and a file that only claims to be gzip.
