@@ -63,6 +63,7 @@ REASON_UNSUPPORTED = "unsupported_file_type"
 REASON_EMPTY_FILE = "empty_file"
 REASON_DECOMPRESSION_LIMIT = "decompression_limit"
 REASON_WRONG_TYPE = "wrong_type"  # suffixed with the field: wrong_type:published
+REASON_SYMLINK_OUTSIDE = "symlink_outside_input"
 REASON_ERROR = "read_error"  # parsing one record raised (transforms/guard.py): that record only is rejected
 JSON_FIELDS = ("id", "url", "source", "title", "published", "text", "html")
 JSON_WHITESPACE = b" \t\n\r\x0b\x0c"  # what `bytes.strip()` removes: a line of only these is blank
@@ -82,11 +83,13 @@ class DecompressionLimitError(OSError):
 
 
 class InputFile(NamedTuple):
-    """A matched input file: its full path, the path shown to users and hashed into ids, its format."""
+    """A matched input file: its full path, the path shown to users and hashed into ids (always valid UTF-8,
+    `readable_name`), its format, and, for an entry refused when listed, (reason, message) for its rejection."""
 
     path: str
     rel_path: str
     format: Optional[str]
+    problem: tuple = ()
 
 
 class ByteRange(NamedTuple):
@@ -113,6 +116,35 @@ def format_of(path: str) -> Optional[str]:
         if name.endswith(suffix):
             return fmt
     return None
+
+
+def readable_name(path: str) -> str:
+    """A file name as valid UTF-8 text: itself, or, when the file system's bytes are not UTF-8 (Python holds
+    them as lone surrogates), with each such byte escaped (`caf\\xe9.jsonl`)."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape" if _fs_escaped(path) else "backslashreplace").decode(
+            "utf-8", "backslashreplace")
+
+
+def _fs_escaped(path: str) -> bool:
+    return all("\udc80" <= ch <= "\udcff" for ch in _LONE_SURROGATE.findall(path))
+
+
+def to_wire(input_file) -> tuple:
+    """An InputFile as a tuple Beam can encode: a path that is not valid UTF-8 travels as its bytes."""
+    path = input_file[0]
+    if isinstance(path, str) and readable_name(path) != path:
+        path = os.fsencode(path) if _fs_escaped(path) else path.encode("utf-8", "surrogatepass")
+    return (path,) + tuple(input_file[1:])
+
+
+def from_wire(wired) -> InputFile:
+    """The InputFile that `to_wire` made `wired` from."""
+    path = wired[0]
+    return InputFile(os.fsdecode(path) if isinstance(path, bytes) else path, *wired[1:])
 
 
 def stable_id(*parts: str) -> str:
@@ -437,7 +469,8 @@ def parse_file(input_file: InputFile, max_record_bytes: int = DEFAULT_MAX_RECORD
     `on_tally(ReadTally)` is called once, after the last record: what the byte layer counted.
     """
     ranged = span is not None and span.end is not None
-    path, rel_path, fmt = input_file
+    input_file = InputFile(*input_file)
+    path, rel_path, fmt = input_file.path, input_file.rel_path, input_file.format
     name = f"{rel_path}@{span.start}" if ranged else rel_path
     tally = None
 
@@ -448,6 +481,11 @@ def parse_file(input_file: InputFile, max_record_bytes: int = DEFAULT_MAX_RECORD
                                tally.lines if tally else 0, ranged, too_large))
 
     too_large = False
+    if input_file.problem:
+        reason, message = input_file.problem
+        yield _reject(f"{rel_path}:0", reason, error=message)
+        report()
+        return
     if fmt is None:
         yield _reject(f"{rel_path}:0", REASON_UNSUPPORTED, error="expected .jsonl, .jsonl.gz, .txt, .html or .htm")
         report()
@@ -511,7 +549,7 @@ def plan_ranges(input_file: InputFile, split_bytes: int = SPLIT_BYTES, opener=No
     lines before each cut, so locations keep their true line numbers. Any other file is one whole range, as
     is a file holding only blank lines (reading it whole reports `empty_file`) and one that cannot be read
     or vanished (reading it reports the error)."""
-    path, _, fmt = input_file
+    path, fmt = input_file[0], input_file[2]
     whole = [ByteRange(tuple(input_file))]
     if fmt != FORMAT_JSONL or path.lower().endswith(".gz"):
         return whole
@@ -659,30 +697,95 @@ def match_inputs(patterns: Iterable[str]) -> list[InputFile]:
         is_dir = not any(ch in pattern for ch in "*?[") and _is_directory(pattern)
         if is_dir:
             base = pattern.rstrip("/") + "/"
-            globs = [base + "**"]
+            globs = [base + "**"] if "://" in pattern else []
         else:
             base = _glob_base(pattern)
             globs = [pattern]
         try:
-            results = FileSystems.match(globs)
+            results = FileSystems.match(globs) if globs else []
         except Exception as err:  # Beam raises BeamIOError with per-pattern causes
             raise InputError(f"cannot list input {pattern!r}: {err}") from err
-        matched = [m.path for r in results for m in r.metadata_list]
-        if "://" not in pattern:
-            matched += _unlisted_local(base, globs[0], is_dir)
+        local = "://" not in pattern
+        if local and is_dir:  # symlinks and non-UTF-8 names handled here (Beam's listing skips linked folders)
+            matched = walk_local_folder(base)
+        else:
+            matched = [(m.path, ()) for r in results for m in r.metadata_list]
+            if local:
+                matched += [(path, ()) for path in _unlisted_local(base, globs[0], is_dir)]
+                matched = [(path, problem or _outside(path, base)) for path, problem in matched]
         files = []
-        for path in matched:
+        for path, problem in matched:
             fmt = format_of(path)
-            if is_dir and fmt is None:
+            if is_dir and fmt is None and not (problem and os.path.isdir(path)):
                 continue
             rel = path[len(base):] if path.startswith(base) else posixpath.basename(path)
-            files.append(InputFile(path, rel or posixpath.basename(path), fmt))
+            files.append(InputFile(path, readable_name(rel or posixpath.basename(path)), fmt, problem))
         if not files:
             what = "no .jsonl, .jsonl.gz, .txt, .html or .htm files in folder" if is_dir else "nothing matches"
             raise InputError(f"{what} {pattern!r}")
         for f in files:
             found.setdefault(f.path, f)
     return sorted(found.values())
+
+
+def _inside(real: str, real_root: str) -> bool:
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def _outside(path: str, base: str) -> tuple:
+    """(symlink_outside_input, message) when the local `path` resolves outside the folder `base`, else ()."""
+    real, root = os.path.realpath(path), os.path.realpath(base or ".")
+    if _inside(real, root) or not os.path.lexists(path) or not os.path.exists(path):
+        return ()
+    return (REASON_SYMLINK_OUTSIDE, f"{readable_name(path)} is a symbolic link to {readable_name(real)}, outside "
+                                    f"the input folder {readable_name(root)}")
+
+
+def walk_local_folder(root: str) -> list[tuple[str, tuple]]:
+    """(path, problem) for every entry below the local folder `root`, sorted: files, FIFOs and dangling
+    links as they are (the reader says what is wrong with them), and symbolic links by this policy:
+    a link that resolves inside `root` is followed (a linked folder is read, a linked file is read), once
+    per real file or folder (a link to what was already read, or a loop, adds nothing: the real entry is
+    read under its own name); a link that resolves outside `root` is not followed, and comes back with the
+    problem (symlink_outside_input, message) so that it is rejected by name. A folder that cannot be listed
+    comes back with (unreadable_file, message). Nothing below `root` is skipped without a word."""
+    real_root = os.path.realpath(root)
+    seen_dirs, seen_files, found, links = set(), set(), [], []
+
+    def walk(folder: str) -> None:
+        real = os.path.realpath(folder)
+        if real in seen_dirs:
+            return
+        seen_dirs.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as err:
+            found.append((folder, (REASON_UNREADABLE, f"cannot list the folder {readable_name(folder)}: {err}")))
+            return
+        for entry in entries:
+            if entry.is_symlink():
+                links.append(entry.path)
+            elif entry.is_dir(follow_symlinks=False):
+                walk(entry.path)
+            else:
+                seen_files.add(os.path.realpath(entry.path))
+                found.append((entry.path, ()))
+
+    walk(root)
+    while links:  # links after the real entries, so that those keep their own names
+        pending, links = sorted(links), []
+        for link in pending:
+            target = os.path.realpath(link)
+            if not os.path.exists(link):  # dangling, or a loop of links: the reader rejects it by name
+                found.append((link, ()))
+            elif not _inside(target, real_root):
+                found.append((link, _outside(link, root)))
+            elif os.path.isdir(link):
+                walk(link)
+            elif target not in seen_files:
+                seen_files.add(target)
+                found.append((link, ()))
+    return sorted(found)
 
 
 def _unlisted_local(base: str, pattern: str, is_dir: bool) -> list[str]:
@@ -736,7 +839,7 @@ class _ParseFileFn(beam.DoFn):
         if span.start == 0:
             self.files.inc()
         tallies, emitted = [], 0
-        for parsed in parse_file(InputFile(*span.file), self.max_record_bytes,
+        for parsed in parse_file(from_wire(span.file), self.max_record_bytes,
                                  max_decompressed_bytes=self.max_decompressed_bytes, span=span,
                                  on_tally=tallies.append):
             emitted += 1
@@ -768,7 +871,7 @@ class ReadArticles(beam.PTransform):
     def __init__(self, files: list[InputFile], max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
                  max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES, split_bytes: int = SPLIT_BYTES):
         super().__init__()
-        self.files = [tuple(f) for f in files]
+        self.files = [to_wire(f) for f in files]
         self.max_record_bytes = max_record_bytes
         self.max_decompressed_bytes = max_decompressed_bytes
         self.split_bytes = split_bytes
@@ -778,7 +881,8 @@ class ReadArticles(beam.PTransform):
         parsed = (
             pbegin
             | "ListFiles" >> beam.Create(self.files)
-            | "PlanRanges" >> beam.FlatMap(lambda f: [tuple(r) for r in plan_ranges(InputFile(*f), split_bytes)])
+            | "PlanRanges" >> beam.FlatMap(lambda f: [tuple(r._replace(file=to_wire(r.file)))
+                                                      for r in plan_ranges(from_wire(f), split_bytes)])
             | "SpreadRanges" >> beam.Reshuffle()
             | "ParseFiles" >> beam.ParDo(_ParseFileFn(self.max_record_bytes, self.max_decompressed_bytes)).with_outputs(
                 self.REJECTED, self.TALLIES, main=self.ARTICLES)

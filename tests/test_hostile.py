@@ -7,9 +7,11 @@ import ast
 import gzip
 import http.server
 import json
+import os
 import socketserver
 import subprocess
 import sys
+import tempfile
 import threading
 import tracemalloc
 from pathlib import Path
@@ -362,3 +364,59 @@ def test_a_reader_that_loses_records_fails_the_run_naming_the_file(tmp_path, mon
     assert "lake invariants violated: unread_input" in err and "c.jsonl: 2 records read, its bytes hold 4" in err
     s = summary(lake)
     assert s["reconciled"] and not s["ok"] and s["records_read"] == 2  # what a parser-made count would miss
+
+
+# --- file names and symbolic links (issue 17, item 8) -------------------------------------------------------
+
+def _story_file(path, i: int) -> None:
+    path.write_text(json.dumps({"id": f"r{i}", "text": make_hostile.MORE_STORIES[i]}) + "\n")
+
+
+def test_a_non_utf8_file_name_is_read_and_named_readably(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _story_file(Path(os.fsdecode(bytes(folder) + b"/caf\xe9.jsonl")), 0)
+    _story_file(folder / "ok.jsonl", 1)
+    lake = tmp_path / "lake"
+    for pattern in (str(folder), str(folder / "*.jsonl")):  # a folder and a glob
+        assert main(["run", "--input", pattern, "--output", str(lake), "--quiet", "--overwrite"]) == 0
+        assert sorted(d["source_location"] for d in lake_rows(lake, "documents")) == ["caf\\xe9.jsonl:1",
+                                                                                       "ok.jsonl:1"]
+
+
+def test_symlinks_inside_the_input_are_followed_outside_rejected_by_name(tmp_path):
+    folder, outside = tmp_path / "in", tmp_path / "outside"
+    (folder / "sub").mkdir(parents=True)
+    outside.mkdir()
+    _story_file(folder / "sub" / "a.jsonl", 0)
+    _story_file(outside / "b.jsonl", 1)
+    real_elsewhere = folder / "sub" / "deeper"
+    real_elsewhere.mkdir()
+    _story_file(real_elsewhere / "c.jsonl", 2)
+    (folder / "linked_out").symlink_to(outside)  # a folder outside: rejected by name, never skipped silently
+    (folder / "passwd.txt").symlink_to("/etc/passwd")  # a file outside: rejected, never ingested
+    (folder / "again").symlink_to(folder / "sub")  # the same folder twice: read once, under its own name
+    (folder / "loop").symlink_to(folder)  # a loop: ends
+    (folder / "latest.jsonl").symlink_to(folder / "sub" / "a.jsonl")  # a file read already
+    (tmp_path / "only_by_link").mkdir()
+    lake = tmp_path / "lake"
+    assert main(["run", "--input", str(folder), "--output", str(lake), "--quiet"]) == 0
+    assert sorted(d["source_location"] for d in lake_rows(lake, "documents")) == ["sub/a.jsonl:1",
+                                                                                   "sub/deeper/c.jsonl:1"]
+    rejected = {r["source_location"]: (r["reason"], r["error"]) for r in lake_rows(lake, "rejected")}
+    assert sorted(rejected) == ["linked_out:0", "passwd.txt:0"]
+    assert {reason for reason, _ in rejected.values()} == {"symlink_outside_input"}
+    assert "/etc/passwd" in rejected["passwd.txt:0"][1] and "root:" not in str(lake_rows(lake, "rejected"))
+
+
+def test_an_input_folder_given_through_a_link_is_read():
+    with tempfile.TemporaryDirectory() as tmp:
+        real = Path(tmp) / "data" / "2024"
+        real.mkdir(parents=True)
+        _story_file(real / "a.jsonl", 0)
+        (Path(tmp) / "hidden").mkdir()
+        _story_file(Path(tmp) / "hidden" / "h.jsonl", 3)
+        (real / "link").symlink_to(Path(tmp) / "hidden")
+        (Path(tmp) / "current").symlink_to(real)
+        files = match_inputs([str(Path(tmp) / "current")])
+        assert [(f.rel_path, f.problem[:1]) for f in files] == [("a.jsonl", ()), ("link", ("symlink_outside_input",))]

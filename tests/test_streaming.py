@@ -132,9 +132,9 @@ def test_a_file_is_read_once_after_its_size_settles():
     assert new_settled_files([("/in/a.jsonl", 10)], sizes, "/in/") == []  # first sight: maybe still growing
     assert new_settled_files([("/in/a.jsonl", 20)], sizes, "/in/") == []  # grew
     ready = new_settled_files([("/in/a.jsonl", 20), ("/in/b.jsonl", 5)], sizes, "/in/")
-    assert ready == [("/in/a.jsonl", "a.jsonl", "jsonl")]
+    assert ready == [("/in/a.jsonl", "a.jsonl", "jsonl", ())]
     assert new_settled_files([("/in/a.jsonl", 20), ("/in/b.jsonl", 5)], sizes, "/in/") == [
-        ("/in/b.jsonl", "b.jsonl", "jsonl")]
+        ("/in/b.jsonl", "b.jsonl", "jsonl", ())]
     assert new_settled_files([("/in/a.jsonl", 20), ("/in/b.jsonl", 5)], sizes, "/in/") == []
 
 
