@@ -478,9 +478,9 @@ def parse_file(input_file: InputFile, max_record_bytes: int = DEFAULT_MAX_RECORD
         if on_tally is not None:
             on_tally(ReadTally(name, fmt, tally is not None, tally.bytes if tally else 0,
                                bool(tally and tally.at_end), bool(tally and tally.failed),
-                               tally.lines if tally else 0, ranged, too_large))
+                               tally.lines if tally else 0, ranged and not covers_file, too_large))
 
-    too_large = False
+    too_large = covers_file = False
     if input_file.problem:
         reason, message = input_file.problem
         yield _reject(f"{rel_path}:0", reason, error=message)
@@ -522,7 +522,9 @@ def parse_file(input_file: InputFile, max_record_bytes: int = DEFAULT_MAX_RECORD
                         records += 1
                         yield guarded_parse(parse_json_record, location, raw.rstrip(b"\r\n"), location,
                                             ("line", rel_path, str(number)))
-                if not records and not ranged:  # the planner splits only files that hold a record
+                # a range from 0 to the file's end (a watched file, as listed) is the whole file
+                covers_file = ranged and span.start == 0 and not records and not opened.read(1)
+                if not records and (not ranged or covers_file):
                     yield _reject(f"{rel_path}:0", REASON_EMPTY_FILE, error="the file holds no record")
             else:
                 data = stream.read(max_record_bytes + 1)

@@ -3,8 +3,11 @@
     wirewash run --streaming --input 'incoming/*.jsonl' --output lake/ [--window_seconds 60] ...
 
 Sources (`--input`):
-- a glob or folder (local, gs://, s3://): watched every `--poll_interval` seconds; a file is read once, when
-  its size has stayed the same over two polls (so a file still being copied is not read half-way);
+- a glob or folder (local, gs://, s3://): watched every `--poll_interval` seconds; a file is read when its
+  size and modification time have stayed the same over two polls (so a file still being copied is not read
+  half-way), exactly the bytes listed; a file that grows after it was read has its new lines read then (a
+  writer that paused longer than two polls), and any other change after the read is rejected by name
+  (`changed_after_read`), never ignored (`new_settled_files`);
 - `pubsub://projects/P/subscriptions/S`: one JSON article per message (Beam's ReadFromPubSub; Dataflow);
 - `kafka://BROKER1,BROKER2/TOPIC`: one JSON article per record value (Beam's ReadFromKafka, a cross-language
   transform: needs Java, e.g. on Flink or Dataflow).
@@ -51,9 +54,10 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.io import InputFile, format_of, parse_file, parse_json_record, stable_id
+from pipeline.io import (ByteRange, InputFile, from_wire, format_of, parse_file, parse_json_record, readable_name,
+                         stable_id, tally_fact, to_wire)
 from pipeline.lake import (DOCUMENTS, DUPLICATES, REJECTED, SCHEMAS, STAGING_DIR, SUMMARY_FILE, TABLES, _fact_of,
-                           partition_of, row_of, summarize)
+                           partition_of, row_of, summarize, unread_input)
 from transforms.boilerplate import StripBoilerplate
 from transforms.dedup import DedupConfig
 from transforms.extract import ExtractText
@@ -236,19 +240,20 @@ class _TickFn(beam.DoFn):
 
 
 def _list_files(tick, pattern: str):
-    """One poll: ('watch', [(path, size)...]) for every supported file matching the pattern."""
+    """One poll: ('watch', [(path, size, mtime)...]) for every supported file matching the pattern."""
     try:
         found = FileSystems.match([pattern])[0].metadata_list
     except Exception as err:  # a missing folder is an empty one; log once per poll
         LOG.warning("cannot list %s: %s", pattern, err)
         found = []
-    yield "watch", sorted((m.path, m.size_in_bytes) for m in found if format_of(m.path) is not None)
+    yield "watch", sorted((m.path, m.size_in_bytes, getattr(m, "last_updated_in_seconds", 0.0) or 0.0)
+                          for m in found if format_of(m.path) is not None)
 
 
 class _NewFilesFn(beam.DoFn):
-    """('watch', listing) -> InputFile, once per path, after its size stayed the same over two polls."""
+    """('watch', listing) -> ByteRange tuples to read (`new_settled_files`)."""
 
-    SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())  # {path: last size, or None once emitted}
+    SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())  # {path: (size, mtime, read size, read mtime)}
 
     def __init__(self, root: str):
         self.root = root
@@ -265,7 +270,8 @@ class _NewFilesFn(beam.DoFn):
 
 
 class WatchFiles(beam.PTransform):
-    """PBegin -> InputFile tuples: every supported file matching `pattern`, once, as it appears."""
+    """PBegin -> ByteRange tuples: every supported file matching `pattern`, once it settled, and the lines
+    appended to it later (`new_settled_files`)."""
 
     def __init__(self, pattern: str, poll_interval: float = 2.0):
         super().__init__()
@@ -283,21 +289,67 @@ class WatchFiles(beam.PTransform):
         )
 
 
-def new_settled_files(listing, sizes: dict, root: str) -> list:
-    """One poll of the watcher: InputFile tuples whose size did not change since the previous poll and that
-    were not emitted before. `sizes` ({path: last size, None once emitted}) is updated in place."""
+REASON_CHANGED = "changed_after_read"
+REASON_NOT_READ_WHOLE = "not_read_whole"
+
+
+def new_settled_files(listing, state: dict, root: str, peek=None) -> list:
+    """One poll of the watcher: ByteRange tuples (their `file` as `pipeline.io.to_wire` made it) to read now.
+
+    `listing` holds (path, size, mtime); `state` ({path: (size, mtime, read size, read mtime)}) is updated in
+    place. A file is due when its size and mtime did not change since the previous poll and differ from what
+    was read of it. Due for the first time: a plain UTF-8 JSONL file is read as the range [0, size) (exactly
+    the bytes listed, even if it grows meanwhile), any other file whole. Due again (it changed after it was
+    read): a plain JSONL file that grew from a line end has the new lines read as the range [read size, size)
+    with their true line numbers; any other change (shrunk, rewritten, grown mid-line, a .gz, .txt or .html)
+    is one `changed_after_read` rejection at `file@read size:0`, so it is never silent. `peek(path, offset,
+    length)` reads bytes (default: through Beam's FileSystems)."""
+    peek = peek or _peek
     ready = []
-    for path, size in listing:
-        previous = sizes.get(path, -1)
-        if previous is None:
+    for item in listing:
+        path, size, mtime = (tuple(item) + (0.0,))[:3]
+        seen = state.get(path)
+        if seen is None or tuple(seen[:2]) != (size, mtime):  # new, or still changing
+            state[path] = (size, mtime) + (tuple(seen[2:4]) if seen else (None, None))
             continue
-        if previous == size:
-            sizes[path] = None
-            rel = path[len(root):] if path.startswith(root) else posixpath.basename(path)
-            ready.append(tuple(InputFile(path, rel or posixpath.basename(path), format_of(path))))
-        else:
-            sizes[path] = size
+        read_size, read_mtime = seen[2], seen[3]
+        if (read_size, read_mtime) == (size, mtime):
+            continue
+        state[path] = (size, mtime, size, mtime)
+        rel = readable_name(path[len(root):] if path.startswith(root) else posixpath.basename(path))
+        input_file = InputFile(path, rel or readable_name(posixpath.basename(path)), format_of(path))
+        ready.append(tuple(_next_read(input_file, read_size, size, peek)))
     return ready
+
+
+def _rangeable(input_file: InputFile, peek) -> bool:
+    """Plain (not compressed) JSONL that is not UTF-16: readable as line-aligned byte ranges."""
+    return input_file.format == "jsonl" and not input_file.path.lower().endswith(".gz") and peek(
+        input_file.path, 0, 2) not in (b"\xff\xfe", b"\xfe\xff")
+
+
+def _next_read(input_file: InputFile, read_size: Optional[int], size: int, peek) -> ByteRange:
+    wired = to_wire(input_file)
+    try:
+        if read_size is None:
+            return ByteRange(wired, 0, size, 1) if size and _rangeable(input_file, peek) else ByteRange(wired)
+        if size > read_size and _rangeable(input_file, peek) and peek(input_file.path, read_size - 1, 1) == b"\n":
+            first_line = 1 + sum(peek(input_file.path, offset, min(1 << 20, read_size - offset)).count(b"\n")
+                                 for offset in range(0, read_size, 1 << 20))
+            return ByteRange(wired, read_size, size, first_line)
+    except Exception as err:  # noqa: BLE001 - unreadable now: the reader reports it by name
+        LOG.warning("cannot look into %s: %s", input_file.rel_path, err)
+        return ByteRange(wired)
+    message = (f"{input_file.rel_path} changed after {read_size} bytes of it were read (now {size} bytes); "
+               f"only lines appended after a line end are read")
+    return ByteRange(to_wire(input_file._replace(rel_path=f"{input_file.rel_path}@{read_size}",
+                                                 problem=(REASON_CHANGED, message))))
+
+
+def _peek(path: str, offset: int, length: int) -> bytes:
+    with FileSystems.open(path, compression_type="uncompressed") as handle:
+        handle.seek(offset)
+        return handle.read(length)
 
 
 class _LiveEvents:
@@ -330,18 +382,18 @@ class _LiveEvents:
     def _poll(self):
         from apache_beam.testing.test_stream import ElementEvent, WatermarkEvent
 
-        sizes, root = {}, glob_root(self.pattern)
+        state, root = {}, glob_root(self.pattern)
         while True:
             draining = _DRAIN.is_set()
             _, listing = next(_list_files(None, self.pattern))
-            ready = new_settled_files(listing, sizes, root)
+            ready = new_settled_files(listing, state, root)
             now = time.time()
             if ready:
                 Metrics.counter(NAMESPACE, "files").inc(len(ready))
                 yield ElementEvent([window.TimestampedValue(f, now) for f in ready])
             yield WatermarkEvent(Timestamp.of(now))
             if draining:
-                unread = sorted(path for path, size in sizes.items() if size is not None)
+                unread = sorted(readable_name(path) for path, seen in state.items() if seen[:2] != seen[2:4])
                 if unread:
                     LOG.warning("wirewash: not read (still changing when the stream stopped): %s", unread)
                 return
@@ -351,7 +403,7 @@ class _LiveEvents:
 
 
 class LocalWatch(beam.PTransform):
-    """PBegin -> InputFile tuples, as WatchFiles, for the local DirectRunner (a live TestStream). The pipeline
+    """PBegin -> ByteRange tuples, as WatchFiles, for the local DirectRunner (a live TestStream). The pipeline
     must be run with `run(test_runner_api=False)`, which keeps the live event source in place."""
 
     def __init__(self, pattern: str, poll_interval: float = 2.0):
@@ -374,10 +426,19 @@ class _ReadTimestampedFn(beam.DoFn):
         self.max_record_bytes = max_record_bytes
         self.allowed_lateness = allowed_lateness
 
-    def process(self, input_file):
+    def process(self, element):
         arrival = time.time()
-        for parsed in parse_file(InputFile(*input_file), self.max_record_bytes):
+        span = ByteRange(*element)
+        input_file, tallies, emitted = from_wire(span.file), [], 0
+        for parsed in parse_file(input_file, self.max_record_bytes, span=span if span.end is not None else None,
+                                 on_tally=tallies.append):
+            emitted += 1
             yield _stamp(parsed, arrival, self.allowed_lateness)
+        for problem in unread_input([tally_fact(t, emitted) for t in tallies]):
+            # the bytes listed were not all read (the file shrank or vanished meanwhile): said, by name
+            LOG.error("wirewash: %s", problem)
+            yield _stamp(Rejection(None, f"{tallies[0].location}:0", "read", REASON_NOT_READ_WHOLE, "", problem),
+                         arrival, self.allowed_lateness)
 
 
 def _stamp(parsed, arrival: float, allowed_lateness: float):

@@ -127,15 +127,37 @@ def test_file_names_are_unique_per_window_pane_and_shard():
     assert len(names) == 8 and all(n.endswith(".parquet") for n in names)
 
 
-def test_a_file_is_read_once_after_its_size_settles():
-    sizes = {}
-    assert new_settled_files([("/in/a.jsonl", 10)], sizes, "/in/") == []  # first sight: maybe still growing
-    assert new_settled_files([("/in/a.jsonl", 20)], sizes, "/in/") == []  # grew
-    ready = new_settled_files([("/in/a.jsonl", 20), ("/in/b.jsonl", 5)], sizes, "/in/")
-    assert ready == [("/in/a.jsonl", "a.jsonl", "jsonl", ())]
-    assert new_settled_files([("/in/a.jsonl", 20), ("/in/b.jsonl", 5)], sizes, "/in/") == [
-        ("/in/b.jsonl", "b.jsonl", "jsonl", ())]
-    assert new_settled_files([("/in/a.jsonl", 20), ("/in/b.jsonl", 5)], sizes, "/in/") == []
+def test_a_file_is_read_once_after_its_size_and_mtime_settle():
+    files = {"/in/a.jsonl": b'{"text": "x"}\n' * 2, "/in/b.txt": b"hello", "/in/c.jsonl": b"\xff\xfe{\x00"}
+    peek = lambda path, offset, length: files[path][offset:offset + length]  # noqa: E731
+    state = {}
+    assert new_settled_files([("/in/a.jsonl", 10, 1.0)], state, "/in/", peek) == []  # first sight: maybe growing
+    assert new_settled_files([("/in/a.jsonl", 28, 2.0)], state, "/in/", peek) == []  # grew
+    assert new_settled_files([("/in/a.jsonl", 28, 3.0)], state, "/in/", peek) == []  # same size, rewritten
+    listing = [("/in/a.jsonl", 28, 3.0), ("/in/b.txt", 5, 1.0), ("/in/c.jsonl", 4, 1.0)]
+    assert new_settled_files(listing, state, "/in/", peek) == [
+        (("/in/a.jsonl", "a.jsonl", "jsonl", ()), 0, 28, 1)]  # exactly the bytes listed, as a range
+    assert new_settled_files(listing, state, "/in/", peek) == [
+        (("/in/b.txt", "b.txt", "text", ()), 0, None, 1), (("/in/c.jsonl", "c.jsonl", "jsonl", ()), 0, None, 1)]
+    assert new_settled_files(listing, state, "/in/", peek) == []  # UTF-16 and text files are read whole
+
+
+def test_a_file_that_changes_after_it_was_read_is_read_on_or_named():
+    files = {"/in/a.jsonl": b'{"text": "x"}\n' * 2, "/in/b.jsonl": b'{"text": "x"}', "/in/t.txt": b"a"}
+    peek = lambda path, offset, length: files[path][offset:offset + length]  # noqa: E731
+    state = {}
+    first = [("/in/a.jsonl", 28, 1.0), ("/in/b.jsonl", 13, 1.0), ("/in/t.txt", 1, 1.0)]
+    for _ in range(2):
+        new_settled_files(first, state, "/in/", peek)
+    files = {"/in/a.jsonl": files["/in/a.jsonl"] + b'{"text": "y"}\n', "/in/b.jsonl": b'{"text": "x"}\n',
+             "/in/t.txt": b"ab"}
+    later = [("/in/a.jsonl", 42, 2.0), ("/in/b.jsonl", 14, 2.0), ("/in/t.txt", 2, 2.0)]
+    assert new_settled_files(later, state, "/in/", peek) == []
+    again = new_settled_files(later, state, "/in/", peek)
+    assert again[0] == (("/in/a.jsonl", "a.jsonl", "jsonl", ()), 28, 42, 3)  # the new lines, as lines 3...
+    for element, name in zip(again[1:], ("b.jsonl@13", "t.txt@1")):  # grown mid-line, a text file: named
+        assert element[0][1] == name and element[0][3][0] == "changed_after_read" and element[2] is None
+    assert new_settled_files(later, state, "/in/", peek) == []
 
 
 class TestNearIndex:
@@ -492,6 +514,35 @@ def test_cli_streaming_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_writer_pausing_longer_than_two_polls_loses_nothing(tmp_path):
+    """A file written in place (no rename), whose writer stops for ten polls at a line end, then goes on: the
+    first lines are read when the file settles, the rest when it settles again, each line exactly once."""
+    watch, lake = tmp_path / "incoming", tmp_path / "lake"
+    watch.mkdir()
+    proc = start_stream(watch, lake)
+    from tests.data.make_hostile import STORIES
+    records = [{"id": f"p{i}", "text": STORIES[i]} for i in range(6)]
+    try:
+        with open(watch / "slow.jsonl", "w") as handle:
+            for record in records[:3]:
+                handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            wait_for(lambda: committed_summary(lake).get("records_read") == 3, proc, what="the first half")
+            time.sleep(3.0)  # ten polls of 0.3 s: long settled, and read
+            for record in records[3:]:
+                handle.write(json.dumps(record) + "\n")
+        wait_for(lambda: committed_summary(lake).get("records_read") == 6, proc, what="the appended lines")
+    finally:
+        code, out, err = stop(proc, signal.SIGINT)
+    assert code == 0, err[-3000:]
+    final = committed_summary(lake)
+    assert final["reconciled"] and final["records_read"] == 6
+    found = sorted(r["source_location"] for table in ("documents", "duplicates", "rejected")
+                   for r in lake_rows(lake, table, "source_location"))
+    assert found == [f"slow.jsonl:{n}" for n in range(1, 7)]
+
+
+@pytest.mark.slow
 def test_batch_and_streaming_agree_on_documents_and_clusters(tmp_path):
     records = parity_records()
     batch_in, watch = tmp_path / "batch", tmp_path / "watch"
@@ -571,7 +622,7 @@ def test_watch_files_reads_each_settled_file_once_and_stops_on_drain(tmp_path):
     finally:
         timer.cancel()
         reset_drain()
-    assert sorted(element[1] for _, element, _ in _COLLECTED.pop(key)) == ["a.jsonl", "b.jsonl"]
+    assert sorted(element[0][1] for _, element, _ in _COLLECTED.pop(key)) == ["a.jsonl", "b.jsonl"]
 
 
 @pytest.mark.parametrize("args,message", [
