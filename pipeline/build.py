@@ -24,7 +24,7 @@ from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
 from pipeline.io import DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_MAX_RECORD_BYTES, InputFile, ReadArticles, match_inputs
 from pipeline.lake import WriteLake, check_output_location
-from pipeline.options import WirewashOptions
+from pipeline.options import WirewashOptions, check_options
 from pipeline.runners import prepare_runner
 from pipeline.spill import Spill, make_spill_dir, remove_spill_dir
 from transforms.boilerplate import StripBoilerplate
@@ -56,27 +56,27 @@ def default_input() -> str:
     return str(resources.files("wirewash_seeds"))
 
 
+MAX_LOCAL_WORKERS = 256  # local worker processes: one per core is the point; hundreds means a typo
+
+
+def check_beam_options(options: PipelineOptions) -> None:
+    """The Beam options wirewash itself acts on (the local runner's worker count), range-checked like its own:
+    Beam declares `--direct_num_workers` as any int."""
+    workers = options.view_as(DirectOptions).direct_num_workers
+    if workers is not None and not 0 <= workers <= MAX_LOCAL_WORKERS:
+        raise ValueError(f"--direct_num_workers must be from 0 (one per core) to {MAX_LOCAL_WORKERS}, got {workers}")
+
+
 def settings_from_options(options: PipelineOptions) -> RunSettings:
-    """Validates the options (raising ValueError / InputError with one clear sentence) into RunSettings."""
+    """Validates the options (raising ValueError / InputError with one clear sentence) into RunSettings.
+
+    Each wirewash option's range is its argparse type (pipeline/options.py), so options parsed from a command
+    line are already in range; the rules between options and the local runner's options are checked here,
+    before anything is read or written."""
     opts = options.view_as(WirewashOptions)
-    if not 0.0 < opts.near_threshold <= 1.0:
-        raise ValueError(f"--near_threshold must be in (0, 1], got {opts.near_threshold}")
-    if opts.near_window_days < 0:
-        raise ValueError(f"--near_window_days must be 0 (no window) or more, got {opts.near_window_days}")
-    if not 16 <= opts.num_perm <= 1024:
-        raise ValueError(f"--num_perm must be between 16 and 1024, got {opts.num_perm}")
-    if opts.max_record_bytes < 1024:
-        raise ValueError(f"--max_record_bytes must be at least 1024, got {opts.max_record_bytes}")
-    if opts.max_decompressed_bytes < opts.max_record_bytes:
-        raise ValueError(f"--max_decompressed_bytes must be at least --max_record_bytes, got "
-                         f"{opts.max_decompressed_bytes}")
+    check_options(opts)  # each option's own range was checked when it was parsed (pipeline/options.py)
+    check_beam_options(options)
     ingested_at = opts.ingested_at or datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-    try:
-        parsed = datetime.fromisoformat(ingested_at)
-    except ValueError as err:
-        raise ValueError(f"--ingested_at is not an ISO-8601 timestamp: {ingested_at!r}") from err
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
     streaming = options.view_as(StandardOptions).streaming  # a stream's input is watched, not listed now
     files = [] if streaming else match_inputs(opts.input or [default_input()])
     return RunSettings(
@@ -88,7 +88,7 @@ def settings_from_options(options: PipelineOptions) -> RunSettings:
         max_decompressed_bytes=opts.max_decompressed_bytes,
         dedup=DedupConfig(threshold=opts.near_threshold, num_perm=opts.num_perm, seed=opts.minhash_seed,
                           near=not opts.no_near_dedup, near_window_days=opts.near_window_days),
-        ingested_at=parsed.astimezone(timezone.utc).isoformat(),
+        ingested_at=ingested_at,
         spill_parent=opts.spill_dir,
     )
 

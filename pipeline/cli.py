@@ -429,6 +429,16 @@ def ddl_command(argv: list[str]) -> int:
     return EXIT_OK
 
 
+def version() -> str:
+    """The installed package's version (its metadata: pyproject.toml's `version`)."""
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    try:
+        return installed("wirewash")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
 COMMANDS = {"run": run_command, "query": query_command, "report": report_command, "ddl": ddl_command}
 SUMMARIES = {"run": "build a lake", "query": "SQL over a lake", "report": "write LAKE/_REPORT.html",
              "ddl": "external-table DDL for a lake"}
@@ -443,6 +453,10 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Commands: " + "; ".join(f"{c} ({s})" for c, s in SUMMARIES.items()) +
                ". 'wirewash COMMAND --help' shows a command's options.")
     top.add_argument("command", choices=list(COMMANDS), help="what to do")
+    top.add_argument("--version", action="store_true", help="print wirewash's version and exit")
+    if argv[:1] == ["--version"]:
+        print(f"wirewash {version()}")
+        return EXIT_OK
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()
         return EXIT_OK if argv else EXIT_USAGE
