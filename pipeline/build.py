@@ -24,6 +24,7 @@ from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
 from pipeline.io import DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_MAX_RECORD_BYTES, InputFile, ReadArticles, match_inputs
 from pipeline.lake import WriteLake, check_output_location
+from pipeline.lifetime import LAUNCHER_ENV
 from pipeline.options import WirewashOptions, check_options
 from pipeline.runners import prepare_runner
 from pipeline.spill import Spill, make_spill_dir, remove_spill_dir
@@ -34,7 +35,8 @@ from transforms.language import DetectLanguage
 from transforms.normalize import NormalizeArticles
 
 __all__ = ["IngestArticles", "RunSettings", "settings_from_options", "build_pipeline", "default_input",
-           "resolve_runner", "local_workers", "input_bytes", "tune_malloc", "remove_spill"]
+           "resolve_runner", "local_workers", "input_bytes", "tune_malloc", "remove_spill",
+           "temporary_folders", "check_beam_options"]
 
 
 class RunSettings(NamedTuple):
@@ -214,8 +216,9 @@ def resolve_runner(options: PipelineOptions, input_bytes: int = 0) -> Optional[P
     direct.direct_running_mode = "in_memory"
     direct.direct_num_workers = workers
     command = f"{shlex.quote(sys.executable)} {WORKER_COMMAND}"
-    if os.name == "posix":  # Beam starts the command through the shell
-        command = f"{WORKER_MALLOC_ENV} {command}"
+    if os.name == "posix":  # Beam starts the command through the shell; workers follow this process
+        # `exec`: the worker replaces the shell, so the shell cannot die of a terminal's Ctrl-C before it
+        command = f"{WORKER_MALLOC_ENV} {LAUNCHER_ENV}={os.getpid()} exec {command}"
     return FnApiRunner(default_environment=SubprocessSDKEnvironment.from_command_string(command))
 
 
@@ -267,6 +270,13 @@ def _assemble(pipeline: beam.Pipeline, runner, settings: RunSettings, progress_d
               "documents": outputs["documents"], "duplicates": outputs["duplicates"],
               "rejected": outputs["rejected"]} | "Progress" >> CountProgress(progress_dir))
     return pipeline
+
+
+def temporary_folders(pipeline: beam.Pipeline) -> list[str]:
+    """The local folders a built pipeline uses while it runs (its spill folder, Beam's temp folder)."""
+    finalizer = getattr(pipeline, "_wirewash_spill", None)
+    folders = [finalizer.peek()[2][0]] if finalizer is not None and finalizer.alive else []
+    return folders + [pipeline.local_tempdir]
 
 
 def remove_spill(pipeline: beam.Pipeline) -> None:
