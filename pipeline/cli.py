@@ -341,14 +341,15 @@ def _arm(stop, options, output: str, pipeline, display) -> None:
     """Local batch runs: from now on SIGINT / SIGTERM stop the run at once, commit nothing, kill every child
     process and exit 130 (pipeline/lifetime.py). Other runners get Python's default (KeyboardInterrupt)."""
     from pipeline.build import temporary_folders
-    from pipeline.lake import STAGING_DIR
+    from pipeline.lake import STAGING_DIR, SUMMARY_FILE
 
     if not _is_local_runner(options):
         stop.disarm()
         return
     folders = temporary_folders(pipeline) + ([display.folder] if display else [])
     cleanup = tuple((lambda f=f: shutil.rmtree(f, ignore_errors=True)) for f in folders)
-    stop.arm(output, os.path.join(output.rstrip("/") or output, STAGING_DIR), cleanup)
+    lake = output.rstrip("/") or output
+    stop.arm(output, os.path.join(lake, STAGING_DIR), cleanup, summary=os.path.join(lake, SUMMARY_FILE))
 
 
 def _interrupted(signal_name: str, what: str) -> int:

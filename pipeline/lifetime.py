@@ -143,6 +143,17 @@ def kill_descendants() -> None:
             pass
 
 
+def _identity(path: Optional[str]):
+    """(device, inode, mtime) of a local file, None when it is missing (or not local)."""
+    if not path or "://" in path:
+        return None
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino, info.st_mtime_ns
+
+
 def _say(line: str) -> None:
     # os.write, not print: the signal may have landed inside a write to sys.stderr (print would raise
     # "reentrant call"), and no lock may be taken here
@@ -170,6 +181,8 @@ class StopOnSignals:
         self.output: Optional[str] = None
         self.staging_root: Optional[str] = None
         self.cleanup: tuple = ()
+        self.summary: Optional[str] = None
+        self._summary_before = None
         self.requested: Optional[str] = None
         self.interrupted: Optional[str] = None
         self._previous: dict = {}
@@ -189,8 +202,10 @@ class StopOnSignals:
             signal.signal(sig, handler)
         return False
 
-    def arm(self, output: str, staging_root: str, cleanup: tuple = ()) -> None:
+    def arm(self, output: str, staging_root: str, cleanup: tuple = (), summary: Optional[str] = None) -> None:
+        """`summary`: the lake's summary file, written last by the commit (a new file: a new inode)."""
         self.output, self.staging_root, self.cleanup = output, staging_root, tuple(cleanup)
+        self.summary, self._summary_before = summary, _identity(summary)
         self._armed = True
         guard_forks(True)
 
@@ -227,6 +242,11 @@ class StopOnSignals:
                 step()
             except Exception:  # noqa: BLE001 (best effort: the next run clears what stays)
                 pass
+        if self.summary and _identity(self.summary) != self._summary_before:
+            # the commit had already ended (and removed the staging folder, claim included): the lake is whole
+            shutil.rmtree(self.staging_root, ignore_errors=True)
+            _say(f"interrupted ({name}) after the commit: {self.output} is a complete lake")
+            os._exit(EXIT_INTERRUPTED)
         self._remove_staged_files()
         _say(f"interrupted ({name}): stopped, nothing was committed to {self.output}")
         os._exit(EXIT_INTERRUPTED)

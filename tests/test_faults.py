@@ -568,3 +568,31 @@ def test_a_signal_before_the_run_starts_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == "wirewash: interrupted (SIGINT): stopped before the run began; nothing was written\n"
     assert not (tmp_path / "lake").exists()
+
+
+def test_a_stop_after_the_commit_says_the_lake_is_complete(tmp_path):
+    """The commit removes its claim with the staging folder when it ends; a signal after that (the run is still
+    finishing) finds a new _SUMMARY.json and says the lake is complete instead of "nothing was committed"."""
+    lake = tmp_path / "lake"
+    script = ("import os, signal, sys, time\n"
+              "from pipeline.lifetime import StopOnSignals\n"
+              f"lake = {str(lake)!r}\n"
+              "with StopOnSignals() as stop:\n"
+              "    stop.arm(lake, lake + '/_staging', summary=lake + '/_SUMMARY.json')\n"
+              "    os.makedirs(lake)\n"
+              "    open(lake + '/_SUMMARY.json', 'w').write('{}')  # the commit's last step\n"
+              "    os.kill(os.getpid(), int(sys.argv[1]))\n"
+              "    time.sleep(10)\n")
+    for sig, before in ((signal.SIGTERM, False), (signal.SIGINT, True)):
+        shutil.rmtree(lake, ignore_errors=True)
+        if before:  # no commit yet: the stop claims the run
+            script_now = script.replace("    open(lake + '/_SUMMARY.json', 'w').write('{}')  # the commit's last step\n", "")
+        else:
+            script_now = script
+        done = subprocess.run([sys.executable, "-c", script_now, str(int(sig))], cwd=REPO, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 130, done.stderr
+        expected = (f"interrupted ({sig.name}): stopped, nothing was committed to {lake}" if before else
+                    f"interrupted ({sig.name}) after the commit: {lake} is a complete lake")
+        assert done.stderr == f"wirewash: {expected}\n"
+        assert (lake / SUMMARY_FILE).exists() is not before
