@@ -24,7 +24,8 @@ from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
 from pipeline.io import DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_MAX_RECORD_BYTES, InputFile, ReadArticles, match_inputs
 from pipeline.lake import WriteLake, check_output_location
-from pipeline.options import WirewashOptions
+from pipeline.lifetime import LAUNCHER_ENV
+from pipeline.options import WirewashOptions, check_options
 from pipeline.runners import prepare_runner
 from pipeline.spill import Spill, make_spill_dir, remove_spill_dir
 from transforms.boilerplate import StripBoilerplate
@@ -34,7 +35,8 @@ from transforms.language import DetectLanguage
 from transforms.normalize import NormalizeArticles
 
 __all__ = ["IngestArticles", "RunSettings", "settings_from_options", "build_pipeline", "default_input",
-           "resolve_runner", "local_workers", "input_bytes", "tune_malloc", "remove_spill"]
+           "resolve_runner", "local_workers", "input_bytes", "tune_malloc", "remove_spill",
+           "temporary_folders", "check_beam_options"]
 
 
 class RunSettings(NamedTuple):
@@ -56,27 +58,27 @@ def default_input() -> str:
     return str(resources.files("wirewash_seeds"))
 
 
+MAX_LOCAL_WORKERS = 256  # local worker processes: one per core is the point; hundreds means a typo
+
+
+def check_beam_options(options: PipelineOptions) -> None:
+    """The Beam options wirewash itself acts on (the local runner's worker count), range-checked like its own:
+    Beam declares `--direct_num_workers` as any int."""
+    workers = options.view_as(DirectOptions).direct_num_workers
+    if workers is not None and not 0 <= workers <= MAX_LOCAL_WORKERS:
+        raise ValueError(f"--direct_num_workers must be from 0 (one per core) to {MAX_LOCAL_WORKERS}, got {workers}")
+
+
 def settings_from_options(options: PipelineOptions) -> RunSettings:
-    """Validates the options (raising ValueError / InputError with one clear sentence) into RunSettings."""
+    """Validates the options (raising ValueError / InputError with one clear sentence) into RunSettings.
+
+    Each wirewash option's range is its argparse type (pipeline/options.py), so options parsed from a command
+    line are already in range; the rules between options and the local runner's options are checked here,
+    before anything is read or written."""
     opts = options.view_as(WirewashOptions)
-    if not 0.0 < opts.near_threshold <= 1.0:
-        raise ValueError(f"--near_threshold must be in (0, 1], got {opts.near_threshold}")
-    if opts.near_window_days < 0:
-        raise ValueError(f"--near_window_days must be 0 (no window) or more, got {opts.near_window_days}")
-    if not 16 <= opts.num_perm <= 1024:
-        raise ValueError(f"--num_perm must be between 16 and 1024, got {opts.num_perm}")
-    if opts.max_record_bytes < 1024:
-        raise ValueError(f"--max_record_bytes must be at least 1024, got {opts.max_record_bytes}")
-    if opts.max_decompressed_bytes < opts.max_record_bytes:
-        raise ValueError(f"--max_decompressed_bytes must be at least --max_record_bytes, got "
-                         f"{opts.max_decompressed_bytes}")
+    check_options(opts)  # each option's own range was checked when it was parsed (pipeline/options.py)
+    check_beam_options(options)
     ingested_at = opts.ingested_at or datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-    try:
-        parsed = datetime.fromisoformat(ingested_at)
-    except ValueError as err:
-        raise ValueError(f"--ingested_at is not an ISO-8601 timestamp: {ingested_at!r}") from err
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
     streaming = options.view_as(StandardOptions).streaming  # a stream's input is watched, not listed now
     files = [] if streaming else match_inputs(opts.input or [default_input()])
     return RunSettings(
@@ -88,7 +90,7 @@ def settings_from_options(options: PipelineOptions) -> RunSettings:
         max_decompressed_bytes=opts.max_decompressed_bytes,
         dedup=DedupConfig(threshold=opts.near_threshold, num_perm=opts.num_perm, seed=opts.minhash_seed,
                           near=not opts.no_near_dedup, near_window_days=opts.near_window_days),
-        ingested_at=parsed.astimezone(timezone.utc).isoformat(),
+        ingested_at=ingested_at,
         spill_parent=opts.spill_dir,
     )
 
@@ -215,8 +217,9 @@ def resolve_runner(options: PipelineOptions, input_bytes: int = 0) -> Optional[P
     direct.direct_running_mode = "in_memory"
     direct.direct_num_workers = workers
     command = f"{shlex.quote(sys.executable)} {WORKER_COMMAND}"
-    if os.name == "posix":  # Beam starts the command through the shell
-        command = f"{WORKER_MALLOC_ENV} {command}"
+    if os.name == "posix":  # Beam starts the command through the shell; workers follow this process
+        # `exec`: the worker replaces the shell, so the shell cannot die of a terminal's Ctrl-C before it
+        command = f"{WORKER_MALLOC_ENV} {LAUNCHER_ENV}={os.getpid()} exec {command}"
     return FnApiRunner(default_environment=SubprocessSDKEnvironment.from_command_string(command))
 
 
@@ -268,6 +271,13 @@ def _assemble(pipeline: beam.Pipeline, runner, settings: RunSettings, progress_d
               "documents": outputs["documents"], "duplicates": outputs["duplicates"],
               "rejected": outputs["rejected"]} | "Progress" >> CountProgress(progress_dir))
     return pipeline
+
+
+def temporary_folders(pipeline: beam.Pipeline) -> list[str]:
+    """The local folders a built pipeline uses while it runs (its spill folder, Beam's temp folder)."""
+    finalizer = getattr(pipeline, "_wirewash_spill", None)
+    folders = [finalizer.peek()[2][0]] if finalizer is not None and finalizer.alive else []
+    return folders + [pipeline.local_tempdir]
 
 
 def remove_spill(pipeline: beam.Pipeline) -> None:

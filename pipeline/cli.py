@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 
@@ -23,7 +24,7 @@ from pipeline.config import UsageError
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 _NOISE = ("apitools not found", "PrismRunner", "Prism", "falling back to DirectRunner",
           "Falling back to DirectRunner", "Discarding unparseable args")
@@ -237,7 +238,21 @@ def _is_local_runner(options) -> bool:
     return runner in (None, "DirectRunner", "direct", "Direct", "FnApiRunner", "BundleBasedDirectRunner")
 
 
-def run_command(argv: list[str]) -> int:
+def run_command(argv: list[str], stop=None) -> int:
+    """`wirewash run`. `stop` is the command's StopOnSignals (pipeline/lifetime.py): Ctrl-C / SIGTERM end the
+    run with exit 130 and one line, whatever it is doing."""
+    from pipeline.lifetime import StopOnSignals
+
+    with StopOnSignals() if stop is None else contextlib.nullcontext(stop) as stop:
+        try:
+            return _run_command(argv, stop)
+        except KeyboardInterrupt:
+            if stop.requested:
+                return _interrupted(stop.requested, "stopped before the run began; nothing was written")
+            raise
+
+
+def _run_command(argv: list[str], stop) -> int:
     if any(a in ("-h", "--help") for a in argv):
         _run_parser().print_help()
         return EXIT_OK
@@ -248,7 +263,7 @@ def run_command(argv: list[str]) -> int:
 
     from pipeline.build import build_pipeline, remove_spill, settings_from_options
     from pipeline.io import InputError
-    from pipeline.lake import SUMMARY_FILE, LakeExistsError
+    from pipeline.lake import SUMMARY_FILE, LakeExistsError, short_error
     from pipeline.progress import ProgressDisplay
 
     options = PipelineOptions(beam_argv)
@@ -270,6 +285,12 @@ def run_command(argv: list[str]) -> int:
         if display:
             display.discard()
         return _error(str(err))
+    if stop.requested:  # a KeyboardInterrupt was swallowed while the pipeline was built
+        shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
+        remove_spill(pipeline)
+        if display:
+            display.discard()
+        return _interrupted(stop.requested, "stopped before the run began; nothing was written")
     started = time.monotonic()
     summary = None
     try:
@@ -278,19 +299,22 @@ def run_command(argv: list[str]) -> int:
             summary = run_streaming(pipeline, settings.output)
         else:
             # Local worker processes are quiet by themselves (pipeline/worker.py, started by resolve_runner).
+            _arm(stop, options, settings.output, pipeline, display)
             with display or contextlib.nullcontext():
                 try:
                     result = pipeline.run()
                     result.wait_until_finish()
                 finally:
                     remove_spill(pipeline)
-    except KeyboardInterrupt:
-        print("wirewash: interrupted", file=sys.stderr)
-        return 130
     except Exception as err:  # a full disk or a lost output folder mid-run: one line, not a Beam traceback
+        if stop.interrupted:
+            return _interrupted(stop.interrupted, f"stopped during the commit, which failed: {short_error(err)}")
         if args.verbose:
             raise
         return _failed(err, settings.output, streaming=bool(options.view_as(StandardOptions).streaming))
+    if stop.interrupted:  # the signal came during the commit, which was let finish
+        return _interrupted(stop.interrupted, f"the commit had begun and was let finish: {settings.output} is "
+                                              "a complete lake")
     seconds = time.monotonic() - started
 
     from apache_beam.io.filesystems import FileSystems
@@ -311,6 +335,26 @@ def run_command(argv: list[str]) -> int:
               + f" (see {summary_path})", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _arm(stop, options, output: str, pipeline, display) -> None:
+    """Local batch runs: from now on SIGINT / SIGTERM stop the run at once, commit nothing, kill every child
+    process and exit 130 (pipeline/lifetime.py). Other runners get Python's default (KeyboardInterrupt)."""
+    from pipeline.build import temporary_folders
+    from pipeline.lake import STAGING_DIR, SUMMARY_FILE
+
+    if not _is_local_runner(options):
+        stop.disarm()
+        return
+    folders = temporary_folders(pipeline) + ([display.folder] if display else [])
+    cleanup = tuple((lambda f=f: shutil.rmtree(f, ignore_errors=True)) for f in folders)
+    lake = output.rstrip("/") or output
+    stop.arm(output, os.path.join(lake, STAGING_DIR), cleanup, summary=os.path.join(lake, SUMMARY_FILE))
+
+
+def _interrupted(signal_name: str, what: str) -> int:
+    print(f"wirewash: interrupted ({signal_name}): {what}", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _failed(err: BaseException, output: str, streaming: bool = False) -> int:
@@ -429,12 +473,22 @@ def ddl_command(argv: list[str]) -> int:
     return EXIT_OK
 
 
+def version() -> str:
+    """The installed package's version (its metadata: pyproject.toml's `version`)."""
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    try:
+        return installed("wirewash")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
 COMMANDS = {"run": run_command, "query": query_command, "report": report_command, "ddl": ddl_command}
 SUMMARIES = {"run": "build a lake", "query": "SQL over a lake", "report": "write LAKE/_REPORT.html",
              "ddl": "external-table DDL for a lake"}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None, stop) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     configure_logging(verbose="--verbose" in argv)
     top = argparse.ArgumentParser(
@@ -443,6 +497,10 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Commands: " + "; ".join(f"{c} ({s})" for c, s in SUMMARIES.items()) +
                ". 'wirewash COMMAND --help' shows a command's options.")
     top.add_argument("command", choices=list(COMMANDS), help="what to do")
+    top.add_argument("--version", action="store_true", help="print wirewash's version and exit")
+    if argv[:1] == ["--version"]:
+        print(f"wirewash {version()}")
+        return EXIT_OK
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()
         return EXIT_OK if argv else EXIT_USAGE
@@ -450,12 +508,24 @@ def main(argv: list[str] | None = None) -> int:
         return _error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)} "
                       "(wirewash --help lists them)")
     try:
+        if argv[0] == "run":
+            return run_command(argv[1:], stop)
         return COMMANDS[argv[0]](argv[1:])
     except UsageError as err:
         return _error(str(err))
-    except KeyboardInterrupt:
-        print("wirewash: interrupted", file=sys.stderr)
-        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `wirewash` command. SIGINT and SIGTERM end any command with one line and exit 130 (a local run:
+    see `run_command`)."""
+    from pipeline.lifetime import StopOnSignals
+
+    with StopOnSignals() as stop:
+        try:
+            return _main(argv, stop)
+        except KeyboardInterrupt:
+            print(f"wirewash: interrupted{f' ({stop.requested})' if stop.requested else ''}", file=sys.stderr)
+            return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from pipeline.lifetime import claim
 from transforms.types import UNDETERMINED_LANGUAGE, UNKNOWN_DATE, Article
 
 __all__ = ["WriteLake", "DOCUMENTS_SCHEMA", "DUPLICATES_SCHEMA", "REJECTED_SCHEMA", "partition_of",
@@ -395,6 +396,8 @@ def commit(staged: list, output: str, staging: str, facts: dict, records_read: i
     the partitions are checked here, on the staged file list; `unread` lists the input files the reader did
     not account for (`unread_input`).
     """
+    if not claim(FileSystems.join(output, STAGING_DIR)):  # one winner: this commit, or a Ctrl-C / SIGTERM
+        raise RuntimeError("the run was stopped before its commit (Ctrl-C or SIGTERM); nothing was committed")
     staged = sorted(StagedFile(*s) for s in staged)
     existing = _existing(output)
     if existing:

@@ -3,14 +3,111 @@
 Beam's own flags (`--runner`, `--direct_num_workers`, `--direct_running_mode`, `--temp_location`,
 `--project`, ...) pass through unchanged. Code reads these with `options.view_as(WirewashOptions)`, in
 `pipeline/build.py` only; stages receive plain values.
+
+Each option declares its type and its valid range here, once, as an argparse `type=` (`Integer`, `Number`,
+`Timestamp`): a value out of range, not finite, or unparseable stops the command line (and the same value
+from `--config`) before any work, in one sentence naming the option. The two rules that tie options
+together are `check_options`, called once by `settings_from_options`.
 """
 from __future__ import annotations
 
+import argparse
+import math
+from datetime import datetime, timezone
+
 from apache_beam.options.pipeline_options import PipelineOptions
 
-__all__ = ["WirewashOptions", "DEFAULT_INPUT_HELP"]
+__all__ = ["WirewashOptions", "DEFAULT_INPUT_HELP", "Integer", "Number", "Timestamp", "check_options"]
 
 DEFAULT_INPUT_HELP = "the five sample articles shipped with wirewash (seeds/)"
+
+
+def _shown(text: str) -> str:
+    """The user's value, quoted and cut short (an error line stays one short line)."""
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+class Integer:
+    """argparse type: a whole number in [low, high]; the message says the range."""
+
+    def __init__(self, low: int, high: int):
+        self.low, self.high = low, high
+
+    def __call__(self, text: str) -> int:
+        try:
+            value = int(str(text).strip())
+        except ValueError:  # also Python's 4,300-digit limit on int()
+            value = None
+        if value is None or not self.low <= value <= self.high:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number from {self.low} to {self.high}, got {_shown(str(text))}")
+        return value
+
+    def __repr__(self):
+        return f"Integer({self.low}, {self.high})"
+
+
+class Number:
+    """argparse type: a finite number in [low, high] (`low_open`: low itself excluded); NaN and inf never."""
+
+    def __init__(self, low: float, high: float, low_open: bool = False):
+        self.low, self.high, self.low_open = low, high, low_open
+
+    def __call__(self, text: str) -> float:
+        try:
+            value = float(str(text).strip())
+        except ValueError:
+            value = math.nan
+        above = value > self.low if self.low_open else value >= self.low
+        if not (math.isfinite(value) and above and value <= self.high):
+            bounds = f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+            raise argparse.ArgumentTypeError(f"must be a number in {bounds}, got {_shown(str(text))}")
+        return value
+
+    def __repr__(self):
+        return f"Number({self.low}, {self.high}, low_open={self.low_open})"
+
+
+class Timestamp:
+    """argparse type: an ISO-8601 timestamp (no zone = UTC) between 1970 and the end of 9999 once in UTC;
+    returns it as a UTC ISO string (`2024-01-01T00:00:00+00:00`)."""
+
+    LOW = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+    def __call__(self, text: str) -> str:
+        try:
+            parsed = datetime.fromisoformat(str(text).strip())
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=timezone.utc)
+            utc = parsed.astimezone(timezone.utc)  # OverflowError past year 9999 (9999-12-31T23:00-14:00)
+        except (ValueError, OverflowError):
+            utc = None
+        if utc is None or utc < self.LOW:
+            raise argparse.ArgumentTypeError(
+                "must be an ISO-8601 timestamp from 1970 to 9999 in UTC (e.g. 2024-01-01T00:00:00Z), "
+                f"got {_shown(str(text))}")
+        return utc.isoformat()
+
+    def __repr__(self):
+        return "Timestamp()"
+
+
+# Bounds. Record sizes: a record is held in memory whole, so 1 GiB is the most that is sensible; a
+# decompressed stream is counted, never held, so its cap may go to 1 PiB. MinHash: rensa takes a 64-bit
+# seed; more than 1,024 permutations buys nothing at this threshold range and costs linear time per record.
+MAX_RECORD_BYTES = 1 << 30
+MAX_DECOMPRESSED_BYTES = 1 << 50
+YEAR_SECONDS = 366 * 86_400
+
+
+def check_options(opts) -> None:
+    """The rules between options (each option's own range is its `type=`); ValueError with one sentence."""
+    if opts.max_decompressed_bytes < opts.max_record_bytes:
+        raise ValueError(f"--max_decompressed_bytes must be at least --max_record_bytes "
+                         f"({opts.max_record_bytes}), got {opts.max_decompressed_bytes}")
+    if opts.dedup_retention < opts.window_seconds:
+        raise ValueError(f"--dedup_retention ({opts.dedup_retention:g} s) must be at least one window "
+                         f"(--window_seconds {opts.window_seconds:g} s)")
 
 
 class WirewashOptions(PipelineOptions):
@@ -33,28 +130,28 @@ class WirewashOptions(PipelineOptions):
             "--rules", action="append", default=None, metavar="TOML",
             help="extra boilerplate rule file(s), same format as transforms/rules/boilerplate.toml")
         parser.add_argument(
-            "--max_record_bytes", type=int, default=1_800_000, metavar="N",
+            "--max_record_bytes", type=Integer(1024, MAX_RECORD_BYTES), default=1_800_000, metavar="N",
             help="records (JSONL lines, .txt/.html files) larger than this are rejected as too_large "
                  "without being loaded (real pages reach ~1.5 MB). Default: 1800000")
         parser.add_argument(
-            "--max_decompressed_bytes", type=int, default=16 << 30, metavar="N",
+            "--max_decompressed_bytes", type=Integer(1024, MAX_DECOMPRESSED_BYTES), default=16 << 30, metavar="N",
             help="a .gz input inflating beyond this many bytes, or beyond 100 times its compressed size, "
                  "stops being read (decompression_limit in rejected/). Default: 17179869184 (16 GiB)")
         parser.add_argument(
-            "--near_threshold", type=float, default=0.5, metavar="J",
+            "--near_threshold", type=Number(0.0, 1.0, low_open=True), default=0.5, metavar="J",
             help="Jaccard similarity of word 5-shingles from which two articles are near duplicates. "
                  "Default: 0.5 (candidates are verified on the shingle sets before they merge)")
         parser.add_argument(
-            "--num_perm", type=int, default=128, metavar="N",
+            "--num_perm", type=Integer(16, 1024), default=128, metavar="N",
             help="MinHash permutations (signature length). Default: 128")
         parser.add_argument(
-            "--minhash_seed", type=int, default=1, metavar="N",
+            "--minhash_seed", type=Integer(0, 2**64 - 1), default=1, metavar="N",
             help="MinHash seed: the same on every worker and every run. Default: 1")
         parser.add_argument(
             "--no_near_dedup", action="store_true", default=False,
             help="only remove exact duplicates")
         parser.add_argument(
-            "--near_window_days", type=float, default=30.0, metavar="DAYS",
+            "--near_window_days", type=Number(0.0, 36_600.0), default=30.0, metavar="DAYS",
             help="near (not exact) copies must be published within this many days of each other when both "
                  "dates are known; 0 turns the window off. Default: 30")
         parser.add_argument(
@@ -63,23 +160,23 @@ class WirewashOptions(PipelineOptions):
                  "private folder is made inside it and removed when the run ends; about 1 KB per record). "
                  "Default: the system's temp folder ($TMPDIR)")
         parser.add_argument(
-            "--ingested_at", default=None, metavar="ISO",
+            "--ingested_at", type=Timestamp(), default=None, metavar="ISO",
             help="ingest timestamp stored in every row (UTC ISO-8601). Default: when the run starts")
         # Streaming mode (`--streaming`, Beam's own flag): see pipeline/streaming.py and docs/streaming.md.
         parser.add_argument(
-            "--window_seconds", type=float, default=60.0, metavar="S",
+            "--window_seconds", type=Number(0.5, 86_400.0), default=60.0, metavar="S",
             help="streaming: length of the event-time windows; each window's rows are committed as new "
                  "Parquet files once the watermark passes its end. Default: 60")
         parser.add_argument(
-            "--allowed_lateness", type=float, default=300.0, metavar="S",
+            "--allowed_lateness", type=Number(0.0, 10 * YEAR_SECONDS), default=300.0, metavar="S",
             help="streaming: an article's `published` time is its event time when it is at most this many "
                  "seconds before its arrival (else the arrival time is); late records within it are written "
                  "in a later pane of their window. Default: 300")
         parser.add_argument(
-            "--dedup_retention", type=float, default=604800.0, metavar="S",
+            "--dedup_retention", type=Number(0.0, 10 * YEAR_SECONDS), default=604800.0, metavar="S",
             help="streaming: how long (event time) ids, content hashes and MinHash bands are remembered for "
                  "dedup; a copy arriving later is a new document. Bounds the state. Default: 604800 (7 days)")
         parser.add_argument(
-            "--poll_interval", type=float, default=2.0, metavar="S",
+            "--poll_interval", type=Number(0.1, 3600.0), default=2.0, metavar="S",
             help="streaming: how often a watched folder or glob is listed; a file is read once its size "
                  "stayed the same over two listings. Default: 2")

@@ -4,10 +4,17 @@
 instead of `python -m apache_beam.runners.worker.sdk_worker_main`. Same worker; only its own stderr is
 filtered: the import-time "apitools not found" and the start-up INFO/WARNING lines stay hidden, errors still
 show. Everything the worker logs also reaches the launching process through Beam's logging service.
+
+A worker never outlives its launcher (whose pid `resolve_runner` passes in WIREWASH_LAUNCHER_PID): it ends
+itself once the launcher is gone, however the launcher ended (pipeline/lifetime.py). Ctrl-C, which a terminal
+sends to the whole process group, is left to the launcher: it stops the run, ends the workers and reports the
+interruption, once.
 """
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 
 
@@ -20,8 +27,26 @@ def _quiet_stderr() -> None:
     logging.getLogger().addHandler(handler)
 
 
+def _follow_launcher() -> None:
+    from pipeline.lifetime import LAUNCHER_ENV, _exists, follow
+
+    launcher = os.environ.get(LAUNCHER_ENV, "")
+    if not launcher.isdigit():
+        return
+    follow(int(launcher))
+
+    def on_sigint(signum, frame):
+        # A terminal's Ctrl-C reaches the whole group: ignored while the launcher lives (it stops the run and
+        # this worker); Beam's harness also sends SIGINT to itself to end (terminate_sdk_harness): silently
+        if not _exists(int(launcher)):
+            os._exit(130)
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+
 def main() -> None:
     _quiet_stderr()
+    _follow_launcher()
     from apache_beam.runners.worker import sdk_worker_main
 
     sdk_worker_main.main(sys.argv)

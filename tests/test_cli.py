@@ -52,8 +52,8 @@ def lake(tmp_path_factory):
     (["run", "--inptu", "x.jsonl"], "unknown option --inptu for wirewash run (did you mean '--input'?)"),
     (["run", "--near-threshold=0.9"], "unknown option --near-threshold"),
     (["run", "seeds/"], "unexpected argument 'seeds/'"),
-    (["run", "--num_perm", "many"], "argument --num_perm: invalid int value: 'many'"),
-    (["run", "--near_threshold", "2"], "--near_threshold must be in (0, 1]"),
+    (["run", "--num_perm", "many"], "argument --num_perm: must be a whole number from 16 to 1024, got 'many'"),
+    (["run", "--near_threshold", "2"], "argument --near_threshold: must be a number in (0, 1], got '2'"),
     (["run", "--runner", "NoSuchRunner"], "Unexpected pipeline runner: NoSuchRunner"),
     (["run", "--rules", "/nonexistent/rules.toml"], "/nonexistent/rules.toml: no such file or directory"),
     (["run", "--config", "/nonexistent/wirewash.toml"], "config file /nonexistent/wirewash.toml does not exist"),
@@ -65,6 +65,76 @@ def lake(tmp_path_factory):
 def test_user_mistakes_are_one_sentence(argv, expected, capsys):
     assert main(argv) == 2
     assert expected in one_error_line(capsys)
+
+
+BAD_VALUES = {
+    "--ingested_at": ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "1969-12-31T23:59:59Z", "yesterday",
+                      "2024-13-01", "", "\u0662\u0660\u0662\u0664-01-01x"],
+    "--minhash_seed": ["-5", "18446744073709551616", "1.5", "0x10", ""],
+    "--max_record_bytes": ["1e20", "99999999999999999999", "0", "-1", "1023", "nan", "9" * 5000],
+    "--max_decompressed_bytes": ["1e3", "-1", str(1 << 60)],
+    "--near_threshold": ["0", "-0.1", "1.0001", "nan", "inf", "-inf", "1e400", ""],
+    "--num_perm": ["15", "1025", "0", "-128", "128.0"],
+    "--near_window_days": ["-1", "nan", "inf", "1e9"],
+    "--window_seconds": ["0", "0.4", "-60", "nan", "86401", "inf"],
+    "--allowed_lateness": ["-1", "nan", "inf", "1e12"],
+    "--dedup_retention": ["-1", "nan", "inf", "1e12"],
+    "--poll_interval": ["0", "0.05", "-2", "nan", "3601"],
+}
+
+
+@pytest.mark.parametrize("option, value", [(o, v) for o, values in BAD_VALUES.items() for v in values])
+def test_bad_option_values_stop_before_any_work(tmp_path, capsys, option, value):
+    """Out of range, not finite or unparseable: one sentence naming the option, exit 2, and nothing touched
+    (the output folder is not even created)."""
+    out = tmp_path / "lake"
+    argv = ["run", "--input", str(write_jsonl(tmp_path / "in.jsonl", RECORDS[:1])), "--output", str(out),
+            f"{option}={value}"]
+    assert main(argv) == 2
+    assert f"argument {option}: must be " in one_error_line(capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--max_record_bytes", "4096", "--max_decompressed_bytes", "2048"], "--max_decompressed_bytes must be at least"),
+    (["--window_seconds", "100", "--dedup_retention", "5"], "--dedup_retention (5 s) must be at least one window"),
+    (["--direct_num_workers", "-3"], "--direct_num_workers must be from 0 (one per core) to 256, got -3"),
+    (["--direct_num_workers", "100000"], "--direct_num_workers must be from 0 (one per core) to 256"),
+])
+def test_rules_between_options_stop_before_any_work(tmp_path, capsys, argv, expected):
+    out = tmp_path / "lake"
+    assert main(["run", "--input", str(write_jsonl(tmp_path / "in.jsonl", RECORDS[:1])), "--output", str(out),
+                 *argv]) == 2
+    assert expected in one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_every_valued_option_declares_its_range():
+    """By construction: each wirewash option that takes a number or a time is parsed by a range-checking
+    type from pipeline/options.py, never by a bare int/float (which lets -5, 1e20, nan or inf through)."""
+    from pipeline.cli import _run_parser
+    from pipeline.options import Integer, Number, Timestamp
+    actions = [a for a in _run_parser()._actions if a.option_strings and a.nargs != 0]
+    assert all(a.type not in (int, float) for a in actions), [a.dest for a in actions if a.type in (int, float)]
+    typed = {a.dest for a in actions if isinstance(a.type, (Integer, Number, Timestamp))}
+    assert typed >= {"max_record_bytes", "max_decompressed_bytes", "near_threshold", "num_perm", "minhash_seed",
+                     "near_window_days", "ingested_at", "window_seconds", "allowed_lateness", "dedup_retention",
+                     "poll_interval"}
+
+
+def test_range_types_accept_their_bounds_and_normalize():
+    from pipeline.options import Integer, Number, Timestamp
+    assert Integer(0, 2**64 - 1)(str(2**64 - 1)) == 2**64 - 1 and Integer(16, 1024)(" 16 ") == 16
+    assert Number(0.0, 1.0, low_open=True)("1") == 1.0 and Number(0.0, 5.0)("0") == 0.0
+    assert Timestamp()("9999-12-31T23:59:59Z") == "9999-12-31T23:59:59+00:00"
+    assert Timestamp()("2024-01-01T01:00:00+01:00") == "2024-01-01T00:00:00+00:00"
+    assert Timestamp()("2024-01-01") == "2024-01-01T00:00:00+00:00"
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"wirewash {version('wirewash')}\n"
 
 
 def test_pipeline_failure_is_one_line(tmp_path, capsys):
@@ -135,7 +205,14 @@ def test_bad_rule_file_is_one_sentence_and_leaves_no_temp_folder(tmp_path, capsy
 
 @pytest.mark.parametrize("text, expected", [
     ("near_treshold = 0.9\n", "unknown option 'near_treshold' (did you mean 'near_threshold'?)"),
-    ('near_threshold = "high"\n', "argument --near_threshold: invalid float value: 'high'"),
+    ('near_threshold = "high"\n', "argument --near_threshold: must be a number in (0, 1], got 'high'"),
+    ("max_record_bytes = 1e20\n", "argument --max_record_bytes: must be a whole number from 1024 to"),
+    ("num_perm = 64.5\n", "argument --num_perm: must be a whole number"),
+    ("minhash_seed = -5\n", "argument --minhash_seed: must be a whole number from 0 to"),
+    ("near_window_days = nan\n", "argument --near_window_days: must be a number in [0, 36600], got 'nan'"),
+    ("ingested_at = 12:00:00\n", "argument --ingested_at: must be an ISO-8601 timestamp"),
+    ("ingested_at = 9999-12-31T23:59:59-14:00\n", "argument --ingested_at: must be an ISO-8601 timestamp"),
+    ("near_threshold = true\n", "near_threshold must be a number, got True"),
     ("overwrite = 1\n", "overwrite must be true or false"),
     ('output = ["a", "b"]\n', "output takes one value, got a list"),
     ("input = [\n", "is not valid TOML"),

@@ -359,3 +359,240 @@ def test_cli_exits_1_when_a_duplicate_points_nowhere(tmp_path, monkeypatch, caps
     corpus.write_text("".join(json.dumps({"id": f"s{i}", "text": STORIES[0]}) + "\n" for i in range(3)))
     assert main(["run", "--input", str(corpus), "--output", str(tmp_path / "lake"), "--quiet"]) == 1
     assert "lake invariants violated: dangling_duplicate_of 2" in capsys.readouterr().err
+
+
+# --- signals: Ctrl-C, SIGTERM and SIGKILL of a real run with HTML pages ------------------------------------
+# HTML pages go through Beam's extraction subprocess (transforms/extract.py); multi-processing runs add Beam
+# worker processes. Each run is its own session, so every process it started can be found afterwards
+# (processes keep their session id when their parent dies).
+
+def html_corpus(path: Path, n: int, seed: int = 11) -> Path:
+    """n distinct HTML pages in JSONL (`html` field): about 15 ms of extraction each."""
+    rng = random.Random(seed)
+    with open(path, "w") as handle:
+        for i in range(n):
+            paragraphs = "".join(f"<p>{' '.join(rng.choice(WORDS) for _ in range(40)).capitalize()}.</p>"
+                                 for _ in range(8))
+            html = (f"<html><head><title>Story {i}</title></head><body><nav>Home | News</nav><article>"
+                    f"<h1>Story {i}</h1>{paragraphs}</article><footer>(c) site</footer></body></html>")
+            handle.write(json.dumps({"id": f"p{i}", "url": f"https://n.example/{i}", "html": html}) + "\n")
+    return path
+
+
+def session_processes(sid: int) -> list[int]:
+    """Living (not zombie) processes of session `sid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[3] == str(sid) and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory) -> Path:
+    return html_corpus(tmp_path_factory.mktemp("pages") / "pages.jsonl", 1200)
+
+
+MODES = {"in_process": [], "multi_processing": ["--direct_running_mode", "multi_processing",
+                                                "--direct_num_workers", "2"]}
+
+
+def start_run(pages: Path, lake: Path, mode: str) -> subprocess.Popen:
+    """A real `wirewash run` in its own session, returned once it has child processes at work."""
+    from pipeline.lifetime import descendants
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--input", str(pages), "--output",
+                             str(lake), "--quiet", *FIXED, *MODES[mode]], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and not descendants(proc.pid):
+        time.sleep(0.02)
+    time.sleep(0.5)  # pages are being extracted
+    assert proc.poll() is None, "the run ended before the signal: " + proc.stderr.read().decode()[-500:]
+    return proc
+
+
+def ended(proc: subprocess.Popen, within: float = 15) -> tuple[float, str]:
+    """Seconds the process took to end, and its stderr; kills its session if it hangs."""
+    started = time.monotonic()
+    try:
+        _, err = proc.communicate(timeout=within)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        pytest.fail(f"the run did not end within {within} s of the signal: {err.decode()[-500:]}")
+    return time.monotonic() - started, err.decode()
+
+
+def no_process_left(sid: int, within: float = 5) -> list[int]:
+    deadline = time.monotonic() + within
+    while session_processes(sid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = session_processes(sid)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)  # not behind the test
+    return left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, whole_group, mode", [
+    (signal.SIGINT, True, "in_process"),  # Ctrl-C at a terminal: the whole foreground process group
+    (signal.SIGTERM, False, "multi_processing"),  # `kill PID`, systemd, docker stop
+])
+def test_ctrl_c_and_sigterm_stop_a_run_in_one_line(tmp_path, pages, sig, whole_group, mode):
+    """Exit 130 within seconds, one line, no traceback (not from the children either), no process of the run
+    left, nothing committed."""
+    lake = tmp_path / "lake"
+    proc = start_run(pages, lake, mode)
+    (os.killpg if whole_group else os.kill)(proc.pid, sig)
+    seconds, err = ended(proc)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.splitlines() == [f"wirewash: interrupted ({sig.name}): stopped, nothing was committed to {lake}"]
+    assert seconds < 5
+    assert no_process_left(proc.pid) == []
+    assert not (lake / SUMMARY_FILE).exists() and visible_parquet(lake) == []
+    assert main(["run", "--input", str(dated_corpus(tmp_path / "c.jsonl", 3)), "--output", str(lake), "--quiet",
+                 *FIXED]) == 0, "the next run into the same folder needs no --overwrite"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["in_process", "multi_processing"])
+def test_sigkill_leaves_no_child_process_behind(tmp_path, pages, mode):
+    """The launcher alone is killed (no chance to clean up): its extraction subprocess and Beam workers see
+    it gone and end within seconds, instead of waiting forever on a pipe."""
+    from pipeline.lifetime import descendants
+    proc = start_run(pages, tmp_path / "lake", mode)
+    children = descendants(proc.pid)
+    assert children
+    os.kill(proc.pid, signal.SIGKILL)
+    ended(proc)
+    assert no_process_left(proc.pid) == [], f"orphans of the killed run (its children were {children})"
+    assert not (tmp_path / "lake" / SUMMARY_FILE).exists()
+
+
+def test_follow_ends_a_process_when_the_followed_one_is_killed(tmp_path):
+    """`follow` without Beam: a grandchild following its parent ends once that parent is SIGKILLed."""
+    script = ("import os, subprocess, sys, time\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import os, time; from pipeline.lifetime import follow; "
+              "follow(os.getppid()); print(os.getpid(), flush=True); time.sleep(60)'])\n"
+              "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while len(session_processes(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(session_processes(proc.pid)) == 2
+        time.sleep(0.3)  # the follower's watch has started (it prints its pid after)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert no_process_left(proc.pid, within=3) == []
+    finally:
+        with __import__("contextlib").suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_forked_children_ignore_ctrl_c_and_follow_the_launcher():
+    """What every process forked during a run gets (Beam's extraction subprocess is one): SIGINT ignored (the
+    launcher handles Ctrl-C once), the launcher's SIGTERM handler dropped, and a watch on the launcher."""
+    import multiprocessing
+    import threading
+
+    from pipeline.lifetime import guard_forks
+
+    def report(queue):
+        queue.put((signal.getsignal(signal.SIGINT) is signal.SIG_IGN,
+                   signal.getsignal(signal.SIGTERM) is signal.SIG_DFL,
+                   any(t.name == "wirewash-follow" for t in threading.enumerate())))
+
+    context = multiprocessing.get_context("fork")
+    results = []
+    for guarded in (True, False):
+        guard_forks(guarded)
+        try:
+            queue = context.Queue()
+            child = context.Process(target=report, args=(queue,))
+            child.start()
+            results.append(queue.get(timeout=20))
+            child.join()
+        finally:
+            guard_forks(False)
+    assert results[0] == (True, True, True)
+    assert results[1][2] is False
+
+
+def test_a_stop_and_the_commit_cannot_both_win(tmp_path, existing_lake, two_corpora):
+    """The commit and a Ctrl-C claim the run in one mkdir: once a stop holds it, the commit refuses before
+    touching the lake; once the commit holds it, a stop lets it finish (and the command then exits 130)."""
+    from pipeline.lifetime import StopOnSignals, claim
+    lake = existing_lake
+    before = tables_state(lake)
+    staging = lake / STAGING_DIR
+    assert claim(str(staging)) is True and claim(str(staging)) is False
+    facts = {"documents": Counter(), "duplicates": Counter(), "rejected": Counter()}
+    with pytest.raises(RuntimeError, match="stopped before its commit"):
+        commit([], str(lake), str(staging / "run"), facts, 0, overwrite=True)
+    assert tables_state(lake) == before
+
+    shutil.rmtree(staging)
+    with StopOnSignals() as stop:
+        stop.arm(str(lake), str(staging))
+        assert claim(str(staging))  # as the commit does when it begins
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # the handler runs (and returns: the commit goes on)
+    assert stop.interrupted == "SIGINT"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_signal_before_the_run_starts_is_one_line(tmp_path, capsys):
+    """While the pipeline is being built a signal is a KeyboardInterrupt; the command says which signal."""
+    from pipeline.lifetime import StopOnSignals
+    with StopOnSignals() as stop:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+    assert stop.requested == "SIGTERM"
+    import pipeline.build as build
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+    original = build.settings_from_options
+    build.settings_from_options = interrupted
+    try:
+        assert main(["run", "--output", str(tmp_path / "lake")]) == 130
+    finally:
+        build.settings_from_options = original
+    err = capsys.readouterr().err
+    assert err == "wirewash: interrupted (SIGINT): stopped before the run began; nothing was written\n"
+    assert not (tmp_path / "lake").exists()
+
+
+def test_a_stop_after_the_commit_says_the_lake_is_complete(tmp_path):
+    """The commit removes its claim with the staging folder when it ends; a signal after that (the run is still
+    finishing) finds a new _SUMMARY.json and says the lake is complete instead of "nothing was committed"."""
+    lake = tmp_path / "lake"
+    script = ("import os, signal, sys, time\n"
+              "from pipeline.lifetime import StopOnSignals\n"
+              f"lake = {str(lake)!r}\n"
+              "with StopOnSignals() as stop:\n"
+              "    stop.arm(lake, lake + '/_staging', summary=lake + '/_SUMMARY.json')\n"
+              "    os.makedirs(lake)\n"
+              "    open(lake + '/_SUMMARY.json', 'w').write('{}')  # the commit's last step\n"
+              "    os.kill(os.getpid(), int(sys.argv[1]))\n"
+              "    time.sleep(10)\n")
+    for sig, before in ((signal.SIGTERM, False), (signal.SIGINT, True)):
+        shutil.rmtree(lake, ignore_errors=True)
+        if before:  # no commit yet: the stop claims the run
+            script_now = script.replace("    open(lake + '/_SUMMARY.json', 'w').write('{}')  # the commit's last step\n", "")
+        else:
+            script_now = script
+        done = subprocess.run([sys.executable, "-c", script_now, str(int(sig))], cwd=REPO, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 130, done.stderr
+        expected = (f"interrupted ({sig.name}): stopped, nothing was committed to {lake}" if before else
+                    f"interrupted ({sig.name}) after the commit: {lake} is a complete lake")
+        assert done.stderr == f"wirewash: {expected}\n"
+        assert (lake / SUMMARY_FILE).exists() is not before
