@@ -1,9 +1,12 @@
 """Quality benchmark: generate a corpus from a pool, run the real CLI on it, score the lake, print the table.
 
     python bench/quality.py --pool ../shared/corpus --n 20000 [--seed 7] [--work DIR] [--no-extraction]
+                            [--boilerplate-half a|b]
 
 Steps (each one a subprocess, so this measures exactly what a user runs):
 1. `make_corpus.py --pool POOL --n N --seed S` (found in POOL/../tools/, or --tools) -> corpus + truth;
+   with `--boilerplate-half a|b`, only that fixed half of the boilerplate wordings is injected (issue 20:
+   fit on one half, score on the other);
 2. `wirewash run --input corpus --output lake` (python -m pipeline.cli, this checkout's interpreter);
 3. `score_lake.py corpus corpus truth lake --json`;
 4. unless --no-extraction: `score_lake.py extraction-input POOL pages.jsonl`, `wirewash run` on the pages,
@@ -88,6 +91,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--work", default=None, help="working folder (default: a new temporary folder)")
     parser.add_argument("--no-extraction", action="store_true", help="skip the extraction pages")
+    parser.add_argument("--boilerplate-half", choices=("a", "b"), default=None,
+                        help="inject only this half of the boilerplate wordings (make_corpus.py)")
     args = parser.parse_args(argv)
 
     pool = Path(args.pool).resolve()
@@ -99,8 +104,9 @@ def main(argv=None) -> int:
     corpus, truth, lake = work / "corpus.jsonl", work / "truth.jsonl", work / "lake"
     print(f"quality bench: pool {pool}, n {args.n}, seed {args.seed}, work {work}", file=sys.stderr)
 
+    half = ["--boilerplate-half", args.boilerplate_half] if args.boilerplate_half else []
     run([sys.executable, tools / "make_corpus.py", "--pool", pool, "--n", args.n, "--seed", args.seed,
-         "--out", corpus, "--truth", truth, "--quiet"], "make_corpus")
+         "--out", corpus, "--truth", truth, "--quiet", *half], "make_corpus")
     run(wirewash(corpus, lake), f"wirewash run ({args.n} records)")
     corpus_scores = json.loads(run([sys.executable, tools / "score_lake.py", "corpus", corpus, truth, lake,
                                     "--json"], "score corpus"))
@@ -114,7 +120,8 @@ def main(argv=None) -> int:
 
     rows = table(corpus_scores, extraction_scores)
     (work / "quality.json").write_text(json.dumps(
-        {"pool": str(pool), "n": args.n, "seed": args.seed, "corpus": corpus_scores,
+        {"pool": str(pool), "n": args.n, "seed": args.seed, "boilerplate_half": args.boilerplate_half,
+         "corpus": corpus_scores,
          "extraction": extraction_scores, "table": rows}, indent=2))
     print(render(rows))
     print(f"\nall scores: {work / 'quality.json'}", file=sys.stderr)

@@ -28,7 +28,7 @@ from pipeline.lifetime import LAUNCHER_ENV
 from pipeline.options import WirewashOptions, check_options
 from pipeline.runners import prepare_runner
 from pipeline.spill import Spill, make_spill_dir, remove_spill_dir
-from transforms.boilerplate import StripBoilerplate
+from transforms.boilerplate import StripBoilerplate, load_rules
 from transforms.dedup import DedupConfig, DeduplicateArticles
 from transforms.extract import ExtractText
 from transforms.language import DetectLanguage
@@ -81,11 +81,13 @@ def settings_from_options(options: PipelineOptions) -> RunSettings:
     ingested_at = opts.ingested_at or datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     streaming = options.view_as(StandardOptions).streaming  # a stream's input is watched, not listed now
     files = [] if streaming else match_inputs(opts.input or [default_input()])
+    rule_files = tuple(opts.rules or ())
+    load_rules(rule_files)  # a bad --rules file is one line (UsageError) before the output folder is touched
     return RunSettings(
         files=files,
         output=opts.output,
         overwrite=opts.overwrite,
-        rule_files=tuple(opts.rules or ()),
+        rule_files=rule_files,
         max_record_bytes=opts.max_record_bytes,
         max_decompressed_bytes=opts.max_decompressed_bytes,
         dedup=DedupConfig(threshold=opts.near_threshold, num_perm=opts.num_perm, seed=opts.minhash_seed,

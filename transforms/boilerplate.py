@@ -27,6 +27,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipeline.spill import Spill
+from pipeline.config import UsageError
+from transforms.linear_regex import LinearPattern, LiteralSet, PatternError, compile_linear
 from transforms.guard import isolated
 from transforms.types import FORMAT_HTML, Article, Rejection, excerpt
 
@@ -74,13 +76,13 @@ _INNER_END = re.compile(r"\w[.!?…。！？]\s+\S")  # a sentence ends inside t
 _NON_ASCII_LETTER = re.compile(r"[^\W\d_\x00-\x7f]")  # a letter outside ASCII (what `_body_letters` counts)
 # Lines that belong to the article although they look like fragments: author and source credits, contact
 # details, a line introducing a list. The edge pass never removes them (rules still may).
-_EDGE_KEEP = re.compile(
+_EDGE_KEEP = compile_linear(
     r"(?i:^(theo|nguồn|reporting|additional reporting|editing|writing|with reporting|mit material von|quelle|"
     r"according to|tổng hợp)\b|\b(reporting|editing|writing) by\b|\((tổng hợp|thực hiện|lược dịch|theo [^)]*)\)$)"
     r"|^[Bb]y [A-Z]|Theo [A-ZĐ]|\d[\d .-]{6,}\d|https?://|\bwww\.|^(\S+ ){5,}.*:$")
 # "Nguyễn Văn An - Trần Thị Mai": author pairs in title case.
 # The dash must touch a space: "Kinoprogramm-Suche" is one hyphenated word, not two names.
-_AUTHOR_PAIR = re.compile(r"^([A-ZÀ-ỸĐ][\w.']*\s?){1,4}(\s[-–]|[-–]\s)\s*([A-ZÀ-ỸĐ][\w.']*\s?){1,4}$")
+_AUTHOR_PAIR = compile_linear(r"^([A-ZÀ-ỸĐ][\w.']*\s?){1,4}(\s[-–]|[-–]\s)\s*([A-ZÀ-ỸĐ][\w.']*\s?){1,4}$")
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -111,13 +113,10 @@ def is_fragment(line: str, max_words: int = EDGE_MAX_WORDS) -> bool:
     and no author/source credit, contact detail or list introduction (`_EDGE_KEEP`). Unspaced scripts count
     by characters (`count_words`), so a CJK list line or paragraph is never one."""
     folded = fold_line(line)
-    if not folded:
+    if not folded or len(folded) > EDGE_MAX_CHARS or count_words(folded) > max_words:
         return False
     stripped = line.strip()
-    if _EDGE_KEEP.search(stripped) or _AUTHOR_PAIR.match(stripped):
-        return False
-    n_words, n_chars = count_words(folded), len(folded)
-    return n_words <= max_words and n_chars <= EDGE_MAX_CHARS and not _SENTENCE_END.search(line.strip())
+    return not (_SENTENCE_END.search(stripped) or _EDGE_KEEP.search(stripped) or _AUTHOR_PAIR.search(stripped))
 
 
 def count_words(folded: str) -> int:
@@ -164,17 +163,16 @@ def _needles(items) -> Optional[frozenset]:
     return best
 
 
-def required_substrings(pattern: re.Pattern) -> tuple:
+def required_substrings(pattern: str, flags: int = 0) -> tuple:
     """A few literal strings one of which every match of an unanchored `pattern` contains: a line holding none
-    of them cannot match, and a substring test costs a fraction of a regex scan. Empty (no gate) for patterns
-    anchored at the start (one cheap attempt already), case-insensitive ones, sets of more than
+    of them cannot match, and a substring test costs a fraction of a regex call. Empty (no gate) for
+    case-insensitive patterns, sets of more than
     `MAX_NEEDLES` strings or with an ASCII string shorter than 3 characters, and anything the parser cannot
     tell."""
     c = _sre_constants
     try:
-        parsed = _sre_parser.parse(pattern.pattern, pattern.flags)
-        if pattern.flags & re.IGNORECASE or (parsed.data and parsed.data[0][0] is c.AT
-                                             and parsed.data[0][1] is c.AT_BEGINNING):
+        parsed = _sre_parser.parse(pattern, flags)
+        if parsed.state.flags & re.IGNORECASE:
             return ()
         found = _needles(parsed.data)
     except Exception:  # the private parser missing or changed: rules simply run ungated
@@ -184,18 +182,91 @@ def required_substrings(pattern: re.Pattern) -> tuple:
     return tuple(sorted(found))
 
 
+_DIGIT_START, _SPACE_START = "\\d", "\\s"  # in a start set: any decimal digit, any space
+
+
+def _first_chars(items) -> Optional[tuple]:
+    """(characters a match of this parsed sequence can start with, whether it can match nothing), or None when
+    that is not a short list: any character, a class like `\\w` or `[^x]`. `\\d` and `\\s` stand for
+    themselves (`_DIGIT_START`, `_SPACE_START`)."""
+    c = _sre_constants
+    found: set = set()
+    for op, av in items:
+        nullable = False
+        if op is c.LITERAL:
+            found.add(chr(av))
+        elif op is c.IN:
+            for item_op, item in av:
+                if item_op is c.LITERAL:
+                    found.add(chr(item))
+                elif item_op is c.RANGE and item[1] - item[0] < 64:
+                    found.update(chr(code) for code in range(item[0], item[1] + 1))
+                elif item_op is c.CATEGORY and item in (c.CATEGORY_DIGIT, c.CATEGORY_SPACE):
+                    found.add(_DIGIT_START if item is c.CATEGORY_DIGIT else _SPACE_START)
+                else:
+                    return None
+        elif op is c.SUBPATTERN and not av[1] & re.IGNORECASE:
+            inner = _first_chars(av[-1].data)
+            if inner is None:
+                return None
+            found |= inner[0]
+            nullable = inner[1]
+        elif op is c.BRANCH:
+            alternatives = [_first_chars(branch.data) for branch in av[1]]
+            if any(alt is None for alt in alternatives):
+                return None
+            for chars, empty in alternatives:
+                found |= chars
+                nullable = nullable or empty
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT):
+            inner = _first_chars(av[2].data)
+            if inner is None:
+                return None
+            found |= inner[0]
+            nullable = inner[1] or av[0] == 0
+        else:
+            return None
+        if not nullable:
+            return frozenset(found), False
+    return frozenset(found), True
+
+
+def first_chars(pattern: str, flags: int = 0) -> Optional[frozenset]:
+    """For a pattern anchored at the start (`^...`): the characters a matching line can start with (`\\d`,
+    `\\s`: any digit or space), or None (no gate). A line starting with none of them is not tried."""
+    c = _sre_constants
+    try:
+        parsed = _sre_parser.parse(pattern, flags)
+        if parsed.state.flags & re.IGNORECASE or not parsed.data or parsed.data[0] != (c.AT, c.AT_BEGINNING):
+            return None
+        found = _first_chars(parsed.data[1:])
+    except Exception:
+        return None
+    return found[0] if found is not None and not found[1] else None
+
+
+def _starts_with(first: str, starts: frozenset) -> bool:
+    return first in starts or (_DIGIT_START in starts and first.isdecimal()) or (
+        _SPACE_START in starts and first.isspace())
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
-    pattern: re.Pattern
+    pattern: LinearPattern  # RE2 underneath: linear time whatever the pattern and the line
     max_words: int
     raw: bool = False
     needs: tuple = ()  # `required_substrings`: the line must hold one of them for the pattern to be tried
+    starts: Optional[frozenset] = None  # `first_chars`: the line must start with one of them
 
 
 @dataclass(frozen=True)
 class RuleSet:
-    """Compiled rules in file order; the first match names the removal."""
+    """Compiled rules in file order; the first match names the removal.
+
+    A line is offered only to the rules it could match: one pass of a literal automaton finds which rules'
+    `needs` it holds, and its first character picks the rules whose `starts` allow it. Every pattern runs
+    on RE2 (`transforms/linear_regex.py`): linear time in the line, whatever the pattern."""
 
     rules: tuple
 
@@ -204,20 +275,57 @@ class RuleSet:
         """Whether any rule reads the raw line (`on = "raw"`): else the raw fold is never needed."""
         return any(rule.raw for rule in self.rules)
 
+    @functools.cached_property
+    def _index(self) -> tuple:
+        """(literal automaton over every `needs` string of the folded rules, needle -> rule numbers, rule
+        numbers tried without a needle (no `needs`, or `on = "raw"`), cache of the latter by first chars)."""
+        needles = sorted({n for rule in self.rules if not rule.raw for n in rule.needs})
+        number = {needle: i for i, needle in enumerate(needles)}
+        by_needle: list = [[] for _ in needles]
+        plain = []
+        for i, rule in enumerate(self.rules):
+            if rule.needs and not rule.raw:
+                for needle in rule.needs:
+                    by_needle[number[needle]].append(i)
+            else:
+                plain.append(i)
+        automaton = LiteralSet(needles) if needles else None
+        return automaton, tuple(map(tuple, by_needle)), tuple(plain), {}
+
+    def _allowed(self, i: int, first: str, raw_first: str) -> bool:
+        rule = self.rules[i]
+        return rule.starts is None or _starts_with(raw_first if rule.raw else first, rule.starts)
+
     def match(self, folded: str, raw: Optional[str] = None) -> Optional[str]:
         """The first rule matching the folded line (`raw`: the line folded but with its leading marks, for
         `on = "raw"` rules; defaults to `folded`)."""
         if not folded:
             return None
+        automaton, by_needle, plain, cache = self._index
+        raw_line = raw if raw is not None else folded
+        first, raw_first = folded[0], raw_line[:1]
+        tried = cache.get((first, raw_first))
+        if tried is None:
+            tried = tuple(i for i in plain if self._allowed(i, first, raw_first))
+            if len(cache) < 4096:
+                cache[(first, raw_first)] = tried
+        data = folded.encode("utf-8", "surrogatepass")
+        hits = automaton.found(data) if automaton is not None else ()
+        if hits:
+            extra = {i for hit in hits for i in by_needle[hit] if self._allowed(i, first, raw_first)}
+            tried = sorted(extra.union(tried))
         n_words = folded.count(" ") + 1
-        for rule in self.rules:
+        raw_data = None
+        for i in tried:
+            rule = self.rules[i]
             if n_words > rule.max_words:
                 continue
-            line = raw if rule.raw and raw is not None else folded
-            needs = rule.needs
-            if needs and (needs[0] not in line if len(needs) == 1 else not any(n in line for n in needs)):
-                continue
-            if rule.pattern.search(line):
+            if rule.raw and raw is not None and raw != folded:
+                if raw_data is None:
+                    raw_data = raw.encode("utf-8", "surrogatepass")
+                if rule.pattern.search_utf8(raw_data):
+                    return rule.name
+            elif rule.pattern.search_utf8(data):
                 return rule.name
         return None
 
@@ -226,16 +334,32 @@ def _read_rule_tables(text: str, origin: str) -> dict:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{origin}: not valid TOML: {err}") from err
+        raise UsageError(f"{origin}: not valid TOML: {err}") from err
     tables = data.get("rules")
     if not isinstance(tables, dict):
-        raise ValueError(f"{origin}: expected [rules.NAME] tables")
+        raise UsageError(f"{origin}: expected [rules.NAME] tables")
+    unknown = sorted(set(data) - {"rules"})
+    if unknown:
+        raise UsageError(f"{origin}: unknown top-level key {unknown[0]!r} (a rule file holds [rules.NAME] tables)")
     return tables
 
 
+MAX_RULE_WORDS = 1000  # `max_words` above this is a mistake: no furniture line is that long
+_RULE_NAME = re.compile(r"[a-z][a-z0-9_]{0,40}")
+_LANGUAGE_KEY = re.compile(r"any|[a-z]{2,3}")  # ISO 639-1 (or -3) codes, or "any"
+
+
+def _max_words(value, where: str) -> int:
+    """A rule's `max_words`: a whole number from 1 to `MAX_RULE_WORDS` (not a float, a list or a boolean)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RULE_WORDS:
+        raise UsageError(f"{where}.max_words must be a whole number from 1 to {MAX_RULE_WORDS}, got {value!r}")
+    return value
+
+
 def load_rules(extra_files: Iterable[str] = (), extra_texts: Iterable[str] = ()) -> RuleSet:
-    """The packaged rules plus the rules of each extra TOML file (same format). Raises ValueError naming
-    the file and rule for a bad table or a pattern that does not compile."""
+    """The packaged rules plus the rules of each extra TOML file (same format). Raises UsageError (a
+    ValueError: one line, exit 2) naming the file and rule for a bad table, a bad `max_words` or `on`, an
+    unknown key, or a pattern that does not compile or that RE2 cannot run (`transforms/linear_regex.py`)."""
     sources = [(resources.files("transforms.rules").joinpath(RULES_PACKAGE_FILE).read_text("utf-8"),
                 "transforms/rules/boilerplate.toml")]
     for path in extra_files:
@@ -246,27 +370,32 @@ def load_rules(extra_files: Iterable[str] = (), extra_texts: Iterable[str] = ())
     merged: dict[str, dict] = {}
     for text, origin in sources:
         for name, table in _read_rule_tables(text, origin).items():
-            if not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", name) or not isinstance(table, dict):
-                raise ValueError(f"{origin}: rule name {name!r} must be lower_snake_case with a table of patterns")
+            if not _RULE_NAME.fullmatch(name) or not isinstance(table, dict):
+                raise UsageError(f"{origin}: rule name {name!r} must be lower_snake_case with a table of patterns")
+            where = f"{origin}: rules.{name}"
             entry = merged.setdefault(name, {"max_words": DEFAULT_MAX_WORDS, "patterns": [], "raw": False})
             if "max_words" in table:
-                entry["max_words"] = int(table["max_words"])
+                entry["max_words"] = _max_words(table["max_words"], where)
             if "on" in table:
                 if table["on"] not in ("raw", "folded"):
-                    raise ValueError(f"{origin}: rules.{name}.on must be \"raw\" or \"folded\"")
+                    raise UsageError(f"{where}.on must be \"raw\" or \"folded\", got {table['on']!r}")
                 entry["raw"] = table["on"] == "raw"
             for lang, patterns in table.items():
                 if lang in ("max_words", "on"):
                     continue
+                if not _LANGUAGE_KEY.fullmatch(lang):
+                    raise UsageError(f"{where}: unknown key {lang!r} (expected max_words, on, a language code "
+                                     f"such as en or any)")
                 if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-                    raise ValueError(f"{origin}: rules.{name}.{lang} must be a list of strings")
+                    raise UsageError(f"{where}.{lang} must be a list of strings")
                 for pattern in patterns:
                     try:
-                        entry["patterns"].append(re.compile(pattern))
-                    except re.error as err:
-                        raise ValueError(f"{origin}: rules.{name}.{lang}: bad pattern {pattern!r}: {err}") from err
-    rules = tuple(Rule(name, pattern, entry["max_words"], entry["raw"], required_substrings(pattern))
-                  for name, entry in merged.items() for pattern in entry["patterns"])
+                        entry["patterns"].append((pattern, LinearPattern(pattern)))
+                    except PatternError as err:
+                        raise UsageError(f"{where}.{lang}: bad pattern {pattern!r}: {err}") from err
+    rules = tuple(Rule(name, compiled, entry["max_words"], entry["raw"], required_substrings(pattern),
+                       first_chars(pattern))
+                  for name, entry in merged.items() for pattern, compiled in entry["patterns"])
     return RuleSet(rules)
 
 
@@ -340,7 +469,7 @@ def _is_short(line: str) -> bool:
     folded = fold_line(line)
     stripped = line.strip()
     return (bool(folded) and count_words(folded) <= SHORT_MAX_WORDS and len(folded) <= SHORT_MAX_CHARS
-            and not _EDGE_KEEP.search(stripped) and not _AUTHOR_PAIR.match(stripped))
+            and not _EDGE_KEEP.search(stripped) and not _AUTHOR_PAIR.search(stripped))
 
 
 def _body_letters(lines: list[str]) -> frozenset:
@@ -362,7 +491,7 @@ def _is_foreign(line: str, body_letters: Callable[[], frozenset]) -> bool:
     are never foreign."""
     stripped = line.strip()
     words = stripped.split()
-    if not 3 <= len(words) <= EDGE_MAX_WORDS + 3 or _EDGE_KEEP.search(stripped) or _AUTHOR_PAIR.match(stripped):
+    if not 3 <= len(words) <= EDGE_MAX_WORDS + 3 or _EDGE_KEEP.search(stripped) or _AUTHOR_PAIR.search(stripped):
         return False
     letters = [ch for ch in stripped if ch.isalpha()]
     if not all(ch.isascii() or unicodedata.name(ch, "").startswith("LATIN") for ch in letters):
