@@ -380,46 +380,90 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message}; see {self.prog} --help")
 
 
+def _end_quietly_on_broken_pipe() -> int:
+    """The reader of our output left (`wirewash query ... | head`): not an error. Later writes to stdout (the
+    interpreter's final flush) go to /dev/null instead of raising again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _output_file(path: str, binary: bool):
+    """Opens `path` for the result; a regular file (or a new one) is written aside and renamed into place
+    only when the whole result is written, so a failed or stopped query leaves no partial file."""
+    mode = "wb" if binary else "w"
+    kwargs = {} if binary else {"encoding": "utf-8", "newline": ""}
+    if os.path.exists(path) and not os.path.isfile(path):  # /dev/null, a FIFO...: write straight through
+        with open(path, mode, **kwargs) as handle:
+            yield handle
+        return
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, mode, **kwargs) as handle:
+            yield handle
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def query_command(argv: list[str]) -> int:
+    from pipeline.query import DEFAULT_TIMEOUT, FORMATS
+
     parser = _Parser(
         prog="wirewash query",
-        description="Run SQL over a lake with DuckDB. Tables: documents (with partition columns lang and "
-                    "date), duplicates, rejected. The lake is opened read-only.")
+        description="Run one SQL SELECT over a lake with DuckDB. Tables: documents (with partition columns lang "
+                    "and date, both text), duplicates, rejected. The lake is opened read-only; the result "
+                    "streams in batches.")
     parser.add_argument("lake", help="lake folder written by wirewash run")
     parser.add_argument("sql", help="one SQL statement, e.g. \"SELECT lang, count(*) FROM documents GROUP BY lang\"")
-    parser.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table",
+    parser.add_argument("--format", choices=FORMATS, default="table",
                         help="output format (default: table); json is one object per line; parquet needs --out")
-    parser.add_argument("--out", metavar="FILE", help="write the result to this file instead of printing it")
-    parser.add_argument("--limit", type=int, default=None, help="return at most this many rows")
+    parser.add_argument("--out", metavar="FILE",
+                        help="write the result to this file (never inside the lake) instead of printing it")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="return at most N rows (0: none, only the header)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help=f"stop a query running longer than this (default: {DEFAULT_TIMEOUT:g}; 0: no limit)")
     args = parser.parse_args(argv)
     if args.format == "parquet" and not args.out:
         raise UsageError("--format parquet writes a file: add --out FILE.parquet")
+    if args.limit is not None and args.limit < 0:
+        raise UsageError(f"--limit must be 0 or more, not {args.limit}")
+    if not args.timeout >= 0 or args.timeout == float("inf"):
+        raise UsageError(f"--timeout must be a number of seconds, 0 or more (0: no limit), not {args.timeout}")
 
     import duckdb
 
-    from pipeline.query import LakeNotFoundError, QueryNotAllowedError, format_rows, run_query, write_parquet
+    from pipeline.query import (LakeNotFoundError, QueryNotAllowedError, QueryTimeoutError, ResultNotWritableError,
+                                check_out_path, check_read_only, export)
 
     try:
-        if args.format == "parquet":
-            rows = write_parquet(args.lake, args.sql, args.out, limit=args.limit)
+        check_read_only(args.sql)
+        if args.out:
+            check_out_path(args.lake, args.out)
+            with _output_file(args.out, binary=args.format == "parquet") as handle:
+                rows = export(args.lake, args.sql, handle, args.format, args.limit, args.timeout)
             print(f"wirewash: {rows} row{'s' if rows != 1 else ''} written to {args.out}", file=sys.stderr)
-            return EXIT_OK
-        columns, rows = run_query(args.lake, args.sql, limit=args.limit)
-    except (LakeNotFoundError, QueryNotAllowedError) as err:
+        else:
+            export(args.lake, args.sql, sys.stdout, args.format, args.limit, args.timeout)
+            sys.stdout.flush()
+    except BrokenPipeError:
+        return _end_quietly_on_broken_pipe()
+    except (LakeNotFoundError, QueryNotAllowedError, ResultNotWritableError) as err:
         return _error(str(err))
+    except QueryTimeoutError as err:
+        print(f"wirewash: error: {err}", file=sys.stderr)
+        return EXIT_FAILED
     except duckdb.Error as err:
         return _error(f"query failed: {str(err).splitlines()[0]}")
     except OSError as err:
-        return _error(f"cannot write {args.out}: {err.strerror or err}")
-    text = format_rows(columns, rows, args.format)
-    if args.out:
-        try:
-            with open(args.out, "w", encoding="utf-8", newline="") as handle:
-                handle.write(text + "\n")
-        except OSError as err:
-            return _error(f"cannot write {args.out}: {err.strerror or err}")
-    else:
-        print(text)
+        if err.errno is None:  # DuckDB reports the failure of a streamed Arrow result as a plain OSError
+            return _error(f"query failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+        return _error(f"cannot write {args.out or 'the result'}: {err.strerror or err}")
     return EXIT_OK
 
 
@@ -444,7 +488,10 @@ def report_command(argv: list[str]) -> int:
     except OSError as err:
         return _error(f"cannot write the report: {err.strerror or err}")
     if not args.quiet:
-        print(f"wirewash: report written to {path}")
+        try:
+            print(f"wirewash: report written to {path}", flush=True)
+        except BrokenPipeError:
+            return _end_quietly_on_broken_pipe()
     return EXIT_OK
 
 
@@ -468,7 +515,10 @@ def ddl_command(argv: list[str]) -> int:
 
     try:
         print(lake_ddl(args.lake, args.dialect, location=args.location, schema=args.schema))
-    except LakeNotFoundError as err:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _end_quietly_on_broken_pipe()
+    except (LakeNotFoundError, ValueError) as err:
         return _error(str(err))
     return EXIT_OK
 

@@ -1,32 +1,66 @@
 """`wirewash ddl LAKE --dialect duckdb|bigquery|athena|spark`: the SQL that declares a lake's tables.
 
 `documents` is hive-partitioned: `lang` and `date` live only in the folder names
-(`documents/lang=en/date=2024-01-31/part-*.parquet`), never in the files, so every dialect declares them as
-partition columns, typed as strings (`date` can be `unknown`). `duplicates` and `rejected` are plain folders
-of Parquet files. Column types come from the lake's own Parquet files (the schemas in `pipeline/lake.py` when
-a table has no file).
+(`documents/lang=en/date=2024-01/part-*.parquet`), never in the files, so every dialect declares them as
+partition columns, typed as strings (`date` is a day, a month or a year, or `unknown`, depending on the lake).
+`duplicates` and `rejected` are plain folders of Parquet files. Columns are declared explicitly, with the
+types of the lake's own Parquet files (the schemas in `pipeline/lake.py` when a table has no file), so an empty
+table is declared too; list columns (`other_langs`) are arrays in every dialect.
+
+Where each dialect reads from: DuckDB and Spark any path or URI they can open (default: the lake's absolute
+path); BigQuery only Cloud Storage (`--location gs://...`), Athena only S3 (`--location s3://...`): anything
+else is refused. Names are checked, not quoted blindly: `--schema` must be an identifier; a location holding a
+control character is refused, and for the warehouses a quote or a backslash too (their string escapes differ
+from standard SQL's `''`, which DuckDB uses); the lake's path in the header comment has its control
+characters escaped, so it cannot end the comment.
+
+Checked against the engines: the DuckDB and Spark (pyspark 4, local mode) DDL is executed in
+tests/test_ddl.py on real lakes. BigQuery and Athena do not run here; their DDL follows their documentation:
+- BigQuery, "CREATE EXTERNAL TABLE" (data-definition-language) and "Use externally partitioned data"
+  (hive-partitioned-queries): `CREATE SCHEMA IF NOT EXISTS`; a column list, then `WITH PARTITION COLUMNS
+  (lang STRING, date STRING)`, then OPTIONS `format = 'PARQUET'`, `uris = ['gs://.../documents/*']`,
+  `hive_partition_uri_prefix` ending right before the first `key=value` folder, partition keys not in the
+  files; `enable_list_inference = true` so a Parquet LIST reads as `ARRAY<STRING>`; types STRING, INT64,
+  FLOAT64, BOOL, TIMESTAMP; sources on Cloud Storage only.
+- Athena, "CREATE TABLE" / "Data types in Amazon Athena" / "Escape reserved keywords" / "MSCK REPAIR TABLE":
+  Hive type names in DDL (`string`, `int`, `float`, `timestamp`, `array<string>`), backticks around
+  reserved words such as `date`, `PARTITIONED BY` columns not repeated in the column list, `STORED AS
+  PARQUET`, `LOCATION 's3://.../'`, then `MSCK REPAIR TABLE` to load the partitions (one statement at a time
+  in the console).
 """
 from __future__ import annotations
 
 import os
+import re
 from typing import Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.query import TABLES, LakeNotFoundError
+from pipeline.query import TABLES, lake_snapshot
 
-__all__ = ["DIALECTS", "PARTITION_COLUMNS", "lake_ddl", "table_schema"]
+__all__ = ["DIALECTS", "PARTITION_COLUMNS", "lake_ddl", "table_schema", "column_type", "DdlError"]
 
 DOCUMENTS = "documents"
 DIALECTS = ("duckdb", "bigquery", "athena", "spark")
 PARTITION_COLUMNS = ("lang", "date")
 DEFAULT_SCHEMA = "wirewash"
+REQUIRED_SCHEME = {"bigquery": ("gs://", "Cloud Storage"), "athena": ("s3://", "Amazon S3")}
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_UNSAFE_IN_LOCATION = re.compile(r"['\\\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-# Arrow type (as str) -> type name per dialect.
-_TYPES = {
+
+class DdlError(ValueError):
+    """The options cannot make a valid DDL (a bad schema name, a location the dialect cannot read)."""
+
+
+# Arrow type id -> type name per dialect (lists are built from their element type).
+_SCALARS = {
     "duckdb": {"string": "VARCHAR", "float": "FLOAT", "double": "DOUBLE", "int32": "INTEGER", "int64": "BIGINT",
                "bool": "BOOLEAN", "timestamp[us, tz=UTC]": "TIMESTAMPTZ"},
+    "bigquery": {"string": "STRING", "float": "FLOAT64", "double": "FLOAT64", "int32": "INT64", "int64": "INT64",
+                 "bool": "BOOL", "timestamp[us, tz=UTC]": "TIMESTAMP"},
     "athena": {"string": "string", "float": "float", "double": "double", "int32": "int", "int64": "bigint",
                "bool": "boolean", "timestamp[us, tz=UTC]": "timestamp"},
     "spark": {"string": "STRING", "float": "FLOAT", "double": "DOUBLE", "int32": "INT", "int64": "BIGINT",
@@ -34,14 +68,24 @@ _TYPES = {
 }
 
 
-def _parquet_files(folder: str) -> list[str]:
-    return sorted(os.path.join(root, name) for root, _, names in os.walk(folder) for name in names
-                  if name.endswith(".parquet"))
+def column_type(arrow_type: pa.DataType, dialect: str) -> str:
+    """The dialect's name for an Arrow type of the lake (dictionary-encoded types by their values)."""
+    if pa.types.is_dictionary(arrow_type):
+        return column_type(arrow_type.value_type, dialect)
+    if pa.types.is_large_string(arrow_type):
+        arrow_type = pa.string()
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        element = column_type(arrow_type.value_type, dialect)
+        return {"duckdb": f"{element}[]", "athena": f"array<{element}>"}.get(dialect, f"ARRAY<{element}>")
+    try:
+        return _SCALARS[dialect][str(arrow_type)]
+    except KeyError:
+        raise DdlError(f"no {dialect} type for the lake's column type {arrow_type}") from None
 
 
-def table_schema(lake: str, table: str) -> pa.Schema:
-    """The table's columns as written (first Parquet file), without the hive partition columns."""
-    files = _parquet_files(os.path.join(lake, table))
+def table_schema(files: list, table: str) -> pa.Schema:
+    """The table's columns as written (its first Parquet file; the lake's schema when it has none), without
+    the hive partition columns."""
     if files:
         schema = pq.read_schema(files[0])
     else:
@@ -55,88 +99,117 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _comment(text: str) -> str:
+    """Text for a `--` comment: control characters (a newline would end the comment) escaped."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _columns(schema: pa.Schema, dialect: str, quote: str) -> list[str]:
-    types = _TYPES[dialect]
-    return [f"{quote}{f.name}{quote} {types.get(str(f.type), types['string'])}" for f in schema]
+    return [f"{quote}{f.name}{quote} {column_type(f.type, dialect)}" for f in schema]
 
 
-def _duckdb(lake: str, location: str, schemas: dict) -> list[str]:
+def _duckdb(location: str, schemas: dict, empty: set) -> list[str]:
     statements = []
     for table in TABLES:
-        if table == DOCUMENTS:
-            source = (f"read_parquet({_quote(location + '/documents/*/*/*.parquet')}, hive_partitioning = true, "
-                      "hive_types = {'lang': VARCHAR, 'date': VARCHAR})")
-        else:
-            source = f"read_parquet({_quote(location + '/' + table + '/*.parquet')})"
-        if location == lake and not _parquet_files(os.path.join(lake, table)):
-            # DuckDB cannot read an empty glob; a run's lake never changes, so an empty typed view is exact.
+        if table in empty:
+            # DuckDB cannot read an empty glob: an empty view with the table's columns.
             cols = _columns(schemas[table], "duckdb", '"')
             if table == DOCUMENTS:
                 cols += [f'"{c}" VARCHAR' for c in PARTITION_COLUMNS]
             select = ", ".join(f"CAST(NULL AS {c.split(' ', 1)[1]}) AS {c.split(' ', 1)[0]}" for c in cols)
-            statements.append(f"-- {table}: no files in this lake\n"
+            statements.append(f"-- {table}: no file yet in this lake (run wirewash ddl again once it has some)\n"
                               f"CREATE OR REPLACE VIEW {table} AS SELECT {select} WHERE false;")
+        elif table == DOCUMENTS:
+            statements.append(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet("
+                              f"{_quote(location + '/documents/*/*/*.parquet')}, hive_partitioning = true, "
+                              "hive_types = {'lang': VARCHAR, 'date': VARCHAR}, union_by_name = true);")
         else:
-            statements.append(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {source};")
+            statements.append(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet("
+                              f"{_quote(location + '/' + table + '/*.parquet')}, union_by_name = true);")
     return statements
 
 
 def _bigquery(location: str, schema: str, schemas: dict) -> list[str]:
-    statements = []
+    statements = [f"-- the dataset must be in the bucket's location (add OPTIONS (location = '...') if not the "
+                  f"default)\nCREATE SCHEMA IF NOT EXISTS `{schema}`;"]
     for table in TABLES:
         prefix = f"{location}/{table}"
-        partition = ("WITH PARTITION COLUMNS (\n  lang STRING,\n  date STRING\n)\n" if table == DOCUMENTS else "")
-        options = ["format = 'PARQUET'", f"uris = [{_quote(prefix + ('/*' if table == DOCUMENTS else '/*.parquet'))}]"]
+        cols = ",\n  ".join(_columns(schemas[table], "bigquery", "`"))
+        partition = "WITH PARTITION COLUMNS (\n  `lang` STRING,\n  `date` STRING\n)\n" if table == DOCUMENTS else ""
+        options = ["format = 'PARQUET'", f"uris = [{_quote(prefix + ('/*' if table == DOCUMENTS else '/*.parquet'))}]",
+                   "enable_list_inference = true"]
         if table == DOCUMENTS:
             options += [f"hive_partition_uri_prefix = {_quote(prefix)}", "require_hive_partition_filter = false"]
-        # Parquet is self-describing: BigQuery takes the columns from the files.
-        statements.append(f"CREATE OR REPLACE EXTERNAL TABLE `{schema}.{table}`\n{partition}"
-                          f"OPTIONS (\n  " + ",\n  ".join(options) + "\n);")
+        statements.append(f"CREATE OR REPLACE EXTERNAL TABLE `{schema}.{table}` (\n  {cols}\n)\n{partition}"
+                          "OPTIONS (\n  " + ",\n  ".join(options) + "\n);")
     return statements
 
 
 def _athena(location: str, schema: str, schemas: dict) -> list[str]:
-    statements = [f"CREATE DATABASE IF NOT EXISTS {schema};"]
+    statements = [f"CREATE DATABASE IF NOT EXISTS `{schema}`;"]
     for table in TABLES:
         cols = ",\n  ".join(_columns(schemas[table], "athena", "`"))
         partition = "PARTITIONED BY (\n  `lang` string,\n  `date` string\n)\n" if table == DOCUMENTS else ""
-        statements.append(f"CREATE EXTERNAL TABLE IF NOT EXISTS {schema}.{table} (\n  {cols}\n)\n{partition}"
+        statements.append(f"CREATE EXTERNAL TABLE IF NOT EXISTS `{schema}`.`{table}` (\n  {cols}\n)\n{partition}"
                           f"STORED AS PARQUET\nLOCATION {_quote(location + '/' + table + '/')};")
-    statements.append(f"-- load the lang=/date= folders as partitions\nMSCK REPAIR TABLE {schema}.{DOCUMENTS};")
+    statements.append(f"-- load the lang=/date= folders as partitions (again after each run)\n"
+                      f"MSCK REPAIR TABLE `{schema}`.`{DOCUMENTS}`;")
     return statements
 
 
 def _spark(location: str, schema: str, schemas: dict) -> list[str]:
-    statements = [f"CREATE DATABASE IF NOT EXISTS {schema};"]
+    statements = [f"CREATE DATABASE IF NOT EXISTS `{schema}`;"]
     for table in TABLES:
         cols = _columns(schemas[table], "spark", "`")
         partition = ""
         if table == DOCUMENTS:
             cols += ["`lang` STRING", "`date` STRING"]
             partition = "PARTITIONED BY (`lang`, `date`)\n"
-        statements.append(f"CREATE TABLE IF NOT EXISTS {schema}.{table} (\n  " + ",\n  ".join(cols) + "\n)\n"
+        statements.append(f"CREATE TABLE IF NOT EXISTS `{schema}`.`{table}` (\n  " + ",\n  ".join(cols) + "\n)\n"
                           f"USING PARQUET\n{partition}LOCATION {_quote(location + '/' + table)};")
-    statements.append(f"-- load the lang=/date= folders as partitions\nMSCK REPAIR TABLE {schema}.{DOCUMENTS};")
+    statements.append(f"-- load the lang=/date= folders as partitions (again after each run)\n"
+                      f"MSCK REPAIR TABLE `{schema}`.`{DOCUMENTS}`;")
     return statements
+
+
+def _check_location(dialect: str, location: str, given: bool) -> None:
+    scheme, store = REQUIRED_SCHEME.get(dialect, (None, None))
+    if scheme and not location.startswith(scheme):
+        what = f"--location {_comment(location)}" if given else "a local lake"
+        raise DdlError(f"{dialect} reads external tables from {store} only, not {what}: upload the lake and give "
+                       f"--location {scheme}BUCKET/PATH")
+    if scheme and not location[len(scheme):].strip("/"):
+        raise DdlError(f"--location {location} names no bucket: give {scheme}BUCKET/PATH")
+    unsafe = _CONTROL if dialect == "duckdb" else _UNSAFE_IN_LOCATION  # DuckDB: standard '' quoting
+    if unsafe.search(location):
+        raise DdlError(f"the location {_comment(location)!r} holds a control character"
+                       + ("" if dialect == "duckdb" else ", a quote or a backslash, which string literals of "
+                          f"{dialect} do not escape as others do") + ": give --location without them")
 
 
 def lake_ddl(lake: str, dialect: str, location: Optional[str] = None, schema: Optional[str] = None) -> str:
     """The DDL declaring the lake's three tables in `dialect`, reading from `location` (default: the lake's
-    absolute path). Raises LakeNotFoundError when `lake` is not a wirewash lake."""
+    absolute path, for DuckDB and Spark). Raises LakeNotFoundError when `lake` is not a complete wirewash lake,
+    DdlError for a bad `schema` or a location the dialect cannot read."""
     if dialect not in DIALECTS:
-        raise ValueError(f"unknown dialect {dialect!r}; choose from {', '.join(DIALECTS)}")
-    lake = os.path.abspath(lake)
-    if not os.path.exists(os.path.join(lake, "_SUMMARY.json")):  # as `wirewash query`: only committed lakes
-        raise LakeNotFoundError(f"{lake} is not a complete wirewash lake (no _SUMMARY.json)")
-    location = (location or lake).rstrip("/")
-    schemas = {table: table_schema(lake, table) for table in TABLES}
-    header = f"-- wirewash lake {lake} as {dialect} tables" + (f", read from {location}" if location != lake else "")
+        raise DdlError(f"unknown dialect {dialect!r}; choose from {', '.join(DIALECTS)}")
+    schema = DEFAULT_SCHEMA if schema is None else schema
+    if not _IDENTIFIER.fullmatch(schema):
+        raise DdlError(f"--schema {_comment(schema)!r} is not a plain name: use letters, digits and underscores "
+                       "(not starting with a digit, at most 128)")
+    snapshot = lake_snapshot(lake)  # as `wirewash query`: only committed lakes
+    lake = snapshot.lake
+    _check_location(dialect, location or lake, location is not None)
+    target = (location or lake).rstrip("/")
+    schemas = {table: table_schema(snapshot.files[table], table) for table in TABLES}
+    header = f"-- wirewash lake {_comment(lake)} as {dialect} tables" + (
+        f", read from {_comment(target)}" if target != lake else "")
     if dialect == "duckdb":
-        body = _duckdb(lake, location, schemas)
+        body = _duckdb(target, schemas, {t for t in TABLES if not snapshot.files[t]})
     elif dialect == "bigquery":
-        body = _bigquery(location, schema or DEFAULT_SCHEMA, schemas)
+        body = _bigquery(target, schema, schemas)
     elif dialect == "athena":
-        body = _athena(location, schema or DEFAULT_SCHEMA, schemas)
+        body = _athena(target, schema, schemas)
     else:
-        body = _spark(location, schema or DEFAULT_SCHEMA, schemas)
+        body = _spark(target, schema, schemas)
     return "\n\n".join([header] + body)

@@ -1,25 +1,26 @@
 """`wirewash report LAKE`: LAKE/_REPORT.html, one self-contained page about a run (no network, no script
 library, charts as inline SVG).
 
-Everything comes from the lake itself: `_SUMMARY.json` for the counts per stage and per boilerplate rule,
-DuckDB over the Parquet tables for languages, documents per day and per source, duplicate clusters and
-rejected records. If `_SUMMARY.json` holds `boilerplate_removed_lines` ({rule: {line: count}}), the most
+Everything comes from one snapshot of the lake (pipeline/query.py): `_SUMMARY.json` for the counts per
+stage and per boilerplate rule, DuckDB over the Parquet files it commits for languages, documents per source
+and over time, duplicate clusters and rejected records. Documents over time follow what the `date=` folders
+hold (days, months or years; the chart says which), coarsened when the span is long. If `_SUMMARY.json` holds `boilerplate_removed_lines` ({rule: {line: count}}), the most
 frequent removed lines are listed per rule.
 """
 from __future__ import annotations
 
 import html
-import json
 import os
-from datetime import datetime, timezone
+import re
+from datetime import date, datetime, timezone
 from typing import Optional
 
-from pipeline.query import connect_lake
+from pipeline.query import lake_snapshot, open_lake
 
-__all__ = ["REPORT_FILE", "write_report", "render_report", "bar_chart", "column_chart", "collect", "timeline"]
+__all__ = ["REPORT_FILE", "write_report", "render_report", "bar_chart", "column_chart", "collect", "timeline",
+           "parse_date_label"]
 
 REPORT_FILE = "_REPORT.html"
-SUMMARY_FILE = "_SUMMARY.json"  # as pipeline/lake.py writes it (not imported: that module imports Beam)
 TOP_SOURCES = 20
 TOP_CLUSTERS = 10
 EXAMPLES_PER_REASON = 3
@@ -121,26 +122,57 @@ def column_chart(items: list, title: str, color: str = _COLORS[4], width: int = 
     return "".join(parts)
 
 
-def timeline(days: list, max_days: int = 120) -> tuple[str, list]:
-    """(unit, [(label, count)]) with the gaps filled by zeros: per day over a short span, per month beyond."""
-    if not days:
-        return "day", []
-    from datetime import date, timedelta
+_DATE_LABEL = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+UNITS = ("year", "month", "day")  # the granularities a `date=` folder can hold, coarsest first
 
-    parsed = [(date.fromisoformat(d), n) for d, n in days]
-    first, last = parsed[0][0], parsed[-1][0]
-    if (last - first).days < max_days:
-        counts = dict(parsed)
-        return "day", [((first + timedelta(k)).isoformat(), counts.get(first + timedelta(k), 0))
-                       for k in range((last - first).days + 1)]
-    months: dict = {}
-    for d, n in parsed:
-        months[(d.year, d.month)] = months.get((d.year, d.month), 0) + n
-    (y, m), out = min(months), []
-    while (y, m) <= max(months):
-        out.append((f"{y:04d}-{m:02d}", months.get((y, m), 0)))
-        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
-    return "month", out
+
+def parse_date_label(label) -> Optional[tuple]:
+    """`YYYY`, `YYYY-MM` or `YYYY-MM-DD` -> (year,), (year, month) or (year, month, day); None otherwise
+    (`unknown`, or anything that is not a real date)."""
+    match = _DATE_LABEL.fullmatch(str(label))
+    if not match:
+        return None
+    parts = tuple(int(g) for g in match.groups() if g is not None)
+    try:
+        date(parts[0], *(parts[1:] + (1, 1)[len(parts) - 1:]))
+    except ValueError:
+        return None
+    return parts
+
+
+def _index(key: tuple) -> int:
+    if len(key) == 1:
+        return key[0]
+    if len(key) == 2:
+        return key[0] * 12 + key[1] - 1
+    return date(*key).toordinal()
+
+
+def _label(index: int, level: int) -> str:
+    if level == 1:
+        return f"{index:04d}"
+    if level == 2:
+        return f"{index // 12:04d}-{index % 12 + 1:02d}"
+    return date.fromordinal(index).isoformat()
+
+
+def timeline(dates: list, max_buckets: int = 120) -> tuple[str, list]:
+    """(unit, [(label, count)]) with the gaps filled by zeros, for (date label, count) pairs as the `date=`
+    folders hold them (days, months or years; labels that are no date are left out). The unit is the finest
+    that every label has, coarsened (day -> month -> year) until the span fits in `max_buckets`."""
+    parsed = [(key, n) for label, n in dates if (key := parse_date_label(label))]
+    if not parsed:
+        return "day", []
+    level = min(len(key) for key, _ in parsed)
+    while True:
+        counts: dict = {}
+        for key, n in parsed:
+            counts[_index(key[:level])] = counts.get(_index(key[:level]), 0) + n
+        first, last = min(counts), max(counts)
+        if last - first < max_buckets or level == 1:
+            break
+        level -= 1
+    return UNITS[level - 1], [(_label(i, level), counts.get(i, 0)) for i in range(first, last + 1)]
 
 
 def _rows(con, sql: str, *params) -> list:
@@ -148,13 +180,15 @@ def _rows(con, sql: str, *params) -> list:
 
 
 def collect(lake: str) -> dict:
-    """Everything the report shows, read from the lake (summary file + DuckDB over the tables)."""
-    summary_path = os.path.join(lake, SUMMARY_FILE)
-    summary = {}
-    if os.path.exists(summary_path):
-        with open(summary_path, encoding="utf-8") as handle:
-            summary = json.load(handle)
-    con = connect_lake(lake)
+    """Everything the report shows, from one snapshot of the lake (its summary, and DuckDB over the files
+    that summary commits)."""
+    snapshot = lake_snapshot(lake)
+    with open_lake(lake, snapshot) as con:
+        return _collect(con, snapshot)
+
+
+def _collect(con, snapshot) -> dict:
+    summary = snapshot.summary
     clusters = []
     for kept_id, n in _rows(con, "SELECT duplicate_of, count(*) AS n FROM duplicates GROUP BY 1 "
                                  "ORDER BY n DESC, duplicate_of LIMIT ?", TOP_CLUSTERS):
@@ -169,14 +203,15 @@ def collect(lake: str) -> dict:
                  "(PARTITION BY stage, reason ORDER BY source_location) AS k FROM rejected) WHERE k <= ? "
                  "ORDER BY stage, reason, source_location", EXAMPLES_PER_REASON):
         examples.setdefault((stage, reason), []).append((location, text))
+    dates = _rows(con, "SELECT date, count(*) FROM documents GROUP BY 1 ORDER BY 1")
     return {
-        "lake": os.path.abspath(lake),
+        "lake": snapshot.lake,
         "summary": summary,
         "totals": _rows(con, "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM duplicates), "
                              "(SELECT count(*) FROM rejected)")[0],
         "languages": _rows(con, "SELECT lang, count(*) AS n FROM documents GROUP BY 1 ORDER BY n DESC, lang"),
-        "days": _rows(con, "SELECT date, count(*) FROM documents WHERE date <> 'unknown' GROUP BY 1 ORDER BY 1"),
-        "unknown_days": _rows(con, "SELECT count(*) FROM documents WHERE date = 'unknown'")[0][0],
+        "days": [(d, n) for d, n in dates if parse_date_label(d)],
+        "unknown_days": sum(n for d, n in dates if not parse_date_label(d)),
         "sources": _rows(con, "SELECT coalesce(source, '(no source)'), count(*) AS n FROM documents GROUP BY 1 "
                               "ORDER BY n DESC, 1 LIMIT ?", TOP_SOURCES),
         "n_sources": _rows(con, "SELECT count(DISTINCT source) FROM documents")[0][0],
@@ -253,6 +288,7 @@ def render_report(data: dict, generated_at: Optional[str] = None) -> str:
               '<span class="bad">counts do not reconcile: see _SUMMARY.json</span>')
     days_note = (f"<p>{_n(data['unknown_days'])} documents have no publication date (partition "
                  "<code>date=unknown</code>).</p>" if data["unknown_days"] else "")
+    unit, buckets = timeline(data["days"])
     clusters = "".join(_cluster_html(c) for c in data["clusters"]) or '<p class="empty">No duplicates.</p>'
     rejected_rows = [(stage, reason, n, " | ".join(f"{loc}: {text}" for loc, text in
                                                   data["rejected_examples"].get((stage, reason), [])))
@@ -264,9 +300,7 @@ def render_report(data: dict, generated_at: Optional[str] = None) -> str:
     sections = [
         ("Counts per stage", _stages_section(summary)),
         ("Languages", bar_chart(data["languages"], "documents per language", _COLORS[1])),
-        ("Documents per day", column_chart(timeline(data["days"])[1],
-                                           f"documents per publication {timeline(data['days'])[0]} (UTC)")
-         + days_note),
+        (f"Documents per {unit}", column_chart(buckets, f"documents per publication {unit} (UTC)") + days_note),
         ("Documents per source", bar_chart(data["sources"], f"documents per source (top {TOP_SOURCES})", _COLORS[3])),
         ("Duplicate clusters, largest first",
          bar_chart(data["duplicate_kinds"], "duplicates by kind", _COLORS[0]) + clusters),

@@ -383,29 +383,3 @@ def test_quiet_run_then_duckdb_ddl_for_empty_tables(tmp_path, seeds_dir, capsys)
     con.execute(lake_ddl(str(lake), "duckdb"))
     assert con.execute("SELECT count(*) FROM duplicates").fetchone() == (0,)
     assert con.execute("SELECT count(*) FROM documents WHERE lang = 'en'").fetchone() == (5,)
-
-
-def _statement(ddl: str, table: str) -> str:
-    return next(s for s in ddl.split(";") if f"{table}`" in s or f".{table} (" in s or f".{table}\n" in s)
-
-
-@pytest.mark.parametrize("dialect", ["bigquery", "athena", "spark"])
-def test_warehouse_ddl_declares_partitions(lake, dialect):
-    ddl = lake_ddl(str(lake), dialect, location="gs://bucket/lake/", schema="news")
-    documents = _statement(ddl, "documents")
-    assert str(lake) not in ddl.split("\n", 1)[1]  # read from --location, not the local folder
-    if dialect == "bigquery":
-        assert "CREATE OR REPLACE EXTERNAL TABLE `news.documents`" in documents
-        assert "WITH PARTITION COLUMNS (\n  lang STRING,\n  date STRING\n)" in documents
-        assert "hive_partition_uri_prefix = 'gs://bucket/lake/documents'" in documents
-        assert "uris = ['gs://bucket/lake/duplicates/*.parquet']" in _statement(ddl, "duplicates")
-    elif dialect == "athena":
-        columns, partitions = documents.split("PARTITIONED BY")
-        assert "`lang`" not in columns and "`date`" not in columns and "`published_at` timestamp" in columns
-        assert "`lang` string" in partitions and "`date` string" in partitions
-        assert "LOCATION 'gs://bucket/lake/documents/'" in partitions
-        assert ddl.rstrip().endswith("MSCK REPAIR TABLE news.documents;")
-    else:
-        assert "PARTITIONED BY (`lang`, `date`)" in documents and "`date` STRING" in documents
-        assert "USING PARQUET" in documents and "LOCATION 'gs://bucket/lake/documents'" in documents
-    assert "PARTITION" not in _statement(ddl, "rejected")

@@ -136,7 +136,7 @@ def test_tutorial_commands_run(tmp_path, monkeypatch, capsys):
         assert main(argv[1:]) == 0, line
     out = capsys.readouterr().out
     assert (cwd / "documents.parquet").exists() and (cwd / "lake" / "_REPORT.html").exists()
-    assert "MSCK REPAIR TABLE news.documents;" in out and "WITH PARTITION COLUMNS" in out
+    assert "MSCK REPAIR TABLE `news`.`documents`;" in out and "WITH PARTITION COLUMNS" in out
     # the house rule removed the two section headings on top of the packaged rules' 13 lines
     assert re.search(r"removed\s*\n-+\s*\n15\b", out)
 

@@ -2,16 +2,19 @@
 (headless Chromium, Debian's `chromium` package) lays out every chart."""
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from pipeline.cli import main
-from pipeline.report import REPORT_FILE, bar_chart, collect, render_report, timeline
+from pipeline.report import REPORT_FILE, bar_chart, collect, parse_date_label, render_report, timeline
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, write_jsonl
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -134,3 +137,142 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     # The page's own script counts the charts whose every bar the browser laid out with a non-zero size.
     assert f'data-charts="{expected}"' in body.group(0) and f'data-charts-drawn="{expected}"' in body.group(0)
     assert expected >= 6
+
+
+# --- every command on every lake shape (issue 19) ----------------------------------------------------------
+
+DATED = [
+    {"id": "en", "source": "a.example", "published": "2023-12-30T08:00:00Z", "text": ARTICLE_EN},
+    {"id": "en-2", "source": "b.example", "published": "2024-01-04T08:00:00Z", "text": ARTICLE_EN},
+    {"id": "vi", "source": "c.example", "published": "2024-02-03", "text": ARTICLE_VI},
+    {"id": "de", "source": "d.example", "published": "2024-03-01", "text": ARTICLE_DE},
+    "{not json",
+]
+
+
+def _run(folder: Path, records: list) -> Path:
+    lake = folder / "lake"
+    assert main(["run", "--input", str(write_jsonl(folder / "in.jsonl", records)), "--output", str(lake),
+                 "--quiet"]) == 0
+    return lake
+
+
+def _coarsen(lake: Path, width: int) -> Path:
+    """Turns `date=YYYY-MM-DD` folders into `date=<first width characters>` (months or years), as a lake
+    partitioned by month or year holds them; the summary's `files` list follows when it has one."""
+    for day in sorted((lake / "documents").glob("lang=*/date=*")):
+        value = day.name.split("=", 1)[1]
+        if value != "unknown" and value[:width] != value:
+            target = day.parent / f"date={value[:width]}"
+            target.mkdir(exist_ok=True)
+            for part in day.iterdir():
+                part.rename(target / part.name)
+            day.rmdir()
+    summary_path = lake / "_SUMMARY.json"
+    summary = json.loads(summary_path.read_text())
+    if "files" in summary:
+        summary["files"]["documents"] = sorted(p.relative_to(lake).as_posix()
+                                               for p in (lake / "documents").rglob("*.parquet"))
+        summary_path.write_text(json.dumps(summary))
+    return lake
+
+
+def _shape(name: str, folder: Path, seeds: Path) -> Path:
+    if name == "undated":
+        return _run(folder, RECORDS)
+    if name in ("dated", "months", "years"):
+        lake = _run(folder, DATED)
+        return _coarsen(lake, {"dated": 10, "months": 7, "years": 4}[name])
+    if name == "no-documents":
+        return _run(folder, ["{not json", {"id": "x", "text": " "}])
+    lake = folder / "lake"
+    assert main(["run", "--input", str(seeds), "--output", str(lake), "--quiet"]) == 0
+    if name == "empty-folders":  # tables with a folder and no file (the layout lists the folders)
+        (lake / "duplicates").mkdir(exist_ok=True)
+        (lake / "rejected").mkdir(exist_ok=True)
+    else:  # "absent-folders": lakes written before empty tables had a folder
+        assert not (lake / "duplicates").exists() and not (lake / "rejected").exists()
+    return lake
+
+
+SHAPES = {  # name: (documents, duplicates, rejected, undated documents, unit of the chart)
+    "undated": (3, 3, 2, 1, "day"),
+    "dated": (3, 1, 1, 0, "day"),
+    "months": (3, 1, 1, 0, "month"),
+    "years": (3, 1, 1, 0, "year"),
+    "no-documents": (0, 0, 2, 0, "day"),
+    "absent-folders": (5, 0, 0, 5, "day"),
+    "empty-folders": (5, 0, 0, 5, "day"),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_every_command_works_on_every_lake_shape(shape, tmp_path, seeds_dir, capsys):
+    """report, query and ddl on lakes with and without undated articles, with day, month or year folders,
+    without documents, and with empty duplicates/rejected tables (folder absent or empty): `date` is text
+    everywhere (a lake whose articles all have a date crashed the report: `invalid date field format`)."""
+    n_docs, n_dups, n_rej, undated, unit = SHAPES[shape]
+    lake = _shape(shape, tmp_path, seeds_dir)
+    capsys.readouterr()
+    data = collect(str(lake))
+    assert data["totals"] == (n_docs, n_dups, n_rej) and data["unknown_days"] == undated
+    assert timeline(data["days"])[0] == unit
+    assert main(["report", str(lake), "--quiet"]) == 0
+    page = (lake / REPORT_FILE).read_text()
+    assert f"<h2>Documents per {unit}</h2>" in page and f"documents per publication {unit} (UTC)" in page
+    if data["days"]:
+        assert {label for label, _ in timeline(data["days"])[1]} >= {d for d, _ in data["days"]}
+    assert main(["query", str(lake), "SELECT typeof(lang), typeof(date), count(*) FROM documents "
+                                     "WHERE date = 'unknown' GROUP BY ALL", "--format", "csv"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:] == ([f"VARCHAR,VARCHAR,{undated}"] if undated else [])
+    for table in ("documents", "duplicates", "rejected"):
+        assert main(["query", str(lake), f"SELECT * FROM {table}", "--format", "json"]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == {"documents": n_docs, "duplicates": n_dups,
+                                                             "rejected": n_rej}[table]
+    assert main(["ddl", str(lake), "--dialect", "duckdb"]) == 0
+    con = duckdb.connect()
+    con.execute(capsys.readouterr().out)
+    assert [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("documents", "duplicates", "rejected")
+            ] == [n_docs, n_dups, n_rej]
+    assert con.execute("SELECT count(*) FROM documents WHERE date = 'unknown'").fetchone()[0] == undated
+    assert dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                            "WHERE table_name = 'documents'").fetchall())["other_langs"] == "VARCHAR[]"
+
+
+def test_timeline_follows_the_folders_granularity():
+    """Days, months or years as the `date=` folders hold them; the finest unit every label has; a label that
+    is not a date (a hand-made folder) is left out, never a crash."""
+    assert timeline([("2024-01", 2), ("2024-03", 1)]) == ("month", [("2024-01", 2), ("2024-02", 0), ("2024-03", 1)])
+    assert timeline([("2022", 1), ("2024", 4)]) == ("year", [("2022", 1), ("2023", 0), ("2024", 4)])
+    assert timeline([("2024-01-31", 1), ("2024-02", 2)]) == ("month", [("2024-01", 1), ("2024-02", 2)])
+    assert timeline([("1900", 1), ("2100", 1)], max_buckets=120)[0] == "year"
+    assert timeline([("2024-02-30", 1), ("soon", 1), ("2024-13", 1)]) == ("day", [])
+    assert parse_date_label("2024-02-29") == (2024, 2, 29) and parse_date_label("2023-02-29") is None
+
+
+@pytest.mark.slow
+def test_every_command_works_on_a_streaming_lake(tmp_path, capsys):
+    """A lake written by `wirewash run --streaming` (files per window, summary rewritten per window)."""
+    from tests.test_streaming import committed_summary, drop, start_stream, stop, wait_for
+
+    watch, lake = tmp_path / "incoming", tmp_path / "lake"
+    watch.mkdir()
+    proc = start_stream(watch, lake)
+    try:
+        drop(watch, "first.jsonl", DATED)
+        wait_for(lambda: committed_summary(lake).get("records_read") == len(DATED), proc, what="the first file")
+        assert main(["query", str(lake), "SELECT count(*) FROM documents", "--format", "csv"]) == 0  # while it runs
+        assert capsys.readouterr().out.splitlines() == ["count_star()", "3"]
+    finally:
+        code, _, err = stop(proc, signal.SIGINT)
+    assert code == 0, err[-3000:]
+    assert main(["report", str(lake), "--quiet"]) == 0
+    data = collect(str(lake))
+    assert data["totals"] == (3, 1, 1) and data["unknown_days"] == 0
+    assert main(["query", str(lake), "SELECT count(*) FROM documents WHERE date = 'unknown'", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["count_star()", "0"]
+    assert main(["ddl", str(lake)]) == 0
+    con = duckdb.connect()
+    con.execute(capsys.readouterr().out)
+    assert con.execute("SELECT count(*) FROM documents").fetchone() == (3,)
