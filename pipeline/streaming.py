@@ -246,8 +246,10 @@ def _list_files(tick, pattern: str):
     except Exception as err:  # a missing folder is an empty one; log once per poll
         LOG.warning("cannot list %s: %s", pattern, err)
         found = []
-    yield "watch", sorted((m.path, m.size_in_bytes, getattr(m, "last_updated_in_seconds", 0.0) or 0.0)
-                          for m in found if format_of(m.path) is not None)
+    # a path that is not UTF-8 travels as its bytes (`to_wire`): Beam's coders encode str as UTF-8
+    listing = [(to_wire((m.path,))[0], m.size_in_bytes, getattr(m, "last_updated_in_seconds", 0.0) or 0.0)
+               for m in sorted(found, key=lambda m: m.path) if format_of(m.path) is not None]
+    yield "watch", listing
 
 
 class _NewFilesFn(beam.DoFn):
@@ -308,6 +310,7 @@ def new_settled_files(listing, state: dict, root: str, peek=None) -> list:
     ready = []
     for item in listing:
         path, size, mtime = (tuple(item) + (0.0,))[:3]
+        path = os.fsdecode(path) if isinstance(path, bytes) else path
         seen = state.get(path)
         if seen is None or tuple(seen[:2]) != (size, mtime):  # new, or still changing
             state[path] = (size, mtime) + (tuple(seen[2:4]) if seen else (None, None))

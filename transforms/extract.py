@@ -21,6 +21,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipeline.spill import Spill
+from transforms.guard import FATAL_ERRORS
 from transforms.types import FORMAT_HTML, Article, Rejection, excerpt
 
 __all__ = ["ExtractText", "extract_html", "choose_text", "refine_text", "html_lang_hint"]
@@ -428,15 +429,10 @@ def _count_and_split(element):
         yield result
 
 
-# An exception of these kinds is the installation's fault, not the page's: rejecting every page for it would
-# silently empty the lake, so the run fails instead.
-FATAL_ERRORS = (ImportError,)
-
-
 def _to_rejection(failed) -> Rejection:
     """A dead letter of `with_exception_handling` -> Rejection; its second item is (type, repr, traceback).
 
-    A timeout (`TimeoutError`) or a crashed subprocess (`BrokenProcessPool`) is the page's failure too.
+    An installation fault (`transforms.guard.FATAL_ERRORS`) fails the run instead. A timeout (`TimeoutError`) or a crashed subprocess (`BrokenProcessPool`) is the page's failure too.
     """
     article, error = failed
     exc_type, exc_repr = (error[0], error[1]) if isinstance(error, tuple) else (type(error), error)
