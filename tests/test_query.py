@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cli import main
-from pipeline.query import (BATCH_ROWS, LakeNotFoundError, export, lake_snapshot, open_lake, run_query)
+from pipeline.query import (BATCH_ROWS, LakeChangedError, LakeNotFoundError, export, lake_snapshot, open_lake,
+                            run_query)
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,8 +150,8 @@ def test_a_query_during_an_overwrite_answers_one_run_or_fails(lake, seeds_lake, 
             step()
         try:
             answer = count(target, snapshot=snapshot)
-        except duckdb.Error as err:
-            assert snapshot_at == 0 and run_at >= 2 and "No files found" in str(err), err
+        except LakeChangedError as err:
+            assert snapshot_at == 0 and run_at >= 2 and "changed while the query ran" in str(err), err
             continue
         assert answer == (3 if snapshot_at == 0 else 5), (snapshot_at, run_at)
 
@@ -294,3 +295,17 @@ def test_a_reader_that_leaves_early_is_no_error(lake, tmp_path, command):
                           stdout=write_end, stderr=subprocess.PIPE, timeout=120, cwd=REPO)
     os.close(write_end)
     assert proc.returncode == 0 and proc.stderr == b"", proc.stderr.decode()[-2000:]
+
+
+def test_a_damaged_file_is_one_line_for_every_command(lake, tmp_path, capsys):
+    """A Parquet file that is not one (disk damage, a hand edit): query exits 2, report exits 1 (it cannot
+    read the lake), ddl exits 2: one line each, no traceback."""
+    copy = copy_lake(lake, tmp_path / "lake")
+    for part in sorted((copy / "documents").rglob("*.parquet")):
+        part.write_bytes(b"not parquet at all")
+    assert main(["query", str(copy), "SELECT count(*) FROM documents"]) == 2
+    assert "query failed" in one_error_line(capsys)
+    assert main(["report", str(copy)]) == 1
+    assert "cannot read the lake" in one_error_line(capsys)
+    assert main(["ddl", str(copy), "--dialect", "spark"]) == 2
+    one_error_line(capsys)
