@@ -30,7 +30,6 @@ tests/test_ddl.py on real lakes. BigQuery and Athena do not run here; their DDL 
 """
 from __future__ import annotations
 
-import os
 import re
 from typing import Optional
 

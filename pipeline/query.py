@@ -220,8 +220,8 @@ def check_read_only(sql: str) -> None:
     try:
         sql.encode("utf-8")
     except UnicodeEncodeError as err:
-        raise QueryNotAllowedError(f"the SQL is not valid UTF-8 (a byte {sql[err.start].encode('utf-8', 'surrogateescape')!r} "
-                                   f"at character {err.start})") from None
+        byte = sql[err.start].encode("utf-8", "surrogateescape")
+        raise QueryNotAllowedError(f"the SQL is not valid UTF-8 (a byte {byte!r} at character {err.start})") from None
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error:
@@ -261,9 +261,9 @@ def _deadline(con, seconds: Optional[float]):
     timer.start()
     try:
         yield check
-    except (duckdb.Error, OSError) as err:  # an interrupted Arrow stream raises OSError
+    except (duckdb.Error, OSError):  # an interrupted Arrow stream raises OSError
         check()
-        raise err
+        raise
     finally:
         timer.cancel()
 

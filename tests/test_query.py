@@ -10,13 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cli import main
-from pipeline.query import (BATCH_ROWS, LakeChangedError, LakeNotFoundError, export, lake_snapshot, open_lake,
-                            run_query)
+from pipeline.query import BATCH_ROWS, LakeChangedError, LakeNotFoundError, export, lake_snapshot, open_lake, run_query
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,7 +165,7 @@ def test_duckdbs_default_spill_folder_is_not_readable(lake, tmp_path, monkeypatc
     for path in (".tmp/secret.txt", str(tmp_path / ".tmp" / "secret.txt")):
         assert main(["query", str(lake), f"SELECT * FROM read_text('{path}')"]) == 2
         assert "Permission Error" in one_error_line(capsys)
-    columns, rows = run_query(str(lake), "SELECT current_setting('temp_directory')")
+    _, rows = run_query(str(lake), "SELECT current_setting('temp_directory')")
     spill = rows[0][0]
     assert os.path.basename(spill).startswith("wirewash-query-") and not os.path.exists(spill)
 

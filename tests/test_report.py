@@ -222,8 +222,8 @@ def test_every_command_works_on_every_lake_shape(shape, tmp_path, seeds_dir, cap
     assert f"<h2>Documents per {unit}</h2>" in page and f"documents per publication {unit} (UTC)" in page
     if data["days"]:
         assert {label for label, _ in timeline(data["days"])[1]} >= {d for d, _ in data["days"]}
-    assert main(["query", str(lake), "SELECT typeof(lang), typeof(date), count(*) FROM documents "
-                                     "WHERE date = 'unknown' GROUP BY ALL", "--format", "csv"]) == 0
+    sql = "SELECT typeof(lang), typeof(date), count(*) FROM documents WHERE date = 'unknown' GROUP BY ALL"
+    assert main(["query", str(lake), sql, "--format", "csv"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1:] == ([f"VARCHAR,VARCHAR,{undated}"] if undated else [])
     for table in ("documents", "duplicates", "rejected"):
