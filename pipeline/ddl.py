@@ -46,8 +46,7 @@ PARTITION_COLUMNS = ("lang", "date")
 DEFAULT_SCHEMA = "wirewash"
 REQUIRED_SCHEME = {"bigquery": ("gs://", "Cloud Storage"), "athena": ("s3://", "Amazon S3")}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-_UNSAFE_IN_LOCATION = re.compile(r"['\\\x00-\x1f\x7f]")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_QUOTES = re.compile(r"['\\]")
 
 
 class DdlError(ValueError):
@@ -179,8 +178,8 @@ def _check_location(dialect: str, location: str, given: bool) -> None:
                        f"--location {scheme}BUCKET/PATH")
     if scheme and not location[len(scheme):].strip("/"):
         raise DdlError(f"--location {location} names no bucket: give {scheme}BUCKET/PATH")
-    unsafe = _CONTROL if dialect == "duckdb" else _UNSAFE_IN_LOCATION  # DuckDB: standard '' quoting
-    if unsafe.search(location):
+    unprintable = any(not c.isprintable() for c in location)  # line breaks, C0/C1 controls, separators
+    if unprintable or (dialect != "duckdb" and _QUOTES.search(location)):  # DuckDB: standard '' quoting
         raise DdlError(f"the location {_comment(location)!r} holds a control character"
                        + ("" if dialect == "duckdb" else ", a quote or a backslash, which string literals of "
                           f"{dialect} do not escape as others do") + ": give --location without them")

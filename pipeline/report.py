@@ -122,7 +122,7 @@ def column_chart(items: list, title: str, color: str = _COLORS[4], width: int = 
     return "".join(parts)
 
 
-_DATE_LABEL = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+_DATE_LABEL = re.compile(r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?")
 UNITS = ("year", "month", "day")  # the granularities a `date=` folder can hold, coarsest first
 
 

@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.cli import main
-from pipeline.query import BATCH_ROWS, LakeChangedError, LakeNotFoundError, export, lake_snapshot, open_lake, run_query
+from pipeline.query import (BATCH_ROWS, LakeChangedError, LakeNotFoundError, _listed_file, export, lake_snapshot,
+                            open_lake, run_query)
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -307,3 +310,21 @@ def test_a_damaged_file_is_one_line_for_every_command(lake, tmp_path, capsys):
     assert "cannot read the lake" in one_error_line(capsys)
     assert main(["ddl", str(copy), "--dialect", "spark"]) == 2
     one_error_line(capsys)
+
+
+# --- properties --------------------------------------------------------------------------------------------
+
+PATH_PARTS = st.lists(st.sampled_from(["documents", "duplicates", "..", ".", "", "lang=en", "x.parquet",
+                                       "/", "\\", "date=2024-03", "part-1.parquet", "a/../.."]), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=PATH_PARTS, text=st.text(max_size=30), table=st.sampled_from(["documents", "duplicates", "rejected"]))
+def test_a_listed_file_is_refused_or_inside_its_table(parts, text, table):
+    """Whatever the summary lists, a view only ever gets a .parquet path inside the table's own folder."""
+    for rel in ("/".join(parts), text, "/".join(parts) + text):
+        try:
+            path = _listed_file("/lake", table, rel)
+        except LakeNotFoundError:
+            continue
+        assert os.path.normpath(path) == path and path.startswith(f"/lake/{table}/") and path.endswith(".parquet")
