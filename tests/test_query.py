@@ -168,6 +168,10 @@ def test_duckdbs_default_spill_folder_is_not_readable(lake, tmp_path, monkeypatc
     for path in (".tmp/secret.txt", str(tmp_path / ".tmp" / "secret.txt")):
         assert main(["query", str(lake), f"SELECT * FROM read_text('{path}')"]) == 2
         assert "Permission Error" in one_error_line(capsys)
+    copy = copy_lake(lake, tmp_path / "lake")
+    (copy / "documents" / "link.txt").symlink_to(tmp_path / ".tmp" / "secret.txt")
+    assert main(["query", str(copy), f"SELECT * FROM read_text('{copy}/documents/link.txt')"]) == 2
+    assert "Permission Error" in one_error_line(capsys)  # a link inside the lake to a file outside: refused
     _, rows = run_query(str(lake), "SELECT current_setting('temp_directory')")
     spill = rows[0][0]
     assert os.path.basename(spill).startswith("wirewash-query-") and not os.path.exists(spill)
