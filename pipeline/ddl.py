@@ -36,7 +36,7 @@ from typing import Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.query import TABLES, lake_snapshot
+from pipeline.query import TABLES, documents_select, lake_snapshot
 
 __all__ = ["DIALECTS", "PARTITION_COLUMNS", "lake_ddl", "table_schema", "column_type", "DdlError"]
 
@@ -118,12 +118,12 @@ def _duckdb(location: str, schemas: dict, empty: set) -> list[str]:
             statements.append(f"-- {table}: no file yet in this lake (run wirewash ddl again once it has some)\n"
                               f"CREATE OR REPLACE VIEW {table} AS SELECT {select} WHERE false;")
         elif table == DOCUMENTS:
-            statements.append(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet("
-                              f"{_quote(location + '/documents/*/*/*.parquet')}, hive_partitioning = true, "
-                              "hive_types = {'lang': VARCHAR, 'date': VARCHAR}, union_by_name = true);")
+            select = documents_select(_quote(location + "/documents/*/*/*.parquet"), location)
+            statements.append(f"CREATE OR REPLACE VIEW {table} AS {select};")
         else:
             statements.append(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet("
-                              f"{_quote(location + '/' + table + '/*.parquet')}, union_by_name = true);")
+                              f"{_quote(location + '/' + table + '/*.parquet')}, union_by_name = true, "
+                              "hive_partitioning = false);")
     return statements
 
 

@@ -31,7 +31,7 @@ import duckdb
 
 __all__ = ["open_lake", "lake_snapshot", "run_query", "export", "format_rows", "check_read_only",
            "check_out_path", "Snapshot", "LakeNotFoundError", "QueryNotAllowedError", "QueryTimeoutError",
-           "ResultNotWritableError", "LakeChangedError", "TABLES", "FORMATS", "DEFAULT_TIMEOUT", "BATCH_ROWS"]
+           "ResultNotWritableError", "LakeChangedError", "documents_select", "TABLES", "FORMATS", "DEFAULT_TIMEOUT", "BATCH_ROWS"]
 
 # The lake's tables and summary file (as in pipeline/lake.py). Not imported from there: that module imports
 # Apache Beam, which would add over a second to the start of every `wirewash query`, `report` and `ddl`.
@@ -157,6 +157,19 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def documents_select(source: str, root: str) -> str:
+    """SELECT over `read_parquet(source)` of the documents files, with `lang` and `date` as VARCHAR from their
+    folders. DuckDB's hive partitioning reads every `key=value` folder of the whole path, so when the lake's
+    own path (`root`) holds one (`/data/lang=x/lake`), the columns are cut from the file names instead (still
+    pruned per file by DuckDB's file filters)."""
+    if "=" not in root:
+        return (f"SELECT * EXCLUDE (lang, date), lang, date FROM read_parquet({source}, union_by_name = true, "
+                f"hive_partitioning = true, hive_types = {PARTITION_TYPES})")
+    return ("SELECT * EXCLUDE (filename), regexp_extract(filename, '/lang=([^/]*)/date=[^/]*/[^/]*$', 1) AS lang, "
+            "regexp_extract(filename, '/date=([^/]*)/[^/]*$', 1) AS date "
+            f"FROM read_parquet({source}, union_by_name = true, hive_partitioning = false, filename = true)")
+
+
 def _empty_table(table: str):
     """An empty Arrow table with the table's columns (the lake's schemas; imported only when needed)."""
     import pyarrow as pa
@@ -204,8 +217,9 @@ def _define_views(con, snapshot: Snapshot, spill: str) -> None:
         files = snapshot.files[table]
         if files:
             listing = "[" + ", ".join(_sql_string(f) for f in files) + "]"
-            options = f", hive_partitioning = true, hive_types = {PARTITION_TYPES}" if table == "documents" else ""
-            con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({listing}, union_by_name = true{options})")
+            select = (documents_select(listing, snapshot.lake) if table == "documents" else
+                      f"SELECT * FROM read_parquet({listing}, union_by_name = true, hive_partitioning = false)")
+            con.execute(f"CREATE VIEW {table} AS {select}")
         else:
             con.register(table, _empty_table(table))
     # Views keep working; no new file access, no settings change, from here on.

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
@@ -155,6 +156,23 @@ def test_a_query_during_an_overwrite_answers_one_run_or_fails(lake, seeds_lake, 
             assert snapshot_at == 0 and run_at >= 2 and "changed while the query ran" in str(err), err
             continue
         assert answer == (3 if snapshot_at == 0 else 5), (snapshot_at, run_at)
+
+
+@pytest.mark.parametrize("parent", ["x=1", "lang=zz", "date=2020-01-01"])
+def test_key_value_folders_above_the_lake_change_nothing(lake, tmp_path, capsys, parent):
+    """DuckDB's hive partitioning reads every `key=value` folder of a path: a lake under `/data/lang=zz/`
+    answered lang 'zz' for every document, one under `/data/x=1/` grew a column `x`."""
+    copy = copy_lake(lake, tmp_path / parent / "lake")
+    expected = [("de", "unknown"), ("en", "2024-03-01"), ("vi", "2024-03-03")]
+    columns, rows = run_query(str(copy), "SELECT lang, date FROM documents ORDER BY lang")
+    assert rows == expected
+    assert run_query(str(copy), "SELECT * FROM documents")[0] == run_query(str(lake), "SELECT * FROM documents")[0]
+    assert run_query(str(copy), "SELECT count(*) FROM documents WHERE lang = 'en'")[1] == [(1,)]
+    assert main(["ddl", str(copy)]) == 0
+    con = duckdb.connect()
+    con.execute(capsys.readouterr().out)
+    assert con.execute("SELECT lang, date FROM documents ORDER BY lang").fetchall() == expected
+    assert [d[0] for d in con.execute("SELECT * FROM documents").description][-2:] == ["lang", "date"]
 
 
 # --- nothing outside the lake ------------------------------------------------------------------------------
