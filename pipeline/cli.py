@@ -438,8 +438,8 @@ def query_command(argv: list[str]) -> int:
 
     import duckdb
 
-    from pipeline.query import (LakeNotFoundError, QueryNotAllowedError, QueryTimeoutError, ResultNotWritableError,
-                                check_out_path, check_read_only, export)
+    from pipeline.query import (LakeChangedError, LakeNotFoundError, QueryNotAllowedError, QueryTimeoutError,
+                                ResultNotWritableError, check_out_path, check_read_only, export)
 
     try:
         check_read_only(args.sql)
@@ -455,7 +455,7 @@ def query_command(argv: list[str]) -> int:
         return _end_quietly_on_broken_pipe()
     except (LakeNotFoundError, QueryNotAllowedError, ResultNotWritableError) as err:
         return _error(str(err))
-    except QueryTimeoutError as err:
+    except (QueryTimeoutError, LakeChangedError) as err:
         print(f"wirewash: error: {err}", file=sys.stderr)
         return EXIT_FAILED
     except duckdb.Error as err:
@@ -478,13 +478,18 @@ def report_command(argv: list[str]) -> int:
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     args = parser.parse_args(argv)
 
-    from pipeline.query import LakeNotFoundError
+    import duckdb
+
+    from pipeline.query import LakeChangedError, LakeNotFoundError
     from pipeline.report import write_report
 
     try:
         path = write_report(args.lake, args.out)
     except LakeNotFoundError as err:
         return _error(str(err))
+    except (duckdb.Error, LakeChangedError) as err:  # a damaged file, a lake replaced meanwhile
+        print(f"wirewash: error: cannot read the lake: {str(err).splitlines()[0]}", file=sys.stderr)
+        return EXIT_FAILED
     except OSError as err:
         return _error(f"cannot write the report: {err.strerror or err}")
     if not args.quiet:
@@ -518,8 +523,10 @@ def ddl_command(argv: list[str]) -> int:
         sys.stdout.flush()
     except BrokenPipeError:
         return _end_quietly_on_broken_pipe()
-    except (LakeNotFoundError, ValueError) as err:
+    except (LakeNotFoundError, ValueError) as err:  # pyarrow's ArrowInvalid (a damaged file) is a ValueError
         return _error(str(err))
+    except OSError as err:
+        return _error(f"cannot read the lake: {err.strerror or err}")
     return EXIT_OK
 
 

@@ -30,14 +30,13 @@ tests/test_ddl.py on real lakes. BigQuery and Athena do not run here; their DDL 
 """
 from __future__ import annotations
 
-import os
 import re
 from typing import Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.query import TABLES, lake_snapshot
+from pipeline.query import TABLES, documents_select, lake_snapshot
 
 __all__ = ["DIALECTS", "PARTITION_COLUMNS", "lake_ddl", "table_schema", "column_type", "DdlError"]
 
@@ -47,8 +46,7 @@ PARTITION_COLUMNS = ("lang", "date")
 DEFAULT_SCHEMA = "wirewash"
 REQUIRED_SCHEME = {"bigquery": ("gs://", "Cloud Storage"), "athena": ("s3://", "Amazon S3")}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-_UNSAFE_IN_LOCATION = re.compile(r"['\\\x00-\x1f\x7f]")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_QUOTES = re.compile(r"['\\]")
 
 
 class DdlError(ValueError):
@@ -120,12 +118,12 @@ def _duckdb(location: str, schemas: dict, empty: set) -> list[str]:
             statements.append(f"-- {table}: no file yet in this lake (run wirewash ddl again once it has some)\n"
                               f"CREATE OR REPLACE VIEW {table} AS SELECT {select} WHERE false;")
         elif table == DOCUMENTS:
-            statements.append(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet("
-                              f"{_quote(location + '/documents/*/*/*.parquet')}, hive_partitioning = true, "
-                              "hive_types = {'lang': VARCHAR, 'date': VARCHAR}, union_by_name = true);")
+            select = documents_select(_quote(location + "/documents/*/*/*.parquet"), location)
+            statements.append(f"CREATE OR REPLACE VIEW {table} AS {select};")
         else:
             statements.append(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet("
-                              f"{_quote(location + '/' + table + '/*.parquet')}, union_by_name = true);")
+                              f"{_quote(location + '/' + table + '/*.parquet')}, union_by_name = true, "
+                              "hive_partitioning = false);")
     return statements
 
 
@@ -180,8 +178,8 @@ def _check_location(dialect: str, location: str, given: bool) -> None:
                        f"--location {scheme}BUCKET/PATH")
     if scheme and not location[len(scheme):].strip("/"):
         raise DdlError(f"--location {location} names no bucket: give {scheme}BUCKET/PATH")
-    unsafe = _CONTROL if dialect == "duckdb" else _UNSAFE_IN_LOCATION  # DuckDB: standard '' quoting
-    if unsafe.search(location):
+    unprintable = any(not c.isprintable() for c in location)  # line breaks, C0/C1 controls, separators
+    if unprintable or (dialect != "duckdb" and _QUOTES.search(location)):  # DuckDB: standard '' quoting
         raise DdlError(f"the location {_comment(location)!r} holds a control character"
                        + ("" if dialect == "duckdb" else ", a quote or a backslash, which string literals of "
                           f"{dialect} do not escape as others do") + ": give --location without them")

@@ -31,7 +31,7 @@ import duckdb
 
 __all__ = ["open_lake", "lake_snapshot", "run_query", "export", "format_rows", "check_read_only",
            "check_out_path", "Snapshot", "LakeNotFoundError", "QueryNotAllowedError", "QueryTimeoutError",
-           "ResultNotWritableError", "TABLES", "FORMATS", "DEFAULT_TIMEOUT", "BATCH_ROWS"]
+           "ResultNotWritableError", "LakeChangedError", "documents_select", "TABLES", "FORMATS", "DEFAULT_TIMEOUT", "BATCH_ROWS"]
 
 # The lake's tables and summary file (as in pipeline/lake.py). Not imported from there: that module imports
 # Apache Beam, which would add over a second to the start of every `wirewash query`, `report` and `ddl`.
@@ -58,6 +58,10 @@ class QueryTimeoutError(RuntimeError):
 
 class ResultNotWritableError(ValueError):
     """The result has a column the output format cannot hold."""
+
+
+class LakeChangedError(RuntimeError):
+    """A file of the snapshot disappeared while the query ran (a concurrent commit replaced the lake)."""
 
 
 # --- the snapshot ------------------------------------------------------------------------------------------
@@ -153,6 +157,19 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def documents_select(source: str, root: str) -> str:
+    """SELECT over `read_parquet(source)` of the documents files, with `lang` and `date` as VARCHAR from their
+    folders. DuckDB's hive partitioning reads every `key=value` folder of the whole path, so when the lake's
+    own path (`root`) holds one (`/data/lang=x/lake`), the columns are cut from the file names instead (still
+    pruned per file by DuckDB's file filters)."""
+    if "=" not in root:
+        return (f"SELECT * EXCLUDE (lang, date), lang, date FROM read_parquet({source}, union_by_name = true, "
+                f"hive_partitioning = true, hive_types = {PARTITION_TYPES})")
+    return ("SELECT * EXCLUDE (filename), regexp_extract(filename, '/lang=([^/]*)/date=[^/]*/[^/]*$', 1) AS lang, "
+            "regexp_extract(filename, '/date=([^/]*)/[^/]*$', 1) AS date "
+            f"FROM read_parquet({source}, union_by_name = true, hive_partitioning = false, filename = true)")
+
+
 def _empty_table(table: str):
     """An empty Arrow table with the table's columns (the lake's schemas; imported only when needed)."""
     import pyarrow as pa
@@ -180,25 +197,35 @@ def open_lake(lake: str, snapshot: Optional[Snapshot] = None) -> Iterator[duckdb
     spill = tempfile.mkdtemp(prefix="wirewash-query-")
     con = duckdb.connect(":memory:")
     try:
-        # DuckDB may always read its spill folder: make it ours and empty, not <cwd>/.tmp/.
-        con.execute(f"SET temp_directory = {_sql_string(spill)}")
-        for table in TABLES:
-            files = snapshot.files[table]
-            if files:
-                listing = "[" + ", ".join(_sql_string(f) for f in files) + "]"
-                options = f", hive_partitioning = true, hive_types = {PARTITION_TYPES}" if table == "documents" else ""
-                con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({listing}, union_by_name = true"
-                            f"{options})")
-            else:
-                con.register(table, _empty_table(table))
-        # Views keep working; no new file access, no settings change, from here on.
-        con.execute(f"SET allowed_directories = [{_sql_string(lake + os.sep)}]")
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
+        _define_views(con, snapshot, spill)
         yield con
+    except (duckdb.Error, OSError) as err:
+        gone = [f for files in snapshot.files.values() for f in files if not os.path.exists(f)]
+        if gone and not isinstance(err, BrokenPipeError):
+            raise LakeChangedError(f"{lake} changed while the query ran ({len(gone)} of its files are gone: a run "
+                                   "committed meanwhile); run it again") from err
+        raise
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
+
+
+def _define_views(con, snapshot: Snapshot, spill: str) -> None:
+    # DuckDB may always read its spill folder: make it ours and empty, not <cwd>/.tmp/.
+    con.execute(f"SET temp_directory = {_sql_string(spill)}")
+    for table in TABLES:
+        files = snapshot.files[table]
+        if files:
+            listing = "[" + ", ".join(_sql_string(f) for f in files) + "]"
+            select = (documents_select(listing, snapshot.lake) if table == "documents" else
+                      f"SELECT * FROM read_parquet({listing}, union_by_name = true, hive_partitioning = false)")
+            con.execute(f"CREATE VIEW {table} AS {select}")
+        else:
+            con.register(table, _empty_table(table))
+    # Views keep working; no new file access, no settings change, from here on.
+    con.execute(f"SET allowed_directories = [{_sql_string(snapshot.lake + os.sep)}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
 
 
 def check_read_only(sql: str) -> None:
@@ -207,8 +234,8 @@ def check_read_only(sql: str) -> None:
     try:
         sql.encode("utf-8")
     except UnicodeEncodeError as err:
-        raise QueryNotAllowedError(f"the SQL is not valid UTF-8 (a byte {sql[err.start].encode('utf-8', 'surrogateescape')!r} "
-                                   f"at character {err.start})") from None
+        byte = sql[err.start].encode("utf-8", "surrogateescape")
+        raise QueryNotAllowedError(f"the SQL is not valid UTF-8 (a byte {byte!r} at character {err.start})") from None
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error:
@@ -248,9 +275,9 @@ def _deadline(con, seconds: Optional[float]):
     timer.start()
     try:
         yield check
-    except (duckdb.Error, OSError) as err:  # an interrupted Arrow stream raises OSError
+    except (duckdb.Error, OSError):  # an interrupted Arrow stream raises OSError
         check()
-        raise err
+        raise
     finally:
         timer.cancel()
 

@@ -4,8 +4,8 @@ library, charts as inline SVG).
 Everything comes from one snapshot of the lake (pipeline/query.py): `_SUMMARY.json` for the counts per
 stage and per boilerplate rule, DuckDB over the Parquet files it commits for languages, documents per source
 and over time, duplicate clusters and rejected records. Documents over time follow what the `date=` folders
-hold (days, months or years; the chart says which), coarsened when the span is long. If `_SUMMARY.json` holds `boilerplate_removed_lines` ({rule: {line: count}}), the most
-frequent removed lines are listed per rule.
+hold (days, months or years; the chart says which), coarsened when the span is long. If `_SUMMARY.json` holds
+`boilerplate_removed_lines` ({rule: {line: count}}), the most frequent removed lines are listed per rule.
 """
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def column_chart(items: list, title: str, color: str = _COLORS[4], width: int = 
     return "".join(parts)
 
 
-_DATE_LABEL = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+_DATE_LABEL = re.compile(r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?")
 UNITS = ("year", "month", "day")  # the granularities a `date=` folder can hold, coarsest first
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.cli import main
 from pipeline.ddl import DdlError, lake_ddl
@@ -205,3 +207,19 @@ def test_spark_ddl_runs_in_local_spark(lake, seeds_lake, tmp_path):
         spark.stop()
     assert {path: fingerprint(path) for path in (lake, seeds_lake)} == before
     assert pyspark.__version__.startswith("4.")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(schema=st.text(max_size=20), location=st.text(max_size=30))
+def test_whatever_the_options_the_ddl_is_refused_or_safe(lake, schema, location):
+    """Any --schema and --location: a DdlError, or DDL whose every line is a comment or SQL that keeps the
+    schema a plain name and the location inside a string literal (no control character anywhere)."""
+    for dialect in ("spark", "athena"):
+        try:
+            ddl = lake_ddl(str(lake), dialect, location=("s3://b/" if dialect == "athena" else "") + location or None,
+                           schema=schema)
+        except DdlError:
+            continue
+        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", schema)
+        assert all(c.isprintable() or c == "\n" for c in ddl)
+        assert ddl.count("'") % 2 == 0 and "\\" not in ddl

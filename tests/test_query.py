@@ -13,9 +13,12 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.cli import main
-from pipeline.query import (BATCH_ROWS, LakeNotFoundError, export, lake_snapshot, open_lake, run_query)
+from pipeline.query import (BATCH_ROWS, LakeChangedError, LakeNotFoundError, _listed_file, export, lake_snapshot,
+                            open_lake, run_query)
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,10 +152,27 @@ def test_a_query_during_an_overwrite_answers_one_run_or_fails(lake, seeds_lake, 
             step()
         try:
             answer = count(target, snapshot=snapshot)
-        except duckdb.Error as err:
-            assert snapshot_at == 0 and run_at >= 2 and "No files found" in str(err), err
+        except LakeChangedError as err:
+            assert snapshot_at == 0 and run_at >= 2 and "changed while the query ran" in str(err), err
             continue
         assert answer == (3 if snapshot_at == 0 else 5), (snapshot_at, run_at)
+
+
+@pytest.mark.parametrize("parent", ["x=1", "lang=zz", "date=2020-01-01"])
+def test_key_value_folders_above_the_lake_change_nothing(lake, tmp_path, capsys, parent):
+    """DuckDB's hive partitioning reads every `key=value` folder of a path: a lake under `/data/lang=zz/`
+    answered lang 'zz' for every document, one under `/data/x=1/` grew a column `x`."""
+    copy = copy_lake(lake, tmp_path / parent / "lake")
+    expected = [("de", "unknown"), ("en", "2024-03-01"), ("vi", "2024-03-03")]
+    columns, rows = run_query(str(copy), "SELECT lang, date FROM documents ORDER BY lang")
+    assert rows == expected
+    assert run_query(str(copy), "SELECT * FROM documents")[0] == run_query(str(lake), "SELECT * FROM documents")[0]
+    assert run_query(str(copy), "SELECT count(*) FROM documents WHERE lang = 'en'")[1] == [(1,)]
+    assert main(["ddl", str(copy)]) == 0
+    con = duckdb.connect()
+    con.execute(capsys.readouterr().out)
+    assert con.execute("SELECT lang, date FROM documents ORDER BY lang").fetchall() == expected
+    assert [d[0] for d in con.execute("SELECT * FROM documents").description][-2:] == ["lang", "date"]
 
 
 # --- nothing outside the lake ------------------------------------------------------------------------------
@@ -166,7 +186,11 @@ def test_duckdbs_default_spill_folder_is_not_readable(lake, tmp_path, monkeypatc
     for path in (".tmp/secret.txt", str(tmp_path / ".tmp" / "secret.txt")):
         assert main(["query", str(lake), f"SELECT * FROM read_text('{path}')"]) == 2
         assert "Permission Error" in one_error_line(capsys)
-    columns, rows = run_query(str(lake), "SELECT current_setting('temp_directory')")
+    copy = copy_lake(lake, tmp_path / "lake")
+    (copy / "documents" / "link.txt").symlink_to(tmp_path / ".tmp" / "secret.txt")
+    assert main(["query", str(copy), f"SELECT * FROM read_text('{copy}/documents/link.txt')"]) == 2
+    assert "Permission Error" in one_error_line(capsys)  # a link inside the lake to a file outside: refused
+    _, rows = run_query(str(lake), "SELECT current_setting('temp_directory')")
     spill = rows[0][0]
     assert os.path.basename(spill).startswith("wirewash-query-") and not os.path.exists(spill)
 
@@ -294,3 +318,35 @@ def test_a_reader_that_leaves_early_is_no_error(lake, tmp_path, command):
                           stdout=write_end, stderr=subprocess.PIPE, timeout=120, cwd=REPO)
     os.close(write_end)
     assert proc.returncode == 0 and proc.stderr == b"", proc.stderr.decode()[-2000:]
+
+
+def test_a_damaged_file_is_one_line_for_every_command(lake, tmp_path, capsys):
+    """A Parquet file that is not one (disk damage, a hand edit): query exits 2, report exits 1 (it cannot
+    read the lake), ddl exits 2: one line each, no traceback."""
+    copy = copy_lake(lake, tmp_path / "lake")
+    for part in sorted((copy / "documents").rglob("*.parquet")):
+        part.write_bytes(b"not parquet at all")
+    assert main(["query", str(copy), "SELECT count(*) FROM documents"]) == 2
+    assert "query failed" in one_error_line(capsys)
+    assert main(["report", str(copy)]) == 1
+    assert "cannot read the lake" in one_error_line(capsys)
+    assert main(["ddl", str(copy), "--dialect", "spark"]) == 2
+    one_error_line(capsys)
+
+
+# --- properties --------------------------------------------------------------------------------------------
+
+PATH_PARTS = st.lists(st.sampled_from(["documents", "duplicates", "..", ".", "", "lang=en", "x.parquet",
+                                       "/", "\\", "date=2024-03", "part-1.parquet", "a/../.."]), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=PATH_PARTS, text=st.text(max_size=30), table=st.sampled_from(["documents", "duplicates", "rejected"]))
+def test_a_listed_file_is_refused_or_inside_its_table(parts, text, table):
+    """Whatever the summary lists, a view only ever gets a .parquet path inside the table's own folder."""
+    for rel in ("/".join(parts), text, "/".join(parts) + text):
+        try:
+            path = _listed_file("/lake", table, rel)
+        except LakeNotFoundError:
+            continue
+        assert os.path.normpath(path) == path and path.startswith(f"/lake/{table}/") and path.endswith(".parquet")

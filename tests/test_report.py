@@ -12,6 +12,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.cli import main
 from pipeline.report import REPORT_FILE, bar_chart, collect, parse_date_label, render_report, timeline
@@ -222,8 +224,8 @@ def test_every_command_works_on_every_lake_shape(shape, tmp_path, seeds_dir, cap
     assert f"<h2>Documents per {unit}</h2>" in page and f"documents per publication {unit} (UTC)" in page
     if data["days"]:
         assert {label for label, _ in timeline(data["days"])[1]} >= {d for d, _ in data["days"]}
-    assert main(["query", str(lake), "SELECT typeof(lang), typeof(date), count(*) FROM documents "
-                                     "WHERE date = 'unknown' GROUP BY ALL", "--format", "csv"]) == 0
+    sql = "SELECT typeof(lang), typeof(date), count(*) FROM documents WHERE date = 'unknown' GROUP BY ALL"
+    assert main(["query", str(lake), sql, "--format", "csv"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1:] == ([f"VARCHAR,VARCHAR,{undated}"] if undated else [])
     for table in ("documents", "duplicates", "rejected"):
@@ -276,3 +278,18 @@ def test_every_command_works_on_a_streaming_lake(tmp_path, capsys):
     con = duckdb.connect()
     con.execute(capsys.readouterr().out)
     assert con.execute("SELECT count(*) FROM documents").fetchone() == (3,)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.from_regex(r"\d{4}(-\d{2}(-\d{2})?)?", fullmatch=True), st.text(max_size=12)),
+                          st.integers(0, 1000)), max_size=12))
+def test_timeline_never_fails_and_keeps_every_dated_count(dates):
+    """Any folder values: the timeline counts every document whose label is a real date, exactly once, in
+    consecutive buckets of one unit."""
+    unit, buckets = timeline(dates)
+    assert unit in ("day", "month", "year")
+    assert sum(n for _, n in buckets) == sum(n for label, n in dates if parse_date_label(label))
+    labels = [label for label, _ in buckets]
+    assert labels == sorted(set(labels)) and len({len(label) for label in labels}) <= 1
+    assert unit == "year" or len(buckets) <= 120
+    assert parse_date_label("\u0662\u0660\u0662\u0664") is None  # Arabic-Indic digits are no folder date
