@@ -1,0 +1,127 @@
+"""Lake layout: files, disk and DuckDB scan times of a wirewash lake against the same rows in one file.
+
+    python bench/lake_layout.py [--n 20000] [--partition_by month[,year,day]] [--corpus FILE] [--runs 7]
+
+Generates the corpus (`../shared/tools/make_corpus.py`, seed 7) into `bench/_work/` unless `--corpus` is
+given, builds one lake per granularity with `wirewash run --partition_by G`, copies its documents into one
+zstd Parquet file (DuckDB `COPY`, the same rows), then times two queries on each, warm (one connection, the
+first run discarded), median of `--runs`:
+
+- full scan: `SELECT lang, count(*), sum(n_words) ... WHERE lang IN ('en', 'vi') GROUP BY lang`
+- one language, one month: `SELECT count(*), sum(n_words) ... WHERE lang = L AND date LIKE 'YYYY-MM%'` on
+  the language and month holding the most documents (`LIKE` so the same query fits every granularity).
+
+The lake is read as `wirewash query` reads it: the files listed in `_SUMMARY.json` (`files`), hive
+partitioning on, `date` a string. Targets (issue 19): lake time within 1.5x of the one file, disk within
+1.3x. Prints one line per granularity and the ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+WORK = HERE / "_work"
+MAKE_CORPUS = REPO.parent / "shared" / "tools" / "make_corpus.py"
+POOL = REPO.parent / "shared" / "corpus"
+FULL_SCAN = "SELECT lang, count(*), sum(n_words) FROM {src} WHERE lang IN ('en', 'vi') GROUP BY lang"
+ONE_MONTH = "SELECT count(*), sum(n_words) FROM {src} WHERE lang = '{lang}' AND date LIKE '{month}%'"
+
+
+def corpus(n: int) -> Path:
+    path = WORK / f"layout-{n}.jsonl"
+    if not path.exists():
+        WORK.mkdir(exist_ok=True)
+        subprocess.run([sys.executable, str(MAKE_CORPUS), "--pool", str(POOL), "--n", str(n), "--seed", "7",
+                        "--out", str(path), "--truth", str(WORK / f"layout-{n}-truth.jsonl"), "--quiet"],
+                       check=True)
+    return path
+
+
+def build(source: Path, lake: Path, partition_by: str) -> float:
+    shutil.rmtree(lake, ignore_errors=True)
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--input", str(source), "--output", str(lake),
+                    "--partition_by", partition_by, "--quiet", "--ingested_at", "2024-01-01T00:00:00Z"],
+                   check=True, cwd=REPO)
+    return time.monotonic() - started
+
+
+def disk_bytes(paths) -> int:
+    return sum(os.path.getsize(p) for p in paths)
+
+
+def median_seconds(con, sql: str, runs: int) -> float:
+    con.execute(sql).fetchall()  # warm-up
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        con.execute(sql).fetchall()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def measure(lake: Path, runs: int) -> dict:
+    import duckdb
+
+    summary = json.loads((lake / "_SUMMARY.json").read_text())
+    files = [str(lake / rel) for rel in summary["files"]["documents"]]
+    partitions = {os.path.dirname(f) for f in files}
+    con = duckdb.connect()
+    lake_src = f"read_parquet({files!r}, hive_partitioning=true, hive_types_autocast=false)"
+    one = lake / "_one_file.parquet"  # outside the tables: not part of the lake
+    con.execute(f"COPY (SELECT * FROM {lake_src}) TO '{one}' (FORMAT parquet, COMPRESSION zstd)")
+    one_src = f"read_parquet('{one}')"
+    lang, month = con.execute(
+        f"SELECT lang, substr(date, 1, 7) m FROM {lake_src} WHERE date <> 'unknown' AND length(date) >= 7 "
+        "GROUP BY ALL ORDER BY count(*) DESC, 1, 2 LIMIT 1").fetchone() or ("en", "2021")
+    result = {"documents": summary["documents"], "files": len(files), "partitions": len(partitions),
+              "lake_bytes": disk_bytes(files), "one_file_bytes": os.path.getsize(one), "query_month": f"{lang} {month}"}
+    for name, sql in (("full_scan", FULL_SCAN), ("one_month", ONE_MONTH)):
+        assert con.execute(sql.format(src=lake_src, lang=lang, month=month)).fetchall() == \
+            con.execute(sql.format(src=one_src, lang=lang, month=month)).fetchall(), f"{name}: different answers"
+        result[f"{name}_lake_s"] = median_seconds(con, sql.format(src=lake_src, lang=lang, month=month), runs)
+        result[f"{name}_one_s"] = median_seconds(con, sql.format(src=one_src, lang=lang, month=month), runs)
+    one.unlink()
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--corpus", type=Path, help="an existing JSONL corpus instead of a generated one")
+    parser.add_argument("--partition_by", default="month", help="comma-separated: day, month, year")
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--json", type=Path, help="write every measurement here")
+    args = parser.parse_args()
+    source = args.corpus or corpus(args.n)
+    results = {}
+    for granularity in args.partition_by.split(","):
+        lake = WORK / f"layout-lake-{granularity}"
+        seconds = build(source, lake, granularity)
+        r = measure(lake, args.runs)
+        r["build_s"] = seconds
+        results[granularity] = r
+        print(f"{granularity:>5}: {r['documents']} documents in {r['files']} files under {r['partitions']} "
+              f"partitions; disk {r['lake_bytes'] / 1e6:.1f} MB vs one file {r['one_file_bytes'] / 1e6:.1f} MB "
+              f"({r['lake_bytes'] / r['one_file_bytes']:.2f}x, target 1.3x)")
+        for name in ("full_scan", "one_month"):
+            ratio = r[f"{name}_lake_s"] / r[f"{name}_one_s"]
+            print(f"       {name:>9}: lake {r[f'{name}_lake_s'] * 1000:.1f} ms, one file "
+                  f"{r[f'{name}_one_s'] * 1000:.1f} ms ({ratio:.2f}x, target 1.5x)"
+                  + (f" [{r['query_month']}]" if name == "one_month" else ""))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
