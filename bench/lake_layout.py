@@ -8,8 +8,10 @@ zstd Parquet file (DuckDB `COPY`, the same rows), then times two queries on each
 first run discarded), median of `--runs`:
 
 - full scan: `SELECT lang, count(*), sum(n_words) ... WHERE lang IN ('en', 'vi') GROUP BY lang`
-- one language, one month: `SELECT count(*), sum(n_words) ... WHERE lang = L AND date LIKE 'YYYY-MM%'` on
-  the language and month holding the most documents (`LIKE` so the same query fits every granularity).
+- one language, one month: `SELECT count(*), sum(n_words) ... WHERE lang = L AND <that month>` on the
+  language and month holding the most documents, written as each granularity prunes best: `date = 'YYYY-MM'`
+  (month), `date BETWEEN 'YYYY-MM-01' AND 'YYYY-MM-31'` (day), `date = 'YYYY'` and `published_at` in the
+  month (year). The same SQL runs on the one file (which holds `date` as a column).
 
 The lake is read as `wirewash query` reads it: the files listed in `_SUMMARY.json` (`files`), hive
 partitioning on, `date` a string. Targets (issue 19): lake time within 1.5x of the one file, disk within
@@ -33,7 +35,19 @@ WORK = HERE / "_work"
 MAKE_CORPUS = REPO.parent / "shared" / "tools" / "make_corpus.py"
 POOL = REPO.parent / "shared" / "corpus"
 FULL_SCAN = "SELECT lang, count(*), sum(n_words) FROM {src} WHERE lang IN ('en', 'vi') GROUP BY lang"
-ONE_MONTH = "SELECT count(*), sum(n_words) FROM {src} WHERE lang = '{lang}' AND date LIKE '{month}%'"
+ONE_MONTH = "SELECT count(*), sum(n_words) FROM {src} WHERE lang = '{lang}' AND {month_filter}"
+
+
+def month_filter(granularity: str, month: str) -> str:
+    """The filter on one month (YYYY-MM) that prunes best at a granularity."""
+    if granularity == "month":
+        return f"date = '{month}'"
+    if granularity == "day":
+        return f"date BETWEEN '{month}-01' AND '{month}-31'"
+    year, number = int(month[:4]), int(month[5:7])
+    following = f"{year + number // 12}-{number % 12 + 1:02d}-01"
+    return (f"date = '{year}' AND published_at >= TIMESTAMPTZ '{month}-01 00:00:00+00' "
+            f"AND published_at < TIMESTAMPTZ '{following} 00:00:00+00'")
 
 
 def corpus(n: int) -> Path:
@@ -69,7 +83,7 @@ def median_seconds(con, sql: str, runs: int) -> float:
     return statistics.median(times)
 
 
-def measure(lake: Path, runs: int) -> dict:
+def measure(lake: Path, runs: int, granularity: str) -> dict:
     import duckdb
 
     summary = json.loads((lake / "_SUMMARY.json").read_text())
@@ -81,15 +95,16 @@ def measure(lake: Path, runs: int) -> dict:
     con.execute(f"COPY (SELECT * FROM {lake_src}) TO '{one}' (FORMAT parquet, COMPRESSION zstd)")
     one_src = f"read_parquet('{one}')"
     lang, month = con.execute(
-        f"SELECT lang, substr(date, 1, 7) m FROM {lake_src} WHERE date <> 'unknown' AND length(date) >= 7 "
-        "GROUP BY ALL ORDER BY count(*) DESC, 1, 2 LIMIT 1").fetchone() or ("en", "2021")
+        f"SELECT lang, strftime(published_at, '%Y-%m') m FROM {lake_src} WHERE published_at IS NOT NULL "
+        "GROUP BY ALL ORDER BY count(*) DESC, 1, 2 LIMIT 1").fetchone()
     result = {"documents": summary["documents"], "files": len(files), "partitions": len(partitions),
               "lake_bytes": disk_bytes(files), "one_file_bytes": os.path.getsize(one), "query_month": f"{lang} {month}"}
+    where = month_filter(granularity, month)
     for name, sql in (("full_scan", FULL_SCAN), ("one_month", ONE_MONTH)):
-        assert con.execute(sql.format(src=lake_src, lang=lang, month=month)).fetchall() == \
-            con.execute(sql.format(src=one_src, lang=lang, month=month)).fetchall(), f"{name}: different answers"
-        result[f"{name}_lake_s"] = median_seconds(con, sql.format(src=lake_src, lang=lang, month=month), runs)
-        result[f"{name}_one_s"] = median_seconds(con, sql.format(src=one_src, lang=lang, month=month), runs)
+        on_lake, on_one = (sql.format(src=src, lang=lang, month_filter=where) for src in (lake_src, one_src))
+        assert con.execute(on_lake).fetchall() == con.execute(on_one).fetchall(), f"{name}: different answers"
+        result[f"{name}_lake_s"] = median_seconds(con, on_lake, runs)
+        result[f"{name}_one_s"] = median_seconds(con, on_one, runs)
     one.unlink()
     return result
 
@@ -101,13 +116,14 @@ def main() -> int:
     parser.add_argument("--partition_by", default="month", help="comma-separated: day, month, year")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--json", type=Path, help="write every measurement here")
+    parser.add_argument("--reuse", action="store_true", help="measure the lakes already built in bench/_work/")
     args = parser.parse_args()
     source = args.corpus or corpus(args.n)
     results = {}
     for granularity in args.partition_by.split(","):
         lake = WORK / f"layout-lake-{granularity}"
-        seconds = build(source, lake, granularity)
-        r = measure(lake, args.runs)
+        seconds = 0.0 if args.reuse and (lake / "_SUMMARY.json").exists() else build(source, lake, granularity)
+        r = measure(lake, args.runs, granularity)
         r["build_s"] = seconds
         results[granularity] = r
         print(f"{granularity:>5}: {r['documents']} documents in {r['files']} files under {r['partitions']} "

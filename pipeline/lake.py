@@ -1,29 +1,39 @@
 """The lake: hive-partitioned Parquet tables, written so that readers never see a partial run.
 
-Layout (explicit Arrow schemas below, zstd):
-    LAKE/documents/lang=<code>/date=<YYYY-MM-DD|unknown>/part-*.parquet
+Layout (explicit Arrow schemas below, zstd, rows sorted within a file, row groups of ROW_GROUP_ROWS):
+    LAKE/documents/lang=<code>/date=<period|unknown>/part-*.parquet   period: YYYY-MM (default), YYYY-MM-DD or YYYY
     LAKE/duplicates/part-*.parquet
     LAKE/rejected/part-*.parquet
-    LAKE/_SUMMARY.json
+    LAKE/_index/part-*.parquet      the dedup index (transforms/lake_dedup.py): what `--append` dedups against
+    LAKE/_SUMMARY.json              counts, the `files` manifest, `runs`
+    LAKE/_WIREWASH_LAKE             the marker: this folder is a wirewash lake
 Partition columns (`lang`, `date`) live in the folder names only, as BigQuery, Athena and Spark expect; the
-values come from validated fields (`lang` a 2-3 letter code or `und`, `date` a real date or `unknown`).
+values come from validated fields (`lang` a 2-3 letter code or `und`, `date` a real period or `unknown`).
+A run adds at most one file per partition (more only past MERGE_MAX_BYTES): workers write per bundle, then
+the files of one partition are merged (`_MergeStagedFn`).
 
 How a run commits: workers write whole Parquet files into `LAKE/_staging/<run>/` (named `*.parquet.staged`)
-and report them; once all are written, one commit step moves exactly the reported files into place (files of retried bundles are never
-reported, so never committed), writes `_SUMMARY.json` and removes the staging folder.
+and report them; once all are written, one commit step moves exactly the reported files into place (files
+of retried bundles are never reported, so never committed), writes `_SUMMARY.json` and removes the staging
+folder. `_SUMMARY.json` is the commit point: its `files` lists exactly the committed Parquet files of each
+table, and readers that build their views from it see one run (or one append) whole or not at all.
 
-`_SUMMARY.json` is the commit marker: it is written last, and when a lake is replaced (`--overwrite`) the old
-one is removed first, then the old tables, before any new file moves in. So at every instant the tables hold
-files of one run only, every Parquet file outside `_staging/` is whole, and a lake without `_SUMMARY.json`
-is an interrupted one (refused by `wirewash query`, replaced by a rerun with `--overwrite`). No `*.parquet`
-glob sees a staged file (their suffix), and Spark, pyarrow and Hive also skip `_`-prefixed folders; the next
-commit removes the staging folders of killed runs. One run writes a lake at a time: a run clears `_staging/` when it starts,
-after its commit, and when it fails.
+Only a wirewash lake is ever replaced: the marker is written before a commit's first file moves in, and a
+folder holding `documents/` (or the others) without the marker or a summary is refused, never deleted. When a
+lake is replaced (`--overwrite`) the old summary is removed first, then the old report, tables and index
+(their Parquet files only: anything else a user put there stays), before any new file moves in; so the
+tables never hold two runs' files, and a lake without `_SUMMARY.json` is an interrupted one (refused by
+`wirewash query`, replaced by a rerun with `--overwrite`). No `*.parquet` glob sees a staged file (their
+suffix), and Spark, pyarrow and Hive also skip `_`-prefixed folders. One run writes a lake at a time: a run
+clears `_staging/` (when it is the lake's or carries wirewash's marker) when it starts, after its commit,
+and when it fails. An append adds its files and then swaps the summary; files a killed append moved in
+are not in the manifest, and the next append deletes them before its own move.
 
 Invariants checked on every run (in `_SUMMARY.json` under `invariants`; `ok` is false and the CLI exits 1
 when one fails): records read = documents + duplicates + rejected, and each term equals the rows written;
-every `duplicate_of` is a `doc_id` in documents; `doc_id`s are unique in documents; every partition folder
-is `lang=<code from LANGUAGES or und>/date=<valid date or unknown>`.
+every `duplicate_of` is a `doc_id` in documents (of this run or, for an append, of the lake); `doc_id`s are
+unique in documents; every partition folder is `lang=<code from LANGUAGES or und>/date=<valid period or
+unknown>`.
 """
 from __future__ import annotations
 

@@ -127,7 +127,8 @@ def timeline(days: list, max_days: int = 120) -> tuple[str, list]:
         return "day", []
     from datetime import date, timedelta
 
-    parsed = [(date.fromisoformat(d), n) for d, n in days]
+    # `date` is a period at the lake's granularity (YYYY-MM-DD, YYYY-MM or YYYY): placed at its first day
+    parsed = [(date.fromisoformat((d + "-01-01")[:10]), n) for d, n in days]
     first, last = parsed[0][0], parsed[-1][0]
     if (last - first).days < max_days:
         counts = dict(parsed)

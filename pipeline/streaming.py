@@ -52,7 +52,8 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import Timestamp
 
 from pipeline.io import InputFile, format_of, parse_file, parse_json_record, stable_id
-from pipeline.lake import (DEFAULT_PARTITION_BY, DOCUMENTS, DUPLICATES, REJECTED, SCHEMAS, STAGING_DIR, SUMMARY_FILE,
+from pipeline.lake import (DEFAULT_PARTITION_BY, DOCUMENTS, DUPLICATES, REJECTED, SCHEMAS, STAGING_DIR, STAGING_MARKER,
+                           SUMMARY_FILE,
                            TABLES, _fact_of, _write_marker, manifest_files, partition_of, remove_lake, row_of,
                            summarize, write_parquet)
 from transforms.boilerplate import StripBoilerplate
@@ -717,6 +718,8 @@ def build_streaming_pipeline(options, settings, run_id: Optional[str] = None) ->
     staging = staging_of(settings.output, run_id or uuid.uuid4().hex)
     pipeline.wirewash_staging = staging  # read back by run_streaming
     pipeline.wirewash_partition_by = settings.partition_by
+    from pipeline.build import run_record
+    pipeline.wirewash_run = dict(run_record(settings), mode="streaming", run_id=posixpath.basename(staging))
     _write_marker(settings.output, staging)  # files land as windows close: the folder is a lake from now on
     read = pipeline | "ReadStream" >> ReadStream(stream.source, settings.max_record_bytes, stream.allowed_lateness,
                                                  stream.poll_interval, local=local)
@@ -748,7 +751,8 @@ def leftover_files(staging: str) -> list[str]:
     return sorted(m.path for m in matched if not posixpath.basename(m.path).startswith(SUMMARY_FILE))
 
 
-def finalize_lake(output: str, staging: str, partition_by: str = DEFAULT_PARTITION_BY) -> dict:
+def finalize_lake(output: str, staging: str, partition_by: str = DEFAULT_PARTITION_BY,
+                  run: Optional[dict] = None) -> dict:
     """After the stream stopped: checks the committed files against the running counts, writes the final
     `_SUMMARY.json` (`reconciled`, `files_rows`, `streaming.final`), removes the staging folder when empty."""
     path = FileSystems.join(output, SUMMARY_FILE)
@@ -769,12 +773,17 @@ def finalize_lake(output: str, staging: str, partition_by: str = DEFAULT_PARTITI
     summary["reconciled"] = bool(
         summary["records_read"] == summary["documents"] + summary["duplicates"] + summary["rejected"]
         and all(summary["files_rows"][t] == summary[t] for t in TABLES) and not leftovers)
+    if run is not None:  # the lake's `runs`, as batch lakes have it
+        summary["runs"] = [dict(run, committed_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+                                **{k: summary[k] for k in ("records_read", "documents", "duplicates", "rejected",
+                                                           "reconciled", "files_rows")})]
     write_json_atomically(output, staging, summary)
     if not leftovers:
         try:
             FileSystems.delete([staging])
             parent = FileSystems.join(output, STAGING_DIR)
-            if not FileSystems.match([FileSystems.join(parent, "*")])[0].metadata_list:
+            left = FileSystems.match([FileSystems.join(parent, "*")])[0].metadata_list
+            if all(posixpath.basename(m.path) == STAGING_MARKER for m in left):  # only wirewash's marker
                 FileSystems.delete([parent])
         except Exception:  # another run is using the staging parent
             pass
@@ -811,4 +820,5 @@ def run_streaming(pipeline: beam.Pipeline, output: str) -> dict:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return finalize_lake(output, pipeline.wirewash_staging,
-                         getattr(pipeline, "wirewash_partition_by", DEFAULT_PARTITION_BY))
+                         getattr(pipeline, "wirewash_partition_by", DEFAULT_PARTITION_BY),
+                         getattr(pipeline, "wirewash_run", None))
