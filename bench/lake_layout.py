@@ -99,13 +99,27 @@ def measure(lake: Path, runs: int, granularity: str) -> dict:
         "GROUP BY ALL ORDER BY count(*) DESC, 1, 2 LIMIT 1").fetchone()
     result = {"documents": summary["documents"], "files": len(files), "partitions": len(partitions),
               "lake_bytes": disk_bytes(files), "one_file_bytes": os.path.getsize(one), "query_month": f"{lang} {month}"}
+    # A reference layout, not wirewash's: the same rows under year folders only, sorted by language and time
+    # inside (language pruned by row-group statistics instead of folders): what fewer files would give.
+    reference = lake / "_reference_year_only"
+    shutil.rmtree(reference, ignore_errors=True)
+    con.execute(f"COPY (SELECT * EXCLUDE (date), date AS period, substr(date, 1, 4) AS year FROM {one_src} "
+                f"ORDER BY lang, published_at) TO '{reference}' (FORMAT parquet, COMPRESSION zstd, "
+                "PARTITION_BY (year), ROW_GROUP_SIZE 8192)")
+    ref_files = sorted(str(p) for p in reference.rglob("*.parquet"))
+    ref_src = (f"(SELECT * EXCLUDE (period), period AS date FROM read_parquet({ref_files!r}, "
+               "hive_partitioning=true, hive_types_autocast=false))")
+    result["reference_files"], result["reference_bytes"] = len(ref_files), disk_bytes(ref_files)
     where = month_filter(granularity, month)
     for name, sql in (("full_scan", FULL_SCAN), ("one_month", ONE_MONTH)):
-        on_lake, on_one = (sql.format(src=src, lang=lang, month_filter=where) for src in (lake_src, one_src))
+        on_lake, on_one, on_ref = (sql.format(src=src, lang=lang, month_filter=where)
+                                   for src in (lake_src, one_src, ref_src))
         assert con.execute(on_lake).fetchall() == con.execute(on_one).fetchall(), f"{name}: different answers"
         result[f"{name}_lake_s"] = median_seconds(con, on_lake, runs)
         result[f"{name}_one_s"] = median_seconds(con, on_one, runs)
+        result[f"{name}_reference_s"] = median_seconds(con, on_ref, runs)
     one.unlink()
+    shutil.rmtree(reference)
     return result
 
 
@@ -132,8 +146,11 @@ def main() -> int:
         for name in ("full_scan", "one_month"):
             ratio = r[f"{name}_lake_s"] / r[f"{name}_one_s"]
             print(f"       {name:>9}: lake {r[f'{name}_lake_s'] * 1000:.1f} ms, one file "
-                  f"{r[f'{name}_one_s'] * 1000:.1f} ms ({ratio:.2f}x, target 1.5x)"
+                  f"{r[f'{name}_one_s'] * 1000:.1f} ms ({ratio:.2f}x, target 1.5x); reference "
+                  f"{r[f'{name}_reference_s'] * 1000:.1f} ms ({r[f'{name}_reference_s'] / r[f'{name}_one_s']:.2f}x)"
                   + (f" [{r['query_month']}]" if name == "one_month" else ""))
+        print(f"       reference (year folders only, sorted by lang inside): {r['reference_files']} files, "
+              f"{r['reference_bytes'] / 1e6:.1f} MB ({r['reference_bytes'] / r['one_file_bytes']:.2f}x)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -91,7 +91,7 @@ SORT_KEYS = {
     INDEX: [("doc_id", "ascending")],
 }
 # Staged files of one partition are merged up to this much Parquet (compressed) per output file.
-MERGE_MAX_BYTES = 48 << 20
+MERGE_MAX_BYTES = 32 << 20  # about 100 MB of rows in memory while merging (read, then sorted)
 # Staged files end in `.parquet.staged`: no `*.parquet` glob (DuckDB's `lake/**/*.parquet` included) ever
 # matches a file that is still being written, or that a killed run left behind. The commit drops the suffix.
 STAGED_SUFFIX = ".staged"
