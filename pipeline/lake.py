@@ -681,7 +681,10 @@ def lake_summary(previous: Optional[dict], run_summary: dict, files: dict, parti
         summary["ok"] = bool(previous.get("ok", True)) and run_summary["ok"] and summary["reconciled"]
         summary["invariants"] = add_counts(previous.get("invariants", {}), run_summary["invariants"])
         summary["invariants"]["reconciled"] = summary["reconciled"]
-        summary.pop("boilerplate_removed_lines", None)  # per run (see runs)
+        # the most frequent removed lines of each rule over the runs (each run kept its top 5: an estimate)
+        lines = add_counts(previous.get("boilerplate_removed_lines") or {}, summary.get("boilerplate_removed_lines") or {})
+        summary["boilerplate_removed_lines"] = {
+            rule: dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:5]) for rule, counts in lines.items()}
     summary["layout"] = {"partition_by": partition_by, "format": 2}
     summary["files"] = {t: sorted(files[t]) for t in TABLES}
     summary["runs"] = list((previous or {}).get("runs", [])) + [record]

@@ -160,3 +160,24 @@ def test_staging_folder_created_by_another_worker_first_is_fine(tmp_path):
     _ensure_dir(folder)
     _ensure_dir(folder)  # a concurrent worker won the race: no "File exists"
     assert (tmp_path / "staging" / "rejected").is_dir()
+
+
+def test_an_appended_summary_adds_up_over_runs():
+    from pipeline.lake import lake_summary
+    first = summarize(5, Counter({("en", ("read_more",)): 3}), Counter({"exact": 1}), Counter({("read", "bad_json"): 1}))
+    second = summarize(4, Counter({("vi", ()): 2}), Counter({"near": 1}), Counter({("read", "bad_json"): 1}))
+    for s, lines in ((first, {"read_more": {"Read more": 3}}), (second, {"read_more": {"Read more": 1, "More": 2}})):
+        s.update(files_rows={t: s[t] for t in ("documents", "duplicates", "rejected")}, ok=True,
+                 invariants={"reconciled": True, "duplicate_doc_ids": 0}, boilerplate_removed_lines=lines)
+    files = {"documents": ["documents/a.parquet"], "duplicates": [], "rejected": []}
+    one = lake_summary(None, first, files, "month", {"run_id": "1"})
+    both = lake_summary(one, second, {**files, "documents": ["documents/a.parquet", "documents/b.parquet"]},
+                        "month", {"run_id": "2"})
+    assert (both["records_read"], both["documents"], both["duplicates"], both["rejected"]) == (9, 5, 2, 2)
+    assert both["reconciled"] and both["ok"] and both["languages"] == {"en": 3, "vi": 2}
+    assert both["stages"]["read"] == {"in": 9, "rejected": 2, "out": 7}
+    assert both["duplicate_kinds"] == {"exact": 1, "near": 1}
+    assert both["boilerplate_removed_lines"] == {"read_more": {"Read more": 4, "More": 2}}
+    assert [(r["run_id"], r["records_read"]) for r in both["runs"]] == [("1", 5), ("2", 4)]
+    assert both["files"]["documents"] == ["documents/a.parquet", "documents/b.parquet"]
+    assert both["files_rows"] == {"documents": 5, "duplicates": 2, "rejected": 2}
