@@ -657,9 +657,10 @@ RUN_FIELDS = ("records_read", "documents", "duplicates", "rejected", "reconciled
 
 
 def add_counts(a, b):
-    """Sums two count trees (ints, and dicts of them), key by key."""
+    """Sums two count trees (ints, and dicts of them), key by key; a key on one side only keeps its value."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return {k: add_counts(a.get(k, 0), b.get(k, 0)) for k in sorted(set(a) | set(b), key=str)}
+        return {k: add_counts(a[k], b[k]) if k in a and k in b else a.get(k, b.get(k))
+                for k in sorted(set(a) | set(b), key=str)}
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
         return a + b
     return b

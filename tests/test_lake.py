@@ -166,7 +166,8 @@ def test_an_appended_summary_adds_up_over_runs():
     from pipeline.lake import lake_summary
     first = summarize(5, Counter({("en", ("read_more",)): 3}), Counter({"exact": 1}), Counter({("read", "bad_json"): 1}))
     second = summarize(4, Counter({("vi", ()): 2}), Counter({"near": 1}), Counter({("read", "bad_json"): 1}))
-    for s, lines in ((first, {"read_more": {"Read more": 3}}), (second, {"read_more": {"Read more": 1, "More": 2}})):
+    for s, lines in ((first, {"read_more": {"Read more": 3}, "share": {"Share": 1}}),
+                     (second, {"read_more": {"Read more": 1, "More": 2}})):
         s.update(files_rows={t: s[t] for t in ("documents", "duplicates", "rejected")}, ok=True,
                  invariants={"reconciled": True, "duplicate_doc_ids": 0}, boilerplate_removed_lines=lines)
     files = {"documents": ["documents/a.parquet"], "duplicates": [], "rejected": []}
@@ -177,7 +178,28 @@ def test_an_appended_summary_adds_up_over_runs():
     assert both["reconciled"] and both["ok"] and both["languages"] == {"en": 3, "vi": 2}
     assert both["stages"]["read"] == {"in": 9, "rejected": 2, "out": 7}
     assert both["duplicate_kinds"] == {"exact": 1, "near": 1}
-    assert both["boilerplate_removed_lines"] == {"read_more": {"Read more": 4, "More": 2}}
+    assert both["boilerplate_removed_lines"] == {"read_more": {"Read more": 4, "More": 2}, "share": {"Share": 1}}
     assert [(r["run_id"], r["records_read"]) for r in both["runs"]] == [("1", 5), ("2", 4)]
     assert both["files"]["documents"] == ["documents/a.parquet", "documents/b.parquet"]
     assert both["files_rows"] == {"documents": 5, "duplicates": 2, "rejected": 2}
+
+
+count_trees = st.recursive(st.integers(0, 100), lambda inner: st.dictionaries(st.sampled_from("abc"), inner, max_size=3),
+                           max_leaves=10)
+
+
+@given(count_trees, count_trees)
+@settings(max_examples=200, deadline=None)
+def test_adding_count_trees_keeps_every_leaf(a, b):
+    """Summing two runs' counts never loses a key present on one side only, and totals add up."""
+    from pipeline.lake import add_counts
+
+    def total(tree):
+        return sum(map(total, tree.values())) if isinstance(tree, dict) else tree
+
+    def same_shape(x, y):
+        return isinstance(x, dict) == isinstance(y, dict) and (
+            not isinstance(x, dict) or all(k not in y or same_shape(x[k], y[k]) for k in x))
+
+    if same_shape(a, b):
+        assert total(add_counts(a, b)) == total(a) + total(b)
