@@ -10,6 +10,7 @@ import os
 import shlex
 import shutil
 import sys
+import uuid
 import weakref
 from datetime import datetime, timezone
 from importlib import resources
@@ -22,16 +23,19 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineRunner
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
-from pipeline.io import DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_MAX_RECORD_BYTES, InputFile, ReadArticles, match_inputs
-from pipeline.lake import WriteLake, check_output_location
+from pipeline.io import (DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_MAX_RECORD_BYTES, InputError, InputFile, ReadArticles,
+                         match_inputs)
+from pipeline.lake import DEFAULT_PARTITION_BY, WriteLake, check_output_location, lake_layout, read_summary
 from pipeline.lifetime import LAUNCHER_ENV
 from pipeline.options import WirewashOptions, check_options
+from pipeline.version import wirewash_version
 from pipeline.runners import prepare_runner
 from pipeline.spill import Spill, make_spill_dir, remove_spill_dir
 from transforms.boilerplate import StripBoilerplate, load_rules
 from transforms.dedup import DedupConfig, DeduplicateArticles
 from transforms.extract import ExtractText
 from transforms.language import DetectLanguage
+from transforms.lake_dedup import DedupAgainstLake
 from transforms.normalize import NormalizeArticles
 
 __all__ = ["IngestArticles", "RunSettings", "settings_from_options", "build_pipeline", "default_input",
@@ -51,6 +55,11 @@ class RunSettings(NamedTuple):
     dedup: DedupConfig
     ingested_at: str
     spill_parent: Optional[str] = None
+    partition_by: str = DEFAULT_PARTITION_BY
+    append: bool = False
+    inputs: tuple = ()  # the --input arguments as given (recorded in the lake's `runs`)
+    skipped_inputs: int = 0  # files under --output that a folder or glob matched (never read)
+    lake_index: tuple = ()  # --append: the lake's dedup index files
 
 
 def default_input() -> str:
@@ -79,8 +88,14 @@ def settings_from_options(options: PipelineOptions) -> RunSettings:
     check_options(opts)  # each option's own range was checked when it was parsed (pipeline/options.py)
     check_beam_options(options)
     ingested_at = opts.ingested_at or datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    if opts.append and opts.overwrite:
+        raise ValueError("--append adds to the lake in --output and --overwrite replaces it: choose one")
     streaming = options.view_as(StandardOptions).streaming  # a stream's input is watched, not listed now
-    files = [] if streaming else match_inputs(opts.input or [default_input()])
+    patterns = opts.input or [default_input()]
+    files = [] if streaming else match_inputs(patterns)
+    files, skipped = outside_output(files, opts.output)
+    if skipped and not files:
+        raise InputError(f"every input file is inside the output lake {opts.output!r}: nothing to read")
     rule_files = tuple(opts.rules or ())
     load_rules(rule_files)  # a bad --rules file is one line (UsageError) before the output folder is touched
     return RunSettings(
@@ -94,7 +109,24 @@ def settings_from_options(options: PipelineOptions) -> RunSettings:
                           near=not opts.no_near_dedup, near_window_days=opts.near_window_days),
         ingested_at=ingested_at,
         spill_parent=opts.spill_dir,
+        partition_by=opts.partition_by or DEFAULT_PARTITION_BY,
+        append=opts.append,
+        inputs=tuple(patterns),
+        skipped_inputs=skipped,
     )
+
+
+def outside_output(files: list[InputFile], output: str) -> tuple[list[InputFile], int]:
+    """The input files that are not inside the output lake, and how many were: a lake written inside its
+    own input folder never reads its own files (its report, a user's notes) back as articles."""
+    if "://" in output:
+        root = output.rstrip("/") + "/"
+        inside = [f for f in files if f.path.startswith(root)]
+    else:
+        root = os.path.realpath(output)
+        inside = [f for f in files if "://" not in f.path
+                  and os.path.commonpath([root, os.path.realpath(f.path)]) == root]
+    return [f for f in files if f not in inside], len(inside)
 
 
 def _count_records(articles, rejected):
@@ -108,8 +140,9 @@ class IngestArticles(beam.PTransform):
 
     def __init__(self, files: list[InputFile], rule_files: tuple = (), max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
                  dedup: DedupConfig = DedupConfig(), max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
-                 spill: Optional[Spill] = None):
+                 spill: Optional[Spill] = None, lake_index: tuple = ()):
         super().__init__()
+        self.lake_index = tuple(lake_index)  # an append: dedup against these index files of the lake first
         self.files = files
         self.rule_files = rule_files
         self.max_record_bytes = max_record_bytes
@@ -124,10 +157,17 @@ class IngestArticles(beam.PTransform):
         normalized = extracted["articles"] | "Normalize" >> NormalizeArticles()
         cleaned = normalized["articles"] | "Boilerplate" >> StripBoilerplate(self.rule_files, spill=self.spill)
         tagged = cleaned["articles"] | "Language" >> DetectLanguage()
-        deduped = tagged["articles"] | "Dedup" >> DeduplicateArticles(self.dedup, self.spill)
+        of_lake = {"duplicates": [], "rejected": []}
+        if self.lake_index:  # `--append`: copies of the lake's documents leave first (the lake's copy wins)
+            against = tagged["articles"] | "AgainstLake" >> DedupAgainstLake(list(self.lake_index), self.dedup)
+            articles, of_lake = against["articles"], {k: [against[k]] for k in of_lake}
+        else:
+            articles = tagged["articles"]
+        deduped = articles | "Dedup" >> DeduplicateArticles(self.dedup, self.spill)
         rejected = ((read["rejected"], extracted["rejected"], normalized["rejected"], cleaned["rejected"],
-                     tagged["rejected"], deduped["rejected"]) | "AllRejected" >> beam.Flatten())
-        return {"documents": deduped["documents"], "duplicates": deduped["duplicates"], "rejected": rejected,
+                     tagged["rejected"], deduped["rejected"], *of_lake["rejected"]) | "AllRejected" >> beam.Flatten())
+        duplicates = (deduped["duplicates"], *of_lake["duplicates"]) | "AllDuplicates" >> beam.Flatten()
+        return {"documents": deduped["documents"], "duplicates": duplicates, "rejected": rejected,
                 "records_read": records_read, "removed_lines": cleaned.get("removed_lines"),
                 "read_tallies": read["tallies"],
                 # for live progress only (pipeline/progress.py): records as they enter the stages
@@ -240,7 +280,11 @@ def build_pipeline(options: PipelineOptions, settings: Optional[RunSettings] = N
     progress display."""
     prepare_runner(options)  # --runner=DaskRunner, and a one-sentence error for what a runner lacks
     settings = settings or settings_from_options(options)
-    check_output_location(settings.output, settings.overwrite)
+    check_output_location(settings.output, settings.overwrite, settings.append)
+    if settings.append:  # the lake's own granularity and index; a different explicit granularity is a mistake
+        settings = settings._replace(partition_by=lake_layout(settings.output, settings.partition_by,
+                                                              _explicit_flags(options)),
+                                     lake_index=append_index(settings.output, settings.dedup))
     runner = resolve_runner(options, input_bytes(settings.files))
     if options.view_as(StandardOptions).streaming:
         from pipeline.streaming import build_streaming_pipeline
@@ -265,8 +309,11 @@ def _assemble(pipeline: beam.Pipeline, runner, settings: RunSettings, progress_d
         pipeline._wirewash_spill = weakref.finalize(pipeline, remove_spill_dir, spill.folder)
     outputs = pipeline | "Ingest" >> IngestArticles(settings.files, settings.rule_files,
                                                     settings.max_record_bytes, settings.dedup,
-                                                    settings.max_decompressed_bytes, spill)
-    _ = outputs | "WriteLake" >> WriteLake(settings.output, settings.ingested_at, settings.overwrite)
+                                                    settings.max_decompressed_bytes, spill, settings.lake_index)
+    _ = outputs | "WriteLake" >> WriteLake(settings.output, settings.ingested_at, settings.overwrite,
+                                           partition_by=settings.partition_by, append=settings.append,
+                                           run=run_record(settings), dedup=settings.dedup,
+                                           lake_index=settings.lake_index)
     if progress_dir:
         from pipeline.progress import CountProgress
         _ = ({"read:articles": outputs["read_articles"], "read:rejected": outputs["read_rejected"],
@@ -280,6 +327,36 @@ def temporary_folders(pipeline: beam.Pipeline) -> list[str]:
     finalizer = getattr(pipeline, "_wirewash_spill", None)
     folders = [finalizer.peek()[2][0]] if finalizer is not None and finalizer.alive else []
     return folders + [pipeline.local_tempdir]
+
+
+def append_index(output: str, config: DedupConfig) -> tuple:
+    """The dedup index files an append into `output` dedups against (none when there is no lake yet: the
+    append is a first run). Raises ValueError when the lake has no index or its fingerprints were made with
+    other dedup settings."""
+    summary = read_summary(output)
+    if summary is None:
+        return ()
+    index = summary.get("index")
+    if index is None:
+        raise ValueError(f"{output} has no dedup index (a streaming lake, or one written before --append "
+                         "existed): --append needs one; rebuild the lake with --overwrite")
+    wanted = {"threshold": config.threshold, "num_perm": config.num_perm, "seed": config.seed, "near": config.near}
+    if index.get("dedup") != wanted:
+        raise ValueError(f"{output}'s dedup index was built with {index.get('dedup')}, this run asks for {wanted}: "
+                         "an append must use the lake's --near_threshold, --num_perm, --minhash_seed")
+    return tuple(FileSystems.join(output, rel) for rel in index["files"])
+
+
+def run_record(settings: RunSettings) -> dict:
+    """What the lake's `runs` keeps about this run (its counts and commit time are added at the commit)."""
+    mode = "append" if settings.append else "batch"
+    return {"run_id": uuid.uuid4().hex, "wirewash_version": wirewash_version(), "mode": mode,
+            "started_at": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+            "ingested_at": settings.ingested_at, "inputs": list(settings.inputs), "input_files": len(settings.files),
+            "skipped_inputs": settings.skipped_inputs,
+            "options": {"append": settings.append, "overwrite": settings.overwrite,
+                        "partition_by": settings.partition_by, "rules": list(settings.rule_files),
+                        "max_record_bytes": settings.max_record_bytes, **settings.dedup._asdict()}}
 
 
 def remove_spill(pipeline: beam.Pipeline) -> None:

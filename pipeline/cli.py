@@ -21,6 +21,7 @@ import sys
 import time
 
 from pipeline.config import UsageError
+from pipeline.version import wirewash_version
 
 __all__ = ["main"]
 
@@ -270,6 +271,9 @@ def _run_command(argv: list[str], stop) -> int:
     display = None
     try:
         settings = settings_from_options(options)
+        if settings.skipped_inputs and not args.quiet:
+            print(f"wirewash: skipped {settings.skipped_inputs} files inside the output lake {settings.output} "
+                  "(a lake never reads its own files)", file=sys.stderr)
         live = sys.stderr.isatty()
         streaming = options.view_as(StandardOptions).streaming  # has its own running summary
         if not args.quiet and (live or args.progress) and _is_local_runner(options) and not streaming:
@@ -530,19 +534,34 @@ def ddl_command(argv: list[str]) -> int:
     return EXIT_OK
 
 
-def version() -> str:
-    """The installed package's version (its metadata: pyproject.toml's `version`)."""
-    from importlib.metadata import PackageNotFoundError, version as installed
+def compact_command(argv: list[str]) -> int:
+    parser = _Parser(
+        prog="wirewash compact",
+        description="Rewrite the small Parquet files of each partition of a lake (left by appends and streaming "
+                    "windows) into large ones, without changing a row; readers of the lake's file list see the "
+                    "old files or the new ones, never both.")
+    parser.add_argument("lake", help="lake folder written by wirewash run")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    args = parser.parse_args(argv)
+
+    from pipeline.lake import LakeExistsError, compact
 
     try:
-        return installed("wirewash")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "0+unknown"
+        done = compact(args.lake)
+    except LakeExistsError as err:
+        return _error(str(err))
+    except OSError as err:
+        return _error(f"cannot compact {args.lake}: {err.strerror or err}")
+    if not args.quiet:
+        print(f"wirewash: {done['merged']} files rewritten as {done['written']}" if done["merged"]
+              else "wirewash: nothing to compact (one file per partition already)")
+    return EXIT_OK
 
 
-COMMANDS = {"run": run_command, "query": query_command, "report": report_command, "ddl": ddl_command}
+COMMANDS = {"run": run_command, "query": query_command, "report": report_command, "ddl": ddl_command,
+            "compact": compact_command}
 SUMMARIES = {"run": "build a lake", "query": "SQL over a lake", "report": "write LAKE/_REPORT.html",
-             "ddl": "external-table DDL for a lake"}
+             "ddl": "external-table DDL for a lake", "compact": "merge a lake's small files"}
 
 
 def _main(argv: list[str] | None, stop) -> int:
@@ -556,7 +575,7 @@ def _main(argv: list[str] | None, stop) -> int:
     top.add_argument("command", choices=list(COMMANDS), help="what to do")
     top.add_argument("--version", action="store_true", help="print wirewash's version and exit")
     if argv[:1] == ["--version"]:
-        print(f"wirewash {version()}")
+        print(f"wirewash {wirewash_version()}")
         return EXIT_OK
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()

@@ -127,6 +127,14 @@ class WirewashOptions(PipelineOptions):
             "--overwrite", action="store_true", default=False,
             help="replace the lake already in --output (without it, an existing lake stops the run)")
         parser.add_argument(
+            "--append", action="store_true", default=False,
+            help="add this run to the lake already in --output: its articles are deduplicated against the "
+                 "lake's documents (from the lake's dedup index), and the run becomes visible all at once")
+        parser.add_argument(
+            "--partition_by", choices=("day", "month", "year"), default=None,
+            help="granularity of the documents' `date` partition (publication period): day YYYY-MM-DD, month "
+                 "YYYY-MM or year YYYY. Default: month (an --append keeps the lake's own)")
+        parser.add_argument(
             "--rules", action="append", default=None, metavar="TOML",
             help="extra boilerplate rule file(s), same format as transforms/rules/boilerplate.toml")
         parser.add_argument(

@@ -56,8 +56,9 @@ from apache_beam.utils.timestamp import Timestamp
 
 from pipeline.io import (ByteRange, InputFile, from_wire, format_of, parse_file, parse_json_record, readable_name,
                          stable_id, tally_fact, to_wire)
-from pipeline.lake import (DOCUMENTS, DUPLICATES, REJECTED, SCHEMAS, STAGING_DIR, SUMMARY_FILE, TABLES, _fact_of,
-                           partition_of, row_of, summarize, unread_input)
+from pipeline.lake import (DEFAULT_PARTITION_BY, DOCUMENTS, DUPLICATES, REJECTED, SCHEMAS, STAGING_DIR, STAGING_MARKER,
+                           SUMMARY_FILE, TABLES, _fact_of, _write_marker, manifest_files, partition_of, remove_lake,
+                           row_of, summarize, unread_input, write_parquet)
 from transforms.boilerplate import StripBoilerplate
 from transforms.dedup import DedupConfig
 from transforms.extract import ExtractText
@@ -163,9 +164,9 @@ def file_name(window_start: float, window_end: float, pane: int, shard: int, sha
     return f"part-{start}-{end}-p{pane:04d}-{shard:03d}-of-{shards:03d}.parquet"
 
 
-def destination_of(table: str, element) -> str:
+def destination_of(table: str, element, partition_by: str = DEFAULT_PARTITION_BY) -> str:
     """The lake folder of one output record (documents are hive-partitioned, the other tables are not)."""
-    return posixpath.join(DOCUMENTS, partition_of(element)) if table == DOCUMENTS else table
+    return posixpath.join(DOCUMENTS, partition_of(element, partition_by)) if table == DOCUMENTS else table
 
 
 def merge_counts(total: dict, delta: dict) -> dict:
@@ -563,8 +564,7 @@ class _ParquetBatchSink(fileio.FileSink):
 
     def flush(self):
         if self._rows:
-            pq.write_table(pa.Table.from_pylist(self._rows, schema=SCHEMAS[self.table]), self._fh,
-                           compression="zstd")
+            write_parquet(self.table, pa.Table.from_pylist(self._rows, schema=SCHEMAS[self.table]), self._fh)
             self._rows = []
 
 
@@ -632,9 +632,10 @@ class _RunningSummaryFn(beam.DoFn):
 
     TOTAL = ReadModifyWriteStateSpec("total", PickleCoder())
 
-    def __init__(self, output: str, staging: str):
+    def __init__(self, output: str, staging: str, partition_by: str = DEFAULT_PARTITION_BY):
         self.output = output
         self.staging = staging
+        self.partition_by = partition_by
 
     def process(self, element, total_state=beam.DoFn.StateParam(TOTAL)):
         _, (counts, window_end) = element
@@ -642,7 +643,7 @@ class _RunningSummaryFn(beam.DoFn):
         total = {"counts": merge_counts(total["counts"], counts), "panes": total["panes"] + 1,
                  "last_window_end": max(window_end, total["last_window_end"] or window_end)}
         total_state.write(total)
-        summary = streaming_summary(total)
+        summary = with_layout(streaming_summary(total), self.output, self.partition_by)
         write_json_atomically(self.output, self.staging, summary)
         yield summary
 
@@ -657,6 +658,14 @@ def streaming_summary(total: dict) -> dict:
         if total["last_window_end"] is not None else None,
         "final": False,
     }
+    return summary
+
+
+def with_layout(summary: dict, output: str, partition_by: str) -> dict:
+    """The lake-format fields of a streaming summary: `layout` and the `files` manifest, listed from the
+    committed files (each renamed into place whole by the file sink, so every file listed is whole)."""
+    summary["layout"] = {"partition_by": partition_by, "format": 2}
+    summary["files"] = manifest_files(output)
     return summary
 
 
@@ -679,15 +688,17 @@ class WriteWindowedLake(beam.PTransform):
     """{documents, duplicates, rejected, read} (timestamped) -> windowed Parquet files in the lake layout and a
     running `_SUMMARY.json`. Returns the PCollection of running summaries (one per window pane)."""
 
-    def __init__(self, output: str, staging: str, window_seconds: float, allowed_lateness: float):
+    def __init__(self, output: str, staging: str, window_seconds: float, allowed_lateness: float,
+                 partition_by: str = DEFAULT_PARTITION_BY):
         super().__init__()
         self.output = output.rstrip("/") or output
         self.staging = staging
         self.window_seconds = window_seconds
         self.allowed_lateness = allowed_lateness
+        self.partition_by = partition_by
 
     def expand(self, inputs):
-        output = self.output
+        output, partition_by = self.output, self.partition_by
         facts = [inputs[READ] | "FactRead" >> beam.Map(lambda _: (READ, None))]
         batches = []
         for table in TABLES:
@@ -697,7 +708,7 @@ class WriteWindowedLake(beam.PTransform):
             batches.append(
                 windowed
                 | f"Rows{table.title()}" >> beam.Map(
-                    lambda e, t=table: (destination_of(t, e), row_of(t, e, datetime.now(timezone.utc))))
+                    lambda e, t=table: (destination_of(t, e, partition_by), row_of(t, e, datetime.now(timezone.utc))))
                 .with_output_types(Tuple[str, Any])
                 | f"Group{table.title()}" >> beam.GroupByKey()
                 | f"Pane{table.title()}" >> beam.ParDo(_PaneBatchFn(output)))
@@ -717,7 +728,7 @@ class WriteWindowedLake(beam.PTransform):
             | "CountPerWindow" >> beam.CombineGlobally(_WindowCountsFn()).without_defaults()
             | "WithWindowEnd" >> beam.Map(_with_window_end).with_output_types(Tuple[str, Any])
             | "Rewindow" >> beam.WindowInto(window.GlobalWindows())
-            | "RunningSummary" >> beam.ParDo(_RunningSummaryFn(output, self.staging))
+            | "RunningSummary" >> beam.ParDo(_RunningSummaryFn(output, self.staging, partition_by))
         )
 
 
@@ -757,11 +768,10 @@ def build_streaming_pipeline(options, settings, run_id: Optional[str] = None) ->
     from pipeline.options import WirewashOptions
 
     stream = stream_settings(options.view_as(WirewashOptions))
+    if settings.append:
+        raise ValueError("--append is for batch runs: a stream adds to its own lake as it goes")
     if settings.overwrite:
-        existing = [FileSystems.join(settings.output, t) for t in TABLES + (SUMMARY_FILE,)
-                    if FileSystems.exists(FileSystems.join(settings.output, t))]
-        if existing:
-            FileSystems.delete(existing)
+        remove_lake(settings.output)  # only what a wirewash lake holds (check_output_location refused others)
     from apache_beam.options.pipeline_options import StandardOptions
 
     local = options.view_as(StandardOptions).runner in ("BundleBasedDirectRunner", "DirectRunner", None)
@@ -770,11 +780,15 @@ def build_streaming_pipeline(options, settings, run_id: Optional[str] = None) ->
     pipeline = beam.Pipeline(options=options)
     staging = staging_of(settings.output, run_id or uuid.uuid4().hex)
     pipeline.wirewash_staging = staging  # read back by run_streaming
+    pipeline.wirewash_partition_by = settings.partition_by
+    from pipeline.build import run_record
+    pipeline.wirewash_run = dict(run_record(settings), mode="streaming", run_id=posixpath.basename(staging))
+    _write_marker(settings.output, staging)  # files land as windows close: the folder is a lake from now on
     read = pipeline | "ReadStream" >> ReadStream(stream.source, settings.max_record_bytes, stream.allowed_lateness,
                                                  stream.poll_interval, local=local)
     outputs = read | "Ingest" >> StreamingIngest(settings.rule_files, settings.dedup, stream.retention_seconds)
     _ = outputs | "WriteLake" >> WriteWindowedLake(settings.output, staging, stream.window_seconds,
-                                                   stream.allowed_lateness)
+                                                   stream.allowed_lateness, settings.partition_by)
     return pipeline
 
 
@@ -800,7 +814,8 @@ def leftover_files(staging: str) -> list[str]:
     return sorted(m.path for m in matched if not posixpath.basename(m.path).startswith(SUMMARY_FILE))
 
 
-def finalize_lake(output: str, staging: str) -> dict:
+def finalize_lake(output: str, staging: str, partition_by: str = DEFAULT_PARTITION_BY,
+                  run: Optional[dict] = None) -> dict:
     """After the stream stopped: checks the committed files against the running counts, writes the final
     `_SUMMARY.json` (`reconciled`, `files_rows`, `streaming.final`), removes the staging folder when empty."""
     path = FileSystems.join(output, SUMMARY_FILE)
@@ -810,19 +825,28 @@ def finalize_lake(output: str, staging: str) -> dict:
     else:  # nothing arrived: an empty, reconciled lake
         summary = summarize(0, Counter(), Counter(), Counter())
         summary["streaming"] = {"panes": 0, "last_window_end": None}
+    for table in TABLES:  # the three tables exist, empty or not
+        if not FileSystems.exists(FileSystems.join(output, table)):
+            FileSystems.mkdirs(FileSystems.join(output, table))
     summary["files_rows"] = count_file_rows(output)
+    with_layout(summary, output, partition_by)
     leftovers = leftover_files(staging)
     summary["streaming"]["final"] = True
     summary["streaming"]["uncommitted_files"] = leftovers
     summary["reconciled"] = bool(
         summary["records_read"] == summary["documents"] + summary["duplicates"] + summary["rejected"]
         and all(summary["files_rows"][t] == summary[t] for t in TABLES) and not leftovers)
+    if run is not None:  # the lake's `runs`, as batch lakes have it
+        summary["runs"] = [dict(run, committed_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+                                **{k: summary[k] for k in ("records_read", "documents", "duplicates", "rejected",
+                                                           "reconciled", "files_rows")})]
     write_json_atomically(output, staging, summary)
     if not leftovers:
         try:
             FileSystems.delete([staging])
             parent = FileSystems.join(output, STAGING_DIR)
-            if not FileSystems.match([FileSystems.join(parent, "*")])[0].metadata_list:
+            left = FileSystems.match([FileSystems.join(parent, "*")])[0].metadata_list
+            if all(posixpath.basename(m.path) == STAGING_MARKER for m in left):  # only wirewash's marker
                 FileSystems.delete([parent])
         except Exception:  # another run is using the staging parent
             pass
@@ -858,4 +882,6 @@ def run_streaming(pipeline: beam.Pipeline, output: str) -> dict:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return finalize_lake(output, pipeline.wirewash_staging)
+    return finalize_lake(output, pipeline.wirewash_staging,
+                         getattr(pipeline, "wirewash_partition_by", DEFAULT_PARTITION_BY),
+                         getattr(pipeline, "wirewash_run", None))

@@ -22,7 +22,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 
 import pipeline.build
 from pipeline.cli import main
-from pipeline.lake import STAGING_DIR, SUMMARY_FILE, WriteLake, commit
+from pipeline.lake import MARKER_FILE, STAGING_DIR, STAGING_MARKER, SUMMARY_FILE, WriteLake, commit
 from pipeline.spill import SPILL_PREFIX
 from tests.data.make_hostile import STORIES
 from tests.helpers import lake_rows, summary
@@ -130,6 +130,7 @@ def test_interrupted_commit_is_refused_until_overwrite(existing_lake, lake_of_a,
 
 def test_interrupted_commit_message(tmp_path, capsys):
     (tmp_path / "lake" / "documents").mkdir(parents=True)
+    (tmp_path / "lake" / MARKER_FILE).write_text("{}")  # written before the commit's first file moved in
     assert main(["run", "--input", str(dated_corpus(tmp_path / "c.jsonl", 2)), "--output", str(tmp_path / "lake")]) == 2
     assert "incomplete lake" in capsys.readouterr().err
 
@@ -183,8 +184,57 @@ def test_a_new_run_first_clears_what_killed_runs_left(tmp_path):
     stale = tmp_path / "lake" / STAGING_DIR / "killed-run" / "documents"
     stale.mkdir(parents=True)
     (stale / "part-x.parquet.staged").write_bytes(b"\0" * 1000)
+    (tmp_path / "lake" / STAGING_DIR / STAGING_MARKER).write_text("")  # made by the killed run's start
     check_output_location(str(tmp_path / "lake"), overwrite=False)
     assert not (tmp_path / "lake" / STAGING_DIR / "killed-run").exists()
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+@pytest.mark.parametrize("foreign", ["documents/thesis.txt", "documents/mine.csv", "_staging/notes.txt",
+                                     "rejected/part-0.parquet"])
+def test_a_folder_that_is_not_a_lake_is_refused_and_untouched(tmp_path, capsys, overwrite, foreign):
+    """A folder holding a table's name (or a `_staging/`) that no wirewash run committed is someone else's:
+    a run, with or without --overwrite, stops with one line (exit 2) and deletes nothing."""
+    folder = tmp_path / "out"
+    (folder / foreign).parent.mkdir(parents=True)
+    (folder / foreign).write_text("my own work")
+    before = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    corpus = dated_corpus(tmp_path / "c.jsonl", 2)
+    assert main(["run", "--input", str(corpus), "--output", str(folder), "--quiet", *overwrite, *FIXED]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nothing was deleted" in err and "Traceback" not in err
+    assert {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
+def test_overwrite_removes_the_old_report_and_keeps_foreign_files(existing_lake, two_corpora):
+    """The report belongs to the lake it describes: an overwrite removes it with the old tables. A file of the
+    user's inside a lake's folder is not the lake's: it stays."""
+    lake = existing_lake
+    (lake / "_REPORT.html").write_text("<html>old run</html>")
+    (lake / "documents" / "notes.txt").write_text("mine")
+    assert main(["run", "--input", str(two_corpora[1]), "--output", str(lake), "--quiet", "--overwrite", *FIXED]) == 0
+    assert not (lake / "_REPORT.html").exists()
+    assert (lake / "documents" / "notes.txt").read_text() == "mine"
+    s = summary(lake)
+    assert s["records_read"] == 5
+    listed = sorted(f for t in ("documents", "duplicates", "rejected") for f in s["files"][t]) + s["index"]["files"]
+    assert sorted(listed) == sorted(p.relative_to(lake).as_posix() for p in lake.rglob("*.parquet"))
+
+
+def test_a_lake_inside_its_input_folder_never_reads_itself(tmp_path, capsys):
+    """`--output` inside the `--input` folder: the lake's own files (its report, a text file a user left in
+    it) are skipped when listing the inputs, and the run says so; a rerun reads the same records."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    dated_corpus(inbox / "a.jsonl", 3)
+    lake = inbox / "lake"
+    assert main(["run", "--input", str(inbox), "--output", str(lake), "--quiet", *FIXED]) == 0
+    (lake / "_REPORT.html").write_text("<html><body><p>" + "A report is not an article. " * 40 + "</p></body></html>")
+    (lake / "documents" / "readme.txt").write_text("Notes about this lake. " * 40)
+    capsys.readouterr()
+    assert main(["run", "--input", str(inbox), "--output", str(lake), "--overwrite", *FIXED]) == 0
+    assert "skipped 2 files inside the output lake" in capsys.readouterr().err
+    assert summary(lake)["records_read"] == 3
 
 
 def _limit_file_size(limit: int):
@@ -273,7 +323,8 @@ def test_full_disk_fails_fast(tiny_tmpfs, tmp_path, capsys):
 
 def test_disk_filling_up_mid_run_fails_cleanly(tiny_tmpfs, tmp_path, capsys):
     big = dated_corpus(tmp_path / "big.jsonl", 150, seed=4, words=400)
-    assert main(["run", "--input", str(big), "--output", str(tiny_tmpfs / "lake"), "--quiet"]) == 1
+    assert main(["run", "--input", str(big), "--output", str(tiny_tmpfs / "lake"), "--quiet",
+                 "--partition_by", "day"]) == 1  # 150 files: more than the 256 KiB hold
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nothing was committed" in err[0] and "No space left on device" in err[0], err
     assert not (tiny_tmpfs / "lake" / "documents").exists() and not (tiny_tmpfs / "lake" / SUMMARY_FILE).exists()

@@ -87,7 +87,7 @@ def test_seeds_lake_rows_and_partitions(seeds_lake):
     assert len(docs) == 5
     assert {(d["lang"], d["date"]) for d in docs} == {("en", "unknown")}
     assert sorted(p.relative_to(seeds_lake).parent.as_posix() for p in seeds_lake.rglob("*.parquet")) == [
-        "documents/lang=en/date=unknown"]
+        "_index", "documents/lang=en/date=unknown"]  # the dedup index: one row per document, no text
     s = summary(seeds_lake)
     assert (s["records_read"], s["documents"], s["duplicates"], s["rejected"], s["reconciled"]) == (5, 5, 0, 0, True)
     assert s["boilerplate_lines_removed"]["read_more"] == 3

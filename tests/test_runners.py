@@ -141,7 +141,8 @@ def decisions(lake: Path) -> dict:
             lake, "duplicates", "doc_id, duplicate_of, kind, similarity, source_location")))),
         "rejected": sorted(map(tuple, (r.values() for r in lake_rows(
             lake, "rejected", "source_location, stage, reason, doc_id")))),
-        "summary": {k: v for k, v in summary(lake).items() if k != "files_rows"},
+        # file names and run records (ids, times) differ from run to run; what the files hold is compared above
+        "summary": {k: v for k, v in summary(lake).items() if k not in ("files_rows", "files", "index", "runs")},
     }
 
 

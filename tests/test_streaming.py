@@ -371,9 +371,11 @@ def test_windowed_lake_late_pane_empty_windows_and_summary(tmp_path):
     assert windows == {"part-19700101T000000Z-19700101T000010Z", "part-19700101T000040Z-19700101T000050Z"}
     assert any("-p0001-" in n for n in names), f"the late record should be in a second pane: {names}"
     assert len(names) == len(set(names))
+    # the manifest lists exactly the committed files (the same format as batch lakes)
+    assert sorted(f for t in ("documents", "duplicates", "rejected") for f in summary["files"][t]) == names
     assert sorted(r["doc_id"] for r in lake_rows(lake, "documents")) == ["d1", "d10", "d2", "d4"]
     assert {(r["lang"], str(r["date"])) for r in lake_rows(lake, "documents", where="WHERE doc_id = 'd2'")} == {
-        ("de", "2024-03-03")}
+        ("de", "2024-03")}
     assert summary["reconciled"] and summary["records_read"] == 6
     assert summary["files_rows"] == {"documents": 4, "duplicates": 1, "rejected": 1}
     assert summary["streaming"]["final"] and summary["streaming"]["panes"] >= 3
@@ -473,7 +475,7 @@ def stop(proc: subprocess.Popen, sig: int) -> tuple[int, str, str]:
 
 def visible_temporary_files(lake: Path) -> list:
     return [p for p in lake.rglob("*") if p.is_file() and (
-        p.suffix != ".parquet" and p.name != "_SUMMARY.json" or any(part.startswith((".", "_staging"))
+        p.suffix != ".parquet" and p.name not in ("_SUMMARY.json", "_WIREWASH_LAKE") or any(part.startswith((".", "_staging"))
                                                                     for part in p.relative_to(lake).parts))]
 
 
@@ -501,6 +503,9 @@ def test_cli_streaming_end_to_end(tmp_path):
     assert "draining" in err and "7 records read -> 3 documents, 2 duplicates, 2 rejected" in out
     final = committed_summary(lake)
     assert final["reconciled"] and final["streaming"]["final"]
+    assert [(r["mode"], r["records_read"]) for r in final["runs"]] == [("streaming", 7)]
+    assert sorted(f for t in ("documents", "duplicates", "rejected") for f in final["files"][t]) == sorted(
+        p.relative_to(lake).as_posix() for p in lake.rglob("*.parquet"))
     assert final["records_read"] == final["documents"] + final["duplicates"] + final["rejected"] == 7
     assert final["files_rows"] == {"documents": 3, "duplicates": 2, "rejected": 2}
     con = duckdb.connect()

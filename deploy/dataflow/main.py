@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-BOOLEAN_FLAGS = ("overwrite", "no_near_dedup", "streaming")
+BOOLEAN_FLAGS = ("overwrite", "append", "no_near_dedup", "streaming")
 
 
 def normalize_flags(argv: list[str]) -> list[str]:
