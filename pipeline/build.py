@@ -336,10 +336,12 @@ def append_index(output: str, config: DedupConfig) -> tuple:
     summary = read_summary(output)
     if summary is None:
         return ()
+    if summary.get("streaming", {}).get("final") is False:
+        raise ValueError(f"{output} is a streaming lake still being written: append to it after the stream stops")
     index = summary.get("index")
     if index is None:
-        raise ValueError(f"{output} has no dedup index (a streaming lake, or one written before --append "
-                         "existed): --append needs one; rebuild the lake with --overwrite")
+        raise ValueError(f"{output} has no dedup index (written before --append existed): --append needs one; "
+                         "rebuild the lake with --overwrite")
     wanted = {"threshold": config.threshold, "num_perm": config.num_perm, "seed": config.seed, "near": config.near}
     if index.get("dedup") != wanted:
         raise ValueError(f"{output}'s dedup index was built with {index.get('dedup')}, this run asks for {wanted}: "

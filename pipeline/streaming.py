@@ -57,10 +57,12 @@ from apache_beam.utils.timestamp import Timestamp
 from pipeline.io import (ByteRange, InputFile, from_wire, format_of, parse_file, parse_json_record, readable_name,
                          stable_id, tally_fact, to_wire)
 from pipeline.lake import (DEFAULT_PARTITION_BY, DOCUMENTS, DUPLICATES, REJECTED, SCHEMAS, STAGING_DIR, STAGING_MARKER,
-                           SUMMARY_FILE, TABLES, _fact_of, _write_marker, manifest_files, partition_of, remove_lake,
-                           row_of, summarize, unread_input, write_parquet)
+                           SUMMARY_FILE, INDEX, TABLES, _dedup_settings, _fact_of, _lake_files, _relative,
+                           _write_marker, manifest_files, partition_of, remove_lake, row_of, summarize, unread_input,
+                           write_parquet)
 from transforms.boilerplate import StripBoilerplate
 from transforms.dedup import DedupConfig
+from transforms.lake_dedup import index_row
 from transforms.extract import ExtractText
 from transforms.language import DetectLanguage
 from transforms.normalize import NormalizeArticles
@@ -689,8 +691,9 @@ class WriteWindowedLake(beam.PTransform):
     running `_SUMMARY.json`. Returns the PCollection of running summaries (one per window pane)."""
 
     def __init__(self, output: str, staging: str, window_seconds: float, allowed_lateness: float,
-                 partition_by: str = DEFAULT_PARTITION_BY):
+                 partition_by: str = DEFAULT_PARTITION_BY, dedup: Optional[DedupConfig] = None):
         super().__init__()
+        self.dedup = dedup  # given: the documents' dedup index is written too (`_index/`, per window)
         self.output = output.rstrip("/") or output
         self.staging = staging
         self.window_seconds = window_seconds
@@ -712,6 +715,13 @@ class WriteWindowedLake(beam.PTransform):
                 .with_output_types(Tuple[str, Any])
                 | f"Group{table.title()}" >> beam.GroupByKey()
                 | f"Pane{table.title()}" >> beam.ParDo(_PaneBatchFn(output)))
+            if table == DOCUMENTS and self.dedup is not None:  # what a later batch --append dedups against
+                batches.append(
+                    windowed
+                    | "RowsIndex" >> beam.Map(lambda e, config=self.dedup: (INDEX, index_row(e, config)))
+                    .with_output_types(Tuple[str, Any])
+                    | "GroupIndex" >> beam.GroupByKey()
+                    | "PaneIndex" >> beam.ParDo(_PaneBatchFn(output)))
         _ = (
             batches
             | "AllBatches" >> beam.Flatten()
@@ -781,6 +791,7 @@ def build_streaming_pipeline(options, settings, run_id: Optional[str] = None) ->
     staging = staging_of(settings.output, run_id or uuid.uuid4().hex)
     pipeline.wirewash_staging = staging  # read back by run_streaming
     pipeline.wirewash_partition_by = settings.partition_by
+    pipeline.wirewash_dedup = settings.dedup
     from pipeline.build import run_record
     pipeline.wirewash_run = dict(run_record(settings), mode="streaming", run_id=posixpath.basename(staging))
     _write_marker(settings.output, staging)  # files land as windows close: the folder is a lake from now on
@@ -788,7 +799,7 @@ def build_streaming_pipeline(options, settings, run_id: Optional[str] = None) ->
                                                  stream.poll_interval, local=local)
     outputs = read | "Ingest" >> StreamingIngest(settings.rule_files, settings.dedup, stream.retention_seconds)
     _ = outputs | "WriteLake" >> WriteWindowedLake(settings.output, staging, stream.window_seconds,
-                                                   stream.allowed_lateness, settings.partition_by)
+                                                   stream.allowed_lateness, settings.partition_by, settings.dedup)
     return pipeline
 
 
@@ -815,7 +826,7 @@ def leftover_files(staging: str) -> list[str]:
 
 
 def finalize_lake(output: str, staging: str, partition_by: str = DEFAULT_PARTITION_BY,
-                  run: Optional[dict] = None) -> dict:
+                  run: Optional[dict] = None, dedup: Optional[DedupConfig] = None) -> dict:
     """After the stream stopped: checks the committed files against the running counts, writes the final
     `_SUMMARY.json` (`reconciled`, `files_rows`, `streaming.final`), removes the staging folder when empty."""
     path = FileSystems.join(output, SUMMARY_FILE)
@@ -836,6 +847,14 @@ def finalize_lake(output: str, staging: str, partition_by: str = DEFAULT_PARTITI
     summary["reconciled"] = bool(
         summary["records_read"] == summary["documents"] + summary["duplicates"] + summary["rejected"]
         and all(summary["files_rows"][t] == summary[t] for t in TABLES) and not leftovers)
+    if dedup is not None:  # the dedup index, as batch lakes have it: a batch --append can follow the stream
+        index_files = _lake_files(output, INDEX)
+        rows = 0
+        for path in index_files:
+            with FileSystems.open(path) as handle:
+                rows += pq.ParquetFile(handle).metadata.num_rows
+        summary["index"] = {"files": sorted(_relative(output, p) for p in index_files), "rows": rows,
+                            "dedup": _dedup_settings(dedup)}
     if run is not None:  # the lake's `runs`, as batch lakes have it
         summary["runs"] = [dict(run, committed_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
                                 **{k: summary[k] for k in ("records_read", "documents", "duplicates", "rejected",
@@ -884,4 +903,4 @@ def run_streaming(pipeline: beam.Pipeline, output: str) -> dict:
             signal.signal(sig, handler)
     return finalize_lake(output, pipeline.wirewash_staging,
                          getattr(pipeline, "wirewash_partition_by", DEFAULT_PARTITION_BY),
-                         getattr(pipeline, "wirewash_run", None))
+                         getattr(pipeline, "wirewash_run", None), getattr(pipeline, "wirewash_dedup", None))

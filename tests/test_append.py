@@ -166,3 +166,36 @@ def test_a_killed_append_leaves_the_lake_as_it_was(tmp_path):
     assert s["records_read"] == 420 and s["reconciled"] and len(s["runs"]) == 2
     assert sorted(f for t in TABLES for f in s["files"][t]) == committed_files(lake)
     assert not (lake / STAGING_DIR).exists() and (lake / INDEX).is_dir()
+
+
+def test_a_batch_append_onto_a_streaming_lake(tmp_path):
+    """Streaming lakes have the batch format (manifest, index): a batch append dedups against the stream's
+    documents and adds to its lake."""
+    import apache_beam as beam
+    from apache_beam.testing.test_stream import TestStream
+
+    from pipeline.streaming import READ, WriteWindowedLake, finalize_lake, staging_of
+    from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI
+    from tests.test_streaming import _route, article, at, streaming_options
+    from transforms.dedup import DedupConfig
+
+    lake = tmp_path / "lake"
+    stream = (TestStream(coder=beam.coders.PickleCoder())
+              .add_elements([at(("documents", article("s-en", ARTICLE_EN)), 1), at((READ, None), 1),
+                             at(("documents", article("s-vi", ARTICLE_VI, "vi")), 2), at((READ, None), 2)])
+              .advance_watermark_to_infinity())
+    staging = staging_of(str(lake), "stream")
+    with beam.Pipeline(options=streaming_options()) as p:
+        routed = p | stream | beam.FlatMap(_route).with_outputs(READ, "documents", "duplicates", "rejected")
+        _ = {t: routed[t] for t in ("documents", "duplicates", "rejected", READ)} | WriteWindowedLake(
+            str(lake), staging, window_seconds=10, allowed_lateness=60, dedup=DedupConfig())
+    streamed = finalize_lake(str(lake), staging, dedup=DedupConfig())
+    assert streamed["reconciled"] and streamed["index"]["rows"] == 2
+    new = write_jsonl(tmp_path / "new.jsonl", [{"id": "b-en-copy", "text": ARTICLE_EN},
+                                               {"id": "b-de", "text": ARTICLE_DE}])
+    assert main(["run", "--append", "--input", str(new), "--output", str(lake), "--quiet", *FIXED]) == 0
+    s = summary(lake)
+    assert (s["records_read"], s["documents"], s["duplicates"], s["reconciled"]) == (4, 3, 1, True)
+    assert {d["doc_id"]: d["duplicate_of"] for d in lake_rows(lake, "duplicates")} == {"b-en-copy": "s-en"}
+    assert sorted(f for t in TABLES for f in s["files"][t]) == committed_files(lake)
+    assert s["index"]["rows"] == 3 and [r["mode"] for r in s["runs"]] == ["append"]

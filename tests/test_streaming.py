@@ -504,8 +504,9 @@ def test_cli_streaming_end_to_end(tmp_path):
     final = committed_summary(lake)
     assert final["reconciled"] and final["streaming"]["final"]
     assert [(r["mode"], r["records_read"]) for r in final["runs"]] == [("streaming", 7)]
-    assert sorted(f for t in ("documents", "duplicates", "rejected") for f in final["files"][t]) == sorted(
-        p.relative_to(lake).as_posix() for p in lake.rglob("*.parquet"))
+    listed = [f for t in ("documents", "duplicates", "rejected") for f in final["files"][t]] + final["index"]["files"]
+    assert sorted(listed) == sorted(p.relative_to(lake).as_posix() for p in lake.rglob("*.parquet"))
+    assert final["index"]["rows"] == 3  # the dedup index of the stream's documents: a batch append can follow
     assert final["records_read"] == final["documents"] + final["duplicates"] + final["rejected"] == 7
     assert final["files_rows"] == {"documents": 3, "duplicates": 2, "rejected": 2}
     con = duckdb.connect()
