@@ -245,7 +245,7 @@ class StopOnSignals:
                 step()
             except Exception:  # noqa: BLE001 (best effort: the next run clears what stays)
                 pass
-        if self.summary and _identity(self.summary) != self._summary_before:
+        if self.summary and _identity(self.summary) not in (None, self._summary_before):
             # the commit had already ended (and removed the staging folder, claim included): the lake is whole
             shutil.rmtree(self.staging_root, ignore_errors=True)
             _say(f"interrupted ({name}) after the commit: {self.output} is a complete lake")
