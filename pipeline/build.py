@@ -6,6 +6,7 @@ can check that read = documents + duplicates + rejected.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -23,7 +24,7 @@ from apache_beam.runners.runner import PipelineRunner
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
 from pipeline.io import DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_MAX_RECORD_BYTES, InputFile, ReadArticles, match_inputs
-from pipeline.lake import WriteLake, check_output_location
+from pipeline.lake import WriteLake, check_output_location, remove_staging
 from pipeline.lifetime import LAUNCHER_ENV
 from pipeline.options import WirewashOptions, check_options
 from pipeline.runners import prepare_runner
@@ -237,7 +238,20 @@ def build_pipeline(options: PipelineOptions, settings: Optional[RunSettings] = N
     progress display."""
     prepare_runner(options)  # --runner=DaskRunner, and a one-sentence error for what a runner lacks
     settings = settings or settings_from_options(options)
-    check_output_location(settings.output, settings.overwrite)
+    created = "://" not in settings.output and not os.path.lexists(settings.output)
+    check_output_location(settings.output, settings.overwrite)  # makes the folder and its _staging/
+    try:
+        return _build(options, settings, progress_dir)
+    except BaseException:
+        # a mistake found while building (an unknown runner, a bad rule file) leaves no folder behind
+        remove_staging(settings.output)
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(settings.output)
+        raise
+
+
+def _build(options: PipelineOptions, settings: RunSettings, progress_dir: Optional[str]) -> beam.Pipeline:
     runner = resolve_runner(options, input_bytes(settings.files))
     if options.view_as(StandardOptions).streaming:
         from pipeline.streaming import build_streaming_pipeline

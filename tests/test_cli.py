@@ -109,6 +109,22 @@ def test_rules_between_options_stop_before_any_work(tmp_path, capsys, argv, expe
     assert not out.exists()
 
 
+@pytest.mark.parametrize("argv", [["--runner", "NoSuchRunner"], ["--rules", "/nonexistent/rules.toml"]])
+def test_a_mistake_found_while_building_leaves_no_output_folder(tmp_path, monkeypatch, capsys, argv):
+    """Some mistakes show only once the output was probed (Beam names an unknown runner when the pipeline is
+    made, a rule file is read when its stage is): the folder the probe made goes again, an existing one
+    keeps nothing of the run."""
+    monkeypatch.chdir(tmp_path)
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    assert main(["run", *argv]) == 2
+    one_error_line(capsys)
+    assert not (tmp_path / "lake").exists()
+    assert main(["run", "--output", str(existing), *argv]) == 2
+    one_error_line(capsys)
+    assert list(existing.iterdir()) == []
+
+
 def test_every_valued_option_declares_its_range():
     """By construction: each wirewash option that takes a number or a time is parsed by a range-checking
     type from pipeline/options.py, never by a bare int/float (which lets -5, 1e20, nan or inf through)."""
