@@ -6,6 +6,7 @@ can check that read = documents + duplicates + rejected.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -25,7 +26,8 @@ from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
 from pipeline.io import (DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_MAX_RECORD_BYTES, InputError, InputFile, ReadArticles,
                          match_inputs)
-from pipeline.lake import DEFAULT_PARTITION_BY, WriteLake, check_output_location, lake_layout, read_summary
+from pipeline.lake import (DEFAULT_PARTITION_BY, WriteLake, check_output_location, lake_layout, read_summary,
+                           remove_staging)
 from pipeline.lifetime import LAUNCHER_ENV
 from pipeline.options import WirewashOptions, check_options
 from pipeline.version import wirewash_version
@@ -280,11 +282,24 @@ def build_pipeline(options: PipelineOptions, settings: Optional[RunSettings] = N
     progress display."""
     prepare_runner(options)  # --runner=DaskRunner, and a one-sentence error for what a runner lacks
     settings = settings or settings_from_options(options)
-    check_output_location(settings.output, settings.overwrite, settings.append)
-    if settings.append:  # the lake's own granularity and index; a different explicit granularity is a mistake
-        settings = settings._replace(partition_by=lake_layout(settings.output, settings.partition_by,
-                                                              _explicit_flags(options)),
-                                     lake_index=append_index(settings.output, settings.dedup))
+    created = "://" not in settings.output and not os.path.lexists(settings.output)
+    check_output_location(settings.output, settings.overwrite, settings.append)  # makes the folder and _staging/
+    try:
+        if settings.append:  # the lake's own granularity and index; a different explicit granularity is a mistake
+            settings = settings._replace(partition_by=lake_layout(settings.output, settings.partition_by,
+                                                                  _explicit_flags(options)),
+                                         lake_index=append_index(settings.output, settings.dedup))
+        return _build(options, settings, progress_dir)
+    except BaseException:
+        # a mistake found while building (an unknown runner, a bad rule file) leaves no folder behind
+        remove_staging(settings.output)
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(settings.output)
+        raise
+
+
+def _build(options: PipelineOptions, settings: RunSettings, progress_dir: Optional[str]) -> beam.Pipeline:
     runner = resolve_runner(options, input_bytes(settings.files))
     if options.view_as(StandardOptions).streaming:
         from pipeline.streaming import build_streaming_pipeline

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -110,7 +111,8 @@ def _checking_parser():
 
     class Parser(_BeamArgumentParser):
         def error(self, message):
-            raise UsageError(message)
+            # "argument --num_perm: must be ..." (a range type of pipeline/options.py) -> "--num_perm must be ..."
+            raise UsageError(re.sub(r"^argument (--[\w-]+): (?=must be )", r"\1 ", message))
 
     parser = Parser(prog="wirewash run", allow_abbrev=False, add_help=False)
     seen = {}

@@ -188,6 +188,7 @@ class StopOnSignals:
         self._previous: dict = {}
         self._armed = False
         self._stopping = False
+        self._pid = os.getpid()
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -214,6 +215,8 @@ class StopOnSignals:
             signal.signal(sig, signal.default_int_handler)
 
     def _on_signal(self, signum, frame):
+        if os.getpid() != self._pid:  # a forked child that kept the launcher's handler: the launcher decides
+            return
         name = signal.Signals(signum).name
         if not self._armed:
             self.requested = self.requested or name
@@ -242,7 +245,7 @@ class StopOnSignals:
                 step()
             except Exception:  # noqa: BLE001 (best effort: the next run clears what stays)
                 pass
-        if self.summary and _identity(self.summary) != self._summary_before:
+        if self.summary and _identity(self.summary) not in (None, self._summary_before):
             # the commit had already ended (and removed the staging folder, claim included): the lake is whole
             shutil.rmtree(self.staging_root, ignore_errors=True)
             _say(f"interrupted ({name}) after the commit: {self.output} is a complete lake")

@@ -39,9 +39,12 @@ class Integer:
         except ValueError:  # also Python's 4,300-digit limit on int()
             value = None
         if value is None or not self.low <= value <= self.high:
-            raise argparse.ArgumentTypeError(
-                f"must be a whole number from {self.low} to {self.high}, got {_shown(str(text))}")
+            raise argparse.ArgumentTypeError(f"must be {self.range_text}, got {_shown(str(text))}")
         return value
+
+    @property
+    def range_text(self) -> str:
+        return f"a whole number from {self.low} to {self.high}"
 
     def __repr__(self):
         return f"Integer({self.low}, {self.high})"
@@ -60,9 +63,12 @@ class Number:
             value = math.nan
         above = value > self.low if self.low_open else value >= self.low
         if not (math.isfinite(value) and above and value <= self.high):
-            bounds = f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
-            raise argparse.ArgumentTypeError(f"must be a number in {bounds}, got {_shown(str(text))}")
+            raise argparse.ArgumentTypeError(f"must be {self.range_text}, got {_shown(str(text))}")
         return value
+
+    @property
+    def range_text(self) -> str:
+        return f"a number in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
 
     def __repr__(self):
         return f"Number({self.low}, {self.high}, low_open={self.low_open})"
@@ -83,10 +89,11 @@ class Timestamp:
         except (ValueError, OverflowError):
             utc = None
         if utc is None or utc < self.LOW:
-            raise argparse.ArgumentTypeError(
-                "must be an ISO-8601 timestamp from 1970 to 9999 in UTC (e.g. 2024-01-01T00:00:00Z), "
-                f"got {_shown(str(text))}")
+            raise argparse.ArgumentTypeError(f"must be {self.range_text} (e.g. 2024-01-01T00:00:00Z), "
+                                             f"got {_shown(str(text))}")
         return utc.isoformat()
+
+    range_text = "an ISO-8601 timestamp from 1970 to 9999 in UTC"
 
     def __repr__(self):
         return "Timestamp()"
@@ -188,3 +195,12 @@ class WirewashOptions(PipelineOptions):
             "--poll_interval", type=Number(0.1, 3600.0), default=2.0, metavar="S",
             help="streaming: how often a watched folder or glob is listed; a file is read once its size "
                  "stayed the same over two listings. Default: 2")
+        _show_ranges(parser)
+
+
+def _show_ranges(parser) -> None:
+    """Each range-checked option's help ends with its range (the one its type checks)."""
+    for action in parser._actions:
+        text = getattr(action.type, "range_text", None)
+        if text and action.help and "Valid: " not in action.help:
+            action.help += f". Valid: {text}"

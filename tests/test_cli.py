@@ -52,8 +52,8 @@ def lake(tmp_path_factory):
     (["run", "--inptu", "x.jsonl"], "unknown option --inptu for wirewash run (did you mean '--input'?)"),
     (["run", "--near-threshold=0.9"], "unknown option --near-threshold"),
     (["run", "seeds/"], "unexpected argument 'seeds/'"),
-    (["run", "--num_perm", "many"], "argument --num_perm: must be a whole number from 16 to 1024, got 'many'"),
-    (["run", "--near_threshold", "2"], "argument --near_threshold: must be a number in (0, 1], got '2'"),
+    (["run", "--num_perm", "many"], "--num_perm must be a whole number from 16 to 1024, got 'many'"),
+    (["run", "--near_threshold", "2"], "--near_threshold must be a number in (0, 1], got '2'"),
     (["run", "--runner", "NoSuchRunner"], "Unexpected pipeline runner: NoSuchRunner"),
     (["run", "--rules", "/nonexistent/rules.toml"], "/nonexistent/rules.toml: no such file or directory"),
     (["run", "--config", "/nonexistent/wirewash.toml"], "config file /nonexistent/wirewash.toml does not exist"),
@@ -91,7 +91,7 @@ def test_bad_option_values_stop_before_any_work(tmp_path, capsys, option, value)
     argv = ["run", "--input", str(write_jsonl(tmp_path / "in.jsonl", RECORDS[:1])), "--output", str(out),
             f"{option}={value}"]
     assert main(argv) == 2
-    assert f"argument {option}: must be " in one_error_line(capsys)
+    assert f"{option} must be " in one_error_line(capsys)
     assert not out.exists()
 
 
@@ -107,6 +107,22 @@ def test_rules_between_options_stop_before_any_work(tmp_path, capsys, argv, expe
                  *argv]) == 2
     assert expected in one_error_line(capsys)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv", [["--runner", "NoSuchRunner"], ["--rules", "/nonexistent/rules.toml"]])
+def test_a_mistake_found_while_building_leaves_no_output_folder(tmp_path, monkeypatch, capsys, argv):
+    """Some mistakes show only once the output was probed (Beam names an unknown runner when the pipeline is
+    made, a rule file is read when its stage is): the folder the probe made goes again, an existing one
+    keeps nothing of the run."""
+    monkeypatch.chdir(tmp_path)
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    assert main(["run", *argv]) == 2
+    one_error_line(capsys)
+    assert not (tmp_path / "lake").exists()
+    assert main(["run", "--output", str(existing), *argv]) == 2
+    one_error_line(capsys)
+    assert list(existing.iterdir()) == []
 
 
 def test_every_valued_option_declares_its_range():
@@ -205,13 +221,13 @@ def test_bad_rule_file_is_one_sentence_and_leaves_no_temp_folder(tmp_path, capsy
 
 @pytest.mark.parametrize("text, expected", [
     ("near_treshold = 0.9\n", "unknown option 'near_treshold' (did you mean 'near_threshold'?)"),
-    ('near_threshold = "high"\n', "argument --near_threshold: must be a number in (0, 1], got 'high'"),
-    ("max_record_bytes = 1e20\n", "argument --max_record_bytes: must be a whole number from 1024 to"),
-    ("num_perm = 64.5\n", "argument --num_perm: must be a whole number"),
-    ("minhash_seed = -5\n", "argument --minhash_seed: must be a whole number from 0 to"),
-    ("near_window_days = nan\n", "argument --near_window_days: must be a number in [0, 36600], got 'nan'"),
-    ("ingested_at = 12:00:00\n", "argument --ingested_at: must be an ISO-8601 timestamp"),
-    ("ingested_at = 9999-12-31T23:59:59-14:00\n", "argument --ingested_at: must be an ISO-8601 timestamp"),
+    ('near_threshold = "high"\n', "--near_threshold must be a number in (0, 1], got 'high'"),
+    ("max_record_bytes = 1e20\n", "--max_record_bytes must be a whole number from 1024 to"),
+    ("num_perm = 64.5\n", "--num_perm must be a whole number"),
+    ("minhash_seed = -5\n", "--minhash_seed must be a whole number from 0 to"),
+    ("near_window_days = nan\n", "--near_window_days must be a number in [0, 36600], got 'nan'"),
+    ("ingested_at = 12:00:00\n", "--ingested_at must be an ISO-8601 timestamp"),
+    ("ingested_at = 9999-12-31T23:59:59-14:00\n", "--ingested_at must be an ISO-8601 timestamp"),
     ("near_threshold = true\n", "near_threshold must be a number, got True"),
     ("overwrite = 1\n", "overwrite must be true or false"),
     ('output = ["a", "b"]\n', "output takes one value, got a list"),
