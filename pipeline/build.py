@@ -30,9 +30,9 @@ from pipeline.lake import (DEFAULT_PARTITION_BY, WriteLake, check_output_locatio
                            remove_staging)
 from pipeline.lifetime import LAUNCHER_ENV
 from pipeline.options import WirewashOptions, check_options
-from pipeline.version import wirewash_version
 from pipeline.runners import prepare_runner
 from pipeline.spill import Spill, make_spill_dir, remove_spill_dir
+from pipeline.version import wirewash_version
 from transforms.boilerplate import StripBoilerplate, load_rules
 from transforms.dedup import DedupConfig, DeduplicateArticles
 from transforms.extract import ExtractText

@@ -79,9 +79,10 @@ STAGING_DIR = "_staging"
 INDEX = "_index"
 STAGING_MARKER = ".wirewash"  # inside _staging/: that folder is ours (a plain run may clear it)
 # `date` partition value: the publication period at this granularity (a string: YYYY-MM-DD, YYYY-MM or YYYY),
-# or `unknown`. Month by default: see docs/data-model.md for why.
+# or `unknown`. Day by default: the lake contract (`../shared/tools/check_lake.py`) names day folders;
+# month or year (far fewer files on multi-year corpora) on request. See docs/data-model.md.
 PARTITION_BY = {"day": 10, "month": 7, "year": 4}
-DEFAULT_PARTITION_BY = "month"
+DEFAULT_PARTITION_BY = "day"
 # Row groups inside a file: small enough that DuckDB scans a file on several threads and prunes on the
 # sorted columns' statistics, large enough that the footer stays small.
 ROW_GROUP_ROWS = 8192

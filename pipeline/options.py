@@ -140,7 +140,7 @@ class WirewashOptions(PipelineOptions):
         parser.add_argument(
             "--partition_by", choices=("day", "month", "year"), default=None,
             help="granularity of the documents' `date` partition (publication period): day YYYY-MM-DD, month "
-                 "YYYY-MM or year YYYY. Default: month (an --append keeps the lake's own)")
+                 "YYYY-MM or year YYYY. Default: day, the lake contract (an --append keeps the lake's own)")
         parser.add_argument(
             "--rules", action="append", default=None, metavar="TOML",
             help="extra boilerplate rule file(s), same format as transforms/rules/boilerplate.toml")
