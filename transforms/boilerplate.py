@@ -402,23 +402,32 @@ def strip_boilerplate(text: str, rules: RuleSet,
                       counter_inc_fn: Callable[[str], None] = lambda name: None,
                       title: Optional[str] = None, learned: frozenset = frozenset(),
                       edges: bool = True,
-                      on_removed: Optional[Callable[[str, str], None]] = None) -> tuple[str, list[str]]:
+                      on_removed: Optional[Callable[[str, str], None]] = None,
+                      shared: frozenset = frozenset(), labels: frozenset = frozenset()) -> tuple[str, list[str]]:
     """(text without boilerplate lines, names of the rules that removed lines, one per line removed).
 
-    Each line goes through the rules, then the `learned` line keys of its source (`repeated_line`); with
+    Each line goes through the rules, then the `learned` line keys of its source (`repeated_line`), the
+    line keys and labels learned across sources (`shared`: `shared_line`, `labels`: `shared_label`, see
+    `transforms/repeated_lines.py`); with
     `edges`, the fragments left at the top and bottom go too (`edge_fragment`), but never a line that is
     the `title`, and the top run starts after it. Kept lines are returned byte for byte; blank lines left
     around a removed line collapse to one. `on_removed(rule, line)` hears of every removed line.
     """
-    from transforms.repeated_lines import RULE_NAME as LEARNED_RULE, line_key
+    from transforms.repeated_lines import (LABEL_RULE, RULE_NAME as LEARNED_RULE, SHARED_RULE, label_key,
+                                           line_key, line_label, shared_line_key)
 
     lines = text.splitlines()
     verdict: list[Optional[str]] = []
     for line in lines:
         folded = fold_line(line)
         rule = match_line(rules, line)  # folds the line again: a cache hit
-        if rule is None and learned and folded and line_key(folded) in learned:
-            rule = LEARNED_RULE
+        if rule is None and folded:
+            if learned and line_key(folded) in learned:
+                rule = LEARNED_RULE
+            elif shared and shared_line_key(line, folded) in shared:
+                rule = SHARED_RULE
+            elif labels and (label := line_label(folded)) and label_key(label) in labels:
+                rule = LABEL_RULE
         verdict.append(rule)
     if edges:
         _mark_edges(lines, verdict, _words_only(title))
@@ -632,17 +641,20 @@ class _StripBoilerplateFn(beam.DoFn):
         self.rules = load_rules(self.rule_files, self.rule_texts)
 
     def process(self, parked, learned: Optional[dict] = None):
-        from transforms.repeated_lines import source_of
+        from transforms.repeated_lines import LABELS, SHARED, source_of
 
         article = self.spill.fetch_article(parked)
         Metrics.counter(NAMESPACE, "seen").inc()
-        site_lines = (learned or {}).get(source_of(article), frozenset())
+        learned = learned or {}
+        site_lines = learned.get(source_of(article), frozenset())
         samples: list = []
         text, removed = strip_boilerplate(article.text, self.rules,
                                           lambda name: Metrics.counter(NAMESPACE, name).inc(),
                                           title=article.title, learned=site_lines,
                                           edges=self.edges and edge_pass_applies(article),
-                                          on_removed=lambda rule, line: samples.append((rule, removed_line_form(line))))
+                                          on_removed=lambda rule, line: samples.append((rule, removed_line_form(line))),
+                                          shared=learned.get(SHARED, frozenset()),
+                                          labels=learned.get(LABELS, frozenset()))
         for sample in samples:
             yield beam.pvalue.TaggedOutput(REMOVED_LINES, sample)
         if not any(ch.isalnum() for ch in text):
