@@ -115,18 +115,22 @@ def addresses_the_reader(line: str) -> bool:
     return _READER.search(line)
 
 
-def shared_line_key(line: str, folded: str) -> Optional[int]:
-    """`line_key` of a line that may be learned as shared across sources, or None: at most
-    `SHARED_MAX_WORDS` words, not name-like, no credit or contact, and not ending like a sentence unless it
-    addresses the reader (a cookie notice, "Sign up to get..."; a stock sentence of prose never does)."""
+def may_be_shared(line: str, folded: str) -> bool:
+    """Whether a line may be learned as shared across sources: not name-like, not ending like a sentence
+    unless it addresses the reader (a cookie notice, "Sign up to get..."; a stock sentence of prose such as
+    "The company declined to comment." never does), no credit or contact (`_EDGE_KEEP`). Cheapest test first."""
     from transforms.boilerplate import _EDGE_KEEP, _SENTENCE_END
 
     stripped = line.strip()
-    if (not folded or folded.count(" ") >= SHARED_MAX_WORDS or is_name_like(stripped)
-            or _EDGE_KEEP.search(stripped)
-            or (_SENTENCE_END.search(stripped) and not addresses_the_reader(folded))):
-        return None
-    return line_key(folded)
+    if is_name_like(stripped) or (_SENTENCE_END.search(stripped) and not addresses_the_reader(folded)):
+        return False
+    return not _EDGE_KEEP.search(stripped)
+
+
+def shared_line_key(line: str, folded: str) -> Optional[int]:
+    """`line_key` of a line that may be learned as shared across sources (`may_be_shared`), or None."""
+    key = line_key(folded)
+    return key if key is not None and folded.count(" ") < SHARED_MAX_WORDS and may_be_shared(line, folded) else None
 
 
 def line_label(folded: str) -> Optional[str]:
@@ -231,12 +235,18 @@ class _KeysBySource(beam.CombineFn):
 def _emit_keys(article: Article, fold):
     pairs = [(line, fold(line)) for line in article.text.splitlines()]
     pairs = [(line, folded) for line, folded in pairs if folded]
-    fingerprint, keys = article_line_keys([folded for _, folded in pairs])
+    fingerprint = story_fingerprint([folded for _, folded in pairs])
     source = source_of(article)
     value = (fingerprint, source)
-    for key in keys:
+    keyed = {}  # line key -> one line and its fold (copies of a line are one key)
+    for line, folded in pairs:
+        key = line_key(folded)
+        if key is not None and key not in keyed:
+            keyed[key] = (line, folded)
+    for key in keyed:
         yield (source, key), value
-    shared = {k for k in (shared_line_key(line, folded) for line, folded in pairs) if k is not None}
+    shared = {key for key, (line, folded) in keyed.items()
+              if folded.count(" ") < SHARED_MAX_WORDS and may_be_shared(line, folded)}
     labels = {label_key(label) for label in map(line_label, (folded for _, folded in pairs)) if label}
     for key in shared:
         yield (SHARED, key), value
