@@ -3,11 +3,13 @@ lines of other sources do not count."""
 from __future__ import annotations
 
 import apache_beam as beam
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.boilerplate import StripBoilerplate, fold_line
-from transforms.repeated_lines import LearnRepeatedLines, line_key, source_of, story_fingerprint
+from transforms.boilerplate import StripBoilerplate, fold_line, load_rules, match_line, strip_boilerplate
+from transforms.repeated_lines import (LABELS, SHARED, LearnRepeatedLines, is_name_like, label_key, line_key,
+                                       line_label, shared_line_key, source_of, story_fingerprint)
 from transforms.types import Article
 
 STORIES = [
@@ -22,6 +24,7 @@ SECOND = ["Witnesses said the work went on late into the night.", "Prices are ex
           "The decision can still be appealed.", "Tickets go on sale on Friday morning.",
           "The samples will be analysed again in spring.", "Fans gathered outside the stadium to say goodbye."]
 SITE_LINE = "Lượt thích {n} · Bấm để theo dõi kênh"
+RULES = load_rules()
 
 
 def article(i: int, story: str, source: str = "site-a.example", n: int = 7, doc: str = "") -> Article:
@@ -81,3 +84,114 @@ def test_learning_can_be_turned_off():
     with TestPipeline(runner="FnApiRunner") as p:
         out = p | beam.Create(articles) | StripBoilerplate(learn=False, edges=False)
         assert_that(out["articles"] | beam.Map(lambda a: "Lượt thích" in a.text), equal_to([True] * len(STORIES)))
+
+
+# --- learned across sources: shared lines and shared labels ------------------------------------------------
+
+@pytest.mark.parametrize("line, label", [
+    ("Baca juga: Harga emas naik lagi hari ini", "baca juga"),
+    ("関連記事：韓国が戒厳令、尹大統領", "関連記事"),
+    ("相关阅读：South Dakota doubles down on meth", "相关阅读"),
+    ("Lire aussi : la réforme des retraites adoptée", "lire aussi"),
+    ("Foto: Nguyễn Văn An", "foto"),
+    ("Ảnh: Reuters", "ảnh"),
+    # prose and other colons: no label
+    ('He said: "We will appeal the decision."', None),       # ends like a sentence
+    ("Frage: Wie geht es weiter?", None),
+    ("The minister gave three reasons: cost, time and risk, and none of them convinced the committee members "
+     "who had asked for a full review of the contract before the vote in parliament next week", None),  # a paragraph
+    ("Um 10:30 Uhr beginnt die Sitzung", None),               # the colon is inside a time, after 2+ words... "um 10"
+    ("Read more", None),
+    (": nothing before", None),
+])
+def test_line_label_is_the_short_head_before_a_colon(line, label):
+    found = line_label(fold_line(line))
+    assert found == label or (label is None and found in (None, "um 10")), found
+
+
+def test_a_time_is_no_label_worth_learning():
+    # "um 10" is a candidate label, but it never opens lines in 8 stories of 3 sources
+    assert line_label(fold_line("Um 10:30 Uhr beginnt die Sitzung")) in (None, "um 10")
+
+
+@pytest.mark.parametrize("line, shared", [
+    ("Quảng cáo", True),
+    ("Đăng ký nhận bản tin của chúng tôi", True),
+    ("Folgen Sie uns auf Instagram", True),
+    ("Theo dõi chúng tôi trên Facebook", False),            # "Theo ..." opens a source credit (_EDGE_KEEP)
+    ("Already a subscriber? Log in", True),
+    ("Publicité", True),                                    # one capitalised word: a label as often as a name
+    ("We use cookies to give you the best experience.", True),    # a sentence, but addressed to the reader
+    ("Chúng tôi sử dụng cookie để nâng cao trải nghiệm của bạn.", True),
+    ("Wir verwenden Cookies, damit Sie die Seite nutzen können.", True),
+    ("Trang Phạm", False),                                  # a byline: every word capitalised
+    ("H.Long", False),
+    ("The company declined to comment.", False),            # prose: ends like a sentence
+    ("Tổng hợp", False),                                    # a source credit (_EDGE_KEEP)
+    ("The minister said the plan would go ahead.", False),  # prose about others
+    ("Reporting by Anna Schmidt; Editing by Tom Lee", False),
+    (" ".join(["word"] * 16), False),                       # too long to be shared furniture
+])
+def test_which_lines_may_be_learned_across_sources(line, shared):
+    assert (shared_line_key(line, fold_line(line)) is not None) is shared
+    assert is_name_like("Trang Phạm") and is_name_like("H.Long") and not is_name_like("Quảng cáo")
+
+
+def _story(i: int) -> str:
+    return f"{STORIES[i % len(STORIES)]} Report number {i} from the {['north', 'south', 'east', 'west'][i % 4]}."
+
+
+AD = "Nhấn để xem ưu đãi hôm nay"
+
+
+def shared_articles(n: int = 12) -> list:
+    """n distinct stories over 4 sources, each with furniture worded alike across sites, a label teaser, a
+    byline, and a stock sentence of prose."""
+    out = []
+    for i in range(n):
+        text = (f"{_story(i)}\n\nNhấn để xem ưu đãi hôm nay\n\n{SECOND[i % len(SECOND)]}\n\nThe company declined to comment.\n\n"
+                f"Tin vắn: headline {['alpha', 'beta', 'gamma'][i % 3]} {i} of the day\n\nTrang Phạm")
+        out.append(Article(f"s{i}", f"in:{i}", "text", source=f"site-{i % 4}.example", text=text))
+    return out
+
+
+def test_lines_and_labels_shared_by_sources_are_learned_bylines_and_prose_are_not():
+    assert match_line(RULES, AD) is None and match_line(RULES, "Tin vắn: headline alpha 3") is None  # unseen wording
+    keys = {"ad": shared_line_key(AD, fold_line(AD)), "label": label_key("tin vắn"),
+            "byline": line_key(fold_line("Trang Phạm")), "prose": line_key(fold_line("The company declined to comment."))}
+    with TestPipeline(runner="FnApiRunner") as p:
+        learned = p | beam.Create(shared_articles()) | LearnRepeatedLines()
+        assert_that(learned | beam.Map(lambda d: (
+            keys["ad"] in d.get(SHARED, ()), keys["label"] in d.get(LABELS, ()),
+            keys["byline"] in d.get(SHARED, ()), keys["prose"] in d.get(SHARED, ()))),
+            equal_to([(True, True, False, False)]))
+
+
+def test_too_few_stories_or_sources_learn_nothing_shared():
+    few_stories = shared_articles(7)                                      # 7 stories < 8
+    one_source = [a._replace(source="site-0.example") for a in shared_articles(12)][:9]  # 2 sources? no: 1
+    with TestPipeline(runner="FnApiRunner") as p:
+        a = p | "few" >> beam.Create(few_stories) | "L1" >> LearnRepeatedLines()
+        b = p | "one" >> beam.Create(one_source) | "L2" >> LearnRepeatedLines(min_support=20)
+        assert_that(a | beam.Map(lambda d: (SHARED in d, LABELS in d)), equal_to([(False, False)]), label="a")
+        assert_that(b | beam.Map(lambda d: (SHARED in d, LABELS in d)), equal_to([(False, False)]), label="b")
+
+
+def test_strip_boilerplate_removes_shared_lines_and_labels_and_keeps_the_rest():
+    with TestPipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(shared_articles()) | StripBoilerplate(edges=False)
+        assert_that(out["articles"] | beam.Map(lambda a: (
+            AD in a.text, "Tin vắn" in a.text, "Trang Phạm" in a.text,
+            "The company declined to comment." in a.text, sorted(set(a.removed_by_rule)))),
+            equal_to([(False, False, True, True, ["shared_label", "shared_line"])] * 12))
+
+
+def test_strip_boilerplate_uses_shared_keys_only_for_lines_of_their_shape():
+    text = "Nhấn Để Xem\n\nA paragraph of the article that stays where it is.\n\nTin vắn: A quote ends here."
+    shared, labels = frozenset({line_key(fold_line("Nhấn để xem"))}), frozenset({label_key("tin vắn")})
+    cleaned, removed = strip_boilerplate(text, RULES, shared=shared, labels=labels, edges=False)
+    # "Nhấn Để Xem" is name-shaped (every word capitalised): kept; the label line ends like a sentence: kept
+    assert (cleaned, removed) == (text, [])
+    cleaned, removed = strip_boilerplate("Nhấn để xem\n\nBody line stays.\n\nTin vắn: other news", RULES,
+                                         shared=shared, labels=labels, edges=False)
+    assert (cleaned, removed) == ("Body line stays.", ["shared_line", "shared_label"])

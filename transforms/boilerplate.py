@@ -26,10 +26,11 @@ from typing import Callable, Iterable, Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.spill import Spill
 from pipeline.config import UsageError
-from transforms.linear_regex import LinearPattern, LiteralSet, PatternError, compile_linear
+from pipeline.spill import Spill
 from transforms.guard import isolated
+from transforms.linear_regex import LinearPattern, LiteralSet, PatternError, compile_linear
+from transforms.linear_regex import parse as parse_pattern
 from transforms.types import FORMAT_HTML, Article, Rejection, excerpt
 
 __all__ = ["StripBoilerplate", "RuleSet", "load_rules", "strip_boilerplate", "fold_line", "is_fragment",
@@ -171,7 +172,7 @@ def required_substrings(pattern: str, flags: int = 0) -> tuple:
     tell."""
     c = _sre_constants
     try:
-        parsed = _sre_parser.parse(pattern, flags)
+        parsed = parse_pattern(pattern, flags)
         if parsed.state.flags & re.IGNORECASE:
             return ()
         found = _needles(parsed.data)
@@ -236,7 +237,7 @@ def first_chars(pattern: str, flags: int = 0) -> Optional[frozenset]:
     `\\s`: any digit or space), or None (no gate). A line starting with none of them is not tried."""
     c = _sre_constants
     try:
-        parsed = _sre_parser.parse(pattern, flags)
+        parsed = parse_pattern(pattern, flags)
         if parsed.state.flags & re.IGNORECASE or not parsed.data or parsed.data[0] != (c.AT, c.AT_BEGINNING):
             return None
         found = _first_chars(parsed.data[1:])
@@ -366,9 +367,16 @@ def load_rules(extra_files: Iterable[str] = (), extra_texts: Iterable[str] = ())
         with open(path, encoding="utf-8") as handle:
             sources.append((handle.read(), path))
     sources.extend((text, "<rules text>") for text in extra_texts)
+    return _compile_rules(tuple(sources))
 
+
+@functools.lru_cache(maxsize=8)
+def _compile_rules(sources: tuple) -> RuleSet:
+    """The rule set of these (text, origin) sources, compiled once per process (RE2 compiles ~3 ms a
+    pattern): validation at startup, the transform and each worker's DoFn ask for the same rules."""
     merged: dict[str, dict] = {}
-    for text, origin in sources:
+    for number, (text, origin) in enumerate(sources):
+        packaged = number == 0  # tests prove every packaged pattern compiles: compiled when first tried
         for name, table in _read_rule_tables(text, origin).items():
             if not _RULE_NAME.fullmatch(name) or not isinstance(table, dict):
                 raise UsageError(f"{origin}: rule name {name!r} must be lower_snake_case with a table of patterns")
@@ -390,7 +398,7 @@ def load_rules(extra_files: Iterable[str] = (), extra_texts: Iterable[str] = ())
                     raise UsageError(f"{where}.{lang} must be a list of strings")
                 for pattern in patterns:
                     try:
-                        entry["patterns"].append((pattern, LinearPattern(pattern)))
+                        entry["patterns"].append((pattern, LinearPattern(pattern, lazy=packaged)))
                     except PatternError as err:
                         raise UsageError(f"{where}.{lang}: bad pattern {pattern!r}: {err}") from err
     rules = tuple(Rule(name, compiled, entry["max_words"], entry["raw"], required_substrings(pattern),
@@ -403,23 +411,33 @@ def strip_boilerplate(text: str, rules: RuleSet,
                       counter_inc_fn: Callable[[str], None] = lambda name: None,
                       title: Optional[str] = None, learned: frozenset = frozenset(),
                       edges: bool = True,
-                      on_removed: Optional[Callable[[str, str], None]] = None) -> tuple[str, list[str]]:
+                      on_removed: Optional[Callable[[str, str], None]] = None,
+                      shared: frozenset = frozenset(), labels: frozenset = frozenset()) -> tuple[str, list[str]]:
     """(text without boilerplate lines, names of the rules that removed lines, one per line removed).
 
-    Each line goes through the rules, then the `learned` line keys of its source (`repeated_line`); with
+    Each line goes through the rules, then the `learned` line keys of its source (`repeated_line`), the
+    line keys and labels learned across sources (`shared`: `shared_line`, `labels`: `shared_label`, see
+    `transforms/repeated_lines.py`); with
     `edges`, the fragments left at the top and bottom go too (`edge_fragment`), but never a line that is
     the `title`, and the top run starts after it. Kept lines are returned byte for byte; blank lines left
     around a removed line collapse to one. `on_removed(rule, line)` hears of every removed line.
     """
-    from transforms.repeated_lines import RULE_NAME as LEARNED_RULE, line_key
+    from transforms.repeated_lines import (LABEL_RULE, RULE_NAME as LEARNED_RULE, SHARED_RULE, label_key,
+                                           line_key, line_label, may_be_shared)
 
     lines = text.splitlines()
     verdict: list[Optional[str]] = []
     for line in lines:
         folded = fold_line(line)
         rule = match_line(rules, line)  # folds the line again: a cache hit
-        if rule is None and learned and folded and line_key(folded) in learned:
-            rule = LEARNED_RULE
+        if rule is None and folded:
+            key = line_key(folded) if learned or shared else None
+            if key is not None and key in learned:
+                rule = LEARNED_RULE
+            elif key is not None and key in shared and may_be_shared(line, folded):
+                rule = SHARED_RULE
+            elif labels and (label := line_label(folded)) and label_key(label) in labels:
+                rule = LABEL_RULE
         verdict.append(rule)
     if edges:
         _mark_edges(lines, verdict, _words_only(title))
@@ -634,17 +652,20 @@ class _StripBoilerplateFn(beam.DoFn):
 
     @isolated(STAGE, REJECTED, article_of=lambda self, parked: self.spill.fetch_article(parked))
     def process(self, parked, learned: Optional[dict] = None):
-        from transforms.repeated_lines import source_of
+        from transforms.repeated_lines import LABELS, SHARED, source_of
 
         article = self.spill.fetch_article(parked)
         Metrics.counter(NAMESPACE, "seen").inc()
-        site_lines = (learned or {}).get(source_of(article), frozenset())
+        learned = learned or {}
+        site_lines = learned.get(source_of(article), frozenset())
         samples: list = []
         text, removed = strip_boilerplate(article.text, self.rules,
                                           lambda name: Metrics.counter(NAMESPACE, name).inc(),
                                           title=article.title, learned=site_lines,
                                           edges=self.edges and edge_pass_applies(article),
-                                          on_removed=lambda rule, line: samples.append((rule, removed_line_form(line))))
+                                          on_removed=lambda rule, line: samples.append((rule, removed_line_form(line))),
+                                          shared=learned.get(SHARED, frozenset()),
+                                          labels=learned.get(LABELS, frozenset()))
         for sample in samples:
             yield beam.pvalue.TaggedOutput(REMOVED_LINES, sample)
         if not any(ch.isalnum() for ch in text):

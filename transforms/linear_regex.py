@@ -17,6 +17,7 @@ Matches are only tested (`search` is true or not), so group numbers and spans ar
 """
 from __future__ import annotations
 
+import functools
 from re import _constants as C  # the parser of `re` (3.11+): the pattern's tree, not its text
 from re import _parser
 
@@ -386,12 +387,19 @@ def _emit(nodes) -> str:
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=4096)
+def parse(pattern: str, flags: int = 0):
+    """Python's parse tree of a pattern (cached: the rules are parsed for translation and for their gates).
+    Callers must not change it. Raises `re.error`."""
+    return _parser.parse(pattern, flags)
+
+
 def to_re2(pattern: str, flags: int = 0) -> str:
     """The RE2 form of a Python pattern (same lines matched by `search`). Raises PatternError for what RE2
     cannot run: lookarounds, backreferences, an unresolvable `\\b`, a bad pattern."""
     import re
     try:
-        parsed = _parser.parse(pattern, flags)
+        parsed = parse(pattern, flags)
     except re.error as err:
         raise PatternError(str(err)) from err
     global_flags = parsed.state.flags
@@ -418,19 +426,30 @@ _NO_MATCH = (-1, -1)
 
 class LinearPattern:
     """A compiled pattern with `search(text) -> bool`: RE2 underneath, Python's syntax and meaning on top.
-    `search_utf8` takes the text already encoded (a line tried by many patterns is encoded once)."""
+    `search_utf8` takes the text already encoded (a line tried by many patterns is encoded once).
 
-    __slots__ = ("pattern", "flags", "re2_pattern", "_compiled", "_match")
+    The translation runs at once (PatternError for what RE2 cannot run); the RE2 compilation too, unless
+    `lazy` (patterns known to compile, such as the packaged rules: then only the patterns a run actually
+    tries are compiled, ~3 ms each)."""
 
-    def __init__(self, pattern: str, flags: int = 0):
+    __slots__ = ("pattern", "flags", "re2_pattern", "_match")
+
+    def __init__(self, pattern: str, flags: int = 0, lazy: bool = False):
         self.pattern = pattern
         self.flags = flags
         self.re2_pattern = to_re2(pattern, flags)
+        self._match = self._first_match if lazy else self._compile()
+
+    def _compile(self):
         try:
-            self._compiled = re2.compile(self.re2_pattern, _options())
+            compiled = re2.compile(self.re2_pattern, _options())
         except re2.error as err:
             raise PatternError(f"RE2 cannot compile it: {err}") from err
-        self._match = self._compiled._regexp.Match  # the binding itself: a third of the wrapper's cost
+        return compiled._regexp.Match  # the binding itself: a third of the wrapper's cost
+
+    def _first_match(self, anchor, data, start, end):
+        self._match = self._compile()
+        return self._match(anchor, data, start, end)
 
     def search(self, text: str) -> bool:
         data = text.encode("utf-8", "surrogatepass")
@@ -443,7 +462,7 @@ class LinearPattern:
         return f"LinearPattern({self.pattern!r})"
 
     def __reduce__(self):
-        return LinearPattern, (self.pattern, self.flags)
+        return LinearPattern, (self.pattern, self.flags, True)
 
 
 class LiteralSet:

@@ -12,6 +12,20 @@ a slogan, a byline template) in any language. This module learns it from the dat
 3. The surviving keys, grouped per source, are a small side input; the boilerplate stage drops those lines
    (counted as `removed_repeated_line`).
 
+Across sources, two more kinds are learned the same way (one combine, counts capped, bounded memory):
+
+- a *shared line*: a short line (at most `SHARED_MAX_WORDS` words, numbers made 0) that recurs in at least
+  `SHARED_MIN_STORIES` distinct stories from at least `SHARED_MIN_SOURCES` sources ("Quảng cáo", "Đăng ký
+  nhận bản tin của chúng tôi", "Already a subscriber? Log in"): furniture every site words its own way,
+  but many sites word alike. Never a name-like line (a byline recurs too), a credit or contact line
+  (`_EDGE_KEEP`), or a line that ends like a sentence without addressing the reader (a stock phrase of
+  prose such as "The company declined to comment." stays; "We use cookies to give you..." goes). Rule
+  `shared_line`.
+- a *shared label*: the 1-3 words before the colon of "Label: text" lines ("Baca juga: <headline>",
+  "関連記事：<headline>", "Foto: <name>") when that label opens such lines in at least `SHARED_MIN_STORIES`
+  stories from `SHARED_MIN_SOURCES` sources, whatever follows it: teasers and credits are a label with a
+  varying slot. Never a line that ends like a sentence ("He said: ... ."). Rule `shared_label`.
+
 The story fingerprint is a one-permutation MinHash of the article's long lines (the smallest hash of its
 lines of 8+ words): syndicated and edited copies of one story usually share it, so a story copied ten times
 on one site counts once, and its own sentences are not mistaken for furniture. Long lines (more than
@@ -27,17 +41,40 @@ import apache_beam as beam
 import xxhash
 from apache_beam.metrics import Metrics
 
+from transforms.linear_regex import compile_linear
 from transforms.types import Article
 
 __all__ = ["LearnRepeatedLines", "line_key", "story_fingerprint", "source_of", "article_line_keys",
-           "RULE_NAME", "DEFAULT_MIN_SUPPORT"]
+           "RULE_NAME", "DEFAULT_MIN_SUPPORT", "SHARED", "LABELS", "SHARED_RULE", "LABEL_RULE", "line_label",
+           "label_key", "is_name_like", "shared_line_key"]
 
 NAMESPACE = "boilerplate"
 RULE_NAME = "repeated_line"
+SHARED_RULE = "shared_line"
+LABEL_RULE = "shared_label"
 DEFAULT_MIN_SUPPORT = 10
 MAX_LEARN_WORDS = 15
 MAX_LEARN_CHARS = 160
 FINGERPRINT_MIN_WORDS = 8
+# Shared across sources: at least 8 distinct stories from 3 sources. On the held-out boilerplate half (bench/
+# heldout.py, 2,000 records, 16 sources) lines and labels at this support were furniture; at 5 stories from 2
+# sources, bylines and "He said:" quotations came in.
+SHARED_MIN_STORIES = 8
+SHARED_MIN_SOURCES = 3
+SHARED_MAX_WORDS = MAX_LEARN_WORDS
+LABEL_MAX_WORDS = 3
+LABEL_MAX_CHARS = 32
+LABEL_LINE_MAX_WORDS = 30  # "Label: headline" lines; a longer line is a paragraph that starts with a label
+NAME_MAX_WORDS = 4
+# Keys of the learned dict that are no source: the lines and labels shared across sources.
+SHARED = "\x00shared"
+LABELS = "\x00labels"
+_COLONS = (":", "\uff1a")
+# Second-person pronouns and possessives (folded): furniture speaks to the reader, news prose about others.
+_READER = compile_linear(
+    r"\b(you|your|yours|sie|ihr|ihre|ihnen|du|dein|deine|dich|dir|vous|votre|vos|tu|ton|tes|usted|ustedes|tú|"
+    r"tus|você|vocês|voi|vostro|vostra|tuo|tua|jij|jouw|uw|bạn|anda|kamu|вы|ваш|ваша|ваше|ваши|вас|вам|ты|"
+    r"твой|ty|twój|wy|siz|sen)\b")
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
@@ -64,6 +101,59 @@ def line_key(folded: str) -> Optional[int]:
     return xxhash.xxh3_64_intdigest(_NUMBER.sub("0", folded).encode("utf-8"))
 
 
+def is_name_like(line: str) -> bool:
+    """A byline: 2-4 words each starting with a capital letter ("Trang Phạm", "Mi Vân"), or one such word
+    holding a dot ("H.Long"). One capitalised word alone ("Publicidad", "Anzeige") is as often a label."""
+    words = line.split()
+    if not 1 <= len(words) <= NAME_MAX_WORDS or not all(word[:1].isupper() for word in words):
+        return False
+    return len(words) >= 2 or "." in words[0]
+
+
+def addresses_the_reader(line: str) -> bool:
+    """Whether the line speaks to the reader: a second-person pronoun (`_READER`, several languages)."""
+    return _READER.search(line)
+
+
+def may_be_shared(line: str, folded: str) -> bool:
+    """Whether a line may be learned as shared across sources: not name-like, not ending like a sentence
+    unless it addresses the reader (a cookie notice, "Sign up to get..."; a stock sentence of prose such as
+    "The company declined to comment." never does), no credit or contact (`_EDGE_KEEP`). Cheapest test first."""
+    from transforms.boilerplate import _EDGE_KEEP, _SENTENCE_END
+
+    stripped = line.strip()
+    if is_name_like(stripped) or (_SENTENCE_END.search(stripped) and not addresses_the_reader(folded)):
+        return False
+    return not _EDGE_KEEP.search(stripped)
+
+
+def shared_line_key(line: str, folded: str) -> Optional[int]:
+    """`line_key` of a line that may be learned as shared across sources (`may_be_shared`), or None."""
+    key = line_key(folded)
+    return key if key is not None and folded.count(" ") < SHARED_MAX_WORDS and may_be_shared(line, folded) else None
+
+
+def line_label(folded: str) -> Optional[str]:
+    """The label of a folded "Label: text" line: the 1-3 words (letters, digits, `.'-`, 32 characters at most)
+    before its first colon (":" or "："), when text follows and the line does not end like a sentence."""
+    from transforms.boilerplate import _SENTENCE_END
+
+    cut = min((i for i in (folded.find(colon, 0, LABEL_MAX_CHARS + 2) for colon in _COLONS) if i > 0), default=-1)
+    if cut < 0:
+        return None
+    label, rest = folded[:cut].strip(), folded[cut + 1:].strip()
+    if (not label or not rest or label.count(" ") >= LABEL_MAX_WORDS or len(label) > LABEL_MAX_CHARS
+            or folded.count(" ") >= LABEL_LINE_MAX_WORDS or _SENTENCE_END.search(folded)):
+        return None
+    if not all(ch.isalnum() or ch in " .'’-" for ch in label) or not any(ch.isalpha() for ch in label):
+        return None
+    return label
+
+
+def label_key(label: str) -> int:
+    return xxhash.xxh3_64_intdigest(("label:" + label).encode("utf-8"))
+
+
 def story_fingerprint(folded_lines: Iterable[str]) -> int:
     """One-permutation MinHash of the long lines: equal for copies of a story that keep its smallest line."""
     hashes = [xxhash.xxh3_64_intdigest(line.encode("utf-8")) for line in folded_lines
@@ -80,30 +170,45 @@ def article_line_keys(folded_lines: list[str]) -> tuple[int, set]:
 
 
 class _DistinctStories(beam.CombineFn):
-    """Counts distinct story fingerprints, keeping at most `cap` of them (all that the threshold needs)."""
+    """(fingerprint, source) values -> (distinct stories, distinct sources), keeping at most `cap` stories and
+    `SHARED_MIN_SOURCES` sources (all that the thresholds need): bounded memory per key."""
 
     def __init__(self, cap: int):
         self.cap = cap
 
     def create_accumulator(self):
-        return set()
+        return set(), set()
 
-    def add_input(self, acc, fingerprint):
-        if len(acc) < self.cap:
-            acc.add(fingerprint)
+    def add_input(self, acc, value):
+        stories, sources = acc
+        if len(stories) < self.cap:
+            stories.add(value[0])
+        if len(sources) < SHARED_MIN_SOURCES:
+            sources.add(value[1])
         return acc
 
     def merge_accumulators(self, accs):
-        merged = set()
-        for acc in accs:
-            for fingerprint in acc:
-                if len(merged) >= self.cap:
-                    return merged
-                merged.add(fingerprint)
-        return merged
+        stories, sources = set(), set()
+        for acc_stories, acc_sources in accs:
+            for fingerprint in acc_stories:
+                if len(stories) >= self.cap:
+                    break
+                stories.add(fingerprint)
+            for source in acc_sources:
+                if len(sources) >= SHARED_MIN_SOURCES:
+                    break
+                sources.add(source)
+        return stories, sources
 
     def extract_output(self, acc):
-        return len(acc)
+        return len(acc[0]), len(acc[1])
+
+
+def _above_support(item, min_support: int) -> bool:
+    (source, _), (stories, sources) = item
+    if source in (SHARED, LABELS):
+        return stories >= SHARED_MIN_STORIES and sources >= SHARED_MIN_SOURCES
+    return stories >= min_support
 
 
 class _KeysBySource(beam.CombineFn):
@@ -128,12 +233,25 @@ class _KeysBySource(beam.CombineFn):
 
 
 def _emit_keys(article: Article, fold):
-    lines = [fold(line) for line in article.text.splitlines()]
-    lines = [line for line in lines if line]
-    fingerprint, keys = article_line_keys(lines)
+    pairs = [(line, fold(line)) for line in article.text.splitlines()]
+    pairs = [(line, folded) for line, folded in pairs if folded]
+    fingerprint = story_fingerprint([folded for _, folded in pairs])
     source = source_of(article)
-    for key in keys:
-        yield (source, key), fingerprint
+    value = (fingerprint, source)
+    keyed = {}  # line key -> one line and its fold (copies of a line are one key)
+    for line, folded in pairs:
+        key = line_key(folded)
+        if key is not None and key not in keyed:
+            keyed[key] = (line, folded)
+    for key in keyed:
+        yield (source, key), value
+    shared = {key for key, (line, folded) in keyed.items()
+              if folded.count(" ") < SHARED_MAX_WORDS and may_be_shared(line, folded)}
+    labels = {label_key(label) for label in map(line_label, (folded for _, folded in pairs)) if label}
+    for key in shared:
+        yield (SHARED, key), value
+    for key in labels:
+        yield (LABELS, key), value
 
 
 def _count_learned(item):
@@ -143,7 +261,8 @@ def _count_learned(item):
 
 class LearnRepeatedLines(beam.PTransform):
     """Article -> a one-element PCollection {source: frozenset(line keys)} of lines seen in at least
-    `min_support` distinct stories of that source. Use it with `beam.pvalue.AsSingleton`."""
+    `min_support` distinct stories of that source, plus `SHARED` (line keys) and `LABELS` (`label_key`s)
+    learned across sources. Use it with `beam.pvalue.AsSingleton`."""
 
     def __init__(self, min_support: int = DEFAULT_MIN_SUPPORT):
         super().__init__()
@@ -158,8 +277,8 @@ class LearnRepeatedLines(beam.PTransform):
         return (
             articles
             | "LineKeys" >> beam.FlatMap(_emit_keys, fold_line)
-            | "DistinctStories" >> beam.CombinePerKey(_DistinctStories(min_support))
-            | "AboveSupport" >> beam.Filter(lambda item: item[1] >= min_support)
+            | "DistinctStories" >> beam.CombinePerKey(_DistinctStories(max(min_support, SHARED_MIN_STORIES)))
+            | "AboveSupport" >> beam.Filter(_above_support, min_support)
             | "Learned" >> beam.Map(_count_learned)
             | "BySource" >> beam.CombineGlobally(_KeysBySource())
         )
