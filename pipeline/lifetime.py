@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 __all__ = ["follow", "guard_forks", "claim", "descendants", "kill_descendants", "StopOnSignals", "LAUNCHER_ENV",
            "EXIT_INTERRUPTED", "CLAIM"]

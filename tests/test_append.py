@@ -2,7 +2,6 @@
 the whole lake and each run in the summary, and a killed append that leaves the lake as it was."""
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal

@@ -170,7 +170,6 @@ def required_substrings(pattern: str, flags: int = 0) -> tuple:
     case-insensitive patterns, sets of more than
     `MAX_NEEDLES` strings or with an ASCII string shorter than 3 characters, and anything the parser cannot
     tell."""
-    c = _sre_constants
     try:
         parsed = parse_pattern(pattern, flags)
         if parsed.state.flags & re.IGNORECASE:
