@@ -118,7 +118,7 @@ def test_the_summary_covers_the_whole_lake_and_each_run(appended, inputs):
 
 
 def test_append_refuses_other_dedup_settings_or_granularity(appended, inputs, capsys):
-    for flags in (["--num_perm", "64"], ["--partition_by", "day"]):
+    for flags in (["--num_perm", "64"], ["--partition_by", "month"]):
         assert main(["run", "--append", "--input", str(inputs[0]), "--output", str(appended), "--quiet",
                      *flags]) == 2
         assert capsys.readouterr().err.count("\n") == 1

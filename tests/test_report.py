@@ -63,7 +63,7 @@ def test_report_content_comes_from_the_lake(report):
     data = collect(str(lake))
     assert data["totals"] == (3, 3, 2)
     assert data["languages"] == [("de", 1), ("en", 1), ("vi", 1)]
-    assert data["days"] == [("2024-03", 2)] and data["unknown_days"] == 1  # month partitions
+    assert data["days"] == [("2024-03-01", 1), ("2024-03-03", 1)] and data["unknown_days"] == 1
     # largest duplicate cluster first, its copies listed
     assert [(c["kept_id"], c["size"]) for c in data["clusters"]] == [("en", 3), ("vi", 2)]
     assert sorted(c[0] for c in data["clusters"][0]["copies"]) == ["en-2", "en-3"]
