@@ -678,10 +678,13 @@ RUN_FIELDS = ("records_read", "documents", "duplicates", "rejected", "reconciled
 
 
 def add_counts(a, b):
-    """Sums two count trees (ints, and dicts of them), key by key; a key on one side only keeps its value."""
+    """Sums two count trees (ints, and dicts of them), key by key; a key on one side only keeps its value.
+    Lists (`invariants.unread_input`: each run's unread files) join, so an append never hides a past problem."""
     if isinstance(a, dict) and isinstance(b, dict):
         return {k: add_counts(a[k], b[k]) if k in a and k in b else a.get(k, b.get(k))
                 for k in sorted(set(a) | set(b), key=str)}
+    if isinstance(a, list) and isinstance(b, list):
+        return sorted(a + b, key=str)
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
         return a + b
     return b

@@ -21,9 +21,9 @@ ART = Article("d1", "f:1", "text", text="Hello world", lang="en", published_at="
 
 
 @pytest.mark.parametrize("lang, published, expected", [
-    ("en", "2023-06-27T10:00:00+00:00", "lang=en/date=2023-06"),
+    ("en", "2023-06-27T10:00:00+00:00", "lang=en/date=2023-06-27"),
     ("und", None, "lang=und/date=unknown"),
-    ("../../etc", "2023-06-27T10:00:00+00:00", "lang=und/date=2023-06"),
+    ("../../etc", "2023-06-27T10:00:00+00:00", "lang=und/date=2023-06-27"),
     ("en", "../../etc/passwd", "lang=en/date=unknown"),
     ("en", "2023-02-30T00:00:00+00:00", "lang=en/date=unknown"),
     ("EN", "9999-99-99", "lang=und/date=unknown"),
@@ -169,13 +169,17 @@ def test_an_appended_summary_adds_up_over_runs():
     for s, lines in ((first, {"read_more": {"Read more": 3}, "share": {"Share": 1}}),
                      (second, {"read_more": {"Read more": 1, "More": 2}})):
         s.update(files_rows={t: s[t] for t in ("documents", "duplicates", "rejected")}, ok=True,
-                 invariants={"reconciled": True, "duplicate_doc_ids": 0}, boilerplate_removed_lines=lines)
+                 invariants={"reconciled": True, "duplicate_doc_ids": 0, "unread_input": []},
+                 boilerplate_removed_lines=lines)
+    first.update(ok=False, invariants={**first["invariants"], "unread_input": ["a.jsonl: not read to its end"]})
     files = {"documents": ["documents/a.parquet"], "duplicates": [], "rejected": []}
     one = lake_summary(None, first, files, "month", {"run_id": "1"})
     both = lake_summary(one, second, {**files, "documents": ["documents/a.parquet", "documents/b.parquet"]},
                         "month", {"run_id": "2"})
     assert (both["records_read"], both["documents"], both["duplicates"], both["rejected"]) == (9, 5, 2, 2)
-    assert both["reconciled"] and both["ok"] and both["languages"] == {"en": 3, "vi": 2}
+    assert both["reconciled"] and both["languages"] == {"en": 3, "vi": 2}
+    # a clean append neither hides nor forgets the first run's unread file
+    assert not both["ok"] and both["invariants"]["unread_input"] == ["a.jsonl: not read to its end"]
     assert both["stages"]["read"] == {"in": 9, "rejected": 2, "out": 7}
     assert both["duplicate_kinds"] == {"exact": 1, "near": 1}
     assert both["boilerplate_removed_lines"] == {"read_more": {"Read more": 4, "More": 2}, "share": {"Share": 1}}
