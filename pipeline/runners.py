@@ -47,6 +47,7 @@ def is_dask_runner(runner: Any) -> bool:
 
 def prepare_runner(options: PipelineOptions) -> None:
     """Maps Dask runner names to wirewash's DaskRunner and refuses what it cannot run, in one sentence."""
+    _unabbreviate_output(options)
     standard = options.view_as(StandardOptions)
     if not is_dask_runner(standard.runner):
         return
@@ -58,6 +59,16 @@ def prepare_runner(options: PipelineOptions) -> None:
         raise UnsupportedRunnerError(
             "the DaskRunner needs dask.distributed: pip install \"wirewash[dask]\" (apache-beam[dask])")
     standard.runner = DASK_RUNNER
+
+
+def _unabbreviate_output(options: PipelineOptions) -> None:
+    """Beam's option views parse their flags with argparse's prefix matching, so wirewash's `--output LAKE`
+    also reads as Beam's `--output_executable_path LAKE`; a Flink or Spark job server then writes a jar over
+    the lake instead of running the job. Unset it unless that flag was really given."""
+    from apache_beam.options.pipeline_options import PortableOptions
+
+    if not any(str(flag).startswith("--output_executable_path") for flag in getattr(options, "_flags", ())):
+        options.view_as(PortableOptions).output_executable_path = None
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -412,6 +412,22 @@ def message_parts(message) -> tuple[bytes, Optional[str]]:
     return message, None
 
 
+def kafka_read(brokers: str, topic: str, options) -> beam.PTransform:
+    """Beam's ReadFromKafka (a Java transform, expanded by `--kafka_expansion_service` when given): records with
+    their partition and offset, from the earliest offset the consumer group has not committed; offsets are
+    committed when the runner finalizes a checkpoint (Flink: `--checkpointing_interval`)."""
+    from apache_beam.io.kafka import ReadFromKafka  # cross-language: needs Java
+
+    from pipeline.options import WirewashOptions
+
+    opts = options.view_as(WirewashOptions)
+    return ReadFromKafka(
+        consumer_config={"bootstrap.servers": brokers, "group.id": opts.kafka_group_id,
+                         "auto.offset.reset": "earliest"},
+        topics=[topic], with_metadata=True, commit_offset_in_finalize=True,
+        expansion_service=opts.kafka_expansion_service or None)
+
+
 class ReadStream(beam.PTransform):
     """PBegin -> {`articles`, `rejected`}, unbounded, each record stamped with its event time."""
 
@@ -437,11 +453,7 @@ class ReadStream(beam.PTransform):
                 messages = pbegin | "ReadPubSub" >> ReadFromPubSub(subscription=location, with_attributes=True)
                 name = "pubsub:" + location.rsplit("/", 1)[-1]
             else:
-                from apache_beam.io.kafka import ReadFromKafka  # cross-language: needs Java
-                messages = pbegin | "ReadKafka" >> ReadFromKafka(
-                    consumer_config={"bootstrap.servers": location, "group.id": "wirewash",
-                                     "auto.offset.reset": "earliest"},
-                    topics=[topic], with_metadata=True)
+                messages = pbegin | "ReadKafka" >> kafka_read(location, topic, pbegin.pipeline.options)
                 name = f"kafka:{topic}"
             parsed = messages | "Decode" >> beam.ParDo(_DecodeMessageFn(name, self.allowed_lateness)).with_outputs(
                 REJECTED, main="articles")
