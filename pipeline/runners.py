@@ -23,6 +23,7 @@ empty).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import threading
@@ -99,6 +100,7 @@ def _run_bundle(items, fn_bytes, label, window_fn, args, kwargs, side_specs, *si
     from apache_beam.runners.dask.transform_evaluator import OneReceiver, get_windowed_value
     from apache_beam.transforms.sideinputs import SideInputMap
 
+    side_specs = pickler.loads(side_specs)
     key = hashlib.sha256(fn_bytes).digest()
     with _IDLE_LOCK:
         idle = _IDLE_DOFNS.setdefault(key, [])
@@ -182,7 +184,9 @@ def _make_dask_runner():
                 bag = inputs[0]
                 self.bags[node] = bag.repartition(npartitions=max(bag.npartitions, self.npartitions))
             else:
-                op = ev.TRANSLATIONS.get(transform.__class__, ev.NoOp)(node, bag_kwargs=self.bag_kwargs)
+                op_class = ev.TRANSLATIONS.get(transform.__class__, ev.NoOp)
+                settings = {f.name for f in dataclasses.fields(op_class)} if dataclasses.is_dataclass(op_class) else ()
+                op = op_class(node, **({"bag_kwargs": self.bag_kwargs} if "bag_kwargs" in settings else {}))
                 if op.__class__ is ev.Flatten:
                     self.bags[node] = op.apply([b for b in inputs if b is not None])
                 else:
@@ -198,8 +202,9 @@ def _make_dask_runner():
                 side_specs.append((type(side), side._view_options()))
                 # One graph dependency, computed once, handed whole to every partition.
                 side_values.append(dask.delayed(_as_list)(*self.input_bag(side.pvalue).to_delayed()))
+            # Pickled: older dask reads a (callable, argument) tuple inside the arguments as a task to run.
             return bag.map_partitions(_run_bundle, pickler.dumps(transform.fn), node.full_label, window_fn,
-                                      list(args), dict(kwargs), side_specs, *side_values)
+                                      list(args), dict(kwargs), pickler.dumps(side_specs), *side_values)
 
     class _Check(PipelineVisitor):
         """Refuses, before any cluster is contacted, what the translation cannot run."""
@@ -215,6 +220,13 @@ def _make_dask_runner():
                     f"the DaskRunner has no state or timers, which {node.full_label} needs: run it on the "
                     "DirectRunner, Flink or Dataflow")
 
+    def _dask_parser():
+        import argparse
+
+        parser = argparse.ArgumentParser()
+        beam_dask.DaskOptions._add_argparse_args(parser)  # the Dask client's (and bags') own settings
+        return parser
+
     class DaskRunner(beam_dask.DaskRunner):
         """Beam's DaskRunner with multi-output ParDos, finish_bundle outputs, side inputs and Reshuffle
         fixed (see the module docstring). Batch only."""
@@ -224,9 +236,10 @@ def _make_dask_runner():
 
             if options.view_as(StandardOptions).streaming:
                 raise UnsupportedRunnerError("the DaskRunner runs batch pipelines only: drop --streaming")
-            dask_options = options.view_as(beam_dask.DaskOptions).get_all_options(
-                drop_default=True, current_only=True)
-            bag_kwargs = beam_dask.DaskOptions._extract_bag_kwargs(dask_options)
+            own = {action.dest for action in _dask_parser()._actions}
+            dask_options = {k: v for k, v in options.view_as(beam_dask.DaskOptions).get_all_options(
+                drop_default=True).items() if k in own}
+            bag_kwargs = {k: dask_options.pop(k) for k in ("npartitions", "partition_size") if k in dask_options}
             pipeline.replace_all(dask_overrides())
             pipeline.visit(_Check())
             client = ddist.Client(**dask_options)
