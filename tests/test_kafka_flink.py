@@ -62,3 +62,207 @@ def test_broker_keeps_its_data_across_a_restart(tmp_path):
     finally:
         broker.stop()
     assert values == [b"before restart"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Streaming from Kafka on Flink: Beam's ReadFromKafka (Java, EMBEDDED in Flink, expanded by Beam's expansion
+# service), Beam's Flink job server (embedded Flink), wirewash's Python steps LOOPBACK in the CLI's process.
+# ---------------------------------------------------------------------------------------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from tests.helpers import lake_rows  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_RECORD_BYTES = 50_000
+CATCH_UP_SECONDS = 240
+
+
+@pytest.fixture(scope="module")
+def flink_kafka(tmp_path_factory, kafka):
+    """(broker, job server, expansion service), each a real JVM on 127.0.0.1."""
+    svc = services()
+    root = tmp_path_factory.mktemp("flink-kafka")
+    job_server = svc.start_job_server(root / "flink")
+    try:
+        expansion = svc.start_expansion_service(root / "expansion")
+        try:
+            yield kafka, job_server, expansion
+        finally:
+            expansion.stop()
+    finally:
+        job_server.stop()
+
+
+def stream_records(start: int, n: int) -> list[bytes]:
+    """Originals, exact copies (same text, another id), near copies (one sentence changed), malformed JSON and
+    an oversized message, in a fixed mix; ids are unique per position."""
+    out = []
+    for i in range(start, start + n):
+        story = i - i % 5  # every 5 positions share one story
+        text = " ".join(f"Story {story} reports that the council of town {story * 7919 % 10007} voted on measure "
+                        f"{w} after a long debate about budgets, schools and roads." for w in range(6))
+        kind = i % 10
+        if kind == 7:
+            out.append(b'{"id": "broken' + str(i).encode() + b'", "text": ')  # malformed JSON
+        elif kind == 9 and i % 20 == 9:
+            out.append(json.dumps({"id": f"big{i}", "text": "x " * MAX_RECORD_BYTES}).encode())  # oversized
+        elif kind in (1, 6):
+            out.append(json.dumps({"id": f"copy{i}", "text": text}).encode())  # exact copy of the story
+        elif kind in (2, 8):
+            out.append(json.dumps({"id": f"near{i}", "text": text.replace(
+                "measure 5 after", "measure 5 late at night after")}).encode())  # near copy
+        else:
+            out.append(json.dumps({"id": f"r{i}", "text": text if kind in (0, 5) else f"Unrelated {i}. " + text[::-1]
+                                   }).encode())
+    return out
+
+
+def produce(broker, topic: str, records: list[bytes], pause: float = 0.0) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=broker.address, max_request_size=4 << 20, linger_ms=5)
+    for i, record in enumerate(records):
+        producer.send(topic, record)
+        if pause and i % 25 == 24:
+            producer.flush(30)
+            time.sleep(pause)
+    producer.flush(30)
+    producer.close()
+
+
+def start_stream(job_server, expansion, broker, topic: str, lake: Path, log: Path) -> subprocess.Popen:
+    """`wirewash run --streaming` on Flink, exactly as docs/streaming.md shows it."""
+    command = [sys.executable, "-m", "pipeline.cli", "run", "--streaming", "--input", f"kafka://{broker.address}/{topic}",
+               "--output", str(lake), "--quiet", "--window_seconds", "2", "--max_record_bytes", str(MAX_RECORD_BYTES),
+               "--runner=PortableRunner", f"--job_endpoint={job_server.address}", "--environment_type=LOOPBACK",
+               "--checkpointing_interval=2000", f"--kafka_expansion_service={expansion.address}",
+               f"--kafka_group_id=wirewash-{topic}"]
+    return subprocess.Popen(command, cwd=REPO, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+
+
+def cancel_jobs(job_server) -> list[str]:
+    """Cancels every job of the job server that is not finished yet, through Beam's Job API (what
+    `PipelineResult.cancel()` does); returns their ids."""
+    import grpc
+    from apache_beam.portability.api import beam_job_api_pb2, beam_job_api_pb2_grpc
+
+    done = {beam_job_api_pb2.JobState.DONE, beam_job_api_pb2.JobState.FAILED, beam_job_api_pb2.JobState.CANCELLED}
+    with grpc.insecure_channel(job_server.address) as channel:
+        stub = beam_job_api_pb2_grpc.JobServiceStub(channel)
+        jobs = [j for j in stub.GetJobs(beam_job_api_pb2.GetJobsRequest(), timeout=30).job_info
+                if j.state not in done]
+        for job in jobs:
+            stub.Cancel(beam_job_api_pb2.CancelJobRequest(job_id=job.job_id), timeout=30)
+    return [j.job_id for j in jobs]
+
+
+def stop_stream(cli: subprocess.Popen, job_server) -> None:
+    """Cancels the Flink job (Beam's Job API), then SIGTERM twice: the CLI asks for a drain, then stops."""
+    cancel_jobs(job_server)
+    for _ in range(2):
+        if cli.poll() is None:
+            cli.send_signal(signal.SIGTERM)
+            time.sleep(1)
+    try:
+        cli.wait(30)
+    except subprocess.TimeoutExpired:
+        cli.kill()
+        cli.wait()
+
+
+def committed_locations(lake: Path) -> list[str]:
+    """`source_location` of every committed row of the three tables (Parquet files in their final place)."""
+    locations = []
+    for table in ("documents", "duplicates", "rejected"):
+        locations += [r["source_location"] for r in lake_rows(lake, table, "source_location")]
+    return locations
+
+
+def wait_for_rows(lake: Path, n: int, cli: subprocess.Popen, log: Path) -> list[str]:
+    deadline = time.monotonic() + CATCH_UP_SECONDS
+    locations: list[str] = []
+    while time.monotonic() < deadline:
+        assert cli.poll() is None, f"the streaming run ended ({cli.returncode}): {log.read_text()[-3000:]}"
+        locations = committed_locations(lake) if lake.exists() else []
+        if len(locations) >= n:
+            return locations
+        time.sleep(2)
+    raise AssertionError(f"{len(locations)} of {n} records in the lake after {CATCH_UP_SECONDS} s; "
+                         f"log: {log.read_text()[-3000:]}")
+
+
+def visible_files(lake: Path) -> list[Path]:
+    return [p for p in lake.rglob("*") if p.is_file() and "_staging" not in p.parts]
+
+
+def assert_clean(lake: Path) -> None:
+    """Nothing half-written is visible: every file outside _staging is a finished Parquet file (or the
+    summary), named as committed files are."""
+    import pyarrow.parquet as pq
+
+    for path in visible_files(lake):
+        if path.name == "_SUMMARY.json":
+            json.loads(path.read_text())
+            continue
+        assert path.name.startswith("part-") and path.suffix == ".parquet", path
+        pq.ParquetFile(path).metadata  # a truncated file has no footer and raises
+
+
+def offsets_of(locations: list[str], topic: str) -> list[int]:
+    prefix = f"kafka:{topic}/0:"
+    assert all(loc.startswith(prefix) for loc in locations), locations[:3]
+    return sorted(int(loc[len(prefix):]) for loc in locations)
+
+
+def test_kafka_stream_on_flink_puts_every_record_in_exactly_one_table(flink_kafka, tmp_path):
+    broker, job_server, expansion = flink_kafka
+    topic = "articles-once"
+    records = stream_records(0, 200)
+    produce(broker, topic, records[:20])  # the topic exists before the job starts
+    lake, log = tmp_path / "lake", tmp_path / "stream.log"
+    cli = start_stream(job_server, expansion, broker, topic, lake, log)
+    try:
+        produce(broker, topic, records[20:], pause=0.5)  # the rest while the job runs
+        locations = wait_for_rows(lake, len(records), cli, log)
+        assert_clean(lake)
+    finally:
+        stop_stream(cli, job_server)
+    assert offsets_of(locations, topic) == list(range(len(records)))  # each offset exactly once
+    kinds = {r["kind"] for r in lake_rows(lake, "duplicates", "kind")}
+    reasons = {r["reason"] for r in lake_rows(lake, "rejected", "reason")}
+    assert kinds == {"exact", "near"}, kinds
+    assert {"bad_json", "too_large"} <= reasons, reasons
+    assert_clean(lake)
+
+
+def test_kafka_stream_restarts_from_committed_offsets(flink_kafka, tmp_path):
+    """Stop the job once the lake has caught up (its offsets committed at a checkpoint), produce more while it
+    is down, start it again into a new lake: the two lakes together hold every offset exactly once."""
+    broker, job_server, expansion = flink_kafka
+    topic = "articles-restart"
+    first, second = stream_records(0, 60), stream_records(60, 60)
+    produce(broker, topic, first)
+    lake1, lake2 = tmp_path / "lake1", tmp_path / "lake2"
+    cli = start_stream(job_server, expansion, broker, topic, lake1, tmp_path / "run1.log")
+    try:
+        wait_for_rows(lake1, len(first), cli, tmp_path / "run1.log")
+        time.sleep(8)  # a few checkpoints (2 s apart) complete: the offsets are committed to the group
+    finally:
+        stop_stream(cli, job_server)
+    produce(broker, topic, second)  # arrives while no job runs
+    cli = start_stream(job_server, expansion, broker, topic, lake2, tmp_path / "run2.log")
+    try:
+        wait_for_rows(lake2, len(second), cli, tmp_path / "run2.log")
+        time.sleep(4)
+    finally:
+        stop_stream(cli, job_server)
+    before, after = offsets_of(committed_locations(lake1), topic), offsets_of(committed_locations(lake2), topic)
+    assert before == list(range(len(first)))
+    assert after == list(range(len(first), len(first) + len(second))), after[:10]

@@ -120,8 +120,15 @@ def _die_with_parent() -> None:
         pass
 
 
-def _java(classpath: Path, main: str, args: list, log: Path, heap: str) -> subprocess.Popen:
-    command = ["java", f"-Xmx{heap}", "-cp", f"{classpath}/*", main, *map(str, args)]
+# The Java SDK harness (EMBEDDED in the job server's JVM) sizes its cache with jamm, which reads JDK internals.
+OPENS = [f"--add-opens=java.base/{package}=ALL-UNNAMED" for package in (
+    "java.lang", "java.lang.invoke", "java.lang.reflect", "java.io", "java.net", "java.nio", "java.text",
+    "java.time", "java.util", "java.util.concurrent", "java.util.concurrent.atomic", "java.util.concurrent.locks",
+    "java.util.regex", "sun.nio.ch", "jdk.internal.misc", "jdk.internal.ref")]
+
+
+def _java(classpath: Path, main: str, args: list, log: Path, heap: str, opens: bool = False) -> subprocess.Popen:
+    command = ["java", f"-Xmx{heap}", *(OPENS if opens else []), "-cp", f"{classpath}/*", main, *map(str, args)]
     with open(log, "ab") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
@@ -189,7 +196,7 @@ def start_job_server(workdir: Path, port: Optional[int] = None, timeout: float =
     process = _java(jars, "org.apache.beam.runners.flink.FlinkJobServerDriver",
                     ["--flink-master=[local]", f"--flink-conf-dir={conf}", f"--job-host={HOST}",
                      f"--job-port={port}", "--artifact-port=0", "--expansion-port=0"],
-                    log, heap="1g")
+                    log, heap="1g", opens=True)
     wait_for_port(port, process, log, timeout)
     return Service("flink-job-server", process, port, log)
 
