@@ -4,7 +4,7 @@
 (Beam only knows the dotted path) to wirewash's `DaskRunner` below, and raises `UnsupportedRunnerError`
 (a ValueError, so the CLI prints one sentence) when the options ask a runner for something it cannot do.
 
-Why wirewash ships its own `DaskRunner`: Beam 2.77's `apache_beam.runners.dask.dask_runner.DaskRunner`
+Why wirewash ships its own `DaskRunner`: Beam's `apache_beam.runners.dask.dask_runner.DaskRunner`
 translates a pipeline into dask bags, and it (the first two measured on a real `dask.distributed` cluster,
 the others read from its source):
   - hands EVERY output of a multi-output ParDo to each consumer (a consumer of the `rejected` output also
