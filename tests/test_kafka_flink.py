@@ -231,8 +231,8 @@ def test_kafka_stream_on_flink_puts_every_record_in_exactly_one_table(kafka_expa
 
 
 @pytest.mark.skipif(not os.environ.get("WIREWASH_KAFKA_RESTART_TEST"), reason=(
-    "set WIREWASH_KAFKA_RESTART_TEST=1: the restarted job resumes at the committed offset but has written "
-    "nothing within 240 s here so far (undiagnosed, see docs/streaming.md)"))
+    "set WIREWASH_KAFKA_RESTART_TEST=1: the restarted job resumes at the committed offset but, with no record "
+    "arriving after its start, has written nothing within 240 s here so far (see docs/streaming.md)"))
 def test_kafka_stream_restarts_from_committed_offsets(kafka_expansion, job_server, tmp_path):
     """Stop the job once the lake has caught up (the consumer committed its offsets), with the job server;
     produce more while it is down; start a new job server and the job again, into a new lake: the two lakes
