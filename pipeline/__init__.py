@@ -1,0 +1,1 @@
+import transforms  # noqa: F401  (the FnApiRunner short name on Beam 2.62)

@@ -164,6 +164,8 @@ def _register_runner_options(argv: list[str]) -> bool:
         module = runner.rsplit(".", 1)[0]
     elif runner.lower() in ("renderrunner", "render"):
         module = "apache_beam.runners.render"
+    elif runner.lower() in ("portablerunner", "flinkrunner", "sparkrunner"):
+        return False  # a job server declares its own options (Flink's --checkpointing_interval...) at submit
     else:
         return True
     try:

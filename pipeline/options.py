@@ -192,6 +192,15 @@ class WirewashOptions(PipelineOptions):
             help="streaming: how long (event time) ids, content hashes and MinHash bands are remembered for "
                  "dedup; a copy arriving later is a new document. Bounds the state. Default: 604800 (7 days)")
         parser.add_argument(
+            "--kafka_expansion_service", default=None, metavar="HOST:PORT",
+            help="streaming from kafka://: a running Beam Java expansion service for ReadFromKafka (see "
+                 "deploy/services/services.py). Default: Beam downloads and starts its own (needs Docker "
+                 "or a Java environment the runner can start)")
+        parser.add_argument(
+            "--kafka_group_id", default="wirewash", metavar="ID",
+            help="streaming from kafka://: the consumer group; the Kafka consumer commits its offsets every "
+                 "second (auto-commit) and a restarted job goes on from them. Default: wirewash")
+        parser.add_argument(
             "--poll_interval", type=Number(0.1, 3600.0), default=2.0, metavar="S",
             help="streaming: how often a watched folder or glob is listed; a file is read once its size "
                  "stayed the same over two listings. Default: 2")

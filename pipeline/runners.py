@@ -4,7 +4,7 @@
 (Beam only knows the dotted path) to wirewash's `DaskRunner` below, and raises `UnsupportedRunnerError`
 (a ValueError, so the CLI prints one sentence) when the options ask a runner for something it cannot do.
 
-Why wirewash ships its own `DaskRunner`: Beam 2.77's `apache_beam.runners.dask.dask_runner.DaskRunner`
+Why wirewash ships its own `DaskRunner`: Beam's `apache_beam.runners.dask.dask_runner.DaskRunner`
 translates a pipeline into dask bags, and it (the first two measured on a real `dask.distributed` cluster,
 the others read from its source):
   - hands EVERY output of a multi-output ParDo to each consumer (a consumer of the `rejected` output also
@@ -23,6 +23,7 @@ empty).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import threading
@@ -47,6 +48,7 @@ def is_dask_runner(runner: Any) -> bool:
 
 def prepare_runner(options: PipelineOptions) -> None:
     """Maps Dask runner names to wirewash's DaskRunner and refuses what it cannot run, in one sentence."""
+    _unabbreviate_output(options)
     standard = options.view_as(StandardOptions)
     if not is_dask_runner(standard.runner):
         return
@@ -58,6 +60,16 @@ def prepare_runner(options: PipelineOptions) -> None:
         raise UnsupportedRunnerError(
             "the DaskRunner needs dask.distributed: pip install \"wirewash[dask]\" (apache-beam[dask])")
     standard.runner = DASK_RUNNER
+
+
+def _unabbreviate_output(options: PipelineOptions) -> None:
+    """Beam's option views parse their flags with argparse's prefix matching, so wirewash's `--output LAKE`
+    also reads as Beam's `--output_executable_path LAKE`; a Flink or Spark job server then writes a jar over
+    the lake instead of running the job. Unset it unless that flag was really given."""
+    from apache_beam.options.pipeline_options import PortableOptions
+
+    if not any(str(flag).startswith("--output_executable_path") for flag in getattr(options, "_flags", ())):
+        options.view_as(PortableOptions).output_executable_path = None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -88,6 +100,7 @@ def _run_bundle(items, fn_bytes, label, window_fn, args, kwargs, side_specs, *si
     from apache_beam.runners.dask.transform_evaluator import OneReceiver, get_windowed_value
     from apache_beam.transforms.sideinputs import SideInputMap
 
+    side_specs = pickler.loads(side_specs)
     key = hashlib.sha256(fn_bytes).digest()
     with _IDLE_LOCK:
         idle = _IDLE_DOFNS.setdefault(key, [])
@@ -171,7 +184,9 @@ def _make_dask_runner():
                 bag = inputs[0]
                 self.bags[node] = bag.repartition(npartitions=max(bag.npartitions, self.npartitions))
             else:
-                op = ev.TRANSLATIONS.get(transform.__class__, ev.NoOp)(node, bag_kwargs=self.bag_kwargs)
+                op_class = ev.TRANSLATIONS.get(transform.__class__, ev.NoOp)
+                settings = {f.name for f in dataclasses.fields(op_class)} if dataclasses.is_dataclass(op_class) else ()
+                op = op_class(node, **({"bag_kwargs": self.bag_kwargs} if "bag_kwargs" in settings else {}))
                 if op.__class__ is ev.Flatten:
                     self.bags[node] = op.apply([b for b in inputs if b is not None])
                 else:
@@ -187,8 +202,9 @@ def _make_dask_runner():
                 side_specs.append((type(side), side._view_options()))
                 # One graph dependency, computed once, handed whole to every partition.
                 side_values.append(dask.delayed(_as_list)(*self.input_bag(side.pvalue).to_delayed()))
+            # Pickled: older dask reads a (callable, argument) tuple inside the arguments as a task to run.
             return bag.map_partitions(_run_bundle, pickler.dumps(transform.fn), node.full_label, window_fn,
-                                      list(args), dict(kwargs), side_specs, *side_values)
+                                      list(args), dict(kwargs), pickler.dumps(side_specs), *side_values)
 
     class _Check(PipelineVisitor):
         """Refuses, before any cluster is contacted, what the translation cannot run."""
@@ -204,6 +220,13 @@ def _make_dask_runner():
                     f"the DaskRunner has no state or timers, which {node.full_label} needs: run it on the "
                     "DirectRunner, Flink or Dataflow")
 
+    def _dask_parser():
+        import argparse
+
+        parser = argparse.ArgumentParser()
+        beam_dask.DaskOptions._add_argparse_args(parser)  # the Dask client's (and bags') own settings
+        return parser
+
     class DaskRunner(beam_dask.DaskRunner):
         """Beam's DaskRunner with multi-output ParDos, finish_bundle outputs, side inputs and Reshuffle
         fixed (see the module docstring). Batch only."""
@@ -213,9 +236,10 @@ def _make_dask_runner():
 
             if options.view_as(StandardOptions).streaming:
                 raise UnsupportedRunnerError("the DaskRunner runs batch pipelines only: drop --streaming")
-            dask_options = options.view_as(beam_dask.DaskOptions).get_all_options(
-                drop_default=True, current_only=True)
-            bag_kwargs = beam_dask.DaskOptions._extract_bag_kwargs(dask_options)
+            own = {action.dest for action in _dask_parser()._actions}
+            dask_options = {k: v for k, v in options.view_as(beam_dask.DaskOptions).get_all_options(
+                drop_default=True).items() if k in own}
+            bag_kwargs = {k: dask_options.pop(k) for k in ("npartitions", "partition_size") if k in dask_options}
             pipeline.replace_all(dask_overrides())
             pipeline.visit(_Check())
             client = ddist.Client(**dask_options)

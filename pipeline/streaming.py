@@ -54,8 +54,8 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.io import (ByteRange, InputFile, from_wire, format_of, parse_file, parse_json_record, readable_name,
-                         stable_id, tally_fact, to_wire)
+from pipeline.io import (REASON_TOO_LARGE, ByteRange, InputFile, _reject, format_of, from_wire, parse_file,
+                         parse_json_record, readable_name, stable_id, tally_fact, to_wire)
 from pipeline.lake import (DEFAULT_PARTITION_BY, DOCUMENTS, DUPLICATES, REJECTED, SCHEMAS, STAGING_DIR, STAGING_MARKER,
                            SUMMARY_FILE, INDEX, TABLES, _dedup_settings, _fact_of, _lake_files, _relative,
                            _write_marker, manifest_files, partition_of, remove_lake, row_of, summarize, unread_input,
@@ -146,15 +146,18 @@ def event_time(published_at: Optional[str], arrival: float, allowed_lateness: fl
     return arrival
 
 
-def decode_message(payload: bytes, source: str, message_id: str):
+def decode_message(payload: bytes, source: str, message_id: str, max_record_bytes: Optional[int] = None):
     """One Pub/Sub message or Kafka record value (a JSON article, as one JSONL line) -> Article or Rejection.
 
     `source_location` is `source/message_id`; an article without an id gets a stable one from its URL, else
-    from the message id, as batch does for JSONL lines.
+    from the message id, as batch does for JSONL lines. A payload over `max_record_bytes` is `too_large`.
     """
     if isinstance(payload, str):
         payload = payload.encode("utf-8")
     location = f"{source}/{message_id}"
+    if max_record_bytes is not None and len(payload or b"") > max_record_bytes:
+        return _reject(location, REASON_TOO_LARGE, bytes(payload[:200]),
+                       error=f"message longer than {max_record_bytes} bytes")
     return parse_json_record(bytes(payload or b"").rstrip(b"\r\n"), location, ("message", source, message_id))
 
 
@@ -457,15 +460,16 @@ def _stamp(parsed, arrival: float, allowed_lateness: float):
 class _DecodeMessageFn(beam.DoFn):
     """Pub/Sub messages or Kafka records -> timestamped Article / Rejection (arrival = the message's own time)."""
 
-    def __init__(self, source: str, allowed_lateness: float):
+    def __init__(self, source: str, allowed_lateness: float, max_record_bytes: Optional[int] = None):
         self.source = source
         self.allowed_lateness = allowed_lateness
+        self.max_record_bytes = max_record_bytes
 
     def process(self, message, timestamp=beam.DoFn.TimestampParam):
         payload, message_id = message_parts(message)
         arrival = float(timestamp) if timestamp > Timestamp(0) else time.time()
-        yield _stamp(decode_message(payload, self.source, message_id or stable_id("payload", repr(payload))),
-                     arrival, self.allowed_lateness)
+        yield _stamp(decode_message(payload, self.source, message_id or stable_id("payload", repr(payload)),
+                                    self.max_record_bytes), arrival, self.allowed_lateness)
 
 
 def message_parts(message) -> tuple[bytes, Optional[str]]:
@@ -477,6 +481,23 @@ def message_parts(message) -> tuple[bytes, Optional[str]]:
     if isinstance(message, tuple) and len(message) == 2:
         return message[1], None
     return message, None
+
+
+def kafka_read(brokers: str, topic: str, options) -> beam.PTransform:
+    """Beam's ReadFromKafka (a Java transform, expanded by `--kafka_expansion_service` when given): records with
+    their partition and offset, from the earliest offset the consumer group has not committed; offsets are
+    committed when the runner finalizes a checkpoint (Flink: `--checkpointing_interval`)."""
+    from apache_beam.io.kafka import ReadFromKafka  # cross-language: needs Java
+
+    from pipeline.options import WirewashOptions
+
+    opts = options.view_as(WirewashOptions)
+    return ReadFromKafka(
+        consumer_config={"bootstrap.servers": brokers, "group.id": opts.kafka_group_id,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": "true",
+                         "auto.commit.interval.ms": "1000"},
+        topics=[topic], with_metadata=True, commit_offset_in_finalize=False,
+        expansion_service=opts.kafka_expansion_service or None)
 
 
 class ReadStream(beam.PTransform):
@@ -504,13 +525,10 @@ class ReadStream(beam.PTransform):
                 messages = pbegin | "ReadPubSub" >> ReadFromPubSub(subscription=location, with_attributes=True)
                 name = "pubsub:" + location.rsplit("/", 1)[-1]
             else:
-                from apache_beam.io.kafka import ReadFromKafka  # cross-language: needs Java
-                messages = pbegin | "ReadKafka" >> ReadFromKafka(
-                    consumer_config={"bootstrap.servers": location, "group.id": "wirewash",
-                                     "auto.offset.reset": "earliest"},
-                    topics=[topic], with_metadata=True)
+                messages = pbegin | "ReadKafka" >> kafka_read(location, topic, pbegin.pipeline.options)
                 name = f"kafka:{topic}"
-            parsed = messages | "Decode" >> beam.ParDo(_DecodeMessageFn(name, self.allowed_lateness)).with_outputs(
+            parsed = messages | "Decode" >> beam.ParDo(_DecodeMessageFn(name, self.allowed_lateness,
+                                                                       self.max_record_bytes)).with_outputs(
                 REJECTED, main="articles")
         return {"articles": parsed["articles"], REJECTED: parsed[REJECTED]}
 

@@ -1,4 +1,5 @@
 """The same pipeline on other runners gives the same lake: PortableRunner (Beam's own job service, LOOPBACK),
+Beam's Flink job server (an embedded Flink cluster, jars from Maven Central; skipped without java and mvn),
 the DaskRunner on a real dask.distributed cluster (a scheduler and two workers, separate processes), and the
 multi-process DirectRunner. Compared: document ids, texts, languages, hashes; duplicate decisions; rejections.
 
@@ -114,6 +115,18 @@ def job_endpoint(tmp_path_factory):
         stop([proc])
 
 
+@pytest.fixture(scope="module")
+def flink_endpoint(tmp_path_factory):
+    """`127.0.0.1:PORT` of Beam's Flink job server (deploy/services/services.py) with an embedded Flink."""
+    from tests.jvm_services import services
+
+    server = services().start_job_server(tmp_path_factory.mktemp("flink"))
+    try:
+        yield server.address
+    finally:
+        server.stop()
+
+
 def runner_args(name: str, dask_scheduler: str = "", job_endpoint: str = "") -> list[str]:
     return {
         "direct": [],
@@ -206,6 +219,15 @@ def test_portable_runner_same_lake(small_corpus, job_endpoint):
     folder, inputs, expected = small_corpus
     lake = build_lake(inputs, folder / "lake-portable", runner_args("portable", job_endpoint=job_endpoint))
     assert_same(expected, decisions(lake), "PortableRunner")
+
+
+@pytest.mark.slow
+def test_flink_runner_same_lake(small_corpus, flink_endpoint):
+    """Beam's Flink job server (embedded Flink cluster, Python steps LOOPBACK) writes the DirectRunner's lake."""
+    folder, inputs, expected = small_corpus
+    lake = build_lake(inputs, folder / "lake-flink", runner_args("portable", job_endpoint=flink_endpoint))
+    assert_same(expected, decisions(lake), "Flink")
+    assert not (lake / "_staging").exists()
 
 
 @pytest.mark.slow
