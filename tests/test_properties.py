@@ -29,7 +29,8 @@ SLOW = settings(max_examples=3, deadline=None, suppress_health_check=[HealthChec
 SOME = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Characters that normalization and cleaning treat specially, mixed into arbitrary text.
-TRICKY = ["\u00a0", "\u200b", "\ufeff", "\u00ad", "\u2028", "\u2029", "\u0085", "\r", "\r\n", "\n", "\t", "\x0b",
+TRICKY = ["&amp\u037e", "AT&T", "&#x27;", "&\u212aopf;",  # an entity NFC completes; a bare "&"
+          "\u00a0", "\u200b", "\ufeff", "\u00ad", "\u2028", "\u2029", "\u0085", "\r", "\r\n", "\n", "\t", "\x0b",
           "\x0c", "\u0301", "e\u0301", "\u00e9", "Ã©", "â€™", "&amp;", "&lt;", "&#39;", "&nbsp;", "’", "“", "ﬁ",
           "\uff21", "ǅ", "İ", "ß", "\U0001f600", "\x00", "\x1b[31m", " ", "  ", "Read more: ", "Advertisement",
           "PHOTO: AFP", "Sign up now", "•", "»"]
@@ -108,6 +109,18 @@ def test_gated_normalization_is_ungated_normalization(text):
 
     if not ftfy_may_change(text):
         assert ftfy.fix_text(text, FTFY_CONFIG) == unicodedata.normalize("NFC", text)
+
+
+WHITESPACE = [chr(code) for code in range(0x3000 + 1) if chr(code).isspace()] + ["\r\n"]
+
+
+@FAST
+@given(st.lists(st.one_of(st.text(max_size=6), st.sampled_from(WHITESPACE)), max_size=30).map("".join))
+@example(" a \x1c\n\x85b\u2028 \n\n  ")
+def test_spaces_tidied_in_one_pass_as_line_by_line(text):
+    from transforms.normalize import _SPACE_CHARS, tidy_spaces
+
+    assert tidy_spaces(text) == "\n".join(_SPACE_CHARS.sub(" ", line).strip() for line in text.split("\n"))
 
 
 RULES = load_rules()

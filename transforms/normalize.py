@@ -20,7 +20,7 @@ import ftfy
 import xxhash
 from apache_beam.metrics import Metrics
 from ftfy.badness import BADNESS_RE
-from ftfy.chardata import CONTROL_CHARS
+from ftfy.chardata import CONTROL_CHARS, HTML_ENTITY_RE
 
 from transforms.guard import isolated
 from transforms.types import Article, Rejection, excerpt
@@ -43,13 +43,15 @@ FTFY_CONFIG = ftfy.TextFixerConfig(
 MAX_PASSES = 4
 _INVISIBLE = re.compile("[\u200b\u2060\ufeff\u00ad\u180e]")  # zero-width, BOM, soft hyphen
 _SPACE_CHARS = re.compile(r"[^\S\n]+")  # any whitespace but a newline
+_SPACES_AT_BREAKS = re.compile(r" *\n *")
 _BLANK_RUNS = re.compile(r"\n{3,}")
 _WORD = re.compile(r"\w+")
 _ASCII_WORD_CHAR = re.compile(r"[A-Za-z0-9_]")
-# Characters some enabled ftfy fix acts on by itself: entities, terminal escapes, line breaks other than \n,
-# C1 controls, surrogates, and the control characters ftfy removes.
-_FTFY_TRIGGERS = re.compile("[&\x1b\r\u2028\u2029\x80-\x9f\ud800-\udfff" + "".join(
-    re.escape(chr(code)) for code in sorted(CONTROL_CHARS)) + "]")
+# Characters some enabled ftfy fix acts on by itself: terminal escapes, line breaks other than \n, C1
+# controls, surrogates, and the control characters ftfy removes; and the entities ftfy decodes (exactly what
+# its `unescape_html` replaces: a bare "&", as in "AT&T", needs nothing).
+_FTFY_TRIGGERS = re.compile("[\x1b\r\u2028\u2029\x80-\x9f\ud800-\udfff" + "".join(
+    re.escape(chr(code)) for code in sorted(CONTROL_CHARS)) + "]|" + HTML_ENTITY_RE.pattern)
 
 
 def _anchor_chars(element) -> Optional[set]:
@@ -169,9 +171,14 @@ def _normalize_once(text: str) -> str:
             text = ftfy.fix_text(text, FTFY_CONFIG)
         text = unicodedata.normalize("NFC", _INVISIBLE.sub("", text))
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    lines = [_SPACE_CHARS.sub(" ", line).strip() for line in text.split("\n")]
-    text = _BLANK_RUNS.sub("\n\n", "\n".join(lines))
+    text = _BLANK_RUNS.sub("\n\n", tidy_spaces(text))
     return text.strip("\n")
+
+
+def tidy_spaces(text: str) -> str:
+    """Every run of whitespace but a line break made one plain space, and each line stripped: the same as
+    `"\\n".join(_SPACE_CHARS.sub(" ", line).strip() for line in text.split("\\n"))`, in two C passes."""
+    return _SPACES_AT_BREAKS.sub("\n", _SPACE_CHARS.sub(" ", text)).strip(" ")
 
 
 def dedup_key(text: str) -> str:
