@@ -63,9 +63,26 @@ def stage_of_stack(stack: str) -> str:
     return "count" if any(fragment in stack for fragment in COUNTING) else "beam"
 
 
+# `wirewash run ...` in this process, then its own CPU and its children's (the extraction subprocess) on stderr
+_RUN = """import resource, runpy, sys
+sys.argv = ["wirewash"] + sys.argv[1:]
+try:
+    runpy.run_module("pipeline.cli", run_name="__main__")
+except SystemExit as stop:
+    if stop.code:
+        raise
+finally:
+    cpu = lambda who: sum(getattr(resource.getrusage(who), f) for f in ("ru_utime", "ru_stime"))
+    print("CPU", cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN), file=sys.stderr)
+"""
+
+
+INGESTED_AT = "2026-01-01T00:00:00+00:00"  # fixed, so that two lakes compare row for row (bench/compare_lakes.py)
+
+
 def wirewash_command(corpus: str, lake: str) -> list:
     return [sys.executable, "-c", _RUN, "run", "--input", corpus, "--output", lake, "--overwrite",
-            "--quiet", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
+            "--quiet", "--direct_running_mode=in_memory", "--direct_num_workers=1", f"--ingested_at={INGESTED_AT}"]
 
 
 def run_cpu(command: list) -> tuple:
