@@ -111,6 +111,19 @@ def test_gated_normalization_is_ungated_normalization(text):
         assert ftfy.fix_text(text, FTFY_CONFIG) == unicodedata.normalize("NFC", text)
 
 
+@FAST
+@given(mixed_mojibake)
+def test_gated_title_normalization_is_ungated(title):
+    import unicodedata
+
+    import ftfy
+
+    from transforms.normalize import _INVISIBLE, normalize_title
+
+    ungated = " ".join(_INVISIBLE.sub("", unicodedata.normalize("NFC", ftfy.fix_text(title, FTFY_CONFIG))).split())
+    assert normalize_title(title) == (ungated or None)
+
+
 WHITESPACE = [chr(code) for code in range(0x3000 + 1) if chr(code).isspace()] + ["\r\n"]
 
 

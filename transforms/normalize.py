@@ -194,7 +194,7 @@ def content_hash(key: str) -> str:
 def normalize_title(title):
     if not title:
         return None
-    title = unicodedata.normalize("NFC", ftfy.fix_text(title, FTFY_CONFIG))
+    title = unicodedata.normalize("NFC", ftfy.fix_text(title, FTFY_CONFIG) if ftfy_may_change(title) else title)
     title = " ".join(_INVISIBLE.sub("", title).split())
     return title or None
 
