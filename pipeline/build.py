@@ -155,7 +155,7 @@ class IngestArticles(beam.PTransform):
     def expand(self, pbegin):
         read = pbegin | "Read" >> ReadArticles(self.files, self.max_record_bytes, self.max_decompressed_bytes)
         records_read = _count_records(read["articles"], read["rejected"])
-        extracted = read["articles"] | "Extract" >> ExtractText(spill=self.spill)
+        extracted = read["articles"] | "Extract" >> ExtractText()
         normalized = extracted["articles"] | "Normalize" >> NormalizeArticles()
         cleaned = normalized["articles"] | "Boilerplate" >> StripBoilerplate(self.rule_files, spill=self.spill)
         tagged = cleaned["articles"] | "Language" >> DetectLanguage()

@@ -3,7 +3,7 @@
 - `follow(pid)`, in a child process: a daemon thread ends the child (exit code 1, silently) as soon as process
   `pid` has ended, however it ended (SIGKILL included): it waits on a pidfd (Linux 5.3+), else polls twice a
   second. `pipeline.worker` follows the launcher whose pid it gets in `LAUNCHER_ENV`; every process forked
-  by the launcher during a run (Beam's extraction subprocess, `with_exception_handling(use_subprocess=True)`)
+  by the launcher during a run (the extraction subprocess of `transforms/extract.py`'s page guard)
   follows it through an at-fork hook (`guard_forks`), and ignores SIGINT there: the launcher handles Ctrl-C.
   A parent-death signal (`prctl(PR_SET_PDEATHSIG)`) is not used: Linux sends it when the *thread* that
   forked the child ends, and Beam forks from its own pool threads, so it would kill healthy children.

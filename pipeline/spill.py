@@ -2,8 +2,9 @@
 
 Beam's local FnApiRunner keeps every PCollection that crosses a stage boundary in the launcher's memory until
 the next stage has read it (on Dataflow, Flink or Spark, a shuffle spills to disk by itself). The articles
-cross a few such boundaries: extraction's HTML/text merge (every Flatten is one on that runner), the wait
-for the learned boilerplate lines, and dedup's wait for its decisions (with the candidates' sketches). A
+cross two such boundaries: the wait for the learned boilerplate lines, and dedup's wait for its decisions
+(with the candidates' sketches); every Flatten would be one more on that runner, which is why extraction
+takes texts and pages in one step. A
 `Spill` with a folder writes each parked value once (articles LZ4-compressed) to a file of the process that
 parks it, and the PCollection carries a 32-byte token (file, offset, lengths) instead: the launcher holds
 tokens, not texts, and its memory stops growing with the articles. A process reads a token back with one `pread` (the file is on the same machine;

@@ -380,3 +380,20 @@ class _FakePipeline:
 
     def __init__(self, options):
         self._options = options
+
+
+def test_extraction_is_one_step_with_no_stage_boundary_and_texts_pass_unguarded():
+    """Texts and pages go through one ParDo: no Partition and no Flatten (on the local runner every Flatten is a
+    stage boundary, where every article would wait, parked); a text record never meets the page guard (here a
+    broken extractor, which would fail the run if a text reached it)."""
+    from apache_beam.portability import common_urns
+
+    texts = [Article(f"t{i}", f"f:{i}", "text", text=ARTICLE_EN) for i in range(3)]
+    with TestPipeline() as p:
+        out = p | beam.Create(texts) | "Extract" >> ExtractText(isolate=False, extract=broken_install)
+        assert_that(out["articles"] | beam.Map(lambda a: a.doc_id), equal_to(["t0", "t1", "t2"]), label="kept")
+        assert_that(out["rejected"], equal_to([]), label="none rejected")
+        transforms = p.to_runner_api().components.transforms.values()
+        inside = [t for t in transforms if t.unique_name.startswith("Extract/")]
+        assert inside and not [t.unique_name for t in inside if t.spec.urn == common_urns.primitives.FLATTEN.urn
+                               or "Partition" in t.unique_name]

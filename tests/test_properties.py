@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from transforms.boilerplate import load_rules, match_line, strip_boilerplate
 from transforms.dedup import DedupConfig, DeduplicateArticles, bucket_candidates, _first_of, _Key
 from transforms.language import detect_language, load_langdetect
-from transforms.normalize import FTFY_CONFIG, dedup_key, ftfy_may_change, normalize_text
+from transforms.normalize import FTFY_CONFIG, _BADNESS_ANCHORS, dedup_key, ftfy_may_change, looks_like_mojibake, normalize_text
 from transforms.types import Article
 from tests.data.make_hostile import STORIES
 
@@ -29,7 +29,8 @@ SLOW = settings(max_examples=3, deadline=None, suppress_health_check=[HealthChec
 SOME = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Characters that normalization and cleaning treat specially, mixed into arbitrary text.
-TRICKY = ["\u00a0", "\u200b", "\ufeff", "\u00ad", "\u2028", "\u2029", "\u0085", "\r", "\r\n", "\n", "\t", "\x0b",
+TRICKY = ["&amp\u037e", "AT&T", "&#x27;", "&\u212aopf;",  # an entity NFC completes; a bare "&"
+          "\u00a0", "\u200b", "\ufeff", "\u00ad", "\u2028", "\u2029", "\u0085", "\r", "\r\n", "\n", "\t", "\x0b",
           "\x0c", "\u0301", "e\u0301", "\u00e9", "Ã©", "â€™", "&amp;", "&lt;", "&#39;", "&nbsp;", "’", "“", "ﬁ",
           "\uff21", "ǅ", "İ", "ß", "\U0001f600", "\x00", "\x1b[31m", " ", "  ", "Read more: ", "Advertisement",
           "PHOTO: AFP", "Sign up now", "•", "»"]
@@ -65,6 +66,74 @@ def test_skipping_ftfy_is_only_done_when_it_would_change_nothing_but_nfc(text):
 
     if not ftfy_may_change(text):
         assert ftfy.fix_text(text, FTFY_CONFIG) == unicodedata.normalize("NFC", text)
+
+
+# Real mojibake: text encoded as UTF-8 and read back in an encoding ftfy knows, mixed with clean text and with
+# the characters the windowed search is anchored on, so that matches fall at window edges and across them.
+MOJIBAKE_CODECS = ["cp1252", "latin-1", "cp1251", "cp1253", "cp1257", "mac_roman"]
+mojibake = st.tuples(st.text(max_size=15), st.sampled_from(MOJIBAKE_CODECS)).map(
+    lambda pair: pair[0].encode("utf-8").decode(pair[1], errors="replace"))
+anchor_chars = st.sampled_from(sorted(set(_BADNESS_ANCHORS[0].pattern[1:-1]) - {"\\"}))
+mixed_mojibake = st.lists(st.one_of(st.text(max_size=10), mojibake, anchor_chars, st.sampled_from(TRICKY),
+                                    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x2FF),
+                                            max_size=8)), max_size=25).map("".join)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mixed_mojibake)
+@example("voilÃ le travail")
+@example("x" * 20 + "Ã\xa0")  # a match ending at the text's end
+@example("Ã\xa0" + "x" * 20)  # ...starting at its beginning (`^[ÃÂ][ ]` is anchored there)
+@example("a Ã€ " + "b" * 30 + " ГўВЂВ”a")  # two windows apart
+@example("xx Ã yy")  # the match starts before its anchor (found against a narrower window)
+@example("xx ²,œ yy")
+def test_windowed_mojibake_check_is_ftfys_own(text):
+    from ftfy.badness import BADNESS_RE
+
+    assert looks_like_mojibake(text) == (BADNESS_RE.search(text) is not None)
+
+
+def test_the_windowed_check_is_derived_from_the_installed_ftfy():
+    # Without the derivation the check falls back to the whole-text search: right, but the speed-up is gone.
+    assert _BADNESS_ANCHORS is not None
+
+
+@FAST
+@given(mixed_mojibake)
+def test_gated_normalization_is_ungated_normalization(text):
+    """normalize_text skips ftfy where `ftfy_may_change` says it would only NFC the text: same result as
+    running ftfy on every text."""
+    import unicodedata
+
+    import ftfy
+
+    if not ftfy_may_change(text):
+        assert ftfy.fix_text(text, FTFY_CONFIG) == unicodedata.normalize("NFC", text)
+
+
+@FAST
+@given(mixed_mojibake)
+def test_gated_title_normalization_is_ungated(title):
+    import unicodedata
+
+    import ftfy
+
+    from transforms.normalize import _INVISIBLE, normalize_title
+
+    ungated = " ".join(_INVISIBLE.sub("", unicodedata.normalize("NFC", ftfy.fix_text(title, FTFY_CONFIG))).split())
+    assert normalize_title(title) == (ungated or None)
+
+
+WHITESPACE = [chr(code) for code in range(0x3000 + 1) if chr(code).isspace()] + ["\r\n"]
+
+
+@FAST
+@given(st.lists(st.one_of(st.text(max_size=6), st.sampled_from(WHITESPACE)), max_size=30).map("".join))
+@example(" a \x1c\n\x85b\u2028 \n\n  ")
+def test_spaces_tidied_in_one_pass_as_line_by_line(text):
+    from transforms.normalize import _SPACE_CHARS, tidy_spaces
+
+    assert tidy_spaces(text) == "\n".join(_SPACE_CHARS.sub(" ", line).strip() for line in text.split("\n"))
 
 
 RULES = load_rules()

@@ -20,7 +20,6 @@ from typing import Callable, NamedTuple, Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.spill import Spill
 from transforms.guard import FATAL_ERRORS
 from transforms.types import FORMAT_HTML, Article, Rejection, excerpt
 
@@ -390,11 +389,59 @@ def apply_extraction(article: Article, extracted: Extracted, parse_date) -> Arti
     )
 
 
-class _ExtractFn(beam.DoFn):
-    """HTML Article -> (Article or Rejection, how the text was found). May run in a subprocess, where Beam
-    metrics are not collected: the counting happens in the main process (`_count_and_split`)."""
+def _extract_in_worker(extract, html: str, url: Optional[str]) -> Extracted:
+    """What the page guard's worker (a thread or a subprocess) runs for one page."""
+    return (extract or extract_html)(html, url)
 
-    def __init__(self, extract=None):
+
+class _PageGuard:
+    """Runs one page's extraction under a time limit (`timeout` seconds, None: none) and, with `isolate`, in a
+    subprocess, so that a page that hangs or crashes the interpreter raises here (`TimeoutError`,
+    `BrokenProcessPool`) instead of stopping the run. The same protection as Beam's
+    `with_exception_handling(timeout=..., use_subprocess=...)` (a one-process pool, killed and replaced after
+    a timeout or a crash), but asked for page by page: text records never go through it."""
+
+    def __init__(self, timeout: Optional[float], isolate: bool):
+        self.timeout = timeout
+        self.isolate = isolate
+        self.pool = None
+
+    def extract(self, extract, html: str, url: Optional[str]) -> Extracted:
+        if not self.isolate and self.timeout is None:
+            return _extract_in_worker(extract, html, url)
+        if self.pool is None:
+            import concurrent.futures
+
+            self.pool = (concurrent.futures.ProcessPoolExecutor(1) if self.isolate
+                         else concurrent.futures.ThreadPoolExecutor(1))
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return self.pool.submit(_extract_in_worker, extract, html, url).result(self.timeout)
+        except (TimeoutError, BrokenProcessPool):
+            self.close()  # a hung worker is killed (a thread cannot be: it is left to finish alone)
+            raise
+
+    def close(self) -> None:
+        pool, self.pool = self.pool, None
+        if pool is None:
+            return
+        processes = list((getattr(pool, "_processes", None) or {}).values()) if self.isolate else []
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+            process.join(5)
+
+
+class _ExtractFn(beam.DoFn):
+    """Article -> the same article (text records), or a page's extracted article, or its Rejection on the
+    `rejected` output: `no_text_extracted`, or `extraction_error` when the page made the extractor raise, hang
+    or crash (`_PageGuard`). A missing dependency (`FATAL_ERRORS`) fails the run instead."""
+
+    def __init__(self, timeout: Optional[float] = TIMEOUT_SECONDS, isolate: bool = True, extract=None):
+        self.timeout = timeout
+        self.isolate = isolate
         self.extract = extract  # None: `extract_html`; tests pass a misbehaving one
 
     def setup(self):
@@ -402,46 +449,45 @@ class _ExtractFn(beam.DoFn):
         from pipeline.io import parse_published, source_of
         self.parse_date = parse_published
         self.source_of = source_of
+        self.guard = _PageGuard(self.timeout, self.isolate)
+
+    def teardown(self):
+        self.guard.close()
 
     def process(self, article: Article):
-        extracted = (self.extract or extract_html)(article.html, article.url)
-        if not extracted.text.strip():
-            yield Rejection(article.doc_id, article.source_location, STAGE, REASON_NO_TEXT,
-                            excerpt(article.html)), extracted.fallback
+        if not _is_page(article):
+            yield article
             return
-        updated = apply_extraction(article, extracted, self.parse_date)
-        yield updated._replace(source=updated.source or self.source_of(updated.url)), extracted.fallback
-
-
-def _is_page(article: Article, _partitions: int = 2) -> int:
-    return 1 if article.format == FORMAT_HTML and article.html is not None else 0
-
-
-def _count_and_split(element):
-    result, fallback = element
-    Metrics.counter(NAMESPACE, "seen").inc()
-    if isinstance(result, Rejection):
-        Metrics.counter(NAMESPACE, f"dropped_{result.reason}").inc()
-        yield beam.pvalue.TaggedOutput(REJECTED, result)
-    else:
+        Metrics.counter(NAMESPACE, "seen").inc()
+        try:
+            extracted = self.guard.extract(self.extract, article.html, article.url)
+        except FATAL_ERRORS as err:
+            raise RuntimeError(f"extraction cannot run here ({type(err).__name__}: {err}); is wirewash installed "
+                               f"with its dependencies (trafilatura, lxml_html_clean)?") from err
+        except Exception as err:  # noqa: BLE001 - whatever one page does is that page's rejection
+            yield beam.pvalue.TaggedOutput(REJECTED, _page_error(article, err))
+            return
+        if not extracted.text.strip():
+            Metrics.counter(NAMESPACE, f"dropped_{REASON_NO_TEXT}").inc()
+            yield beam.pvalue.TaggedOutput(REJECTED, Rejection(
+                article.doc_id, article.source_location, STAGE, REASON_NO_TEXT, excerpt(article.html)))
+            return
         Metrics.counter(NAMESPACE, "kept").inc()
-        Metrics.counter(NAMESPACE, f"text_from_{fallback}").inc()
-        yield result
+        Metrics.counter(NAMESPACE, f"text_from_{extracted.fallback}").inc()
+        updated = apply_extraction(article, extracted, self.parse_date)
+        yield updated._replace(source=updated.source or self.source_of(updated.url))
 
 
-def _to_rejection(failed) -> Rejection:
-    """A dead letter of `with_exception_handling` -> Rejection; its second item is (type, repr, traceback).
+def _is_page(article: Article) -> bool:
+    return article.format == FORMAT_HTML and article.html is not None
 
-    An installation fault (`transforms.guard.FATAL_ERRORS`) fails the run instead. A timeout (`TimeoutError`) or a crashed subprocess (`BrokenProcessPool`) is the page's failure too.
-    """
-    article, error = failed
-    exc_type, exc_repr = (error[0], error[1]) if isinstance(error, tuple) else (type(error), error)
-    if isinstance(exc_type, type) and issubclass(exc_type, FATAL_ERRORS):
-        raise RuntimeError(f"extraction cannot run here ({exc_repr}); is wirewash installed with its "
-                           f"dependencies (trafilatura, lxml_html_clean)?")
+
+def _page_error(article: Article, err: BaseException) -> Rejection:
+    """The rejection of a page that made extraction raise, time out (`TimeoutError`) or crash its subprocess
+    (`BrokenProcessPool`)."""
     Metrics.counter(NAMESPACE, f"dropped_{REASON_ERROR}").inc()
     return Rejection(article.doc_id, article.source_location, STAGE, REASON_ERROR, excerpt(article.html),
-                     excerpt(f"{getattr(exc_type, '__name__', exc_type)}: {exc_repr}", 300))
+                     excerpt(f"{type(err).__name__}: {err!r}", 300))
 
 
 # Runners whose workers are this very process: forking the extraction subprocess from here is safe.
@@ -469,35 +515,23 @@ def _isolation_is_safe(pipeline) -> bool:
 class ExtractText(beam.PTransform):
     """Article -> {`articles`, `rejected`}: HTML articles get text from trafilatura; text articles pass.
 
-    Only HTML pages go through the guarded extractor: each one gets `timeout` seconds and, with `isolate`, runs
-    in a subprocess (Beam's `with_exception_handling(timeout=..., use_subprocess=...)`), so a page that hangs,
-    raises or crashes the interpreter (deep recursion in lxml) is rejected (`extraction_error`) and the run
-    goes on. The subprocess costs ~1 ms per page against ~20 ms of trafilatura; text records skip it. It is
-    used on the local in-process runners only (`_isolation_is_safe`); elsewhere pages run under the timeout.
-    A missing dependency fails the run at construction, never as "no text" on every page. `spill` is where
-    the articles wait at the merge of texts and pages (default: inline, in the PCollection).
+    One step for every record, fused with the stages around it (no stage boundary, nothing parked): a text
+    record passes as it is, and only an HTML page goes through the page guard (`_PageGuard`): `timeout`
+    seconds each and, with `isolate`, a subprocess, so a page that hangs, raises or crashes the interpreter
+    (deep recursion in lxml) is rejected (`extraction_error`) and the run goes on. The subprocess costs ~1 ms
+    per page against ~3-20 ms of trafilatura. It is used on the local in-process runners only
+    (`_isolation_is_safe`); elsewhere pages run under the timeout. A missing dependency fails the run at
+    construction, never as "no text" on every page.
     """
 
-    def __init__(self, timeout: Optional[float] = TIMEOUT_SECONDS, isolate: bool = True, extract=None,
-                 spill: Optional[Spill] = None):
+    def __init__(self, timeout: Optional[float] = TIMEOUT_SECONDS, isolate: bool = True, extract=None):
         super().__init__()
         self.timeout = timeout
         self.isolate = isolate
         self.extract = extract
-        self.spill = spill or Spill()
 
     def expand(self, articles):
         _require_trafilatura()  # fail now, loudly, if lxml_html_clean & co. are missing
-        texts, pages = articles | "HtmlOrText" >> beam.Partition(_is_page, 2)
-        extracted, errors = pages | "Trafilatura" >> beam.ParDo(_ExtractFn(self.extract)).with_exception_handling(
-            timeout=self.timeout, use_subprocess=self.isolate and _isolation_is_safe(articles.pipeline))
-        split = extracted | "CountAndSplit" >> beam.ParDo(_count_and_split).with_outputs(REJECTED, main="main")
-        errors = errors | "ErrorsToRejections" >> beam.Map(_to_rejection)
-        rejected = (split[REJECTED], errors) | "AllRejections" >> beam.Flatten()
-        # The merge of texts and pages is a stage boundary on the local runner (it keeps every Flatten's
-        # output): the articles cross it parked (`spill`), and are fetched on the other side.
-        spill = self.spill
-        parked = (texts | "ParkTexts" >> beam.Map(spill.park_article),
-                  split["main"] | "ParkPages" >> beam.Map(spill.park_article))
-        kept = parked | "AllArticles" >> beam.Flatten() | "Fetch" >> beam.Map(spill.fetch_article)
-        return {"articles": kept, "rejected": rejected}
+        fn = _ExtractFn(self.timeout, self.isolate and _isolation_is_safe(articles.pipeline), self.extract)
+        results = articles | "Trafilatura" >> beam.ParDo(fn).with_outputs(REJECTED, main="main")
+        return {"articles": results["main"], "rejected": results[REJECTED]}

@@ -10,14 +10,17 @@ digit left is rejected (`empty_after_normalization`).
 from __future__ import annotations
 
 import re
+import re._constants as sre_constants
+import re._parser as sre_parser
 import unicodedata
+from typing import Optional
 
 import apache_beam as beam
 import ftfy
 import xxhash
 from apache_beam.metrics import Metrics
 from ftfy.badness import BADNESS_RE
-from ftfy.chardata import CONTROL_CHARS
+from ftfy.chardata import CONTROL_CHARS, HTML_ENTITY_RE
 
 from transforms.guard import isolated
 from transforms.types import Article, Rejection, excerpt
@@ -40,13 +43,103 @@ FTFY_CONFIG = ftfy.TextFixerConfig(
 MAX_PASSES = 4
 _INVISIBLE = re.compile("[\u200b\u2060\ufeff\u00ad\u180e]")  # zero-width, BOM, soft hyphen
 _SPACE_CHARS = re.compile(r"[^\S\n]+")  # any whitespace but a newline
+_SPACES_AT_BREAKS = re.compile(r" *\n *")
 _BLANK_RUNS = re.compile(r"\n{3,}")
 _WORD = re.compile(r"\w+")
 _ASCII_WORD_CHAR = re.compile(r"[A-Za-z0-9_]")
-# Characters some enabled ftfy fix acts on by itself: entities, terminal escapes, line breaks other than \n,
-# C1 controls, surrogates, and the control characters ftfy removes.
-_FTFY_TRIGGERS = re.compile("[&\x1b\r\u2028\u2029\x80-\x9f\ud800-\udfff" + "".join(
-    re.escape(chr(code)) for code in sorted(CONTROL_CHARS)) + "]")
+# Characters some enabled ftfy fix acts on by itself: terminal escapes, line breaks other than \n, C1
+# controls, surrogates, and the control characters ftfy removes; and the entities ftfy decodes (exactly what
+# its `unescape_html` replaces: a bare "&", as in "AT&T", needs nothing).
+_FTFY_TRIGGERS = re.compile("[\x1b\r\u2028\u2029\x80-\x9f\ud800-\udfff" + "".join(
+    re.escape(chr(code)) for code in sorted(CONTROL_CHARS)) + "]|" + HTML_ENTITY_RE.pattern)
+
+
+def _anchor_chars(element) -> Optional[set]:
+    """The characters a regex element (a literal or a plain class of non-ASCII characters) matches, or None."""
+    op, av = element
+    if op is sre_constants.LITERAL:
+        chars = {chr(av)}
+    elif op is sre_constants.IN and all(o in (sre_constants.LITERAL, sre_constants.RANGE) for o, _ in av):
+        chars = set()
+        for o, a in av:
+            chars.update(chr(a) if o is sre_constants.LITERAL else map(chr, range(a[0], a[1] + 1)))
+    else:
+        return None
+    return chars if all(ord(c) > 127 for c in chars) else None
+
+
+# Elements a regex made of these can hold; anything else (look-arounds, back-references, `$`, `\b`) and the
+# windowed search below would not be the same search.
+_PLAIN_OPS = {sre_constants.LITERAL, sre_constants.IN, sre_constants.ANY, sre_constants.MAX_REPEAT,
+              sre_constants.MIN_REPEAT, sre_constants.SUBPATTERN, sre_constants.BRANCH, sre_constants.CATEGORY,
+              sre_constants.NOT_LITERAL}
+
+
+def _plain(data) -> bool:
+    for op, av in data:
+        if op is sre_constants.AT and av is sre_constants.AT_BEGINNING_STRING or op is sre_constants.AT and \
+                av is sre_constants.AT_BEGINNING:
+            continue  # `^`: a window's search (pos > 0) never matches it there, as in the whole text
+        if op not in _PLAIN_OPS:
+            return False
+        if op is sre_constants.BRANCH and not all(_plain(alt.data) for alt in av[1]):
+            return False
+        if op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT) and not _plain(av[2].data):
+            return False
+        if op is sre_constants.SUBPATTERN and not _plain(av[-1].data):
+            return False
+    return True
+
+
+def _rarity(chars: set) -> tuple:
+    """How often a class of characters turns up in real text, roughly: small letters most, then capitals."""
+    names = [unicodedata.name(c, "") for c in chars]
+    return sum("SMALL LETTER" in n for n in names), sum("CAPITAL LETTER" in n for n in names), len(chars)
+
+
+def mojibake_anchors(pattern: re.Pattern) -> Optional[tuple]:
+    """(a regex of characters every match of `pattern` contains one of, the longest match's length), or None.
+
+    Derived from the pattern itself (each alternative of its top-level `|` must have a mandatory element that
+    is a literal or a class of non-ASCII characters), so that it holds for ftfy's `BADNESS_RE` as installed; None when the pattern has another shape or
+    an unbounded or context-dependent element, and then the whole text is searched. Which element stands for an
+    alternative only changes the speed: classes of fewer small letters, then capitals, are rarer in text."""
+    parsed = sre_parser.parse(pattern.pattern, pattern.flags)
+    if pattern.flags & (re.IGNORECASE | re.MULTILINE) or not _plain(parsed.data):
+        return None
+    width = parsed.getwidth()[1]
+    if width >= sre_constants.MAXREPEAT or len(parsed.data) != 1 or parsed.data[0][0] is not sre_constants.BRANCH:
+        return None
+    anchors = set()
+    for alternative in parsed.data[0][1][1]:
+        candidates = [chars for chars in map(_anchor_chars, alternative.data) if chars]
+        if not candidates:
+            return None
+        anchors |= min(candidates, key=_rarity)
+    return re.compile("[" + "".join(re.escape(c) for c in sorted(anchors)) + "]"), width
+
+
+_BADNESS_ANCHORS = mojibake_anchors(BADNESS_RE)
+
+
+def looks_like_mojibake(text: str) -> bool:
+    """`BADNESS_RE.search(text) is not None` (ftfy's own mojibake detector), searched only around the
+    characters every match contains (`mojibake_anchors`): a match holding the character at `i` lies within
+    `i - width + 1 .. i + width`, so those windows (merged where they overlap) hold every match. Most
+    articles have few such characters (accented capitals, currency and typographic signs), and the full
+    search tries some thirty alternatives at every position."""
+    if _BADNESS_ANCHORS is None:
+        return BADNESS_RE.search(text) is not None
+    anchors, width = _BADNESS_ANCHORS
+    low = high = -1
+    for found in anchors.finditer(text):
+        at = found.start()
+        if at - width + 1 > high:  # a window apart from the current one: search that one first
+            if high > 0 and BADNESS_RE.search(text, low, high):
+                return True
+            low = max(0, at - width + 1)
+        high = at + width
+    return high > 0 and BADNESS_RE.search(text, low, high) is not None
 
 
 def normalize_text(text: str) -> str:
@@ -64,12 +157,12 @@ def normalize_text(text: str) -> str:
 def ftfy_may_change(text: str) -> bool:
     """False only when `ftfy.fix_text(text, FTFY_CONFIG)` is certainly `NFC(text)`: no HTML entity, no C1,
     control, surrogate or odd line-break character, and nothing ftfy's own mojibake detector (`BADNESS_RE`,
-    which gates its re-decoding) would flag, in the text or in its NFC form. Checked on the whole text at C
-    speed, where ftfy works line by line in Python (~1 ms per article)."""
-    if _FTFY_TRIGGERS.search(text) or BADNESS_RE.search(text):
+    which gates its re-decoding) would flag, in the text or in its NFC form (`looks_like_mojibake`). Checked
+    on the whole text at C speed, where ftfy works line by line in Python (~1 ms per article)."""
+    if _FTFY_TRIGGERS.search(text) or looks_like_mojibake(text):
         return True
     composed = unicodedata.normalize("NFC", text)
-    return composed != text and bool(_FTFY_TRIGGERS.search(composed) or BADNESS_RE.search(composed))
+    return composed != text and bool(_FTFY_TRIGGERS.search(composed) or looks_like_mojibake(composed))
 
 
 def _normalize_once(text: str) -> str:
@@ -78,9 +171,14 @@ def _normalize_once(text: str) -> str:
             text = ftfy.fix_text(text, FTFY_CONFIG)
         text = unicodedata.normalize("NFC", _INVISIBLE.sub("", text))
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    lines = [_SPACE_CHARS.sub(" ", line).strip() for line in text.split("\n")]
-    text = _BLANK_RUNS.sub("\n\n", "\n".join(lines))
+    text = _BLANK_RUNS.sub("\n\n", tidy_spaces(text))
     return text.strip("\n")
+
+
+def tidy_spaces(text: str) -> str:
+    """Every run of whitespace but a line break made one plain space, and each line stripped: the same as
+    `"\\n".join(_SPACE_CHARS.sub(" ", line).strip() for line in text.split("\\n"))`, in two C passes."""
+    return _SPACES_AT_BREAKS.sub("\n", _SPACE_CHARS.sub(" ", text)).strip(" ")
 
 
 def dedup_key(text: str) -> str:
@@ -96,7 +194,7 @@ def content_hash(key: str) -> str:
 def normalize_title(title):
     if not title:
         return None
-    title = unicodedata.normalize("NFC", ftfy.fix_text(title, FTFY_CONFIG))
+    title = unicodedata.normalize("NFC", ftfy.fix_text(title, FTFY_CONFIG) if ftfy_may_change(title) else title)
     title = " ".join(_INVISIBLE.sub("", title).split())
     return title or None
 
