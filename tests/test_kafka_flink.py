@@ -192,12 +192,16 @@ def visible_files(lake: Path) -> list[Path]:
 
 def assert_clean(lake: Path) -> None:
     """Nothing half-written is visible: every file outside _staging is a finished Parquet file (or the
-    summary), named as committed files are."""
+    summary, or the empty lake marker), named as committed files are."""
     import pyarrow.parquet as pq
+
+    from pipeline.lake import MARKER_FILE
 
     for path in visible_files(lake):
         if path.name == "_SUMMARY.json":
             json.loads(path.read_text())
+            continue
+        if path.name == MARKER_FILE:
             continue
         assert path.name.startswith("part-") and path.suffix == ".parquet", path
         pq.ParquetFile(path).metadata  # a truncated file has no footer and raises
