@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import duckdb
@@ -186,6 +187,7 @@ def test_spark_ddl_runs_in_local_spark(lake, seeds_lake, tmp_path):
     from pyspark.sql import SparkSession
 
     before = {path: fingerprint(path) for path in (lake, seeds_lake)}
+    sigint = signal.getsignal(signal.SIGINT)  # SparkContext installs its own and stop() leaves it in place
     spark = (SparkSession.builder.master("local[1]").appName("wirewash-ddl-test")
              .config("spark.ui.enabled", "false").config("spark.sql.session.timeZone", "UTC")
              .config("spark.sql.warehouse.dir", str(tmp_path / "warehouse"))
@@ -207,6 +209,7 @@ def test_spark_ddl_runs_in_local_spark(lake, seeds_lake, tmp_path):
         assert spark.sql("SELECT * FROM seeds.rejected").count() == 0
     finally:
         spark.stop()
+        signal.signal(signal.SIGINT, sigint)  # later tests (tests/test_faults.py) check Ctrl-C handling
     assert {path: fingerprint(path) for path in (lake, seeds_lake)} == before
     assert pyspark.__version__.startswith("4.")
 
