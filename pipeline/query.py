@@ -1,7 +1,7 @@
 """SQL over a lake with DuckDB: `documents`, `duplicates` and `rejected` views over the committed Parquet files.
 
 One snapshot: `_SUMMARY.json` is read once, and the views list exactly the files it names under `files`
-(older lakes without that key: the files found under each table's folder). A query therefore never mixes two
+(older lakes without that key, and streams still being written: the files found under each table's folder). A query therefore never mixes two
 runs, and never answers from a half-replaced lake; a file that disappears under it (a concurrent
 `--overwrite`) is an error, never a smaller answer.
 
@@ -102,15 +102,18 @@ def _found_files(lake: str, table: str) -> list[str]:
 
 def lake_snapshot(lake: str) -> Snapshot:
     """Reads `LAKE/_SUMMARY.json` once and returns the files it commits (`files`: {table: [paths]}), or, when
-    it has no `files` key (older lakes), the Parquet files found under each table's folder (a missing folder
-    is an empty table), provided the summary file is still the same one after the listing. Raises
+    it has no `files` key (older lakes) or is a stream still being written, the Parquet files found under each
+    table's folder (a missing folder is an empty table), provided the summary file is still the same one after the listing. Raises
     LakeNotFoundError for a folder that is not a complete lake, or a damaged summary."""
     lake = os.path.abspath(lake)
     path = os.path.join(lake, SUMMARY_FILE)
     for _ in range(3):
         summary, raw_stat = _read_summary(lake, path)
         listed = summary.get("files")
-        if isinstance(listed, dict):
+        # A stream still being written lists its files per summary pane, ahead of the file sink's renames:
+        # read what is on disk instead (each file is renamed into place whole), as for older lakes.
+        streaming = summary.get("streaming")
+        if isinstance(listed, dict) and not (isinstance(streaming, dict) and streaming.get("final") is False):
             files = {}
             for table in TABLES:
                 names = listed.get(table) or []

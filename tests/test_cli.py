@@ -357,8 +357,8 @@ def test_query_formats(lake, tmp_path, capsys):
     assert main(["query", str(lake), "SELECT lang, date, count(*) AS n FROM documents GROUP BY ALL ORDER BY lang",
                  "--format", "parquet", "--out", str(out)]) == 0
     assert pq.read_table(out).to_pylist() == [{"lang": "de", "date": "unknown", "n": 1},
-                                             {"lang": "en", "date": "2024-03", "n": 1},
-                                             {"lang": "vi", "date": "2024-03", "n": 1}]
+                                             {"lang": "en", "date": "2024-03-01", "n": 1},
+                                             {"lang": "vi", "date": "2024-03-03", "n": 1}]
     assert main(["query", str(lake), SQL, "--format", "csv", "--out", str(tmp_path / "r.csv")]) == 0
     assert (tmp_path / "r.csv").read_text().splitlines()[1] == "de,de"
 
@@ -379,7 +379,7 @@ def test_duckdb_ddl_reads_the_lake(lake, capsys):
     con = duckdb.connect()
     con.execute(capsys.readouterr().out)
     assert con.execute("SELECT lang, date FROM documents ORDER BY lang").fetchall() == [
-        ("de", "unknown"), ("en", "2024-03"), ("vi", "2024-03")]
+        ("de", "unknown"), ("en", "2024-03-01"), ("vi", "2024-03-03")]
     # the trailing "Follow the wirewash desk for more" is an edge fragment: the two copies are exact
     assert con.execute("SELECT doc_id, duplicate_of, kind FROM duplicates").fetchall() == [("en-copy", "en", "exact")]
     assert con.execute("SELECT count(*) FROM rejected").fetchone() == (2,)

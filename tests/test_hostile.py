@@ -251,7 +251,7 @@ def test_query_cannot_write_or_read_outside_the_lake(small_lake, capsys, sql, me
 def test_query_still_reads_the_lake(small_lake, capsys):
     sql = "SELECT doc_id, lang, date FROM documents WHERE doc_id = 'good'"
     assert main(["query", str(small_lake), sql, "--format", "csv"]) == 0
-    assert capsys.readouterr().out.splitlines() == ["doc_id,lang,date", "good,en,2023-05"]
+    assert capsys.readouterr().out.splitlines() == ["doc_id,lang,date", "good,en,2023-05-01"]
 
 
 @pytest.mark.slow

@@ -189,11 +189,11 @@ def _shape(name: str, folder: Path, seeds: Path) -> Path:
         return _run(folder, ["{not json", {"id": "x", "text": " "}])
     lake = folder / "lake"
     assert main(["run", "--input", str(seeds), "--output", str(lake), "--quiet"]) == 0
-    if name == "empty-folders":  # tables with a folder and no file (the layout lists the folders)
-        (lake / "duplicates").mkdir(exist_ok=True)
-        (lake / "rejected").mkdir(exist_ok=True)
-    else:  # "absent-folders": lakes written before empty tables had a folder
-        assert not (lake / "duplicates").exists() and not (lake / "rejected").exists()
+    # the commit makes every table's folder, empty or not
+    assert not any(any((lake / t).iterdir()) for t in ("duplicates", "rejected"))
+    if name == "absent-folders":  # lakes written before empty tables had a folder
+        (lake / "duplicates").rmdir()
+        (lake / "rejected").rmdir()
     return lake
 
 

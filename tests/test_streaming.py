@@ -375,7 +375,7 @@ def test_windowed_lake_late_pane_empty_windows_and_summary(tmp_path):
     assert sorted(f for t in ("documents", "duplicates", "rejected") for f in summary["files"][t]) == names
     assert sorted(r["doc_id"] for r in lake_rows(lake, "documents")) == ["d1", "d10", "d2", "d4"]
     assert {(r["lang"], str(r["date"])) for r in lake_rows(lake, "documents", where="WHERE doc_id = 'd2'")} == {
-        ("de", "2024-03")}
+        ("de", "2024-03-03")}
     assert summary["reconciled"] and summary["records_read"] == 6
     assert summary["files_rows"] == {"documents": 4, "duplicates": 1, "rejected": 1}
     assert summary["streaming"]["final"] and summary["streaming"]["panes"] >= 3
