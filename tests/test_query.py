@@ -303,7 +303,10 @@ def test_a_300_million_row_result_streams_into_head(lake, fmt):
     assert head[0].strip() and head[1].strip()
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("maxrss "), err  # nothing but the measurement
-    assert int(lines[0].split()[1]) < 600_000  # KiB
+    # KiB. The whole result is at least 2.7 GB of raw values (tens of GB as Python rows); a streaming query
+    # peaks at the interpreter, DuckDB's read-ahead and its threads' buffers: 0.45-0.65 GB seen here, more
+    # the busier the machine (DuckDB runs further ahead while the reader waits).
+    assert int(lines[0].split()[1]) < 1_200_000
 
 
 @pytest.mark.parametrize("command", [["ddl", "{lake}"], ["ddl", "{lake}", "--dialect", "spark"],
