@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import duckdb
@@ -60,3 +64,38 @@ ARTICLE_DE = (
     "vor, während die Grundsteuer auf dem heutigen Niveau bleibe.\n\n"
     "Der Bürgermeister dankte den Bürgern für ihre Geduld und sagte, die Bauarbeiten würden im März beginnen."
 )
+
+
+def sigkill_while_staging(proc: subprocess.Popen, staging: Path, what: str = "run", files: int = 5,
+                          timeout: float = 240) -> list:
+    """Waits until `proc` (a `wirewash run` started in its own session) has staged `files` document files
+    under `staging`, then SIGKILLs its whole session, as a crash of the machine would, and reaps it.
+    Returns the staged files it saw; fails when the run ended before it could be killed."""
+    deadline = time.monotonic() + timeout
+    staged: list = []
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            staged = list(staging.glob("*/documents/*.parquet.staged"))
+            if len(staged) >= files:  # the writer is busy
+                break
+            time.sleep(0.005)
+        assert proc.poll() is None, f"the {what} ended before it could be killed: " + \
+            proc.stderr.read().decode()[-500:]
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    return staged
+
+
+# A small lake of every row kind: two dated days, an exact copy, an undated article, a malformed line.
+SHAPES_RECORDS = [
+    {"id": "en", "source": "a.example", "published": "2024-03-01T08:00:00Z", "text": ARTICLE_EN},
+    {"id": "en-copy", "source": "b.example", "published": "2024-03-02T08:00:00Z", "text": ARTICLE_EN},
+    {"id": "vi", "source": "c.example", "published": "2024-03-03", "text": ARTICLE_VI},
+    {"id": "de", "source": "d.example", "text": ARTICLE_DE},
+    "{not json",
+]

@@ -2,12 +2,9 @@
 the whole lake and each run in the summary, and a killed append that leaves the lake as it was."""
 from __future__ import annotations
 
-import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.lake import INDEX, STAGING_DIR, TABLES
-from tests.helpers import lake_rows, summary, write_jsonl
+from tests.helpers import lake_rows, sigkill_while_staging, summary, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 FIXED = ["--ingested_at", "2024-01-01T00:00:00Z"]
@@ -141,20 +138,7 @@ def test_a_killed_append_leaves_the_lake_as_it_was(tmp_path):
                "--quiet", "--spill_dir", str(tmp_path / "spill"), *FIXED]  # the lake's own granularity: day
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            if len(list((lake / STAGING_DIR).glob("*/documents/*.parquet.staged"))) >= 5:
-                break
-            time.sleep(0.005)
-        assert proc.poll() is None, "the append ended before it could be killed: " + proc.stderr.read().decode()[-500:]
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+    sigkill_while_staging(proc, lake / STAGING_DIR, what="append")
     after = {p.relative_to(lake).as_posix(): p.read_bytes() for p in lake.rglob("*")
              if p.is_file() and STAGING_DIR not in p.relative_to(lake).parts}
     assert after == before

@@ -17,15 +17,9 @@ from hypothesis import strategies as st
 
 from pipeline.cli import main
 from pipeline.ddl import DdlError, lake_ddl
-from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, write_jsonl
+from tests.helpers import SHAPES_RECORDS, write_jsonl
 
-RECORDS = [
-    {"id": "en", "source": "a.example", "published": "2024-03-01T08:00:00Z", "text": ARTICLE_EN},
-    {"id": "en-copy", "source": "b.example", "published": "2024-03-02T08:00:00Z", "text": ARTICLE_EN},
-    {"id": "vi", "source": "c.example", "published": "2024-03-03", "text": ARTICLE_VI},
-    {"id": "de", "source": "d.example", "text": ARTICLE_DE},
-    "{not json",
-]
+RECORDS = SHAPES_RECORDS
 LOCATIONS = {"duckdb": None, "spark": None, "bigquery": "gs://bucket/lake/", "athena": "s3://bucket/lake/"}
 
 

@@ -25,7 +25,7 @@ from pipeline.cli import main
 from pipeline.lake import MARKER_FILE, STAGING_DIR, STAGING_MARKER, SUMMARY_FILE, WriteLake, commit
 from pipeline.spill import SPILL_PREFIX
 from tests.data.make_hostile import STORIES
-from tests.helpers import lake_rows, summary
+from tests.helpers import lake_rows, sigkill_while_staging, summary
 from transforms.types import Article, Duplicate, Rejection
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,22 +76,7 @@ def test_sigkill_mid_write_leaves_no_partial_file_and_a_rerun_completes(tmp_path
     # a crash of the machine would; killing the pid alone would leave them orphaned behind the test.
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
-    deadline = time.monotonic() + 240
-    staged = []
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            staged = list((lake / STAGING_DIR).glob("*/documents/*.parquet.staged"))
-            if len(staged) >= 5:  # the writer is busy: about 145 files to go
-                break
-            time.sleep(0.005)
-        assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()[-500:]
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+    staged = sigkill_while_staging(proc, lake / STAGING_DIR)
     assert proc.returncode == -signal.SIGKILL and staged
 
     # What readers see: no committed table, no summary, no Parquet file at all (staged files end in

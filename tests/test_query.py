@@ -19,16 +19,10 @@ from hypothesis import strategies as st
 from pipeline.cli import main
 from pipeline.query import (BATCH_ROWS, LakeChangedError, LakeNotFoundError, _listed_file, export, lake_snapshot,
                             open_lake, run_query)
-from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, write_jsonl
+from tests.helpers import SHAPES_RECORDS, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
-RECORDS = [
-    {"id": "en", "source": "a.example", "published": "2024-03-01T08:00:00Z", "text": ARTICLE_EN},
-    {"id": "en-copy", "source": "b.example", "published": "2024-03-02T08:00:00Z", "text": ARTICLE_EN},
-    {"id": "vi", "source": "c.example", "published": "2024-03-03", "text": ARTICLE_VI},
-    {"id": "de", "source": "d.example", "text": ARTICLE_DE},
-    "{not json",
-]
+RECORDS = SHAPES_RECORDS
 
 
 @pytest.fixture(scope="module")
