@@ -19,6 +19,9 @@ configure_logging()
 import apache_beam as beam  # noqa: E402
 
 from pipeline.progress import CountProgress, read_counts  # noqa: E402
+from pipeline.runners import register_fnapi_runner  # noqa: E402
+
+register_fnapi_runner()
 
 
 def run(n: int, taps: bool) -> float:

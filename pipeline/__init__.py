@@ -1,1 +1,0 @@
-import transforms  # noqa: F401  (the FnApiRunner short name on Beam 2.62)

@@ -30,6 +30,7 @@ import threading
 from typing import Any
 
 from apache_beam import pvalue
+from apache_beam.runners import runner as _beam_runner
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 __all__ = ["prepare_runner", "UnsupportedRunnerError", "DASK_RUNNER", "is_dask_runner"]
@@ -46,8 +47,16 @@ def is_dask_runner(runner: Any) -> bool:
     return isinstance(runner, str) and runner.lower() in _DASK_NAMES
 
 
+def register_fnapi_runner() -> None:
+    """Makes `FnApiRunner` a runner short name, as Beam releases after 2.62 (the one pinned for Flink and
+    Kafka) do. Beam offers no public hook for that: its private `_RUNNER_MAP` is the only one, used here alone
+    and checked by `test_fnapi_runner_short_name_is_known`. Called where runners are chosen, never at import."""
+    _beam_runner._RUNNER_MAP.setdefault("fnapirunner", "apache_beam.runners.portability.fn_api_runner.FnApiRunner")
+
+
 def prepare_runner(options: PipelineOptions) -> None:
     """Maps Dask runner names to wirewash's DaskRunner and refuses what it cannot run, in one sentence."""
+    register_fnapi_runner()
     _unabbreviate_output(options)
     standard = options.view_as(StandardOptions)
     if not is_dask_runner(standard.runner):

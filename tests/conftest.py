@@ -12,6 +12,10 @@ from pipeline.cli import configure_logging
 
 configure_logging(verbose=False)  # before apache_beam is imported anywhere: hides "apitools not found"
 
+from pipeline.runners import register_fnapi_runner  # noqa: E402
+
+register_fnapi_runner()  # tests build pipelines with runner="FnApiRunner" themselves
+
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO / "seeds"
 SHARED = Path(os.environ.get("WIREWASH_SHARED", REPO.parent / "shared")).resolve()
