@@ -49,7 +49,7 @@ def _label(proc) -> str:
     text = " ".join(cmd)
     if os.path.basename(cmd[0]) in ("sh", "bash", "dash"):
         return "shell"
-    for marker, name in (("sdk_worker_main", "beam-worker"), ("pipeline.worker", "beam-worker"), ("run_wirewash", "wirewash"), ("floor.py", "floor"),
+    for marker, name in (("sdk_worker_main", "beam-worker"), ("wirewash.pipeline.worker", "beam-worker"), ("run_wirewash", "wirewash"), ("floor.py", "floor"),
                          ("peer_datatrove", "datatrove"), ("forkserver", "forkserver"),
                          ("multiprocess", "mp-helper")):
         if marker in text:
@@ -189,10 +189,10 @@ def peer_python(venv: Path) -> Path:
 
 def sample_chars() -> int:
     try:
-        from pipeline.cli import configure_logging
+        from wirewash.pipeline.cli import configure_logging
 
         configure_logging(verbose=False)  # importing the language stage imports Beam: hide its noise
-        from transforms.language import SAMPLE_CHARS
+        from wirewash.transforms.language import SAMPLE_CHARS
     except ImportError:
         return 1000
     return SAMPLE_CHARS

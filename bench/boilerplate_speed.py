@@ -11,7 +11,7 @@ import argparse
 import json
 import time
 
-from transforms.boilerplate import _raw_fold, fold_line, load_rules, strip_boilerplate
+from wirewash.transforms.boilerplate import _raw_fold, fold_line, load_rules, strip_boilerplate
 
 
 def best_of(fn, repeats: int = 3) -> float:

@@ -79,8 +79,8 @@ def call_floor(corpus: str, limit: int = 0) -> dict:
     """{call: {"calls", "ms_per_call", "ms_per_record"}} over the first `limit` records of `corpus` (0: all)."""
     import pycld2
 
-    from transforms.extract import extract_html
-    from transforms.normalize import FTFY_CONFIG, ftfy_may_change, normalize_text
+    from wirewash.transforms.extract import extract_html
+    from wirewash.transforms.normalize import FTFY_CONFIG, ftfy_may_change, normalize_text
     import ftfy
 
     detect = load_langdetect()

@@ -24,8 +24,8 @@ import atheris
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-with atheris.instrument_imports(include=["pipeline.io"]):
-    from pipeline.io import InputFile, expected_records, format_of, parse_file, read_whole
+with atheris.instrument_imports(include=["wirewash.pipeline.io"]):
+    from wirewash.pipeline.io import InputFile, expected_records, format_of, parse_file, read_whole
 
 from tests.test_fuzz_inputs import MAX_RECORD_BYTES, check_records, count_records  # noqa: E402
 

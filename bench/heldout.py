@@ -56,8 +56,8 @@ def injected_lines(truth: Path) -> set:
 
 def fitted_tables(tables: dict, seen: set, unseen: set) -> tuple[dict, int]:
     """The rule tables without the patterns that match a line of `unseen` and none of `seen`."""
-    from transforms.boilerplate import fold_line
-    from transforms.linear_regex import LinearPattern
+    from wirewash.transforms.boilerplate import fold_line
+    from wirewash.transforms.linear_regex import LinearPattern
 
     seen_f = [fold_line(line) for line in seen]
     unseen_f = [fold_line(line) for line in unseen]
@@ -128,15 +128,16 @@ def main(argv=None) -> int:
             tree = work / f"fit_{fit}"
             if tree.exists():
                 shutil.rmtree(tree)
-            for part in ("pipeline", "transforms"):
-                shutil.copytree(REPO / part, tree / part, ignore=shutil.ignore_patterns("__pycache__"))
-            (tree / "transforms" / "rules" / "boilerplate.toml").write_text(toml_rules(fitted), "utf-8")
+            for part in ("pipeline", "transforms"):  # a copy of the package whose packaged rules are the fitted ones
+                shutil.copytree(REPO / part, tree / "wirewash" / part, ignore=shutil.ignore_patterns("__pycache__"))
+            (tree / "wirewash" / "transforms" / "rules" / "boilerplate.toml").write_text(toml_rules(fitted), "utf-8")
+            # PYTHONPATH comes before the editable install's finder, so `wirewash.*` is imported from the copy.
             env = dict(os.environ, PYTHONPATH=str(tree))
-            label, cwd = f"{fit}->{test}", tree  # `python -m` puts the working folder first on the path
+            label, cwd = f"{fit}->{test}", tree
         else:
             env, dropped, label, cwd = None, 0, f"all rules, half {test}", REPO
         lake = work / f"lake_{fit or 'all'}_{test}"
-        run(nice + [sys.executable, "-m", "pipeline.cli", "run", "--input", work / f"corpus_{test}.jsonl",
+        run(nice + [sys.executable, "-m", "wirewash.pipeline.cli", "run", "--input", work / f"corpus_{test}.jsonl",
                     "--output", lake, "--overwrite", "--quiet"], env=env, cwd=cwd)
         scores = json.loads(run([sys.executable, tools / "score_lake.py", "corpus", work / f"corpus_{test}.jsonl",
                                  work / f"truth_{test}.jsonl", lake, "--json"]))

@@ -63,7 +63,7 @@ def corpus(n: int) -> Path:
 def build(source: Path, lake: Path, partition_by: str) -> float:
     shutil.rmtree(lake, ignore_errors=True)
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--input", str(source), "--output", str(lake),
+    subprocess.run([sys.executable, "-m", "wirewash.pipeline.cli", "run", "--input", str(source), "--output", str(lake),
                     "--partition_by", partition_by, "--quiet", "--ingested_at", "2024-01-01T00:00:00Z"],
                    check=True, cwd=REPO)
     return time.monotonic() - started

@@ -169,12 +169,12 @@ def _write_timeline(path: str) -> None:
 def child(argv: list[str]) -> int:
     """Runs `wirewash run ARGV` in this process (the launcher); with WIREWASH_BUFFERS=FILE, also writes the
     buffer report there."""
-    from pipeline.cli import configure_logging
+    from wirewash.pipeline.cli import configure_logging
 
     configure_logging(verbose=False)
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.build import build_pipeline, settings_from_options
+    from wirewash.pipeline.build import build_pipeline, settings_from_options
 
     report_path = os.environ.get("WIREWASH_BUFFERS")
     report = {"max_by_buffer": {}, "at_peak": {}, "peak_rss": 0, "max_total": 0}

@@ -12,14 +12,14 @@ import sys
 import tempfile
 import time
 
-from pipeline.cli import configure_logging
+from wirewash.pipeline.cli import configure_logging
 
 configure_logging()
 
 import apache_beam as beam  # noqa: E402
 
-from pipeline.progress import CountProgress, read_counts  # noqa: E402
-from pipeline.runners import register_fnapi_runner  # noqa: E402
+from wirewash.pipeline.progress import CountProgress, read_counts  # noqa: E402
+from wirewash.pipeline.runners import register_fnapi_runner  # noqa: E402
 
 register_fnapi_runner()
 

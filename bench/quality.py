@@ -7,7 +7,7 @@ Steps (each one a subprocess, so this measures exactly what a user runs):
 1. `make_corpus.py --pool POOL --n N --seed S` (found in POOL/../tools/, or --tools) -> corpus + truth;
    with `--boilerplate-half a|b`, only that fixed half of the boilerplate wordings is injected (issue 20:
    fit on one half, score on the other);
-2. `wirewash run --input corpus --output lake` (python -m pipeline.cli, this checkout's interpreter);
+2. `wirewash run --input corpus --output lake` (python -m wirewash.pipeline.cli, this checkout's interpreter);
 3. `score_lake.py corpus corpus truth lake --json`;
 4. unless --no-extraction: `score_lake.py extraction-input POOL pages.jsonl`, `wirewash run` on the pages,
    `score_lake.py extraction POOL lake --json`.
@@ -64,7 +64,7 @@ def run(cmd: list, what: str) -> str:
 
 
 def wirewash(input_path: Path, lake: Path) -> list:
-    return [sys.executable, "-m", "pipeline.cli", "run", "--input", input_path, "--output", lake, "--overwrite",
+    return [sys.executable, "-m", "wirewash.pipeline.cli", "run", "--input", input_path, "--output", lake, "--overwrite",
             "--quiet"]
 
 

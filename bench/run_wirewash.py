@@ -13,13 +13,13 @@ import sys
 import time
 from collections import defaultdict
 
-from pipeline.cli import configure_logging
+from wirewash.pipeline.cli import configure_logging
 
 configure_logging(verbose=False)  # before apache_beam is imported: hides "apitools not found"
 
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
-from pipeline.build import build_pipeline, settings_from_options  # noqa: E402
+from wirewash.pipeline.build import build_pipeline, settings_from_options  # noqa: E402
 
 TOTAL_MSECS = "ptransform_execution_time:total_msecs"
 

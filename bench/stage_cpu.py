@@ -66,7 +66,7 @@ def stage_of_stack(stack: str) -> str:
 _RUN = """import resource, runpy, sys
 sys.argv = ["wirewash"] + sys.argv[1:]
 try:
-    runpy.run_module("pipeline.cli", run_name="__main__")
+    runpy.run_module("wirewash.pipeline.cli", run_name="__main__")
 except SystemExit as stop:
     if stop.code:
         raise

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     incoming, lake = args.work / "incoming", args.work / "lake"
     incoming.mkdir(parents=True)
     tag = str(int(time.time()))
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--streaming", "--input", f"{incoming}/*.jsonl",
+    cmd = [sys.executable, "-m", "wirewash.pipeline.cli", "run", "--streaming", "--input", f"{incoming}/*.jsonl",
            "--output", str(lake), "--window_seconds", str(args.window), "--poll_interval", "1", "--quiet"]
     log = open(args.work / "run.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)

@@ -24,21 +24,21 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineRunner
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
-from pipeline.io import (DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_MAX_RECORD_BYTES, InputError, InputFile, ReadArticles,
+from wirewash.pipeline.io import (DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_MAX_RECORD_BYTES, InputError, InputFile, ReadArticles,
                          match_inputs)
-from pipeline.lake import (DEFAULT_PARTITION_BY, WriteLake, check_output_location, lake_layout, read_summary,
+from wirewash.pipeline.lake import (DEFAULT_PARTITION_BY, WriteLake, check_output_location, lake_layout, read_summary,
                            remove_staging)
-from pipeline.lifetime import LAUNCHER_ENV
-from pipeline.options import WirewashOptions, check_options
-from pipeline.runners import prepare_runner
-from pipeline.spill import Spill, make_spill_dir, remove_spill_dir
-from pipeline.version import wirewash_version
-from transforms.boilerplate import StripBoilerplate, load_rules
-from transforms.dedup import DedupConfig, DeduplicateArticles
-from transforms.extract import ExtractText
-from transforms.language import DetectLanguage
-from transforms.lake_dedup import DedupAgainstLake
-from transforms.normalize import NormalizeArticles
+from wirewash.pipeline.lifetime import LAUNCHER_ENV
+from wirewash.pipeline.options import WirewashOptions, check_options
+from wirewash.pipeline.runners import prepare_runner
+from wirewash.pipeline.spill import Spill, make_spill_dir, remove_spill_dir
+from wirewash.pipeline.version import wirewash_version
+from wirewash.transforms.boilerplate import StripBoilerplate, load_rules
+from wirewash.transforms.dedup import DedupConfig, DeduplicateArticles
+from wirewash.transforms.extract import ExtractText
+from wirewash.transforms.language import DetectLanguage
+from wirewash.transforms.lake_dedup import DedupAgainstLake
+from wirewash.transforms.normalize import NormalizeArticles
 
 __all__ = ["IngestArticles", "RunSettings", "settings_from_options", "build_pipeline", "default_input",
            "resolve_runner", "local_workers", "input_bytes", "tune_malloc", "remove_spill",
@@ -66,7 +66,7 @@ class RunSettings(NamedTuple):
 
 def default_input() -> str:
     """The seeds shipped inside the package (the same five files as the repository's seeds/)."""
-    return str(resources.files("wirewash_seeds"))
+    return str(resources.files("wirewash.seeds"))
 
 
 MAX_LOCAL_WORKERS = 256  # local worker processes: one per core is the point; hundreds means a typo
@@ -180,7 +180,7 @@ LOCAL_RUNNERS = (None, "DirectRunner", "direct", "Direct")
 # Below this much input, two worker processes (~1.7 s to start, and every stage boundary crossing a process)
 # cost more than they save; the in-process runner is faster.
 MULTIPROCESS_MIN_BYTES = 4 << 20
-WORKER_COMMAND = "-m pipeline.worker"
+WORKER_COMMAND = "-m wirewash.pipeline.worker"
 # glibc's malloc keeps memory the local runner's threads have freed: it gives every thread that allocates under
 # contention its own arena (up to 8 per core) and rarely hands an arena's free pages back, and after a large
 # block is freed it raises its mmap threshold (up to 32 MB), so later multi-MB data-plane buffers come from
@@ -237,7 +237,7 @@ def resolve_runner(options: PipelineOptions, input_bytes: int = 0) -> Optional[P
 
     Local batch runs use the FnApiRunner (what the DirectRunner falls back to, minus its attempt to download
     the Prism binary): in process for small inputs, else with one worker process per core (see
-    `local_workers`), each started as `python -m pipeline.worker` so that workers do not print Beam's start-up
+    `local_workers`), each started as `python -m wirewash.pipeline.worker` so that workers do not print Beam's start-up
     noise. Local streaming runs use the BundleBasedDirectRunner. Local batch runs tune glibc's malloc
     (launcher and workers, `tune_malloc`), so that memory the runner's threads free goes back to use.
     """
@@ -302,7 +302,7 @@ def build_pipeline(options: PipelineOptions, settings: Optional[RunSettings] = N
 def _build(options: PipelineOptions, settings: RunSettings, progress_dir: Optional[str]) -> beam.Pipeline:
     runner = resolve_runner(options, input_bytes(settings.files))
     if options.view_as(StandardOptions).streaming:
-        from pipeline.streaming import build_streaming_pipeline
+        from wirewash.pipeline.streaming import build_streaming_pipeline
         return build_streaming_pipeline(options, settings)
     pipeline = beam.Pipeline(runner=runner, options=options) if runner else beam.Pipeline(options=options)
     try:
@@ -330,7 +330,7 @@ def _assemble(pipeline: beam.Pipeline, runner, settings: RunSettings, progress_d
                                            run=run_record(settings), dedup=settings.dedup,
                                            lake_index=settings.lake_index)
     if progress_dir:
-        from pipeline.progress import CountProgress
+        from wirewash.pipeline.progress import CountProgress
         _ = ({"read:articles": outputs["read_articles"], "read:rejected": outputs["read_rejected"],
               "documents": outputs["documents"], "duplicates": outputs["duplicates"],
               "rejected": outputs["rejected"]} | "Progress" >> CountProgress(progress_dir))

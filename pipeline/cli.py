@@ -21,8 +21,8 @@ import shutil
 import sys
 import time
 
-from pipeline.config import UsageError
-from pipeline.version import wirewash_version
+from wirewash.pipeline.config import UsageError
+from wirewash.pipeline.version import wirewash_version
 
 __all__ = ["main"]
 
@@ -70,7 +70,7 @@ def _error(message: str) -> int:
 
 def _run_parser() -> argparse.ArgumentParser:
     """The parser that `wirewash run --help` shows: wirewash's own options and the CLI's."""
-    from pipeline.options import WirewashOptions
+    from wirewash.pipeline.options import WirewashOptions
 
     parser = argparse.ArgumentParser(
         prog="wirewash run",
@@ -107,7 +107,7 @@ def _checking_parser():
     instead of exiting: Beam itself silently discards arguments it does not know."""
     from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-    import pipeline.options  # noqa: F401  (registers WirewashOptions with PipelineOptions)
+    import wirewash.pipeline.options  # noqa: F401  (registers WirewashOptions with PipelineOptions)
 
     class Parser(_BeamArgumentParser):
         def error(self, message):
@@ -153,7 +153,7 @@ def _register_runner_options(argv: list[str]) -> bool:
     by the runner itself, in one sentence: then unknown options are left to it (returns False)."""
     import importlib
 
-    from pipeline.runners import is_dask_runner
+    from wirewash.pipeline.runners import is_dask_runner
 
     runner = _runner_named(argv)
     if not runner:
@@ -178,7 +178,7 @@ def _register_runner_options(argv: list[str]) -> bool:
 def _check_unknown(unknown: list[str], parser) -> None:
     if not unknown:
         return
-    from pipeline.config import _actions, _suggest
+    from wirewash.pipeline.config import _actions, _suggest
 
     first = unknown[0]
     names = [f"--{n}" for n in _actions(parser)]
@@ -195,7 +195,7 @@ def parse_run_args(argv: list[str]):
 
     Raises UsageError for an unknown option, a bad value or a bad config file.
     """
-    from pipeline.config import config_to_argv, merge_argv
+    from wirewash.pipeline.config import config_to_argv, merge_argv
 
     runner_known = _register_runner_options(argv)
     parser = _checking_parser()
@@ -246,7 +246,7 @@ def _is_local_runner(options) -> bool:
 def run_command(argv: list[str], stop=None) -> int:
     """`wirewash run`. `stop` is the command's StopOnSignals (pipeline/lifetime.py): Ctrl-C / SIGTERM end the
     run with exit 130 and one line, whatever it is doing."""
-    from pipeline.lifetime import StopOnSignals
+    from wirewash.pipeline.lifetime import StopOnSignals
 
     with StopOnSignals() if stop is None else contextlib.nullcontext(stop) as stop:
         try:
@@ -266,10 +266,10 @@ def _run_command(argv: list[str], stop) -> int:
 
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-    from pipeline.build import build_pipeline, remove_spill, settings_from_options
-    from pipeline.io import InputError
-    from pipeline.lake import SUMMARY_FILE, LakeExistsError, short_error
-    from pipeline.progress import ProgressDisplay
+    from wirewash.pipeline.build import build_pipeline, remove_spill, settings_from_options
+    from wirewash.pipeline.io import InputError
+    from wirewash.pipeline.lake import SUMMARY_FILE, LakeExistsError, short_error
+    from wirewash.pipeline.progress import ProgressDisplay
 
     options = PipelineOptions(beam_argv)
     display = None
@@ -303,7 +303,7 @@ def _run_command(argv: list[str], stop) -> int:
     summary = None
     try:
         if options.view_as(StandardOptions).streaming:  # runs until drained (Ctrl-C / SIGTERM); see streaming.py
-            from pipeline.streaming import run_streaming
+            from wirewash.pipeline.streaming import run_streaming
             summary = run_streaming(pipeline, settings.output)
         else:
             # Local worker processes are quiet by themselves (pipeline/worker.py, started by resolve_runner).
@@ -348,8 +348,8 @@ def _run_command(argv: list[str], stop) -> int:
 def _arm(stop, options, output: str, pipeline, display) -> None:
     """Local batch runs: from now on SIGINT / SIGTERM stop the run at once, commit nothing, kill every child
     process and exit 130 (pipeline/lifetime.py). Other runners get Python's default (KeyboardInterrupt)."""
-    from pipeline.build import temporary_folders
-    from pipeline.lake import STAGING_DIR, SUMMARY_FILE
+    from wirewash.pipeline.build import temporary_folders
+    from wirewash.pipeline.lake import STAGING_DIR, SUMMARY_FILE
 
     if not _is_local_runner(options):
         stop.disarm()
@@ -368,7 +368,7 @@ def _interrupted(signal_name: str, what: str) -> int:
 def _failed(err: BaseException, output: str, streaming: bool = False) -> int:
     """One line for a run that failed inside the pipeline (a full disk, a lost output folder...): the innermost
     cause of Beam's wrapped error; the trace only with --verbose."""
-    from pipeline.lake import remove_staging, short_error
+    from wirewash.pipeline.lake import remove_staging, short_error
 
     logging.getLogger(__name__).debug("run failed", exc_info=True)
     if streaming:  # windows committed before the failure stay; the summary says what they hold
@@ -419,7 +419,7 @@ def _output_file(path: str, binary: bool):
 
 
 def query_command(argv: list[str]) -> int:
-    from pipeline.query import DEFAULT_TIMEOUT, FORMATS
+    from wirewash.pipeline.query import DEFAULT_TIMEOUT, FORMATS
 
     parser = _Parser(
         prog="wirewash query",
@@ -446,7 +446,7 @@ def query_command(argv: list[str]) -> int:
 
     import duckdb
 
-    from pipeline.query import (LakeChangedError, LakeNotFoundError, QueryNotAllowedError, QueryTimeoutError,
+    from wirewash.pipeline.query import (LakeChangedError, LakeNotFoundError, QueryNotAllowedError, QueryTimeoutError,
                                 ResultNotWritableError, check_out_path, check_read_only, export)
 
     try:
@@ -488,8 +488,8 @@ def report_command(argv: list[str]) -> int:
 
     import duckdb
 
-    from pipeline.query import LakeChangedError, LakeNotFoundError
-    from pipeline.report import write_report
+    from wirewash.pipeline.query import LakeChangedError, LakeNotFoundError
+    from wirewash.pipeline.report import write_report
 
     try:
         path = write_report(args.lake, args.out)
@@ -509,7 +509,7 @@ def report_command(argv: list[str]) -> int:
 
 
 def ddl_command(argv: list[str]) -> int:
-    from pipeline.ddl import DIALECTS, lake_ddl
+    from wirewash.pipeline.ddl import DIALECTS, lake_ddl
 
     parser = _Parser(
         prog="wirewash ddl",
@@ -524,7 +524,7 @@ def ddl_command(argv: list[str]) -> int:
                         help="dataset / database to create the tables in (BigQuery needs one; default: wirewash)")
     args = parser.parse_args(argv)
 
-    from pipeline.query import LakeNotFoundError
+    from wirewash.pipeline.query import LakeNotFoundError
 
     try:
         print(lake_ddl(args.lake, args.dialect, location=args.location, schema=args.schema))
@@ -548,7 +548,7 @@ def compact_command(argv: list[str]) -> int:
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     args = parser.parse_args(argv)
 
-    from pipeline.lake import LakeExistsError, compact
+    from wirewash.pipeline.lake import LakeExistsError, compact
 
     try:
         done = compact(args.lake)
@@ -598,7 +598,7 @@ def _main(argv: list[str] | None, stop) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The `wirewash` command. SIGINT and SIGTERM end any command with one line and exit 130 (a local run:
     see `run_command`)."""
-    from pipeline.lifetime import StopOnSignals
+    from wirewash.pipeline.lifetime import StopOnSignals
 
     with StopOnSignals() as stop:
         try:

@@ -36,7 +36,7 @@ from typing import Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.query import TABLES, documents_select, lake_snapshot
+from wirewash.pipeline.query import TABLES, documents_select, lake_snapshot
 
 __all__ = ["DIALECTS", "PARTITION_COLUMNS", "lake_ddl", "table_schema", "column_type", "DdlError"]
 
@@ -87,7 +87,7 @@ def table_schema(files: list, table: str) -> pa.Schema:
     if files:
         schema = pq.read_schema(files[0])
     else:
-        from pipeline.lake import SCHEMAS  # imports Beam: only when a table has no file
+        from wirewash.pipeline.lake import SCHEMAS  # imports Beam: only when a table has no file
 
         schema = SCHEMAS[table]
     return pa.schema([f for f in schema if f.name not in PARTITION_COLUMNS]).remove_metadata()

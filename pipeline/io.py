@@ -30,7 +30,7 @@ from apache_beam.io.filesystem import CompressionTypes, FileMetadata
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.types import FORMAT_HTML, FORMAT_TEXT, Article, Rejection, excerpt
+from wirewash.transforms.types import FORMAT_HTML, FORMAT_TEXT, Article, Rejection, excerpt
 
 __all__ = ["ReadArticles", "InputFile", "match_inputs", "InputError", "plan_ranges", "ByteRange"]
 

@@ -56,10 +56,10 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from pipeline.lifetime import claim
-from transforms.dedup import DedupConfig
-from transforms.lake_dedup import INDEX_SCHEMA, index_row, read_index_ids
-from transforms.types import UNDETERMINED_LANGUAGE, UNKNOWN_DATE, Article
+from wirewash.pipeline.lifetime import claim
+from wirewash.transforms.dedup import DedupConfig
+from wirewash.transforms.lake_dedup import INDEX_SCHEMA, index_row, read_index_ids
+from wirewash.transforms.types import UNDETERMINED_LANGUAGE, UNKNOWN_DATE, Article
 
 __all__ = ["WriteLake", "DOCUMENTS_SCHEMA", "DUPLICATES_SCHEMA", "REJECTED_SCHEMA", "partition_of",
            "summarize", "LakeExistsError", "check_output_location", "SUMMARY_FILE", "TABLES", "LANGUAGES",

@@ -177,7 +177,7 @@ def _empty_table(table: str):
     """An empty Arrow table with the table's columns (the lake's schemas; imported only when needed)."""
     import pyarrow as pa
 
-    from pipeline.lake import SCHEMAS
+    from wirewash.pipeline.lake import SCHEMAS
 
     schema = SCHEMAS[table]
     if table == "documents":

@@ -15,7 +15,7 @@ import re
 from datetime import date, datetime, timezone
 from typing import Optional
 
-from pipeline.query import lake_snapshot, open_lake
+from wirewash.pipeline.query import lake_snapshot, open_lake
 
 __all__ = ["REPORT_FILE", "write_report", "render_report", "bar_chart", "column_chart", "collect", "timeline",
            "parse_date_label"]

@@ -35,7 +35,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 __all__ = ["prepare_runner", "UnsupportedRunnerError", "DASK_RUNNER", "is_dask_runner"]
 
-DASK_RUNNER = "pipeline.runners.DaskRunner"
+DASK_RUNNER = "wirewash.pipeline.runners.DaskRunner"
 _DASK_NAMES = {"daskrunner", "dask", "apache_beam.runners.dask.dask_runner.daskrunner", DASK_RUNNER.lower()}
 
 

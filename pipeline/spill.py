@@ -31,7 +31,7 @@ from typing import Optional, Union
 import apache_beam as beam
 import pyarrow
 
-from transforms.types import Article
+from wirewash.transforms.types import Article
 
 __all__ = ["Spill", "make_spill_dir", "remove_spill_dir", "remove_stale_spill_dirs", "pack_article",
            "unpack_article", "SPILL_PREFIX"]

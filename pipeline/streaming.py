@@ -54,20 +54,20 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.io import (REASON_TOO_LARGE, ByteRange, InputFile, _reject, format_of, from_wire, parse_file,
+from wirewash.pipeline.io import (REASON_TOO_LARGE, ByteRange, InputFile, _reject, format_of, from_wire, parse_file,
                          parse_json_record, readable_name, stable_id, tally_fact, to_wire)
-from pipeline.lake import (DEFAULT_PARTITION_BY, DOCUMENTS, DUPLICATES, REJECTED, SCHEMAS, STAGING_DIR, STAGING_MARKER,
+from wirewash.pipeline.lake import (DEFAULT_PARTITION_BY, DOCUMENTS, DUPLICATES, REJECTED, SCHEMAS, STAGING_DIR, STAGING_MARKER,
                            SUMMARY_FILE, INDEX, TABLES, _dedup_settings, _fact_of, _lake_files, _relative,
                            _write_marker, manifest_files, partition_of, remove_lake, row_of, summarize, unread_input,
                            write_parquet)
-from transforms.boilerplate import StripBoilerplate
-from transforms.dedup import DedupConfig
-from transforms.lake_dedup import index_row
-from transforms.extract import ExtractText
-from transforms.language import DetectLanguage
-from transforms.normalize import NormalizeArticles
-from transforms.stateful_dedup import DEFAULT_RETENTION_SECONDS, StatefulDedup
-from transforms.types import Rejection
+from wirewash.transforms.boilerplate import StripBoilerplate
+from wirewash.transforms.dedup import DedupConfig
+from wirewash.transforms.lake_dedup import index_row
+from wirewash.transforms.extract import ExtractText
+from wirewash.transforms.language import DetectLanguage
+from wirewash.transforms.normalize import NormalizeArticles
+from wirewash.transforms.stateful_dedup import DEFAULT_RETENTION_SECONDS, StatefulDedup
+from wirewash.transforms.types import Rejection
 
 __all__ = ["StreamSource", "parse_source", "event_time", "decode_message", "WatchFiles", "ReadStream",
            "StreamingIngest", "WriteWindowedLake", "StreamSettings", "build_streaming_pipeline", "request_drain",
@@ -489,7 +489,7 @@ def kafka_read(brokers: str, topic: str, options) -> beam.PTransform:
     committed when the runner finalizes a checkpoint (Flink: `--checkpointing_interval`)."""
     from apache_beam.io.kafka import ReadFromKafka  # cross-language: needs Java
 
-    from pipeline.options import WirewashOptions
+    from wirewash.pipeline.options import WirewashOptions
 
     opts = options.view_as(WirewashOptions)
     return ReadFromKafka(
@@ -793,7 +793,7 @@ def staging_of(output: str, run_id: str) -> str:
 
 def build_streaming_pipeline(options, settings, run_id: Optional[str] = None) -> beam.Pipeline:
     """The streaming pipeline for these options (`settings` are the batch RunSettings), ready to `run()`."""
-    from pipeline.options import WirewashOptions
+    from wirewash.pipeline.options import WirewashOptions
 
     stream = stream_settings(options.view_as(WirewashOptions))
     if settings.append:
@@ -810,7 +810,7 @@ def build_streaming_pipeline(options, settings, run_id: Optional[str] = None) ->
     pipeline.wirewash_staging = staging  # read back by run_streaming
     pipeline.wirewash_partition_by = settings.partition_by
     pipeline.wirewash_dedup = settings.dedup
-    from pipeline.build import run_record
+    from wirewash.pipeline.build import run_record
     pipeline.wirewash_run = dict(run_record(settings), mode="streaming", run_id=posixpath.basename(staging))
     _write_marker(settings.output, staging)  # files land as windows close: the folder is a lake from now on
     read = pipeline | "ReadStream" >> ReadStream(stream.source, settings.max_record_bytes, stream.allowed_lateness,

@@ -1,6 +1,6 @@
 """Beam's SDK worker for wirewash's local multi-process runs, without Beam's start-up noise on stderr.
 
-`python -m pipeline.worker` is what `resolve_runner` asks the FnApiRunner to start, once per worker process,
+`python -m wirewash.pipeline.worker` is what `resolve_runner` asks the FnApiRunner to start, once per worker process,
 instead of `python -m apache_beam.runners.worker.sdk_worker_main`. Same worker; only its own stderr is
 filtered: the import-time "apitools not found" and the start-up INFO/WARNING lines stay hidden, errors still
 show. Everything the worker logs also reaches the launching process through Beam's logging service.
@@ -28,7 +28,7 @@ def _quiet_stderr() -> None:
 
 
 def _follow_launcher() -> None:
-    from pipeline.lifetime import LAUNCHER_ENV, _exists, follow
+    from wirewash.pipeline.lifetime import LAUNCHER_ENV, _exists, follow
 
     launcher = os.environ.get(LAUNCHER_ENV, "")
     if not launcher.isdigit():

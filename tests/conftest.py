@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import configure_logging
+from wirewash.pipeline.cli import configure_logging
 
 configure_logging(verbose=False)  # before apache_beam is imported anywhere: hides "apitools not found"
 
-from pipeline.runners import register_fnapi_runner  # noqa: E402
+from wirewash.pipeline.runners import register_fnapi_runner  # noqa: E402
 
 register_fnapi_runner()  # tests build pipelines with runner="FnApiRunner" themselves
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
-from pipeline.lake import INDEX, STAGING_DIR, TABLES
+from wirewash.pipeline.cli import main
+from wirewash.pipeline.lake import INDEX, STAGING_DIR, TABLES
 from tests.helpers import lake_rows, sigkill_while_staging, summary, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,7 +134,7 @@ def test_a_killed_append_leaves_the_lake_as_it_was(tmp_path):
     before = {p.relative_to(lake).as_posix(): p.read_bytes() for p in lake.rglob("*")
               if p.is_file() and STAGING_DIR not in p.relative_to(lake).parts}
     big = _article_lines(tmp_path / "b.jsonl", 400, 2)
-    command = [sys.executable, "-m", "pipeline.cli", "run", "--append", "--input", str(big), "--output", str(lake),
+    command = [sys.executable, "-m", "wirewash.pipeline.cli", "run", "--append", "--input", str(big), "--output", str(lake),
                "--quiet", "--spill_dir", str(tmp_path / "spill"), *FIXED]  # the lake's own granularity: day
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
@@ -157,10 +157,10 @@ def test_a_batch_append_onto_a_streaming_lake(tmp_path):
     import apache_beam as beam
     from apache_beam.testing.test_stream import TestStream
 
-    from pipeline.streaming import READ, WriteWindowedLake, finalize_lake, staging_of
+    from wirewash.pipeline.streaming import READ, WriteWindowedLake, finalize_lake, staging_of
     from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI
     from tests.test_streaming import _route, article, at, streaming_options
-    from transforms.dedup import DedupConfig
+    from wirewash.transforms.dedup import DedupConfig
 
     lake = tmp_path / "lake"
     stream = (TestStream(coder=beam.coders.PickleCoder())

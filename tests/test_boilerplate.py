@@ -12,11 +12,11 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.io import split_title
-from transforms.boilerplate import (RuleSet, StripBoilerplate, _raw_fold, edge_pass_applies, first_chars, fold_line,
+from wirewash.pipeline.io import split_title
+from wirewash.transforms.boilerplate import (RuleSet, StripBoilerplate, _raw_fold, edge_pass_applies, first_chars, fold_line,
                                    load_rules, required_substrings, strip_boilerplate)
-from transforms.normalize import normalize_text
-from transforms.types import FORMAT_HTML, FORMAT_TEXT, Article
+from wirewash.transforms.normalize import normalize_text
+from wirewash.transforms.types import FORMAT_HTML, FORMAT_TEXT, Article
 
 RULES = load_rules()
 
@@ -321,7 +321,7 @@ def test_a_short_sentence_goes_only_inside_a_furniture_block():
 
 
 def test_removed_lines_are_reported_and_ranked():
-    from transforms.boilerplate import removed_line_form, top_lines_by_rule
+    from wirewash.transforms.boilerplate import removed_line_form, top_lines_by_rule
 
     heard = []
     strip_boilerplate("Read more: A\nBody line one is here.\nPHOTO: AFP", RULES,
@@ -460,7 +460,7 @@ def test_the_edge_pass_runs_on_text_records_not_on_extracted_pages():
 def test_packaged_patterns_are_written_in_folded_form():
     """Lines are casefolded before matching ("ß" -> "ss", "İ" -> "i̇"): a pattern holding a character that
     casefolding changes could never match. Escapes (\\S, \\W...) are not text."""
-    tables = tomllib.loads(resources.files("transforms.rules").joinpath("boilerplate.toml").read_text("utf-8"))
+    tables = tomllib.loads(resources.files("wirewash.transforms.rules").joinpath("boilerplate.toml").read_text("utf-8"))
     unfoldable = [(name, pattern) for name, table in tables["rules"].items() if table.get("on") != "raw"
                   for patterns in table.values() if isinstance(patterns, list) for pattern in patterns
                   if (text := re.sub(r"\\[A-Za-z]", "", pattern)) != text.casefold()]

@@ -10,10 +10,10 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.cli import _checking_parser, main, parse_run_args
-from pipeline.config import UsageError, config_to_argv, merge_argv
-from pipeline.ddl import lake_ddl
-from pipeline.progress import ProgressDisplay, estimate_records, format_line, phase_of, read_counts
+from wirewash.pipeline.cli import _checking_parser, main, parse_run_args
+from wirewash.pipeline.config import UsageError, config_to_argv, merge_argv
+from wirewash.pipeline.ddl import lake_ddl
+from wirewash.pipeline.progress import ProgressDisplay, estimate_records, format_line, phase_of, read_counts
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, lake_rows, summary, write_jsonl
 
 RECORDS = [
@@ -128,8 +128,8 @@ def test_a_mistake_found_while_building_leaves_no_output_folder(tmp_path, monkey
 def test_every_valued_option_declares_its_range():
     """By construction: each wirewash option that takes a number or a time is parsed by a range-checking
     type from pipeline/options.py, never by a bare int/float (which lets -5, 1e20, nan or inf through)."""
-    from pipeline.cli import _run_parser
-    from pipeline.options import Integer, Number, Timestamp
+    from wirewash.pipeline.cli import _run_parser
+    from wirewash.pipeline.options import Integer, Number, Timestamp
     actions = [a for a in _run_parser()._actions if a.option_strings and a.nargs != 0]
     assert all(a.type not in (int, float) for a in actions), [a.dest for a in actions if a.type in (int, float)]
     typed = {a.dest for a in actions if isinstance(a.type, (Integer, Number, Timestamp))}
@@ -139,7 +139,7 @@ def test_every_valued_option_declares_its_range():
 
 
 def test_range_types_accept_their_bounds_and_normalize():
-    from pipeline.options import Integer, Number, Timestamp
+    from wirewash.pipeline.options import Integer, Number, Timestamp
     assert Integer(0, 2**64 - 1)(str(2**64 - 1)) == 2**64 - 1 and Integer(16, 1024)(" 16 ") == 16
     assert Number(0.0, 1.0, low_open=True)("1") == 1.0 and Number(0.0, 5.0)("0") == 0.0
     assert Timestamp()("9999-12-31T23:59:59Z") == "9999-12-31T23:59:59+00:00"
@@ -155,7 +155,7 @@ def test_version(capsys):
 
 def test_pipeline_failure_is_one_line(tmp_path, capsys):
     """Beam wraps a worker's exception in its own; the user sees the innermost cause, once."""
-    from pipeline.cli import _failed
+    from wirewash.pipeline.cli import _failed
     try:
         try:
             raise OSError(28, "No space left on device")

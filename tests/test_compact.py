@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.cli import main
-from pipeline.lake import INDEX, TABLES, compaction_plan
+from wirewash.pipeline.cli import main
+from wirewash.pipeline.lake import INDEX, TABLES, compaction_plan
 from tests.helpers import summary, write_jsonl
 from tests.test_append import FIXED, edited, record, story
 

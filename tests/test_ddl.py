@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.cli import main
-from pipeline.ddl import DdlError, lake_ddl
+from wirewash.pipeline.cli import main
+from wirewash.pipeline.ddl import DdlError, lake_ddl
 from tests.helpers import SHAPES_RECORDS, write_jsonl
 
 RECORDS = SHAPES_RECORDS

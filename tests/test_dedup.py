@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from transforms.dedup import (bucket_candidates, band_keys, estimate_jaccard, lsh_params, minhash_signature,
+from wirewash.transforms.dedup import (bucket_candidates, band_keys, estimate_jaccard, lsh_params, minhash_signature,
                               resolve_root, shingles, sort_key)
-from transforms.normalize import dedup_key
+from wirewash.transforms.normalize import dedup_key
 from tests.helpers import ARTICLE_EN
 
 
@@ -88,9 +88,9 @@ import apache_beam as beam  # noqa: E402
 from apache_beam.testing.test_pipeline import TestPipeline  # noqa: E402
 from apache_beam.testing.util import assert_that, equal_to  # noqa: E402
 
-from transforms.dedup import (DedupConfig, DeduplicateArticles, days_apart, shingle_sketch,  # noqa: E402
+from wirewash.transforms.dedup import (DedupConfig, DeduplicateArticles, days_apart, shingle_sketch,  # noqa: E402
                               sketch_jaccard, story_key)
-from transforms.types import Article  # noqa: E402
+from wirewash.transforms.types import Article  # noqa: E402
 
 PARAS = [
     "The national weather service warned of heavy snow across the northern provinces from Thursday night.",
@@ -129,7 +129,7 @@ def test_sketch_jaccard_is_exact_on_small_sets():
 @pytest.fixture(params=["inline", "disk"])
 def spill(request, tmp_path):
     """Both ways dedup verifies candidates: sketches joined inline, or their spill tokens as a side input."""
-    from pipeline.spill import Spill, make_spill_dir, remove_spill_dir
+    from wirewash.pipeline.spill import Spill, make_spill_dir, remove_spill_dir
 
     if request.param == "inline":
         yield Spill()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipeline.options import WirewashOptions
+from wirewash.pipeline.options import WirewashOptions
 
 REPO = Path(__file__).resolve().parents[1]
 DATAFLOW = REPO / "deploy" / "dataflow"
@@ -116,4 +116,4 @@ def test_dockerfile_copies_what_exists_and_pins_beam():
     assert "/opt/google/dataflow/python_template_launcher" in dockerfile
     # What workers need at run time comes with the package (no file outside it is read on a worker).
     assert (REPO / "transforms" / "rules" / "boilerplate.toml").exists()
-    assert '"transforms.rules" = ["*.toml"]' in (REPO / "pyproject.toml").read_text()
+    assert '"wirewash.transforms.rules" = ["*.toml"]' in (REPO / "pyproject.toml").read_text()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import _checking_parser, _run_parser, main
-from pipeline.config import config_to_argv
+from wirewash.pipeline.cli import _checking_parser, _run_parser, main
+from wirewash.pipeline.config import config_to_argv
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -36,7 +36,7 @@ def commands(path: Path) -> list[str]:
 
 def wirewash_exe() -> list[str]:
     script = Path(sys.executable).parent / "wirewash"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "pipeline.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "wirewash.pipeline.cli"]
 
 
 def workdir(tmp_path: Path) -> Path:
@@ -48,8 +48,8 @@ def workdir(tmp_path: Path) -> Path:
 def test_readme_shows_the_quick_start():
     shown = commands(README)
     assert shown[:2] == [
-        "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && wirewash run --input seeds/ --output lake/",
-        'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" && pytest']
+        "python3 -m venv .venv && . .venv/bin/activate && pip install -c constraints.txt -e . && wirewash run --input seeds/ --output lake/",
+        'python3 -m venv .venv && . .venv/bin/activate && pip install -c constraints.txt -e ".[test]" && pytest']
 
 
 def test_readme_install_and_test_commands_run_in_ci():

@@ -14,13 +14,13 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.extract import (FALLBACK_BALANCED, FALLBACK_BASELINE, FALLBACK_NONE,
+from wirewash.transforms.extract import (FALLBACK_BALANCED, FALLBACK_BASELINE, FALLBACK_NONE,
                                 RECHECK_WORDS, Extracted, ExtractText, add_missing_lines, add_standfirst,
                                 apply_extraction, article_paragraphs, body_text, choose_text, drop_title_line,
                                 extract_html, html_lang_hint, json_ld_article_body, keep_lines_in, page_intro,
                                 prefer_article, put_under_headline)
-from transforms.normalize import dedup_key, normalize_text
-from transforms.types import Article
+from wirewash.transforms.normalize import dedup_key, normalize_text
+from wirewash.transforms.types import Article
 from tests.helpers import ARTICLE_EN
 
 PAGE = f"""<!doctype html><html lang="en-GB"><head><title>Council passes budget | Example News</title>
@@ -370,7 +370,7 @@ def test_word_f1_on_a_sample_of_shared_pages(shared_dir):
                                         (["--runner=pipeline.runners.DaskRunner"], False)])
 def test_subprocess_isolation_only_where_forking_is_safe(args, safe):
     from apache_beam.options.pipeline_options import PipelineOptions
-    from transforms.extract import _isolation_is_safe
+    from wirewash.transforms.extract import _isolation_is_safe
 
     assert _isolation_is_safe(_FakePipeline(PipelineOptions(args))) is safe
 

@@ -20,13 +20,13 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
-import pipeline.build
-from pipeline.cli import main
-from pipeline.lake import MARKER_FILE, STAGING_DIR, STAGING_MARKER, SUMMARY_FILE, WriteLake, commit
-from pipeline.spill import SPILL_PREFIX
+from wirewash.pipeline import build as pipeline_build
+from wirewash.pipeline.cli import main
+from wirewash.pipeline.lake import MARKER_FILE, STAGING_DIR, STAGING_MARKER, SUMMARY_FILE, WriteLake, commit
+from wirewash.pipeline.spill import SPILL_PREFIX
 from tests.data.make_hostile import STORIES
 from tests.helpers import lake_rows, sigkill_while_staging, summary
-from transforms.types import Article, Duplicate, Rejection
+from wirewash.transforms.types import Article, Duplicate, Rejection
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = sorted(set(" ".join(STORIES).replace(",", "").replace(".", "").split()))
@@ -70,7 +70,7 @@ def test_sigkill_mid_write_leaves_no_partial_file_and_a_rerun_completes(tmp_path
 
     lake = tmp_path / "lake"
     spill = tmp_path / "spill"
-    command = [sys.executable, "-m", "pipeline.cli", "run", "--input", str(corpus), "--output", str(lake),
+    command = [sys.executable, "-m", "wirewash.pipeline.cli", "run", "--input", str(corpus), "--output", str(lake),
                "--quiet", "--spill_dir", str(spill), *FIXED]
     # Own session: the kill takes the run's helper processes (Beam's extraction subprocess pool) with it, as
     # a crash of the machine would; killing the pid alone would leave them orphaned behind the test.
@@ -165,7 +165,7 @@ def test_overwrite_replaces_the_whole_lake_never_a_mix(existing_lake, two_corpor
 
 def test_a_new_run_first_clears_what_killed_runs_left(tmp_path):
     """Before probing the output, a run frees the space that killed or failed runs left in _staging/."""
-    from pipeline.lake import check_output_location
+    from wirewash.pipeline.lake import check_output_location
     stale = tmp_path / "lake" / STAGING_DIR / "killed-run" / "documents"
     stale.mkdir(parents=True)
     (stale / "part-x.parquet.staged").write_bytes(b"\0" * 1000)
@@ -236,7 +236,7 @@ def test_a_failed_overwrite_leaves_the_old_lake_whole(tmp_path, existing_lake):
     lake = existing_lake
     before = tables_state(lake)
     big = dated_corpus(tmp_path / "big.jsonl", 60, seed=3, words=400)
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--input", str(big), "--output", str(lake),
+    proc = subprocess.run([sys.executable, "-m", "wirewash.pipeline.cli", "run", "--input", str(big), "--output", str(lake),
                            "--overwrite", "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=300,
                           preexec_fn=_limit_file_size(16 << 10))
     assert proc.returncode == 1, proc.stderr[-2000:]
@@ -360,7 +360,7 @@ class _LosesRecords(beam.PTransform):
     """A normalize stage with a bug: it silently drops every record whose doc_id ends in 3."""
 
     def expand(self, articles):
-        from transforms.normalize import NormalizeArticles
+        from wirewash.transforms.normalize import NormalizeArticles
         out = articles | "Real" >> NormalizeArticles()
         return {"articles": out["articles"] | "Lose" >> beam.Filter(lambda a: not a.doc_id.endswith("3")),
                 "rejected": out["rejected"]}
@@ -375,14 +375,14 @@ class _PointsNowhere(beam.PTransform):
         self.spill = spill
 
     def expand(self, articles):
-        from transforms.dedup import DeduplicateArticles
+        from wirewash.transforms.dedup import DeduplicateArticles
         out = articles | "Real" >> DeduplicateArticles(self.config, self.spill)
         broken = out["duplicates"] | "Break" >> beam.Map(lambda d: d._replace(duplicate_of="ghost"))
         return {**out, "duplicates": broken}
 
 
 def test_cli_exits_1_when_a_stage_loses_records(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(pipeline.build, "NormalizeArticles", _LosesRecords)
+    monkeypatch.setattr(pipeline_build, "NormalizeArticles", _LosesRecords)
     lake = tmp_path / "lake"
     assert main(["run", "--input", str(dated_corpus(tmp_path / "c.jsonl", 12)), "--output", str(lake), "--quiet"]) == 1
     assert "counts do not reconcile: 12 read != 11 documents + 0 duplicates + 0 rejected" in capsys.readouterr().err
@@ -390,7 +390,7 @@ def test_cli_exits_1_when_a_stage_loses_records(tmp_path, monkeypatch, capsys):
 
 
 def test_cli_exits_1_when_a_duplicate_points_nowhere(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(pipeline.build, "DeduplicateArticles", _PointsNowhere)
+    monkeypatch.setattr(pipeline_build, "DeduplicateArticles", _PointsNowhere)
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(json.dumps({"id": f"s{i}", "text": STORIES[0]}) + "\n" for i in range(3)))
     assert main(["run", "--input", str(corpus), "--output", str(tmp_path / "lake"), "--quiet"]) == 1
@@ -439,8 +439,8 @@ MODES = {"in_process": [], "multi_processing": ["--direct_running_mode", "multi_
 
 def start_run(pages: Path, lake: Path, mode: str) -> subprocess.Popen:
     """A real `wirewash run` in its own session, returned once it has child processes at work."""
-    from pipeline.lifetime import descendants
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--input", str(pages), "--output",
+    from wirewash.pipeline.lifetime import descendants
+    proc = subprocess.Popen([sys.executable, "-m", "wirewash.pipeline.cli", "run", "--input", str(pages), "--output",
                              str(lake), "--quiet", *FIXED, *MODES[mode]], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 60
@@ -499,7 +499,7 @@ def test_ctrl_c_and_sigterm_stop_a_run_in_one_line(tmp_path, pages, sig, whole_g
 def test_sigkill_leaves_no_child_process_behind(tmp_path, pages, mode):
     """The launcher alone is killed (no chance to clean up): its extraction subprocess and Beam workers see
     it gone and end within seconds, instead of waiting forever on a pipe."""
-    from pipeline.lifetime import descendants
+    from wirewash.pipeline.lifetime import descendants
     proc = start_run(pages, tmp_path / "lake", mode)
     children = descendants(proc.pid)
     assert children
@@ -536,7 +536,7 @@ def test_forked_children_ignore_ctrl_c_and_follow_the_launcher():
     import multiprocessing
     import threading
 
-    from pipeline.lifetime import guard_forks
+    from wirewash.pipeline.lifetime import guard_forks
 
     def report(queue):
         queue.put((signal.getsignal(signal.SIGINT) is signal.SIG_IGN,
@@ -562,7 +562,7 @@ def test_forked_children_ignore_ctrl_c_and_follow_the_launcher():
 def test_a_stop_and_the_commit_cannot_both_win(tmp_path, existing_lake, two_corpora):
     """The commit and a Ctrl-C claim the run in one mkdir: once a stop holds it, the commit refuses before
     touching the lake; once the commit holds it, a stop lets it finish (and the command then exits 130)."""
-    from pipeline.lifetime import StopOnSignals, claim
+    from wirewash.pipeline.lifetime import StopOnSignals, claim
     lake = existing_lake
     before = tables_state(lake)
     staging = lake / STAGING_DIR
@@ -584,13 +584,13 @@ def test_a_stop_and_the_commit_cannot_both_win(tmp_path, existing_lake, two_corp
 
 def test_a_signal_before_the_run_starts_is_one_line(tmp_path, capsys):
     """While the pipeline is being built a signal is a KeyboardInterrupt; the command says which signal."""
-    from pipeline.lifetime import StopOnSignals
+    from wirewash.pipeline.lifetime import StopOnSignals
     with StopOnSignals() as stop:
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)
     assert stop.requested == "SIGTERM"
-    import pipeline.build as build
+    import wirewash.pipeline.build as build
 
     def interrupted(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)

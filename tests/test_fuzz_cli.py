@@ -29,8 +29,8 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from pipeline.cli import _Parser, _run_parser, main, parse_run_args
-from pipeline.config import UsageError
+from wirewash.pipeline.cli import _Parser, _run_parser, main, parse_run_args
+from wirewash.pipeline.config import UsageError
 from tests.helpers import ARTICLE_EN, lake_rows, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,7 +231,7 @@ class _Captured(Exception):
 
 def command_parser(command: str):
     """The real argparse parser that `wirewash COMMAND` builds (caught as it parses)."""
-    from pipeline import cli
+    from wirewash.pipeline import cli
 
     def capture(self, *args, **kwargs):
         raise _Captured(self)
@@ -296,7 +296,7 @@ def test_cli_fuzz_in_real_processes(example):
             argv = argv + ["--config", str(root / "wirewash.toml")]
         # the bytes a shell would pass: lone surrogates as their (invalid) UTF-8 bytes, no NUL (argv cannot hold one)
         encoded = [a.replace("\0", "").encode("utf-8", "surrogatepass") for a in ["run", *argv]]
-        done = subprocess.run([sys.executable, "-m", "pipeline.cli", *encoded], cwd=root, capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "wirewash.pipeline.cli", *encoded], cwd=root, capture_output=True,
                               timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     err = done.stderr.decode("utf-8", "replace")
     check_outcome(argv, done.returncode, err)

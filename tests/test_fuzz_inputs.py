@@ -24,12 +24,12 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.cli import main
-from pipeline.io import InputFile, expected_records, format_of, parse_file, read_whole
-from pipeline.spill import pack_article, unpack_article
+from wirewash.pipeline.cli import main
+from wirewash.pipeline.io import InputFile, expected_records, format_of, parse_file, read_whole
+from wirewash.pipeline.spill import pack_article, unpack_article
 from tests.conftest import SHARED
 from tests.helpers import lake_rows, summary
-from transforms.types import Article, Rejection
+from wirewash.transforms.types import Article, Rejection
 
 EXAMPLES = int(os.environ.get("WIREWASH_FUZZ_EXAMPLES", "0"))
 READER = settings(max_examples=EXAMPLES or 120, deadline=None, derandomize=not EXAMPLES,

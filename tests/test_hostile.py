@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
-from pipeline.io import InputFile, match_inputs, parse_file
-from pipeline.lake import LANGUAGES, valid_partition
+from wirewash.pipeline.cli import main
+from wirewash.pipeline.io import InputFile, match_inputs, parse_file
+from wirewash.pipeline.lake import LANGUAGES, valid_partition
 from tests.data import make_hostile
 from tests.helpers import lake_rows, summary
 
@@ -178,7 +178,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 def test_html_extraction_fetches_nothing_and_resolves_no_entity():
     """A page that points an external entity, a DTD, images, scripts and frames at a live local server:
     extraction must not contact it, nor expand a local file entity."""
-    from transforms.extract import extract_html
+    from wirewash.transforms.extract import extract_html
 
     with socketserver.TCPServer(("127.0.0.1", 0), _Recorder) as server:
         thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -264,7 +264,7 @@ def test_cli_output_never_carries_whole_documents(tmp_path):
                {"id": "nul", "text": long_text + "\u0000"}, "{" + long_text]
     path = tmp_path / "in.jsonl"
     path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in records) + "\n")
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--input", str(path), "--output",
+    proc = subprocess.run([sys.executable, "-m", "wirewash.pipeline.cli", "run", "--input", str(path), "--output",
                            str(tmp_path / "lake"), "--verbose", "--max_record_bytes", str(200_000)],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -310,8 +310,8 @@ def _raises_on(marker: str, real):
 
 
 def test_one_failing_record_never_ends_its_file(tmp_path, monkeypatch):
-    import pipeline.io
-    monkeypatch.setattr(pipeline.io, "parse_json_record", _raises_on("poison", pipeline.io.parse_json_record))
+    from wirewash.pipeline import io as pipeline_io
+    monkeypatch.setattr(pipeline_io, "parse_json_record", _raises_on("poison", pipeline_io.parse_json_record))
     path = tmp_path / "c.jsonl"
     path.write_text("".join(json.dumps({"id": f"r{i}", "text": "poison" if i == 1 else f"story {i}"}) + "\n"
                             for i in range(4)))
@@ -323,15 +323,15 @@ def test_one_failing_record_never_ends_its_file(tmp_path, monkeypatch):
 
 
 def test_a_stage_that_raises_rejects_only_that_record(tmp_path, monkeypatch, capsys):
-    import transforms.boilerplate
-    import transforms.language
-    import transforms.normalize
-    monkeypatch.setattr(transforms.normalize, "normalize_text",
-                        _raises_on("NORMPOISON", transforms.normalize.normalize_text))
-    monkeypatch.setattr(transforms.boilerplate, "strip_boilerplate",
-                        _raises_on("BOILERPOISON", transforms.boilerplate.strip_boilerplate))
-    monkeypatch.setattr(transforms.language, "detect_languages",
-                        _raises_on("LANGPOISON", transforms.language.detect_languages))
+    from wirewash.transforms import boilerplate
+    from wirewash.transforms import language
+    from wirewash.transforms import normalize
+    monkeypatch.setattr(normalize, "normalize_text",
+                        _raises_on("NORMPOISON", normalize.normalize_text))
+    monkeypatch.setattr(boilerplate, "strip_boilerplate",
+                        _raises_on("BOILERPOISON", boilerplate.strip_boilerplate))
+    monkeypatch.setattr(language, "detect_languages",
+                        _raises_on("LANGPOISON", language.detect_languages))
     stories = make_hostile.STORIES
     records = [{"id": f"s{i}", "text": story} for i, story in enumerate(stories[:5])]
     for i, marker in enumerate(("NORMPOISON", "BOILERPOISON", "LANGPOISON")):
@@ -351,9 +351,9 @@ def test_a_stage_that_raises_rejects_only_that_record(tmp_path, monkeypatch, cap
 def test_a_reader_that_loses_records_fails_the_run_naming_the_file(tmp_path, monkeypatch, capsys):
     """The old bug, put back: a record's exception reaches the file's handler, which ends the read. The
     counts alone still add up (every record emitted is in a table); the byte tally says the file was lost."""
-    import pipeline.io
-    monkeypatch.setattr(pipeline.io, "parse_json_record", _raises_on("poison", pipeline.io.parse_json_record))
-    monkeypatch.setattr(pipeline.io, "guarded_parse", lambda parse, location, *args: parse(*args))
+    from wirewash.pipeline import io as pipeline_io
+    monkeypatch.setattr(pipeline_io, "parse_json_record", _raises_on("poison", pipeline_io.parse_json_record))
+    monkeypatch.setattr(pipeline_io, "guarded_parse", lambda parse, location, *args: parse(*args))
     stories = make_hostile.STORIES
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(json.dumps({"id": f"s{i}", "text": "poison" if i == 1 else story}) + "\n"

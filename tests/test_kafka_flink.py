@@ -144,7 +144,7 @@ def produce(broker, topic: str, records: list[bytes], pause: float = 0.0) -> Non
 
 def start_stream(job_server, expansion, broker, topic: str, lake: Path, log: Path) -> subprocess.Popen:
     """`wirewash run --streaming` on Flink, exactly as docs/streaming.md shows it."""
-    command = [sys.executable, "-m", "pipeline.cli", "run", "--streaming", "--input", f"kafka://{broker.address}/{topic}",
+    command = [sys.executable, "-m", "wirewash.pipeline.cli", "run", "--streaming", "--input", f"kafka://{broker.address}/{topic}",
                "--output", str(lake), "--quiet", "--window_seconds", "2", "--max_record_bytes", str(MAX_RECORD_BYTES),
                "--runner=PortableRunner", f"--job_endpoint={job_server.address}", "--environment_type=LOOPBACK",
                "--checkpointing_interval=2000", f"--kafka_expansion_service={expansion.address}",
@@ -195,7 +195,7 @@ def assert_clean(lake: Path) -> None:
     summary, or the empty lake marker), named as committed files are."""
     import pyarrow.parquet as pq
 
-    from pipeline.lake import MARKER_FILE
+    from wirewash.pipeline.lake import MARKER_FILE
 
     for path in visible_files(lake):
         if path.name == "_SUMMARY.json":

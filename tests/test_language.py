@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import pytest
 
-from transforms.language import (CODE_MAP, LanguageGuess, cld2_detect, decide, detect_language, detect_languages,
+from wirewash.transforms.language import (CODE_MAP, LanguageGuess, cld2_detect, decide, detect_language, detect_languages,
                                  language_sample, load_langdetect, marker_vote, secondary_languages,
                                  settle_close_languages)
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI
@@ -179,9 +179,9 @@ def test_stage_sets_language_and_other_languages_and_the_lake_row_keeps_them():
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
 
-    from pipeline.lake import DOCUMENTS_SCHEMA, document_row
-    from transforms.language import DetectLanguage
-    from transforms.types import Article
+    from wirewash.pipeline.lake import DOCUMENTS_SCHEMA, document_row
+    from wirewash.transforms.language import DetectLanguage
+    from wirewash.transforms.types import Article
 
     russian = ("Городской совет вчера принял новый бюджет на следующий год. Мэр поблагодарил жителей за "
                "терпение и пообещал новые автобусные маршруты и ремонт школ.")

@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import UsageError
-from transforms import boilerplate, repeated_lines
-from transforms.boilerplate import load_rules, strip_boilerplate
-from transforms.linear_regex import LinearPattern, PatternError, to_re2
+from wirewash.pipeline.config import UsageError
+from wirewash.transforms import boilerplate, repeated_lines
+from wirewash.transforms.boilerplate import load_rules, strip_boilerplate
+from wirewash.transforms.linear_regex import LinearPattern, PatternError, to_re2
 
 RULES = load_rules()
 EXAMPLES = int(os.environ.get("WIREWASH_FUZZ_EXAMPLES", "25"))
@@ -245,7 +245,7 @@ def test_bad_rule_files_are_usage_errors_naming_file_and_rule(tmp_path, content,
 
 
 def test_a_bad_rule_file_exits_2_with_one_line_before_any_work(tmp_path, capsys):
-    from pipeline.cli import main
+    from wirewash.pipeline.cli import main
 
     rules = tmp_path / "mine.toml"
     rules.write_text("[rules.x]\nmax_words = [1]\nen = ['^x$']\n", encoding="utf-8")

@@ -7,9 +7,9 @@ import sys
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.build import MULTIPROCESS_MIN_BYTES, tune_malloc, resolve_runner
-from pipeline.spill import Spill
-from transforms.dedup import _KeyTableFn, _Key, _decide_from_table, equal_runs, shared_buckets
+from wirewash.pipeline.build import MULTIPROCESS_MIN_BYTES, tune_malloc, resolve_runner
+from wirewash.pipeline.spill import Spill
+from wirewash.transforms.dedup import _KeyTableFn, _Key, _decide_from_table, equal_runs, shared_buckets
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
@@ -93,7 +93,7 @@ def test_empty_key_table_decides_nothing():
 
 
 def test_key_table_on_disk_crosses_the_runner_as_tokens_and_decides_the_same(tmp_path):
-    from pipeline.spill import make_spill_dir, remove_spill_dir
+    from wirewash.pipeline.spill import make_spill_dir, remove_spill_dir
 
     keys = [_key(i, [i % 3, 100 + i % 2])._replace(content_hash=f"{i % 6:032x}") for i in range(12)]
     folder = make_spill_dir(str(tmp_path))
@@ -125,8 +125,8 @@ def test_worker_processes_start_with_the_malloc_settings(tmp_path):
 
 
 def test_packed_articles_come_back_equal_with_their_types():
-    from pipeline.spill import pack_article, unpack_article
-    from transforms.types import Article
+    from wirewash.pipeline.spill import pack_article, unpack_article
+    from wirewash.transforms.types import Article
 
     article = Article("d1", "in.jsonl:7", "text", url=None, title="Titel é", text="Körper " * 200, lang_prob=0.123456789,
                       boilerplate_lines_removed=3, removed_by_rule=(("footer", 2), ("share", 1)), other_langs=("de", "fr"))
@@ -137,7 +137,7 @@ def test_packed_articles_come_back_equal_with_their_types():
 
 
 def test_candidates_leave_grouped_by_child_each_pair_once():
-    from transforms.dedup import bucket_candidates
+    from wirewash.transforms.dedup import bucket_candidates
 
     # documents 0-3 share band 0; 0 and 1 share band 1 too: the pair (1, 0) is found twice, kept once
     keys = [_key(i, [7 if i < 4 else 100 + i, 9 if i < 2 else 200 + i]) for i in range(6)]
@@ -150,7 +150,7 @@ def test_candidates_leave_grouped_by_child_each_pair_once():
 
 
 def test_key_table_parks_full_batches_while_adding(monkeypatch):
-    import transforms.dedup as dedup
+    import wirewash.transforms.dedup as dedup
 
     keys = [_key(i, [i % 3, 100 + i % 2])._replace(content_hash=f"{i % 6:032x}") for i in range(12)]
     expected = _outputs(_table(keys), 2)

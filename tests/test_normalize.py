@@ -5,7 +5,7 @@ import unicodedata
 
 import pytest
 
-from transforms.normalize import content_hash, dedup_key, normalize_text
+from wirewash.transforms.normalize import content_hash, dedup_key, normalize_text
 
 VI = "Tổng số đánh giá: Lượt xem"
 
@@ -51,8 +51,8 @@ def test_stage_rejects_texts_with_no_letter_or_digit_left_and_keeps_the_rest():
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
 
-    from transforms.normalize import REASON_EMPTY, NormalizeArticles
-    from transforms.types import Article
+    from wirewash.transforms.normalize import REASON_EMPTY, NormalizeArticles
+    from wirewash.transforms.types import Article
 
     texts = {"punct": "!!! — … ---\n\u200b\u00a0", "zw": "\u200b\ufeff", "cyrillic": "Привет, мир", "ascii": "... 42 ...",
              "cjk": "「東京」", "vi": VI}

@@ -11,9 +11,9 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.build import IngestArticles
-from pipeline.cli import main
-from pipeline.io import match_inputs
+from wirewash.pipeline.build import IngestArticles
+from wirewash.pipeline.cli import main
+from wirewash.pipeline.io import match_inputs
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, lake_rows, summary, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,7 +157,7 @@ def test_missing_input_is_one_clear_sentence(tmp_path, capsys):
 def test_cli_subprocess_is_quiet_and_fast(tmp_path):
     """The installed command on the seeds: exit 0, a summary on stdout, nothing scary on stderr."""
     lake = tmp_path / "lake"
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--input", str(REPO / "seeds"),
+    proc = subprocess.run([sys.executable, "-m", "wirewash.pipeline.cli", "run", "--input", str(REPO / "seeds"),
                            "--output", str(lake)], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert "5 records read -> 5 documents" in proc.stdout
@@ -172,6 +172,6 @@ def test_shared_contract_checker(seeds_lake, shared_dir):
 
 
 def test_default_input_is_the_packaged_seeds(tmp_path):
-    from pipeline.build import default_input
+    from wirewash.pipeline.build import default_input
     assert sorted(f.rel_path for f in match_inputs([default_input()])) == sorted(
         p.name for p in (REPO / "seeds").glob("*.txt"))

@@ -16,11 +16,11 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from transforms.boilerplate import load_rules, match_line, strip_boilerplate
-from transforms.dedup import DedupConfig, DeduplicateArticles, bucket_candidates, _first_of, _Key
-from transforms.language import detect_language, load_langdetect
-from transforms.normalize import FTFY_CONFIG, _BADNESS_ANCHORS, dedup_key, ftfy_may_change, looks_like_mojibake, normalize_text
-from transforms.types import Article
+from wirewash.transforms.boilerplate import load_rules, match_line, strip_boilerplate
+from wirewash.transforms.dedup import DedupConfig, DeduplicateArticles, bucket_candidates, _first_of, _Key
+from wirewash.transforms.language import detect_language, load_langdetect
+from wirewash.transforms.normalize import FTFY_CONFIG, _BADNESS_ANCHORS, dedup_key, ftfy_may_change, looks_like_mojibake, normalize_text
+from wirewash.transforms.types import Article
 from tests.data.make_hostile import STORIES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,7 +118,7 @@ def test_gated_title_normalization_is_ungated(title):
 
     import ftfy
 
-    from transforms.normalize import _INVISIBLE, normalize_title
+    from wirewash.transforms.normalize import _INVISIBLE, normalize_title
 
     ungated = " ".join(_INVISIBLE.sub("", unicodedata.normalize("NFC", ftfy.fix_text(title, FTFY_CONFIG))).split())
     assert normalize_title(title) == (ungated or None)
@@ -131,7 +131,7 @@ WHITESPACE = [chr(code) for code in range(0x3000 + 1) if chr(code).isspace()] + 
 @given(st.lists(st.one_of(st.text(max_size=6), st.sampled_from(WHITESPACE)), max_size=30).map("".join))
 @example(" a \x1c\n\x85b\u2028 \n\n  ")
 def test_spaces_tidied_in_one_pass_as_line_by_line(text):
-    from transforms.normalize import _SPACE_CHARS, tidy_spaces
+    from wirewash.transforms.normalize import _SPACE_CHARS, tidy_spaces
 
     assert tidy_spaces(text) == "\n".join(_SPACE_CHARS.sub(" ", line).strip() for line in text.split("\n"))
 

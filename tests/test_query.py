@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.cli import main
-from pipeline.query import (BATCH_ROWS, LakeChangedError, LakeNotFoundError, _listed_file, export, lake_snapshot,
+from wirewash.pipeline.cli import main
+from wirewash.pipeline.query import (BATCH_ROWS, LakeChangedError, LakeNotFoundError, _listed_file, export, lake_snapshot,
                             open_lake, run_query)
 from tests.helpers import SHAPES_RECORDS, write_jsonl
 
@@ -258,7 +258,7 @@ def test_a_query_running_past_its_timeout_stops_with_one_line(lake, capsys):
 
 
 def run_cli(args: list, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, timeout=120,
+    return subprocess.run([sys.executable, "-m", "wirewash.pipeline.cli", *args], capture_output=True, timeout=120,
                           cwd=REPO, **kwargs)
 
 
@@ -311,7 +311,7 @@ def test_a_reader_that_leaves_early_is_no_error(lake, tmp_path, command):
     copy = copy_lake(lake, tmp_path / "lake")
     read_end, write_end = os.pipe()
     os.close(read_end)
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *[a.format(lake=copy) for a in command]],
+    proc = subprocess.run([sys.executable, "-m", "wirewash.pipeline.cli", *[a.format(lake=copy) for a in command]],
                           stdout=write_end, stderr=subprocess.PIPE, timeout=120, cwd=REPO)
     os.close(write_end)
     assert proc.returncode == 0 and proc.stderr == b"", proc.stderr.decode()[-2000:]

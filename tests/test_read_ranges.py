@@ -11,7 +11,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.io import ByteRange, InputFile, ReadArticles, parse_file, plan_ranges
+from wirewash.pipeline.io import ByteRange, InputFile, ReadArticles, parse_file, plan_ranges
 
 SPLIT = 300  # bytes: tiny ranges, so a few dozen lines make many of them
 

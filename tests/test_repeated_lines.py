@@ -7,10 +7,10 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.boilerplate import StripBoilerplate, fold_line, load_rules, match_line, strip_boilerplate
-from transforms.repeated_lines import (LABELS, SHARED, LearnRepeatedLines, is_name_like, label_key, line_key,
+from wirewash.transforms.boilerplate import StripBoilerplate, fold_line, load_rules, match_line, strip_boilerplate
+from wirewash.transforms.repeated_lines import (LABELS, SHARED, LearnRepeatedLines, is_name_like, label_key, line_key,
                                        line_label, shared_line_key, source_of, story_fingerprint)
-from transforms.types import Article
+from wirewash.transforms.types import Article
 
 STORIES = [
     "The harbour authority opened a second container terminal on the northern pier this week, officials said.",

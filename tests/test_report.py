@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.cli import main
-from pipeline.report import REPORT_FILE, bar_chart, collect, parse_date_label, render_report, timeline
+from wirewash.pipeline.cli import main
+from wirewash.pipeline.report import REPORT_FILE, bar_chart, collect, parse_date_label, render_report, timeline
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, write_jsonl
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -24,8 +24,8 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from pipeline.cli import main
-from pipeline.runners import DASK_RUNNER, UnsupportedRunnerError
+from wirewash.pipeline.cli import main
+from wirewash.pipeline.runners import DASK_RUNNER, UnsupportedRunnerError
 from tests.helpers import lake_rows, summary, write_jsonl
 from tests.test_pipeline import MIXED
 
@@ -358,7 +358,7 @@ def test_dask_runner_refuses_sources_by_name():
 def test_dask_runner_names_map_to_the_fixed_runner(name):
     from apache_beam.options.pipeline_options import StandardOptions
 
-    from pipeline.runners import prepare_runner
+    from wirewash.pipeline.runners import prepare_runner
 
     options = PipelineOptions([f"--runner={name}"])
     prepare_runner(options)

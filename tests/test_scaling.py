@@ -11,8 +11,8 @@ import pytest
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from pipeline.build import MULTIPROCESS_MIN_BYTES, local_workers, resolve_runner
-from pipeline.cli import main
+from wirewash.pipeline.build import MULTIPROCESS_MIN_BYTES, local_workers, resolve_runner
+from wirewash.pipeline.cli import main
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, lake_rows, summary, write_jsonl
 
 
@@ -50,7 +50,7 @@ def test_resolve_runner_skips_prism_and_starts_quiet_workers():
     assert isinstance(runner, FnApiRunner)  # never the DirectRunner, which tries to download Prism
     assert options.view_as(StandardOptions).runner == "FnApiRunner"
     if (__import__("os").cpu_count() or 1) > 1:
-        assert "pipeline.worker" in runner._default_environment.command_string
+        assert "wirewash.pipeline.worker" in runner._default_environment.command_string
         assert options.view_as(DirectOptions).direct_num_workers > 1
     streaming = _options("--streaming")
     assert resolve_runner(streaming) is None and streaming.view_as(StandardOptions).runner == "BundleBasedDirectRunner"

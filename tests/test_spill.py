@@ -11,13 +11,13 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.build import IngestArticles
-from pipeline.cli import main
-from pipeline.io import match_inputs
-from pipeline.spill import SPILL_PREFIX, Spill, make_spill_dir, remove_spill_dir
+from wirewash.pipeline.build import IngestArticles
+from wirewash.pipeline.cli import main
+from wirewash.pipeline.io import match_inputs
+from wirewash.pipeline.spill import SPILL_PREFIX, Spill, make_spill_dir, remove_spill_dir
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, lake_rows, write_jsonl
 from tests.test_pipeline import MIXED
-from transforms.types import Article
+from wirewash.transforms.types import Article
 
 ARTICLE = Article("d1", "in.jsonl:7", "text", url="https://x.example/a", title="Titel é", text="Körper " * 2000,
                   lang_prob=0.123456789, boilerplate_lines_removed=3, removed_by_rule=(("footer", 2), ("share", 1)),

@@ -17,14 +17,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms import window
 
-from pipeline.cli import main
-from pipeline.streaming import (KIND_FILES, KIND_KAFKA, KIND_PUBSUB, READ, StreamSource, WriteWindowedLake,
+from wirewash.pipeline.cli import main
+from wirewash.pipeline.streaming import (KIND_FILES, KIND_KAFKA, KIND_PUBSUB, READ, StreamSource, WriteWindowedLake,
                                 decode_message, event_time, file_name, finalize_lake, message_parts,
                                 new_settled_files, parse_source, staging_of)
-from transforms.dedup import DedupConfig, lsh_params, minhash_signature, shingle_sketch, shingles, sketch_jaccard
-from transforms.normalize import dedup_key
-from transforms.stateful_dedup import NearIndex, StatefulDedup
-from transforms.types import Article, Duplicate, Rejection
+from wirewash.transforms.dedup import DedupConfig, lsh_params, minhash_signature, shingle_sketch, shingles, sketch_jaccard
+from wirewash.transforms.normalize import dedup_key
+from wirewash.transforms.stateful_dedup import NearIndex, StatefulDedup
+from wirewash.transforms.types import Article, Duplicate, Rejection
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, lake_rows, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -282,7 +282,7 @@ def test_exact_copy_an_hour_later_is_still_a_duplicate():
 
 @pytest.mark.parametrize("cache_size", [4, 0], ids=["cached-index", "index-rebuilt-from-state"])
 def test_near_copy_in_a_later_window_and_its_exact_copy_point_at_the_root(monkeypatch, cache_size):
-    import transforms.stateful_dedup as stateful_dedup
+    import wirewash.transforms.stateful_dedup as stateful_dedup
 
     monkeypatch.setattr(stateful_dedup, "_INDEX_CACHE_SIZE", cache_size)  # 0: state is the only memory
     text = seed_text(0)
@@ -428,7 +428,7 @@ def clusters(lake: Path) -> set:
 
 
 def start_stream(watch: Path, lake: Path, *extra) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--streaming", "--input", f"{watch}/*.jsonl",
+    cmd = [sys.executable, "-m", "wirewash.pipeline.cli", "run", "--streaming", "--input", f"{watch}/*.jsonl",
            "--output", str(lake), "--window_seconds", "2", "--poll_interval", "0.3", *extra]
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -489,7 +489,7 @@ def test_cli_streaming_end_to_end(tmp_path):
                                     "not json"])
         wait_for(lambda: list((lake / "documents").rglob("*.parquet")), proc, what="the first Parquet files")
         wait_for(lambda: committed_summary(lake).get("records_read") == 3, proc, what="the first window")
-        from pipeline.query import run_query
+        from wirewash.pipeline.query import run_query
         _, rows = run_query(str(lake), "SELECT doc_id FROM documents ORDER BY doc_id")
         assert rows == [("a",), ("b",)]
         # An exact and a near copy arriving windows later, a reused id, and a new article.
@@ -610,7 +610,7 @@ def test_watch_files_reads_each_settled_file_once_and_stops_on_drain(tmp_path):
     (not in real time): several polls see the files, each is emitted once, and a drain ends the ticks."""
     import threading
 
-    from pipeline.streaming import WatchFiles, request_drain, reset_drain
+    from wirewash.pipeline.streaming import WatchFiles, request_drain, reset_drain
 
     (tmp_path / "in").mkdir()
     write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": ARTICLE_EN}])

@@ -26,12 +26,12 @@ from typing import Callable, Iterable, Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.config import UsageError
-from pipeline.spill import Spill
-from transforms.guard import isolated
-from transforms.linear_regex import LinearPattern, LiteralSet, PatternError, compile_linear
-from transforms.linear_regex import parse as parse_pattern
-from transforms.types import FORMAT_HTML, Article, Rejection, excerpt
+from wirewash.pipeline.config import UsageError
+from wirewash.pipeline.spill import Spill
+from wirewash.transforms.guard import isolated
+from wirewash.transforms.linear_regex import LinearPattern, LiteralSet, PatternError, compile_linear
+from wirewash.transforms.linear_regex import parse as parse_pattern
+from wirewash.transforms.types import FORMAT_HTML, Article, Rejection, excerpt
 
 __all__ = ["StripBoilerplate", "RuleSet", "load_rules", "strip_boilerplate", "fold_line", "is_fragment",
            "EDGE_RULE", "match_line"]
@@ -360,7 +360,7 @@ def load_rules(extra_files: Iterable[str] = (), extra_texts: Iterable[str] = ())
     """The packaged rules plus the rules of each extra TOML file (same format). Raises UsageError (a
     ValueError: one line, exit 2) naming the file and rule for a bad table, a bad `max_words` or `on`, an
     unknown key, or a pattern that does not compile or that RE2 cannot run (`transforms/linear_regex.py`)."""
-    sources = [(resources.files("transforms.rules").joinpath(RULES_PACKAGE_FILE).read_text("utf-8"),
+    sources = [(resources.files("wirewash.transforms.rules").joinpath(RULES_PACKAGE_FILE).read_text("utf-8"),
                 "transforms/rules/boilerplate.toml")]
     for path in extra_files:
         with open(path, encoding="utf-8") as handle:
@@ -421,7 +421,7 @@ def strip_boilerplate(text: str, rules: RuleSet,
     the `title`, and the top run starts after it. Kept lines are returned byte for byte; blank lines left
     around a removed line collapse to one. `on_removed(rule, line)` hears of every removed line.
     """
-    from transforms.repeated_lines import (LABEL_RULE, RULE_NAME as LEARNED_RULE, SHARED_RULE, label_key,
+    from wirewash.transforms.repeated_lines import (LABEL_RULE, RULE_NAME as LEARNED_RULE, SHARED_RULE, label_key,
                                            line_key, line_label, may_be_shared)
 
     lines = text.splitlines()
@@ -651,7 +651,7 @@ class _StripBoilerplateFn(beam.DoFn):
 
     @isolated(STAGE, REJECTED, article_of=lambda self, parked: self.spill.fetch_article(parked))
     def process(self, parked, learned: Optional[dict] = None):
-        from transforms.repeated_lines import LABELS, SHARED, source_of
+        from wirewash.transforms.repeated_lines import LABELS, SHARED, source_of
 
         article = self.spill.fetch_article(parked)
         Metrics.counter(NAMESPACE, "seen").inc()
@@ -693,7 +693,7 @@ class StripBoilerplate(beam.PTransform):
     def __init__(self, rule_files: Iterable[str] = (), learn: bool = True, min_support: Optional[int] = None,
                  edges: bool = True, spill: Optional[Spill] = None):
         super().__init__()
-        from transforms.repeated_lines import DEFAULT_MIN_SUPPORT
+        from wirewash.transforms.repeated_lines import DEFAULT_MIN_SUPPORT
 
         rule_files = tuple(rule_files)
         load_rules(extra_files=rule_files)  # fails here, naming the file, rather than on a worker
@@ -704,7 +704,7 @@ class StripBoilerplate(beam.PTransform):
         self.spill = spill or Spill()
 
     def expand(self, articles):
-        from transforms.repeated_lines import LearnRepeatedLines
+        from wirewash.transforms.repeated_lines import LearnRepeatedLines
 
         # Learning needs the whole batch before the first line is stripped: an unbounded (streaming) input
         # has no such moment, so it gets the rules and the edge pass only.

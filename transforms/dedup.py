@@ -45,9 +45,9 @@ import apache_beam as beam
 import xxhash
 from apache_beam.metrics import Metrics
 
-from pipeline.spill import Spill
-from transforms.normalize import content_hash, dedup_key
-from transforms.types import Article, Duplicate, Rejection
+from wirewash.pipeline.spill import Spill
+from wirewash.transforms.normalize import content_hash, dedup_key
+from wirewash.transforms.types import Article, Duplicate, Rejection
 
 __all__ = ["DeduplicateArticles", "DedupConfig", "shingles", "minhash_signature", "estimate_jaccard",
            "lsh_params", "band_keys", "sort_key", "shingle_sketch", "sketch_jaccard", "story_key", "days_apart"]

@@ -20,8 +20,8 @@ from typing import Callable, NamedTuple, Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.guard import FATAL_ERRORS
-from transforms.types import FORMAT_HTML, Article, Rejection, excerpt
+from wirewash.transforms.guard import FATAL_ERRORS
+from wirewash.transforms.types import FORMAT_HTML, Article, Rejection, excerpt
 
 __all__ = ["ExtractText", "extract_html", "choose_text", "refine_text", "html_lang_hint"]
 
@@ -446,7 +446,7 @@ class _ExtractFn(beam.DoFn):
 
     def setup(self):
         _require_trafilatura()
-        from pipeline.io import parse_published, source_of
+        from wirewash.pipeline.io import parse_published, source_of
         self.parse_date = parse_published
         self.source_of = source_of
         self.guard = _PageGuard(self.timeout, self.isolate)

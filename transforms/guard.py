@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.types import Article, Rejection, excerpt
+from wirewash.transforms.types import Article, Rejection, excerpt
 
 __all__ = ["isolated", "record_error", "FATAL_ERRORS", "error_reason"]
 

@@ -27,9 +27,9 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.dedup import KIND_EXACT, KIND_NEAR, REASON_DUPLICATE_ID, STAGE, DedupConfig, band_keys, lsh_params
-from transforms.stateful_dedup import IndexEntry, NearIndex, fingerprint
-from transforms.types import Article, Duplicate, Rejection
+from wirewash.transforms.dedup import KIND_EXACT, KIND_NEAR, REASON_DUPLICATE_ID, STAGE, DedupConfig, band_keys, lsh_params
+from wirewash.transforms.stateful_dedup import IndexEntry, NearIndex, fingerprint
+from wirewash.transforms.types import Article, Duplicate, Rejection
 
 __all__ = ["INDEX_SCHEMA", "index_row", "LakeIndex", "DedupAgainstLake", "read_index_ids"]
 

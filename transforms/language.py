@@ -25,8 +25,8 @@ from typing import Callable, NamedTuple, Optional, Sequence
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.guard import isolated
-from transforms.types import UNDETERMINED_LANGUAGE, Article
+from wirewash.transforms.guard import isolated
+from wirewash.transforms.types import UNDETERMINED_LANGUAGE, Article
 
 __all__ = ["DetectLanguage", "detect_language", "load_langdetect", "cld2_detect", "LanguageGuess"]
 

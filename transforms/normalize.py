@@ -22,8 +22,8 @@ from apache_beam.metrics import Metrics
 from ftfy.badness import BADNESS_RE
 from ftfy.chardata import CONTROL_CHARS, HTML_ENTITY_RE
 
-from transforms.guard import isolated
-from transforms.types import Article, Rejection, excerpt
+from wirewash.transforms.guard import isolated
+from wirewash.transforms.types import Article, Rejection, excerpt
 
 __all__ = ["NormalizeArticles", "normalize_text", "dedup_key", "content_hash"]
 

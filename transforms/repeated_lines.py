@@ -41,8 +41,8 @@ import apache_beam as beam
 import xxhash
 from apache_beam.metrics import Metrics
 
-from transforms.linear_regex import compile_linear
-from transforms.types import Article
+from wirewash.transforms.linear_regex import compile_linear
+from wirewash.transforms.types import Article
 
 __all__ = ["LearnRepeatedLines", "line_key", "story_fingerprint", "source_of", "article_line_keys",
            "RULE_NAME", "DEFAULT_MIN_SUPPORT", "SHARED", "LABELS", "SHARED_RULE", "LABEL_RULE", "line_label",
@@ -119,7 +119,7 @@ def may_be_shared(line: str, folded: str) -> bool:
     """Whether a line may be learned as shared across sources: not name-like, not ending like a sentence
     unless it addresses the reader (a cookie notice, "Sign up to get..."; a stock sentence of prose such as
     "The company declined to comment." never does), no credit or contact (`_EDGE_KEEP`). Cheapest test first."""
-    from transforms.boilerplate import _EDGE_KEEP, _SENTENCE_END
+    from wirewash.transforms.boilerplate import _EDGE_KEEP, _SENTENCE_END
 
     stripped = line.strip()
     if is_name_like(stripped) or (_SENTENCE_END.search(stripped) and not addresses_the_reader(folded)):
@@ -136,7 +136,7 @@ def shared_line_key(line: str, folded: str) -> Optional[int]:
 def line_label(folded: str) -> Optional[str]:
     """The label of a folded "Label: text" line: the 1-3 words (letters, digits, `.'-`, 32 characters at most)
     before its first colon (":" or "："), when text follows and the line does not end like a sentence."""
-    from transforms.boilerplate import _SENTENCE_END
+    from wirewash.transforms.boilerplate import _SENTENCE_END
 
     cut = min((i for i in (folded.find(colon, 0, LABEL_MAX_CHARS + 2) for colon in _COLONS) if i > 0), default=-1)
     if cut < 0:
@@ -271,7 +271,7 @@ class LearnRepeatedLines(beam.PTransform):
         self.min_support = min_support
 
     def expand(self, articles):
-        from transforms.boilerplate import fold_line
+        from wirewash.transforms.boilerplate import fold_line
 
         min_support = self.min_support
         return (

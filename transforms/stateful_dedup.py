@@ -36,11 +36,11 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.dedup import (KIND_EXACT, KIND_NEAR, MAX_PARENTS_PER_BUCKET, REASON_DUPLICATE_ID, DedupConfig,
+from wirewash.transforms.dedup import (KIND_EXACT, KIND_NEAR, MAX_PARENTS_PER_BUCKET, REASON_DUPLICATE_ID, DedupConfig,
                               band_keys, days_apart, estimate_jaccard, lsh_params, minhash_signature,
                               shingle_sketch, shingles, sketch_jaccard, story_key)
-from transforms.normalize import content_hash
-from transforms.types import Article, Duplicate, Rejection
+from wirewash.transforms.normalize import content_hash
+from wirewash.transforms.types import Article, Duplicate, Rejection
 
 __all__ = ["StatefulDedup", "NearIndex", "IndexEntry", "DEFAULT_RETENTION_SECONDS"]
 

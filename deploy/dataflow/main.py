@@ -31,8 +31,8 @@ def normalize_flags(argv: list[str]) -> list[str]:
 def run(argv: list[str]) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.build import build_pipeline
-    from pipeline.cli import configure_logging
+    from wirewash.pipeline.build import build_pipeline
+    from wirewash.pipeline.cli import configure_logging
 
     configure_logging(verbose=False)
     options = PipelineOptions(normalize_flags(argv))
