@@ -21,13 +21,11 @@ import difflib
 import os
 import tomllib
 
+from wirewash.transforms.errors import UsageError
+
 __all__ = ["UsageError", "config_to_argv", "merge_argv", "option_of", "PATH_OPTIONS"]
 
 PATH_OPTIONS = ("input", "output", "rules")
-
-
-class UsageError(ValueError):
-    """A user mistake, said in one sentence."""
 
 
 def _suggest(name: str, choices) -> str:

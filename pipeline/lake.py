@@ -59,6 +59,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from wirewash.pipeline.lifetime import claim
 from wirewash.transforms.dedup import DedupConfig
 from wirewash.transforms.lake_dedup import INDEX_SCHEMA, index_row, read_index_ids
+from wirewash.transforms.records import MAX_YEAR, MIN_YEAR
 from wirewash.transforms.types import UNDETERMINED_LANGUAGE, UNKNOWN_DATE, Article
 
 __all__ = ["WriteLake", "DOCUMENTS_SCHEMA", "DUPLICATES_SCHEMA", "REJECTED_SCHEMA", "partition_of",
@@ -156,7 +157,6 @@ sl sm sn so sq sr ss st su sv sw ta te tg th ti tk tl tn to tr ts tt tw ty ug uk
 yo za zh zu
 ast bal bho ceb chr ckb fil gom haw hmn ilo kab kha lif mai mfe mni nso ory sat scn syr tet war yue zza
 """.split())
-MIN_YEAR, MAX_YEAR = 1800, 2200  # as pipeline/io.py accepts them
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _PARTITION = re.compile(r"^lang=([a-z]{2,3})/date=(\d{4}(?:-\d{2}(?:-\d{2})?)?|unknown)$")
 

@@ -29,7 +29,7 @@ copies, then, per band, the LSH buckets shared by several documents, and the can
 by child, each pair once. Only the documents in a pair are sketched (the bottom-k sketch, up to 8 KB, is the
 largest fingerprint), from the articles that wait for the routing anyway. With a `Spill` on disk (local
 runs), the waiting articles, the key table's batches and the sketches are parked in files and the
-PCollections carry 32-byte tokens (`pipeline/spill.py`); the sketch tokens are then a small side input, and
+PCollections carry 32-byte tokens (`transforms/spill.py`); the sketch tokens are then a small side input, and
 each child is verified against its candidate parents in one step. Inline (managed runners, Dask, in
 process), two joins bring each pair's sketches together instead.
 """
@@ -45,7 +45,7 @@ import apache_beam as beam
 import xxhash
 from apache_beam.metrics import Metrics
 
-from wirewash.pipeline.spill import Spill
+from wirewash.transforms.spill import Spill
 from wirewash.transforms.normalize import content_hash, dedup_key
 from wirewash.transforms.types import Article, Duplicate, Rejection
 

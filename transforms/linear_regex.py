@@ -18,10 +18,13 @@ Matches are only tested (`search` is true or not), so group numbers and spans ar
 from __future__ import annotations
 
 import functools
-from re import _constants as C  # the parser of `re` (3.11+): the pattern's tree, not its text
-from re import _parser
+import re
+from typing import Callable
 
 import re2
+
+from wirewash.transforms.regex_tree import OPS as C  # the opcodes of `re`'s parse tree
+from wirewash.transforms.regex_tree import parse, sequence
 
 __all__ = ["PatternError", "to_re2", "compile_linear", "LinearPattern", "LiteralSet"]
 
@@ -149,19 +152,13 @@ def _restrict(node, kind: frozenset):
 
 def _sub(nodes) -> tuple:
     """A non-capturing group node around a node list."""
-    pattern = _parser.SubPattern(_parser.State())
-    pattern.data = list(nodes)
-    return (C.SUBPATTERN, (None, 0, 0, pattern))
+    return (C.SUBPATTERN, (None, 0, 0, sequence(nodes)))
 
 
 def _branch(*alternatives) -> tuple:
     """A branch node; alternatives holding a never-matching class at their top level are left out."""
-    subs = []
     kept = [nodes for nodes in alternatives if _IMPOSSIBLE not in nodes] or alternatives[:1]
-    for nodes in kept:
-        pattern = _parser.SubPattern(_parser.State())
-        pattern.data = list(nodes)
-        subs.append(pattern)
+    subs = [sequence(nodes) for nodes in kept]
     return (C.BRANCH, (None, subs))
 
 
@@ -281,9 +278,7 @@ def _resolve(nodes: list, before, after, budget: list) -> list:
         if op is C.SUBPATTERN and not av[1] and not av[2]:  # a plain group: its content joins this sequence
             nodes[k:k + 1] = list(av[3].data)
         elif op is C.SUBPATTERN:
-            inner = _parser.SubPattern(_parser.State())
-            inner.data = _resolve(av[3].data, left, right, budget)
-            nodes[k] = (op, (av[0], av[1], av[2], inner))
+            nodes[k] = (op, (av[0], av[1], av[2], sequence(_resolve(av[3].data, left, right, budget))))
         elif op is C.BRANCH:
             try:
                 nodes[k] = _branch(*(_resolve(alt.data, left, right, budget) for alt in av[1]))
@@ -303,9 +298,7 @@ def _resolve(nodes: list, before, after, budget: list) -> list:
                 inner_left = BOTH
             if inner_right == OPEN and hi != 1:
                 inner_right = BOTH
-            body = _parser.SubPattern(_parser.State())
-            body.data = _resolve(item.data, inner_left, inner_right, budget)
-            nodes[k] = (op, (lo, hi, body))
+            nodes[k] = (op, (lo, hi, sequence(_resolve(item.data, inner_left, inner_right, budget))))
 
 
 def _char(code: int) -> str:
@@ -387,17 +380,9 @@ def _emit(nodes) -> str:
     return "".join(out)
 
 
-@functools.lru_cache(maxsize=4096)
-def parse(pattern: str, flags: int = 0):
-    """Python's parse tree of a pattern (cached: the rules are parsed for translation and for their gates).
-    Callers must not change it. Raises `re.error`."""
-    return _parser.parse(pattern, flags)
-
-
 def to_re2(pattern: str, flags: int = 0) -> str:
     """The RE2 form of a Python pattern (same lines matched by `search`). Raises PatternError for what RE2
     cannot run: lookarounds, backreferences, an unresolvable `\\b`, a bad pattern."""
-    import re
     try:
         parsed = parse(pattern, flags)
     except re.error as err:
@@ -420,8 +405,16 @@ def _options() -> "re2.Options":
     return options
 
 
-_UNANCHORED = getattr(re2, "_Anchor").UNANCHORED
 _NO_MATCH = (-1, -1)
+
+
+def _raw_search(compiled) -> Callable[[bytes, int, int], tuple]:
+    """`search(data, start, end) -> ((start, end) of the first match, ...)`, `_NO_MATCH` first when there is
+    none: the C++ binding under a compiled google-re2 pattern. Private (`_regexp.Match`, `_Anchor`): the public
+    `search` wraps every call in Python (argument checks, a match object), a third of the cost of a rule
+    check, and rules are checked on every line of every article. Named here only; `tests/test_internals.py`
+    fails by name if google-re2 changes it."""
+    return functools.partial(compiled._regexp.Match, re2._Anchor.UNANCHORED)
 
 
 class LinearPattern:
@@ -445,18 +438,18 @@ class LinearPattern:
             compiled = re2.compile(self.re2_pattern, _options())
         except re2.error as err:
             raise PatternError(f"RE2 cannot compile it: {err}") from err
-        return compiled._regexp.Match  # the binding itself: a third of the wrapper's cost
+        return _raw_search(compiled)
 
-    def _first_match(self, anchor, data, start, end):
+    def _first_match(self, data, start, end):
         self._match = self._compile()
-        return self._match(anchor, data, start, end)
+        return self._match(data, start, end)
 
     def search(self, text: str) -> bool:
         data = text.encode("utf-8", "surrogatepass")
-        return self._match(_UNANCHORED, data, 0, len(data))[0] != _NO_MATCH
+        return self._match(data, 0, len(data))[0] != _NO_MATCH
 
     def search_utf8(self, data: bytes) -> bool:
-        return self._match(_UNANCHORED, data, 0, len(data))[0] != _NO_MATCH
+        return self._match(data, 0, len(data))[0] != _NO_MATCH
 
     def __repr__(self) -> str:
         return f"LinearPattern({self.pattern!r})"
