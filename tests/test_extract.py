@@ -328,7 +328,7 @@ def test_a_broken_installation_fails_the_run_instead_of_rejecting_every_page():
 def test_missing_lxml_html_clean_is_a_hard_error_at_construction():
     code = ("import sys; sys.modules['lxml_html_clean'] = None; sys.modules['lxml.html.clean'] = None\n"
             "import apache_beam as beam\n"
-            "from transforms.extract import ExtractText\n"
+            "from wirewash.transforms.extract import ExtractText\n"
             "import shutil\n"
             "p = beam.Pipeline()\n"
             "try:\n"
