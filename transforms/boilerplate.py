@@ -37,7 +37,7 @@ from wirewash.transforms.repeated_lines import (DEFAULT_MIN_SUPPORT, LABEL_RULE,
 from wirewash.transforms.repeated_lines import RULE_NAME as LEARNED_RULE
 from wirewash.transforms.spill import Spill
 from wirewash.transforms.text import KEEP_AT_EDGE, SENTENCE_END, fold_line, fold_words, raw_fold
-from wirewash.transforms.types import FORMAT_HTML, Article, Rejection, excerpt
+from wirewash.transforms.types import FORMAT_HTML, REJECTED, Article, Rejection, excerpt
 
 __all__ = ["StripBoilerplate", "RuleSet", "load_rules", "strip_boilerplate", "fold_line", "is_fragment",
            "EDGE_RULE", "match_line"]
@@ -45,7 +45,6 @@ __all__ = ["StripBoilerplate", "RuleSet", "load_rules", "strip_boilerplate", "fo
 NAMESPACE = "boilerplate"
 STAGE = "boilerplate"
 REASON_EMPTY = "empty_after_cleaning"
-REJECTED = "rejected"
 DEFAULT_MAX_WORDS = 30
 MAX_NEEDLES = 12  # a pattern needing one of more literal strings than this is simply tried (`required_substrings`)
 RULES_PACKAGE_FILE = "boilerplate.toml"

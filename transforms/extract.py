@@ -26,7 +26,7 @@ from lxml import etree
 from wirewash.transforms.guard import FATAL_ERRORS
 from wirewash.transforms.records import parse_published, source_from_url
 from wirewash.transforms.text import fold_words
-from wirewash.transforms.types import FORMAT_HTML, Article, Rejection, excerpt
+from wirewash.transforms.types import FORMAT_HTML, REJECTED, Article, Rejection, excerpt
 
 __all__ = ["ExtractText", "extract_html", "choose_text", "refine_text", "html_lang_hint"]
 
@@ -34,7 +34,6 @@ NAMESPACE = "extract"
 STAGE = "extract"
 REASON_NO_TEXT = "no_text_extracted"
 REASON_ERROR = "extraction_error"
-REJECTED = "rejected"
 RECHECK_WORDS = 300  # a precision result shorter than a short news story gets a second look (balanced mode)
 RECALL_FACTOR = 2  # ...which wins only with at least twice the words: precision cut the article
 FALLBACK_NONE, FALLBACK_BALANCED, FALLBACK_BASELINE = "precision", "balanced", "baseline"

@@ -29,13 +29,12 @@ from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
 from langdetect.lang_detect_exception import LangDetectException
 
 from wirewash.transforms.guard import isolated
-from wirewash.transforms.types import UNDETERMINED_LANGUAGE, Article
+from wirewash.transforms.types import REJECTED, UNDETERMINED_LANGUAGE, Article
 
 __all__ = ["DetectLanguage", "detect_language", "load_langdetect", "cld2_detect", "LanguageGuess"]
 
 NAMESPACE = "language"
 STAGE = "language"
-REJECTED = "rejected"
 SEED = 0
 SAMPLE_CHARS = 1000  # langdetect: ~2 ms here, 99.95% agreement with the full text (NOTES)
 CLD2_CHARS = 8000  # CLD2 is ~15x cheaper: it reads more, so a mixed article's shares are right

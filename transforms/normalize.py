@@ -24,14 +24,13 @@ from wirewash.transforms.guard import isolated
 from wirewash.transforms.regex_tree import OPS
 from wirewash.transforms.regex_tree import parse as parse_regex
 from wirewash.transforms.text import fold_words
-from wirewash.transforms.types import Article, Rejection, excerpt
+from wirewash.transforms.types import REJECTED, Article, Rejection, excerpt
 
 __all__ = ["NormalizeArticles", "normalize_text", "dedup_key", "content_hash"]
 
 NAMESPACE = "normalize"
 STAGE = "normalize"
 REASON_EMPTY = "empty_after_normalization"
-REJECTED = "rejected"
 
 # Quotes stay as written: the stored text keeps its punctuation (curly vs straight is folded in the key).
 FTFY_CONFIG = ftfy.TextFixerConfig(
