@@ -24,7 +24,7 @@ from wirewash.pipeline.config import _actions, _repeatable
 from wirewash.transforms.boilerplate import first_chars, required_substrings
 from wirewash.transforms.extract import _isolation_is_safe, worker_processes
 from wirewash.transforms.language import SEED, load_langdetect
-from wirewash.transforms.linear_regex import _NO_MATCH, _options, _raw_search, to_re2
+from wirewash.transforms.linear_regex import _NO_MATCH, _UNANCHORED, _match_of, _options, to_re2
 from wirewash.transforms.normalize import _BADNESS_ANCHORS
 from wirewash.transforms.regex_tree import OPS, parse, sequence
 
@@ -61,10 +61,10 @@ def test_re2_binding_answers_spans():
     """google-re2's binding: the first match's span first, `_NO_MATCH` when there is none."""
     import re2
 
-    search = _raw_search(re2.compile("b+", _options()))
-    assert search(b"abbc", 0, 4)[0] == (1, 3)
-    assert search(b"xyz", 0, 3)[0] == _NO_MATCH
-    assert search(b"abbc", 2, 4)[0] == (2, 3)
+    match = _match_of(re2.compile("b+", _options()))
+    assert match(_UNANCHORED, b"abbc", 0, 4)[0] == (1, 3)
+    assert match(_UNANCHORED, b"xyz", 0, 3)[0] == _NO_MATCH
+    assert match(_UNANCHORED, b"abbc", 2, 4)[0] == (2, 3)
 
 
 def test_process_pool_workers_are_reachable():

@@ -17,9 +17,8 @@ Matches are only tested (`search` is true or not), so group numbers and spans ar
 """
 from __future__ import annotations
 
-import functools
+import operator
 import re
-from typing import Callable
 
 import re2
 
@@ -408,13 +407,16 @@ def _options() -> "re2.Options":
 _NO_MATCH = (-1, -1)
 
 
-def _raw_search(compiled) -> Callable[[bytes, int, int], tuple]:
-    """`search(data, start, end) -> ((start, end) of the first match, ...)`, `_NO_MATCH` first when there is
-    none: the C++ binding under a compiled google-re2 pattern. Private (`_regexp.Match`, `_Anchor`): the public
-    `search` wraps every call in Python (argument checks, a match object), a third of the cost of a rule
-    check, and rules are checked on every line of every article. Named here only; `tests/test_internals.py`
-    fails by name if google-re2 changes it."""
-    return functools.partial(compiled._regexp.Match, re2._Anchor.UNANCHORED)
+def _re2_binding() -> tuple:
+    """(the anchor value of an unanchored search, a getter of a compiled google-re2 pattern's C++ `Match`):
+    `match(anchor, data, start, end)` answers the first match's span first, `_NO_MATCH` when there is none.
+    Private (`_Anchor`, `_regexp.Match`): the public `search` wraps every call in Python (argument checks, a
+    match object), a third of the cost of a rule check, and rules are checked on every line of every
+    article. Named here only; `tests/test_internals.py` fails by name if google-re2 changes them."""
+    return re2._Anchor.UNANCHORED, operator.attrgetter("_regexp.Match")
+
+
+_UNANCHORED, _match_of = _re2_binding()
 
 
 class LinearPattern:
@@ -438,18 +440,18 @@ class LinearPattern:
             compiled = re2.compile(self.re2_pattern, _options())
         except re2.error as err:
             raise PatternError(f"RE2 cannot compile it: {err}") from err
-        return _raw_search(compiled)
+        return _match_of(compiled)  # the binding itself, without the wrapper (`_re2_binding`)
 
-    def _first_match(self, data, start, end):
+    def _first_match(self, anchor, data, start, end):
         self._match = self._compile()
-        return self._match(data, start, end)
+        return self._match(anchor, data, start, end)
 
     def search(self, text: str) -> bool:
         data = text.encode("utf-8", "surrogatepass")
-        return self._match(data, 0, len(data))[0] != _NO_MATCH
+        return self._match(_UNANCHORED, data, 0, len(data))[0] != _NO_MATCH
 
     def search_utf8(self, data: bytes) -> bool:
-        return self._match(data, 0, len(data))[0] != _NO_MATCH
+        return self._match(_UNANCHORED, data, 0, len(data))[0] != _NO_MATCH
 
     def __repr__(self) -> str:
         return f"LinearPattern({self.pattern!r})"
