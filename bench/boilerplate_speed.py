@@ -11,7 +11,8 @@ import argparse
 import json
 import time
 
-from wirewash.transforms.boilerplate import _raw_fold, fold_line, load_rules, strip_boilerplate
+from wirewash.transforms.boilerplate import fold_line, load_rules, strip_boilerplate
+from wirewash.transforms.text import raw_fold
 
 
 def best_of(fn, repeats: int = 3) -> float:
@@ -40,7 +41,7 @@ def main(argv=None) -> int:
             if len(texts) >= args.n:
                 break
     rules = load_rules()
-    folded = [(fold_line(line), _raw_fold(line)) for text, _ in texts for line in text.splitlines() if line.strip()]
+    folded = [(fold_line(line), raw_fold(line)) for text, _ in texts for line in text.splitlines() if line.strip()]
     per_line = best_of(lambda: [rules.match(f, r) for f, r in folded]) / len(folded)
 
     def clean_all():

@@ -12,7 +12,7 @@ import sys
 
 import duckdb
 
-TABLES = ("documents", "duplicates", "rejected")
+from wirewash.transforms.types import TABLES
 
 
 def differences(lake_a: str, lake_b: str) -> dict:

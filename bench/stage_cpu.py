@@ -6,7 +6,7 @@ Two runs of `wirewash run --input CORPUS --output LAKE --overwrite` in ONE proce
 `--direct_num_workers=1`; the extraction subprocess is its child): the first bare, for the CPU seconds
 (user + system) of the process and of its children, the second under `py-spy record` (on-CPU samples of
 the process), for where the process's go. Each sample is charged to the innermost wirewash module on its
-stack (`transforms/normalize.py` -> normalize, `pipeline/spill.py` -> spill, library code to the stage that
+stack (`transforms/normalize.py` -> normalize, `transforms/spill.py` -> spill, library code to the stage that
 called it); module loading is "imports", samples with no wirewash frame are Beam's own per-element and
 per-bundle work ("beam"), a thread seen waiting is not counted. Stage CPU = its share of the samples x the
 process's CPU; the children's CPU (the extraction subprocess: trafilatura, and pickling pages to it) is
@@ -50,7 +50,7 @@ def stage_of_stack(stack: str) -> str:
         return None
     if "importlib._bootstrap" in stack:
         return "imports"
-    if "pipeline/spill.py" in stack:
+    if "transforms/spill.py" in stack:
         return "spill"
     for frame in frames:
         match = _FRAME.search(frame)

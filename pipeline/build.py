@@ -31,7 +31,6 @@ from wirewash.pipeline.lake import (DEFAULT_PARTITION_BY, WriteLake, check_outpu
 from wirewash.pipeline.lifetime import LAUNCHER_ENV
 from wirewash.pipeline.options import WirewashOptions, check_options
 from wirewash.pipeline.runners import prepare_runner
-from wirewash.pipeline.spill import Spill, make_spill_dir, remove_spill_dir
 from wirewash.pipeline.version import wirewash_version
 from wirewash.transforms.boilerplate import StripBoilerplate, load_rules
 from wirewash.transforms.dedup import DedupConfig, DeduplicateArticles
@@ -39,6 +38,7 @@ from wirewash.transforms.extract import ExtractText
 from wirewash.transforms.language import DetectLanguage
 from wirewash.transforms.lake_dedup import DedupAgainstLake
 from wirewash.transforms.normalize import NormalizeArticles
+from wirewash.transforms.spill import Spill, make_spill_dir, remove_spill_dir
 
 __all__ = ["IngestArticles", "RunSettings", "settings_from_options", "build_pipeline", "default_input",
            "resolve_runner", "local_workers", "input_bytes", "tune_malloc", "remove_spill",
@@ -150,7 +150,7 @@ class IngestArticles(beam.PTransform):
         self.max_record_bytes = max_record_bytes
         self.dedup = dedup
         self.max_decompressed_bytes = max_decompressed_bytes
-        self.spill = spill or Spill()  # where articles wait at stage boundaries (pipeline/spill.py)
+        self.spill = spill or Spill()  # where articles wait at stage boundaries (transforms/spill.py)
 
     def expand(self, pbegin):
         read = pbegin | "Read" >> ReadArticles(self.files, self.max_record_bytes, self.max_decompressed_bytes)

@@ -21,13 +21,11 @@ import difflib
 import os
 import tomllib
 
+from wirewash.transforms.errors import UsageError
+
 __all__ = ["UsageError", "config_to_argv", "merge_argv", "option_of", "PATH_OPTIONS"]
 
 PATH_OPTIONS = ("input", "output", "rules")
-
-
-class UsageError(ValueError):
-    """A user mistake, said in one sentence."""
 
 
 def _suggest(name: str, choices) -> str:
@@ -36,13 +34,21 @@ def _suggest(name: str, choices) -> str:
 
 
 def _actions(parser: argparse.ArgumentParser) -> dict:
-    """Option name without dashes -> argparse action, for every long option of the parser."""
+    """Option name without dashes -> argparse action, for every long option of the parser. Private
+    (`parser._actions`): argparse has no public listing of a parser's options; tests/test_internals.py fails by
+    name if it changes."""
     found = {}
-    for action in parser._actions:  # argparse has no public listing of its actions
+    for action in parser._actions:
         for flag in action.option_strings:
             if flag.startswith("--"):
                 found[flag[2:]] = action
     return found
+
+
+def _repeatable(action) -> bool:
+    """Whether an option may be given several times (`action="append"`). Private (`argparse._AppendAction`):
+    argparse names its action classes only privately; tests/test_internals.py fails by name if it changes."""
+    return isinstance(action, argparse._AppendAction)
 
 
 def option_of(arg: str) -> str | None:
@@ -87,7 +93,7 @@ def config_to_argv(path: str, parser: argparse.ArgumentParser) -> list[str]:
                 argv.append(f"--{name}")
             continue
         values = value if isinstance(value, list) else [value]
-        if isinstance(value, list) and not isinstance(action, argparse._AppendAction):
+        if isinstance(value, list) and not _repeatable(action):
             raise UsageError(f"{where} takes one value, got a list")
         for item in values:
             if isinstance(item, (dict, list)) or isinstance(item, bool):
@@ -108,6 +114,6 @@ def merge_argv(config_argv: list[str], cli_argv: list[str], parser: argparse.Arg
     wins); a repeatable option on the command line drops the config's values for it."""
     actions = _actions(parser)
     on_cli = {option_of(a) for a in cli_argv if option_of(a)}
-    repeatable_on_cli = {n for n in on_cli if isinstance(actions.get(n), argparse._AppendAction)}
+    repeatable_on_cli = {n for n in on_cli if _repeatable(actions.get(n))}
     kept = [a for a in config_argv if option_of(a) not in repeatable_on_cli]
     return kept + cli_argv

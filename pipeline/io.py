@@ -21,7 +21,6 @@ import os
 import posixpath
 import re
 import stat
-from datetime import datetime, timezone
 from typing import Iterable, Iterator, NamedTuple, Optional, Union
 
 import apache_beam as beam
@@ -30,6 +29,7 @@ from apache_beam.io.filesystem import CompressionTypes, FileMetadata
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from wirewash.transforms.records import parse_published, source_from_url
 from wirewash.transforms.types import FORMAT_HTML, FORMAT_TEXT, Article, Rejection, excerpt
 
 __all__ = ["ReadArticles", "InputFile", "match_inputs", "InputError", "plan_ranges", "ByteRange"]
@@ -49,7 +49,6 @@ DEFAULT_MAX_DECOMPRESSED_BYTES = 16 << 30
 MAX_COMPRESSION_RATIO = 100
 RATIO_CHECK_AFTER = 16 << 20
 MAX_ID_CHARS = 256
-MIN_YEAR, MAX_YEAR = 1800, 2200
 
 REASON_BAD_JSON = "bad_json"
 REASON_NOT_AN_OBJECT = "not_an_object"
@@ -150,39 +149,6 @@ def from_wire(wired) -> InputFile:
 def stable_id(*parts: str) -> str:
     """A 16-hex-digit id from stable strings (xxh3-64), so reruns give the same ids."""
     return xxhash.xxh3_64_hexdigest("\x1f".join(parts).encode("utf-8"))
-
-
-def parse_published(value) -> Optional[str]:
-    """An ISO-8601 date or datetime string -> canonical UTC ISO string, or None when it is not a sane date.
-
-    Naive datetimes are taken as UTC. Years outside 1800-2200 are refused: they are typos or attacks, and
-    the value later names a partition folder.
-    """
-    if not isinstance(value, str) or not 8 <= len(value.strip()) <= 40:
-        return None
-    text = value.strip()
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ][0-9:.,]+(Z|[+-]\d{2}:?\d{2})?)?", text):
-        return None
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc).replace(microsecond=0).isoformat()
-
-
-def source_of(url: Optional[str]) -> Optional[str]:
-    """The site of a URL (host, lower-cased, without `www.`), or None."""
-    if not url:
-        return None
-    match = re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://([^/?#:@]+@)?([^/?#:]+)", url.strip())
-    if not match:
-        return None
-    host = match.group(2).lower().rstrip(".")
-    return host[4:] if host.startswith("www.") else host
 
 
 def looks_binary(data: bytes) -> bool:
@@ -291,7 +257,7 @@ def parse_json_record(raw: bytes, location: str, fallback_id_parts: tuple[str, .
         source_location=location,
         format=FORMAT_TEXT if text is not None else FORMAT_HTML,
         url=url,
-        source=(obj.get("source") or source_of(url) or None),
+        source=(obj.get("source") or source_from_url(url) or None),
         title=(obj.get("title") or "").strip() or None,
         published_at=parse_published(obj.get("published")),
         text=text if text is not None else "",

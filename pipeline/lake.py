@@ -59,7 +59,9 @@ from apache_beam.utils.windowed_value import WindowedValue
 from wirewash.pipeline.lifetime import claim
 from wirewash.transforms.dedup import DedupConfig
 from wirewash.transforms.lake_dedup import INDEX_SCHEMA, index_row, read_index_ids
-from wirewash.transforms.types import UNDETERMINED_LANGUAGE, UNKNOWN_DATE, Article
+from wirewash.transforms.records import MAX_YEAR, MIN_YEAR
+from wirewash.transforms.types import (DOCUMENTS, DUPLICATES, REJECTED, TABLES, UNDETERMINED_LANGUAGE, UNKNOWN_DATE,
+                                      Article)
 
 __all__ = ["WriteLake", "DOCUMENTS_SCHEMA", "DUPLICATES_SCHEMA", "REJECTED_SCHEMA", "partition_of",
            "summarize", "LakeExistsError", "check_output_location", "SUMMARY_FILE", "TABLES", "LANGUAGES",
@@ -67,8 +69,6 @@ __all__ = ["WriteLake", "DOCUMENTS_SCHEMA", "DUPLICATES_SCHEMA", "REJECTED_SCHEM
            "MARKER_FILE", "REPORT_FILE", "is_lake", "sort_rows", "write_parquet", "manifest_files"]
 
 NAMESPACE = "write"
-DOCUMENTS, DUPLICATES, REJECTED = "documents", "duplicates", "rejected"
-TABLES = (DOCUMENTS, DUPLICATES, REJECTED)
 SUMMARY_FILE = "_SUMMARY.json"
 REPORT_FILE = "_REPORT.html"  # written by `wirewash report`; part of the lake, removed with it
 # Written before the first file of a commit moves in: a folder holding it (or a _SUMMARY.json) is a wirewash
@@ -156,7 +156,6 @@ sl sm sn so sq sr ss st su sv sw ta te tg th ti tk tl tn to tr ts tt tw ty ug uk
 yo za zh zu
 ast bal bho ceb chr ckb fil gom haw hmn ilo kab kha lif mai mfe mni nso ory sat scn syr tet war yue zza
 """.split())
-MIN_YEAR, MAX_YEAR = 1800, 2200  # as pipeline/io.py accepts them
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _PARTITION = re.compile(r"^lang=([a-z]{2,3})/date=(\d{4}(?:-\d{2}(?:-\d{2})?)?|unknown)$")
 

@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from wirewash.transforms.dedup import DedupConfig
+
 __all__ = ["WirewashOptions", "DEFAULT_INPUT_HELP", "Integer", "Number", "Timestamp", "check_options"]
 
 DEFAULT_INPUT_HELP = "the five sample articles shipped with wirewash (seeds/)"
@@ -102,6 +104,7 @@ class Timestamp:
 # Bounds. Record sizes: a record is held in memory whole, so 1 GiB is the most that is sensible; a
 # decompressed stream is counted, never held, so its cap may go to 1 PiB. MinHash: rensa takes a 64-bit
 # seed; more than 1,024 permutations buys nothing at this threshold range and costs linear time per record.
+DEDUP = DedupConfig()  # the dedup stage's defaults are the flags' defaults
 MAX_RECORD_BYTES = 1 << 30
 MAX_DECOMPRESSED_BYTES = 1 << 50
 YEAR_SECONDS = 366 * 86_400
@@ -153,22 +156,22 @@ class WirewashOptions(PipelineOptions):
             help="a .gz input inflating beyond this many bytes, or beyond 100 times its compressed size, "
                  "stops being read (decompression_limit in rejected/). Default: 17179869184 (16 GiB)")
         parser.add_argument(
-            "--near_threshold", type=Number(0.0, 1.0, low_open=True), default=0.5, metavar="J",
+            "--near_threshold", type=Number(0.0, 1.0, low_open=True), default=DEDUP.threshold, metavar="J",
             help="Jaccard similarity of word 5-shingles from which two articles are near duplicates. "
-                 "Default: 0.5 (candidates are verified on the shingle sets before they merge)")
+                 f"Default: {DEDUP.threshold:g} (candidates are verified on the shingle sets before they merge)")
         parser.add_argument(
-            "--num_perm", type=Integer(16, 1024), default=128, metavar="N",
-            help="MinHash permutations (signature length). Default: 128")
+            "--num_perm", type=Integer(16, 1024), default=DEDUP.num_perm, metavar="N",
+            help=f"MinHash permutations (signature length). Default: {DEDUP.num_perm}")
         parser.add_argument(
-            "--minhash_seed", type=Integer(0, 2**64 - 1), default=1, metavar="N",
-            help="MinHash seed: the same on every worker and every run. Default: 1")
+            "--minhash_seed", type=Integer(0, 2**64 - 1), default=DEDUP.seed, metavar="N",
+            help=f"MinHash seed: the same on every worker and every run. Default: {DEDUP.seed}")
         parser.add_argument(
             "--no_near_dedup", action="store_true", default=False,
             help="only remove exact duplicates")
         parser.add_argument(
-            "--near_window_days", type=Number(0.0, 36_600.0), default=30.0, metavar="DAYS",
+            "--near_window_days", type=Number(0.0, 36_600.0), default=DEDUP.near_window_days, metavar="DAYS",
             help="near (not exact) copies must be published within this many days of each other when both "
-                 "dates are known; 0 turns the window off. Default: 30")
+                 f"dates are known; 0 turns the window off. Default: {DEDUP.near_window_days:g}")
         parser.add_argument(
             "--spill_dir", default=None, metavar="DIR",
             help="local runs: where the articles wait between stages, compressed, instead of in memory (a "

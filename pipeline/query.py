@@ -29,13 +29,15 @@ from typing import IO, Iterator, Optional
 
 import duckdb
 
+from wirewash.transforms.types import TABLES
+
 __all__ = ["open_lake", "lake_snapshot", "run_query", "export", "format_rows", "check_read_only",
            "check_out_path", "Snapshot", "LakeNotFoundError", "QueryNotAllowedError", "QueryTimeoutError",
            "ResultNotWritableError", "LakeChangedError", "documents_select", "TABLES", "FORMATS", "DEFAULT_TIMEOUT", "BATCH_ROWS"]
 
-# The lake's tables and summary file (as in pipeline/lake.py). Not imported from there: that module imports
-# Apache Beam, which would add over a second to the start of every `wirewash query`, `report` and `ddl`.
-TABLES = ("documents", "duplicates", "rejected")
+# The lake's summary file (as in pipeline/lake.py). Not imported from there: that module imports Apache Beam,
+# which would add over a second to the start of every `wirewash query`, `report` and `ddl` (the tables' names
+# come from transforms/types.py, which imports nothing).
 SUMMARY_FILE = "_SUMMARY.json"
 PARTITION_TYPES = "{'lang': 'VARCHAR', 'date': 'VARCHAR'}"
 FORMATS = ("table", "csv", "json", "parquet")

@@ -13,9 +13,10 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from wirewash.pipeline.io import split_title
-from wirewash.transforms.boilerplate import (RuleSet, StripBoilerplate, _raw_fold, edge_pass_applies, first_chars, fold_line,
+from wirewash.transforms.boilerplate import (RuleSet, StripBoilerplate, edge_pass_applies, first_chars, fold_line,
                                    load_rules, required_substrings, strip_boilerplate)
 from wirewash.transforms.normalize import normalize_text
+from wirewash.transforms.text import raw_fold
 from wirewash.transforms.types import FORMAT_HTML, FORMAT_TEXT, Article
 
 RULES = load_rules()
@@ -510,7 +511,7 @@ def test_the_gate_never_changes_a_decision():
     lines += [line[1:] for line in lines] + [line.upper() for line in lines]
     for line in lines:
         folded = fold_line(line)
-        assert RULES.match(folded, _raw_fold(line)) == ungated.match(folded, _raw_fold(line)), line
+        assert RULES.match(folded, raw_fold(line)) == ungated.match(folded, raw_fold(line)), line
 
 
 def test_unspaced_list_lines_at_the_bottom_are_no_fragments():

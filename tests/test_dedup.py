@@ -129,7 +129,7 @@ def test_sketch_jaccard_is_exact_on_small_sets():
 @pytest.fixture(params=["inline", "disk"])
 def spill(request, tmp_path):
     """Both ways dedup verifies candidates: sketches joined inline, or their spill tokens as a side input."""
-    from wirewash.pipeline.spill import Spill, make_spill_dir, remove_spill_dir
+    from wirewash.transforms.spill import Spill, make_spill_dir, remove_spill_dir
 
     if request.param == "inline":
         yield Spill()

@@ -328,7 +328,7 @@ def test_a_broken_installation_fails_the_run_instead_of_rejecting_every_page():
 def test_missing_lxml_html_clean_is_a_hard_error_at_construction():
     code = ("import sys; sys.modules['lxml_html_clean'] = None; sys.modules['lxml.html.clean'] = None\n"
             "import apache_beam as beam\n"
-            "from transforms.extract import ExtractText\n"
+            "from wirewash.transforms.extract import ExtractText\n"
             "import shutil\n"
             "p = beam.Pipeline()\n"
             "try:\n"
@@ -379,7 +379,7 @@ class _FakePipeline:
     """Only the options, which is all the check reads."""
 
     def __init__(self, options):
-        self._options = options
+        self.options = options
 
 
 def test_extraction_is_one_step_with_no_stage_boundary_and_texts_pass_unguarded():

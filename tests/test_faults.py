@@ -23,7 +23,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from wirewash.pipeline import build as pipeline_build
 from wirewash.pipeline.cli import main
 from wirewash.pipeline.lake import MARKER_FILE, STAGING_DIR, STAGING_MARKER, SUMMARY_FILE, WriteLake, commit
-from wirewash.pipeline.spill import SPILL_PREFIX
+from wirewash.transforms.spill import SPILL_PREFIX
 from tests.data.make_hostile import STORIES
 from tests.helpers import lake_rows, sigkill_while_staging, summary
 from wirewash.transforms.types import Article, Duplicate, Rejection
@@ -512,7 +512,7 @@ def test_sigkill_leaves_no_child_process_behind(tmp_path, pages, mode):
 def test_follow_ends_a_process_when_the_followed_one_is_killed(tmp_path):
     """`follow` without Beam: a grandchild following its parent ends once that parent is SIGKILLed."""
     script = ("import os, subprocess, sys, time\n"
-              "child = subprocess.Popen([sys.executable, '-c', 'import os, time; from pipeline.lifetime import follow; "
+              "child = subprocess.Popen([sys.executable, '-c', 'import os, time; from wirewash.pipeline.lifetime import follow; "
               "follow(os.getppid()); print(os.getpid(), flush=True); time.sleep(60)'])\n"
               "time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, start_new_session=True,
@@ -611,7 +611,7 @@ def test_a_stop_after_the_commit_says_the_lake_is_complete(tmp_path):
     finishing) finds a new _SUMMARY.json and says the lake is complete instead of "nothing was committed"."""
     lake = tmp_path / "lake"
     script = ("import os, signal, sys, time\n"
-              "from pipeline.lifetime import StopOnSignals\n"
+              "from wirewash.pipeline.lifetime import StopOnSignals\n"
               f"lake = {str(lake)!r}\n"
               "with StopOnSignals() as stop:\n"
               "    stop.arm(lake, lake + '/_staging', summary=lake + '/_SUMMARY.json')\n"

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from wirewash.pipeline.cli import main
 from wirewash.pipeline.io import InputFile, expected_records, format_of, parse_file, read_whole
-from wirewash.pipeline.spill import pack_article, unpack_article
+from wirewash.transforms.spill import pack_article, unpack_article
 from tests.conftest import SHARED
 from tests.helpers import lake_rows, summary
 from wirewash.transforms.types import Article, Rejection

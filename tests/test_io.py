@@ -7,7 +7,8 @@ import json
 import pytest
 
 from wirewash.pipeline.io import (InputError, InputFile, format_of, match_inputs, parse_document_file, parse_file,
-                         parse_json_record, parse_published, source_of, split_title, stable_id)
+                                  parse_json_record, split_title, stable_id)
+from wirewash.transforms.records import parse_published, source_from_url
 from wirewash.transforms.types import Article, Rejection
 from tests.helpers import ARTICLE_EN, write_jsonl
 
@@ -86,8 +87,8 @@ def test_missing_id_gets_stable_hash_of_url_else_location():
 @pytest.mark.parametrize("url, source", [("https://www.Example.com/a", "example.com"),
                                          ("http://user@news.site.vn:8080/x", "news.site.vn"),
                                          ("not a url", None), (None, None)])
-def test_source_of(url, source):
-    assert source_of(url) == source
+def test_source_from_url(url, source):
+    assert source_from_url(url) == source
 
 
 def test_split_title_only_for_headlines():

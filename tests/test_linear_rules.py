@@ -20,8 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wirewash.pipeline.config import UsageError
+from wirewash.transforms.errors import UsageError
 from wirewash.transforms import boilerplate, repeated_lines
+from wirewash.transforms import text as textfold
 from wirewash.transforms.boilerplate import load_rules, strip_boilerplate
 from wirewash.transforms.linear_regex import LinearPattern, PatternError, to_re2
 
@@ -29,10 +30,10 @@ RULES = load_rules()
 EXAMPLES = int(os.environ.get("WIREWASH_FUZZ_EXAMPLES", "25"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 # The cleaner's own patterns that RE2 runs (nested repeats, word boundaries).
-MODULE_LINEAR = [boilerplate._EDGE_KEEP, boilerplate._AUTHOR_PAIR]
+MODULE_LINEAR = [textfold.KEEP_AT_EDGE, boilerplate._AUTHOR_PAIR]
 # Patterns left on Python's `re`: one class repeated, or a fixed sequence; no nested repeat, no backtracking
 # that grows with the line.
-MODULE_RE = [boilerplate._SPACES, boilerplate._SENTENCE_END, boilerplate._WORD, boilerplate._INNER_END,
+MODULE_RE = [textfold._SPACES, textfold.SENTENCE_END, textfold._WORD, boilerplate._INNER_END,
              boilerplate._NON_ASCII_LETTER, boilerplate._UNSPACED, repeated_lines._NUMBER]
 
 
@@ -169,7 +170,7 @@ MAX_RECORD_RATIO = 60  # a whole record goes through several copies of itself (f
 
 
 @pytest.mark.parametrize("pattern", ALL_PATTERNS[:: max(1, len(ALL_PATTERNS) // 60)] + [
-    boilerplate._AUTHOR_PAIR.pattern, boilerplate._EDGE_KEEP.pattern])
+    boilerplate._AUTHOR_PAIR.pattern, textfold.KEEP_AT_EDGE.pattern])
 def test_rule_time_grows_linearly_on_adversarial_lines(pattern):
     linear = LinearPattern(pattern)
     ratio = _scaling(linear.search, _adversarial(pattern, 10_000), _adversarial(pattern, 100_000))
@@ -203,7 +204,7 @@ def test_the_whole_cleaner_grows_linearly_with_the_record(seed, tail):
     """One record made of a repeated seed (10 KB, then 100 KB): the cleaner's time grows about linearly (the
     one-line capital run `'A' * n + '!'` took 69 s at 400 characters before)."""
     def clean(text):
-        boilerplate.fold_line.cache_clear()
+        textfold.fold_line.cache_clear()
         strip_boilerplate(text, RULES, title="Title")
 
     small, large = (seed * (10_000 // len(seed)) + tail), (seed * (100_000 // len(seed)) + tail)

@@ -8,7 +8,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from wirewash.pipeline.build import MULTIPROCESS_MIN_BYTES, tune_malloc, resolve_runner
-from wirewash.pipeline.spill import Spill
+from wirewash.transforms.spill import Spill
 from wirewash.transforms.dedup import _KeyTableFn, _Key, _decide_from_table, equal_runs, shared_buckets
 
 
@@ -93,7 +93,7 @@ def test_empty_key_table_decides_nothing():
 
 
 def test_key_table_on_disk_crosses_the_runner_as_tokens_and_decides_the_same(tmp_path):
-    from wirewash.pipeline.spill import make_spill_dir, remove_spill_dir
+    from wirewash.transforms.spill import make_spill_dir, remove_spill_dir
 
     keys = [_key(i, [i % 3, 100 + i % 2])._replace(content_hash=f"{i % 6:032x}") for i in range(12)]
     folder = make_spill_dir(str(tmp_path))
@@ -125,7 +125,7 @@ def test_worker_processes_start_with_the_malloc_settings(tmp_path):
 
 
 def test_packed_articles_come_back_equal_with_their_types():
-    from wirewash.pipeline.spill import pack_article, unpack_article
+    from wirewash.transforms.spill import pack_article, unpack_article
     from wirewash.transforms.types import Article
 
     article = Article("d1", "in.jsonl:7", "text", url=None, title="Titel é", text="Körper " * 200, lang_prob=0.123456789,

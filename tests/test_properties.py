@@ -258,7 +258,7 @@ def test_language_detection_agrees_across_processes():
     samples = [" ".join(rng.choice(vocab) for _ in range(rng.randint(3, 40))) for _ in range(40)]
     detect = load_langdetect()
     here = [list(detect_language(t, detect)) for t in samples]
-    code = ("import json, sys; from transforms.language import detect_language, load_langdetect; "
+    code = ("import json, sys; from wirewash.transforms.language import detect_language, load_langdetect; "
             "d = load_langdetect(); "
             "print(json.dumps([detect_language(t, d) for t in json.load(sys.stdin)]))")
     proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(samples), capture_output=True, text=True,

@@ -279,7 +279,7 @@ def test_a_lake_path_that_is_not_utf8_is_one_line(lake, tmp_path):
 
 # --- streaming results and closed pipes --------------------------------------------------------------------
 
-MEASURE = ("import resource, sys; from pipeline.cli import main; code = main(sys.argv[1:]); "
+MEASURE = ("import resource, sys; from wirewash.pipeline.cli import main; code = main(sys.argv[1:]); "
            "print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(code)")
 
 

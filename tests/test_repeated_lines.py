@@ -9,7 +9,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from wirewash.transforms.boilerplate import StripBoilerplate, fold_line, load_rules, match_line, strip_boilerplate
 from wirewash.transforms.repeated_lines import (LABELS, SHARED, LearnRepeatedLines, is_name_like, label_key, line_key,
-                                       line_label, shared_line_key, source_of, story_fingerprint)
+                                       line_label, shared_line_key, site_key, story_fingerprint)
 from wirewash.transforms.types import Article
 
 STORIES = [
@@ -47,28 +47,28 @@ def test_story_fingerprint_is_shared_by_copies():
 
 
 def test_source_is_the_field_else_the_host_without_www():
-    assert source_of(Article("a", "l", "text", url="https://www.x.example/p", source=None)) == "x.example"
-    assert source_of(Article("a", "l", "text", url="https://www.x.example/p", source="Y.example")) == "y.example"
-    assert source_of(Article("a", "l", "text")) == ""
+    assert site_key(Article("a", "l", "text", url="https://www.x.example/p", source=None)) == "x.example"
+    assert site_key(Article("a", "l", "text", url="https://www.x.example/p", source="Y.example")) == "y.example"
+    assert site_key(Article("a", "l", "text")) == ""
 
 
 def test_line_in_enough_distinct_stories_of_one_source_is_learned():
-    site_key = line_key(fold_line(SITE_LINE.format(n=3)))
+    line_of_site = line_key(fold_line(SITE_LINE.format(n=3)))
     with TestPipeline(runner="FnApiRunner") as p:
         learned = p | beam.Create([article(i, s, n=i * 13) for i, s in enumerate(STORIES[:5])]) \
             | LearnRepeatedLines(5)
-        assert_that(learned | beam.Map(lambda d: (sorted(d), site_key in d.get("site-a.example", ()))),
+        assert_that(learned | beam.Map(lambda d: (sorted(d), line_of_site in d.get("site-a.example", ()))),
                     equal_to([(["site-a.example"], True)]))
 
 
 def test_copies_of_one_story_and_other_sources_do_not_count():
-    site_key = line_key(fold_line(SITE_LINE.format(n=3)))
+    line_of_site = line_key(fold_line(SITE_LINE.format(n=3)))
     copies = [article(i, STORIES[0], doc=f"copy{i}") for i in range(8)]         # one story syndicated 8 times
     spread = [article(i, s, source=f"site-{i}.example") for i, s in enumerate(STORIES[:5])]  # 5 sources
     few = [article(i, s, source="site-b.example") for i, s in enumerate(STORIES[:4])]       # below support
     with TestPipeline(runner="FnApiRunner") as p:
         learned = p | beam.Create(copies + spread + few) | LearnRepeatedLines(5)
-        assert_that(learned | beam.Map(lambda d: any(site_key in keys for keys in d.values())), equal_to([False]))
+        assert_that(learned | beam.Map(lambda d: any(line_of_site in keys for keys in d.values())), equal_to([False]))
 
 
 def test_strip_boilerplate_removes_learned_lines_under_their_own_rule():

@@ -371,9 +371,9 @@ def test_dask_runner_names_map_to_the_fixed_runner(name):
 def test_fnapi_runner_short_name_is_known():
     """`--runner=FnApiRunner` works on the pinned Beam through `register_fnapi_runner` (a private Beam map:
     this fails loudly if Beam renames it), and importing the packages alone does not import Beam."""
-    code = ("import sys, pipeline, transforms, pipeline.version\n"
+    code = ("import sys, wirewash.pipeline, wirewash.transforms, wirewash.pipeline.version\n"
             "assert 'apache_beam' not in sys.modules, 'importing the packages imported Beam'\n"
-            "from pipeline.runners import register_fnapi_runner\n"
+            "from wirewash.pipeline.runners import register_fnapi_runner\n"
             "from apache_beam.runners.runner import create_runner\n"
             "register_fnapi_runner()\n"
             "print(type(create_runner('FnApiRunner')).__name__)\n")

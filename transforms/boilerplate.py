@@ -26,12 +26,18 @@ from typing import Callable, Iterable, Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from wirewash.pipeline.config import UsageError
-from wirewash.pipeline.spill import Spill
+from wirewash.transforms.errors import UsageError
 from wirewash.transforms.guard import isolated
 from wirewash.transforms.linear_regex import LinearPattern, LiteralSet, PatternError, compile_linear
-from wirewash.transforms.linear_regex import parse as parse_pattern
-from wirewash.transforms.types import FORMAT_HTML, Article, Rejection, excerpt
+from wirewash.transforms.regex_tree import OPS
+from wirewash.transforms.regex_tree import parse as parse_pattern
+from wirewash.transforms.repeated_lines import (DEFAULT_MIN_SUPPORT, LABEL_RULE, LABELS, SHARED, SHARED_RULE,
+                                                 LearnRepeatedLines, label_key, line_key, line_label, may_be_shared,
+                                                 site_key)
+from wirewash.transforms.repeated_lines import RULE_NAME as LEARNED_RULE
+from wirewash.transforms.spill import Spill
+from wirewash.transforms.text import KEEP_AT_EDGE, SENTENCE_END, fold_line, fold_words, raw_fold
+from wirewash.transforms.types import FORMAT_HTML, REJECTED, Article, Rejection, excerpt
 
 __all__ = ["StripBoilerplate", "RuleSet", "load_rules", "strip_boilerplate", "fold_line", "is_fragment",
            "EDGE_RULE", "match_line"]
@@ -39,7 +45,6 @@ __all__ = ["StripBoilerplate", "RuleSet", "load_rules", "strip_boilerplate", "fo
 NAMESPACE = "boilerplate"
 STAGE = "boilerplate"
 REASON_EMPTY = "empty_after_cleaning"
-REJECTED = "rejected"
 DEFAULT_MAX_WORDS = 30
 MAX_NEEDLES = 12  # a pattern needing one of more literal strings than this is simply tried (`required_substrings`)
 RULES_PACKAGE_FILE = "boilerplate.toml"
@@ -68,56 +73,28 @@ BLOCK_MAX_CHARS = 160
 FRAME_RULES = frozenset({"newsletter", "follow", "share", "cookie", "views", "rating", "comments", "related",
                          "ui_meta", "copyright", "print", "dateline"})
 
-# Bullets, dashes, arrows and similar marks that sites put before UI lines.
-_EDGE_MARKS = "•·◦▪▫■□●○►▶▸»«›‹>|-–—*#~→⇒✓✔☆★ \t"
-_SPACES = re.compile(r"\s+")
-_SENTENCE_END = re.compile(r"[.!?…。！？।॥۔؟։።][\"'”’»)\]」』]*$")
-_WORD = re.compile(r"\w+")
 _INNER_END = re.compile(r"\w[.!?…。！？]\s+\S")  # a sentence ends inside the line ("... reunification. REUTERS")
 _NON_ASCII_LETTER = re.compile(r"[^\W\d_\x00-\x7f]")  # a letter outside ASCII (what `_body_letters` counts)
-# Lines that belong to the article although they look like fragments: author and source credits, contact
-# details, a line introducing a list. The edge pass never removes them (rules still may).
-_EDGE_KEEP = compile_linear(
-    r"(?i:^(theo|nguồn|reporting|additional reporting|editing|writing|with reporting|mit material von|quelle|"
-    r"according to|tổng hợp)\b|\b(reporting|editing|writing) by\b|\((tổng hợp|thực hiện|lược dịch|theo [^)]*)\)$)"
-    r"|^[Bb]y [A-Z]|Theo [A-ZĐ]|\d[\d .-]{6,}\d|https?://|\bwww\.|^(\S+ ){5,}.*:$")
 # "Nguyễn Văn An - Trần Thị Mai": author pairs in title case.
 # The dash must touch a space: "Kinoprogramm-Suche" is one hyphenated word, not two names.
 _AUTHOR_PAIR = compile_linear(r"^([A-ZÀ-ỸĐ][\w.']*\s?){1,4}(\s[-–]|[-–]\s)\s*([A-ZÀ-ỸĐ][\w.']*\s?){1,4}$")
 
 
-@functools.lru_cache(maxsize=1 << 14)
-def fold_line(line: str) -> str:
-    """The comparison form of a line: NFKC, casefolded, edge bullets and marks stripped, spaces collapsed.
-    Cached: the passes ask for the same line several times, and furniture lines recur across articles."""
-    folded = unicodedata.normalize("NFKC", line).casefold()
-    folded = _SPACES.sub(" ", folded).strip(_EDGE_MARKS)
-    return folded
-
-
-def _raw_fold(line: str) -> str:
-    return _SPACES.sub(" ", unicodedata.normalize("NFKC", line).casefold()).strip()
-
-
 def match_line(rules: "RuleSet", line: str) -> Optional[str]:
     """The rule that removes this line on its own (the rules pass of `strip_boilerplate`), or None."""
     folded = fold_line(line)
-    return rules.match(folded, _raw_fold(line) if rules.has_raw else None) if folded else None
-
-
-def _words_only(text: Optional[str]) -> str:
-    return " ".join(_WORD.findall(unicodedata.normalize("NFKC", text or "").casefold()))
+    return rules.match(folded, raw_fold(line) if rules.has_raw else None) if folded else None
 
 
 def is_fragment(line: str, max_words: int = EDGE_MAX_WORDS) -> bool:
     """A line that is not prose: at most `max_words` words (120 characters) that do not end like a sentence,
-    and no author/source credit, contact detail or list introduction (`_EDGE_KEEP`). Unspaced scripts count
+    and no author/source credit, contact detail or list introduction (`KEEP_AT_EDGE`). Unspaced scripts count
     by characters (`count_words`), so a CJK list line or paragraph is never one."""
     folded = fold_line(line)
     if not folded or len(folded) > EDGE_MAX_CHARS or count_words(folded) > max_words:
         return False
     stripped = line.strip()
-    return not (_SENTENCE_END.search(stripped) or _EDGE_KEEP.search(stripped) or _AUTHOR_PAIR.search(stripped))
+    return not (SENTENCE_END.search(stripped) or KEEP_AT_EDGE.search(stripped) or _AUTHOR_PAIR.search(stripped))
 
 
 def count_words(folded: str) -> int:
@@ -126,17 +103,10 @@ def count_words(folded: str) -> int:
     return max(folded.count(" ") + 1, len(_UNSPACED.findall(folded)) // CHARS_PER_UNSPACED_WORD)
 
 
-try:  # private modules of `re` (3.11+), read once per rule at load time; without them rules run ungated
-    from re import _constants as _sre_constants
-    from re import _parser as _sre_parser
-except ImportError:  # pragma: no cover
-    _sre_constants = _sre_parser = None
-
-
 def _needles(items) -> Optional[frozenset]:
     """Strings one of which every match of this parsed sequence contains (the most selective set found:
     its shortest string the longest), or None."""
-    c = _sre_constants
+    c = OPS
     best: Optional[frozenset] = None
 
     def consider(found: Optional[frozenset]) -> None:
@@ -189,7 +159,7 @@ def _first_chars(items) -> Optional[tuple]:
     """(characters a match of this parsed sequence can start with, whether it can match nothing), or None when
     that is not a short list: any character, a class like `\\w` or `[^x]`. `\\d` and `\\s` stand for
     themselves (`_DIGIT_START`, `_SPACE_START`)."""
-    c = _sre_constants
+    c = OPS
     found: set = set()
     for op, av in items:
         nullable = False
@@ -234,7 +204,7 @@ def _first_chars(items) -> Optional[tuple]:
 def first_chars(pattern: str, flags: int = 0) -> Optional[frozenset]:
     """For a pattern anchored at the start (`^...`): the characters a matching line can start with (`\\d`,
     `\\s`: any digit or space), or None (no gate). A line starting with none of them is not tried."""
-    c = _sre_constants
+    c = OPS
     try:
         parsed = parse_pattern(pattern, flags)
         if parsed.state.flags & re.IGNORECASE or not parsed.data or parsed.data[0] != (c.AT, c.AT_BEGINNING):
@@ -421,9 +391,6 @@ def strip_boilerplate(text: str, rules: RuleSet,
     the `title`, and the top run starts after it. Kept lines are returned byte for byte; blank lines left
     around a removed line collapse to one. `on_removed(rule, line)` hears of every removed line.
     """
-    from wirewash.transforms.repeated_lines import (LABEL_RULE, RULE_NAME as LEARNED_RULE, SHARED_RULE, label_key,
-                                           line_key, line_label, may_be_shared)
-
     lines = text.splitlines()
     verdict: list[Optional[str]] = []
     for line in lines:
@@ -439,7 +406,7 @@ def strip_boilerplate(text: str, rules: RuleSet,
                 rule = LABEL_RULE
         verdict.append(rule)
     if edges:
-        _mark_edges(lines, verdict, _words_only(title))
+        _mark_edges(lines, verdict, fold_words(title))
     kept: list[str] = []
     removed: list[str] = []
     for line, rule in zip(lines, verdict):
@@ -474,11 +441,11 @@ def _split_pair(lines: list[str], verdict: list, upper: int, lower: int) -> bool
     end like a sentence, nothing was removed between them, and `lower` ends a sentence (or is too long to be
     furniture). A lower-case widget ("a una sesión para") below another fragment is no half."""
     tail = lines[lower].strip()
-    if not _continues(tail) or _SENTENCE_END.search(lines[upper].strip()):
+    if not _continues(tail) or SENTENCE_END.search(lines[upper].strip()):
         return False
     if any(verdict[j] is not None for j in range(upper + 1, lower)):
         return False
-    return bool(_SENTENCE_END.search(tail) or _INNER_END.search(tail)) or tail.count(" ") >= EDGE_MAX_WORDS
+    return bool(SENTENCE_END.search(tail) or _INNER_END.search(tail)) or tail.count(" ") >= EDGE_MAX_WORDS
 
 
 def _is_short(line: str) -> bool:
@@ -486,7 +453,7 @@ def _is_short(line: str) -> bool:
     folded = fold_line(line)
     stripped = line.strip()
     return (bool(folded) and count_words(folded) <= SHORT_MAX_WORDS and len(folded) <= SHORT_MAX_CHARS
-            and not _EDGE_KEEP.search(stripped) and not _AUTHOR_PAIR.search(stripped))
+            and not KEEP_AT_EDGE.search(stripped) and not _AUTHOR_PAIR.search(stripped))
 
 
 def _body_letters(lines: list[str]) -> frozenset:
@@ -508,7 +475,7 @@ def _is_foreign(line: str, body_letters: Callable[[], frozenset]) -> bool:
     are never foreign."""
     stripped = line.strip()
     words = stripped.split()
-    if not 3 <= len(words) <= EDGE_MAX_WORDS + 3 or _EDGE_KEEP.search(stripped) or _AUTHOR_PAIR.search(stripped):
+    if not 3 <= len(words) <= EDGE_MAX_WORDS + 3 or KEEP_AT_EDGE.search(stripped) or _AUTHOR_PAIR.search(stripped):
         return False
     letters = [ch for ch in stripped if ch.isalpha()]
     if not all(ch.isascii() or unicodedata.name(ch, "").startswith("LATIN") for ch in letters):
@@ -523,7 +490,7 @@ def _is_block_sized(line: str) -> bool:
     Japanese run many words together)."""
     stripped = line.strip()
     n_spaces = stripped.count(" ")
-    max_words = BLOCK_MAX_SENTENCE_WORDS if _SENTENCE_END.search(stripped) else BLOCK_MAX_WORDS
+    max_words = BLOCK_MAX_SENTENCE_WORDS if SENTENCE_END.search(stripped) else BLOCK_MAX_WORDS
     return n_spaces < max_words and len(stripped) <= min(BLOCK_MAX_CHARS, 60 + 15 * n_spaces)
 
 
@@ -531,7 +498,7 @@ def _is_title_line(line: str, title_words: str) -> bool:
     """The title line, or a line that starts with the title's words (a title cut from the first sentence)."""
     if not title_words:
         return False
-    words = _words_only(line)
+    words = fold_words(line)
     return words == title_words or words.startswith(title_words + " ")
 
 
@@ -576,7 +543,7 @@ def _mark_edges(lines: list[str], verdict: list, title_words: str) -> None:
     live = [i for i, line in enumerate(lines) if verdict[i] is None and line.strip()]
 
     def is_title(i: int) -> bool:
-        return bool(title_words) and _words_only(lines[live[i]]) == title_words
+        return bool(title_words) and fold_words(lines[live[i]]) == title_words
 
     top = 0
     while top < len(live) and is_title(top):
@@ -651,12 +618,10 @@ class _StripBoilerplateFn(beam.DoFn):
 
     @isolated(STAGE, REJECTED, article_of=lambda self, parked: self.spill.fetch_article(parked))
     def process(self, parked, learned: Optional[dict] = None):
-        from wirewash.transforms.repeated_lines import LABELS, SHARED, source_of
-
         article = self.spill.fetch_article(parked)
         Metrics.counter(NAMESPACE, "seen").inc()
         learned = learned or {}
-        site_lines = learned.get(source_of(article), frozenset())
+        site_lines = learned.get(site_key(article), frozenset())
         samples: list = []
         text, removed = strip_boilerplate(article.text, self.rules,
                                           lambda name: Metrics.counter(NAMESPACE, name).inc(),
@@ -693,8 +658,6 @@ class StripBoilerplate(beam.PTransform):
     def __init__(self, rule_files: Iterable[str] = (), learn: bool = True, min_support: Optional[int] = None,
                  edges: bool = True, spill: Optional[Spill] = None):
         super().__init__()
-        from wirewash.transforms.repeated_lines import DEFAULT_MIN_SUPPORT
-
         rule_files = tuple(rule_files)
         load_rules(extra_files=rule_files)  # fails here, naming the file, rather than on a worker
         self.rule_texts = tuple(open(path, encoding="utf-8").read() for path in rule_files)
@@ -704,8 +667,6 @@ class StripBoilerplate(beam.PTransform):
         self.spill = spill or Spill()
 
     def expand(self, articles):
-        from wirewash.transforms.repeated_lines import LearnRepeatedLines
-
         # Learning needs the whole batch before the first line is stripped: an unbounded (streaming) input
         # has no such moment, so it gets the rules and the edge pass only.
         if self.learn and getattr(articles, "is_bounded", True):

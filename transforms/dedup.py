@@ -29,7 +29,7 @@ copies, then, per band, the LSH buckets shared by several documents, and the can
 by child, each pair once. Only the documents in a pair are sketched (the bottom-k sketch, up to 8 KB, is the
 largest fingerprint), from the articles that wait for the routing anyway. With a `Spill` on disk (local
 runs), the waiting articles, the key table's batches and the sketches are parked in files and the
-PCollections carry 32-byte tokens (`pipeline/spill.py`); the sketch tokens are then a small side input, and
+PCollections carry 32-byte tokens (`transforms/spill.py`); the sketch tokens are then a small side input, and
 each child is verified against its candidate parents in one step. Inline (managed runners, Dask, in
 process), two joins bring each pair's sketches together instead.
 """
@@ -45,9 +45,9 @@ import apache_beam as beam
 import xxhash
 from apache_beam.metrics import Metrics
 
-from wirewash.pipeline.spill import Spill
+from wirewash.transforms.spill import Spill
 from wirewash.transforms.normalize import content_hash, dedup_key
-from wirewash.transforms.types import Article, Duplicate, Rejection
+from wirewash.transforms.types import DOCUMENTS, DUPLICATES, REJECTED, Article, Duplicate, Rejection
 
 __all__ = ["DeduplicateArticles", "DedupConfig", "shingles", "minhash_signature", "estimate_jaccard",
            "lsh_params", "band_keys", "sort_key", "shingle_sketch", "sketch_jaccard", "story_key", "days_apart"]
@@ -57,7 +57,6 @@ STAGE = "dedup"
 KIND_EXACT = "exact"
 KIND_NEAR = "near"
 REASON_DUPLICATE_ID = "duplicate_id"
-DOCUMENTS, DUPLICATES, REJECTED = "documents", "duplicates", "rejected"
 
 SHINGLE_WORDS = 5
 SHINGLE_CHARS = 5
@@ -69,7 +68,8 @@ NO_DATE = "~"  # sorts after every ISO date: undated copies are never preferred 
 
 
 class DedupConfig(NamedTuple):
-    """Near-duplicate settings; the same on every worker (seeded)."""
+    """Near-duplicate settings; the same on every worker (seeded). Its defaults are the defaults of the
+    `--near_threshold`, `--num_perm`, `--minhash_seed` and `--near_window_days` flags (pipeline/options.py)."""
 
     threshold: float = 0.5
     num_perm: int = 128
@@ -164,7 +164,8 @@ def days_apart(a: Optional[str], b: Optional[str]) -> Optional[float]:
         return None
 
 
-def minhash_signature(items: list[str], num_perm: int = 128, seed: int = 1) -> bytes:
+def minhash_signature(items: list[str], num_perm: int = DedupConfig().num_perm,
+                      seed: int = DedupConfig().seed) -> bytes:
     """MinHash signature (rensa) of a shingle list, packed as `num_perm` unsigned 32-bit integers."""
     import rensa
 

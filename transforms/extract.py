@@ -14,14 +14,19 @@ from __future__ import annotations
 import html as html_lib
 import json
 import re
-import unicodedata
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+from lxml import etree
 
 from wirewash.transforms.guard import FATAL_ERRORS
-from wirewash.transforms.types import FORMAT_HTML, Article, Rejection, excerpt
+from wirewash.transforms.records import parse_published, source_from_url
+from wirewash.transforms.text import fold_words
+from wirewash.transforms.types import FORMAT_HTML, REJECTED, Article, Rejection, excerpt
 
 __all__ = ["ExtractText", "extract_html", "choose_text", "refine_text", "html_lang_hint"]
 
@@ -29,7 +34,6 @@ NAMESPACE = "extract"
 STAGE = "extract"
 REASON_NO_TEXT = "no_text_extracted"
 REASON_ERROR = "extraction_error"
-REJECTED = "rejected"
 RECHECK_WORDS = 300  # a precision result shorter than a short news story gets a second look (balanced mode)
 RECALL_FACTOR = 2  # ...which wins only with at least twice the words: precision cut the article
 FALLBACK_NONE, FALLBACK_BALANCED, FALLBACK_BASELINE = "precision", "balanced", "baseline"
@@ -78,6 +82,7 @@ def html_lang_hint(html: str) -> Optional[str]:
 
 
 def _require_trafilatura():
+    # Imported when a pipeline is built or a page extracted, not with this module: it takes ~0.2 s.
     # trafilatura fails at import without lxml_html_clean; a wrapper that swallowed that would silently
     # turn every page into "no text". Let it raise.
     import trafilatura  # noqa: F401
@@ -117,23 +122,19 @@ def choose_text(precise: str, balanced: Callable[[], str], baseline: Callable[[]
 
 
 def _fold_words(text: Optional[str]) -> list[str]:
-    return re.findall(r"\w+", unicodedata.normalize("NFKC", text or "").casefold())
-
-
-def _folded(text: Optional[str]) -> str:
-    """Folded words of `text` joined by single spaces: the form in which texts are compared."""
-    return " ".join(_fold_words(text))
+    """The folded words of `text` (`fold_words`: the form in which texts are compared), as a list."""
+    return fold_words(text).split()
 
 
 def add_missing_lines(text: str, other: str) -> str:
     """`text` with the lines of `other` it does not contain (compared as folded words, each added once), each
     placed after the line of `text` that holds the `other` line before it, or on top."""
     lines = text.split("\n")
-    keys = [f" {_folded(line)} " for line in lines]
-    whole = f" {_folded(text)} "
+    keys = [f" {fold_words(line)} " for line in lines]
+    whole = f" {fold_words(text)} "
     anchor, added = -1, set()
     for line in other.split("\n"):
-        key = f" {_folded(line)} "
+        key = f" {fold_words(line)} "
         if not key.strip():
             continue
         if key in whole:
@@ -160,8 +161,7 @@ def body_text(body) -> str:
     precision mode keeps when it sits inside the article container. Links then become plain text."""
     if body is None:
         return ""
-    from lxml import etree
-    from trafilatura.xml import xmltotxt
+    from trafilatura.xml import xmltotxt  # deferred: see `_require_trafilatura`
 
     for block in list(body.iter(*_BLOCKS)):
         if block.getparent() is None or any(child.tag in _BLOCKS or child.tag == "list" for child in block):
@@ -242,8 +242,6 @@ def shown_in_body(tree, text: str) -> bool:
     """Whether the page shows `text` in its `<body>` (not only in a `<head>` meta tag or a script's data): its
     words in a row, whatever the punctuation, quotes, case and markup between them. Removes the scripts and
     styles from `tree`."""
-    from lxml import etree
-
     body = tree.find(".//body") if tree is not None else None
     words = re.findall(r"\w+", text)
     if body is None or not words:
@@ -264,7 +262,7 @@ def add_standfirst(text: str, description: Optional[str], tree, titles=()) -> st
     words = _fold_words(description)
     if not STANDFIRST_MIN_WORDS <= len(words) <= STANDFIRST_MAX_WORDS or description.endswith(("...", "…")):
         return text
-    if " ".join(words) in _folded(text) or not shown_in_body(tree, description):
+    if " ".join(words) in fold_words(text) or not shown_in_body(tree, description):
         return text
     return put_under_headline(text, description, titles)
 
@@ -303,8 +301,8 @@ def page_intro(tree) -> Optional[str]:
 
 def put_under_headline(text: str, lead: Optional[str], titles=()) -> str:
     """`text` with `lead` after its headline line (or on top without one), unless its words are in it already."""
-    folded = _folded(lead)
-    if not folded or folded in _folded(text):
+    folded = fold_words(lead)
+    if not folded or folded in fold_words(text):
         return text
     first, sep, rest = text.partition("\n")
     if is_headline(first, titles):
@@ -376,7 +374,7 @@ def drop_title_line(text: str, titles) -> str:
     return text
 
 
-def apply_extraction(article: Article, extracted: Extracted, parse_date) -> Article:
+def apply_extraction(article: Article, extracted: Extracted, parse_date=parse_published) -> Article:
     """The article with extracted text (headline line removed), and metadata filled in only where the
     record had none."""
     return article._replace(
@@ -392,6 +390,13 @@ def apply_extraction(article: Article, extracted: Extracted, parse_date) -> Arti
 def _extract_in_worker(extract, html: str, url: Optional[str]) -> Extracted:
     """What the page guard's worker (a thread or a subprocess) runs for one page."""
     return (extract or extract_html)(html, url)
+
+
+def worker_processes(pool: ProcessPoolExecutor) -> list:
+    """The worker processes of a process pool, to kill a hung one. Private (`_processes`): before Python 3.14
+    (`kill_workers`) the pool has no public handle on its workers, and `shutdown` waits for a hung page
+    forever. `tests/test_internals.py` fails by name if the attribute changes."""
+    return list((getattr(pool, "_processes", None) or {}).values())
 
 
 class _PageGuard:
@@ -410,12 +415,7 @@ class _PageGuard:
         if not self.isolate and self.timeout is None:
             return _extract_in_worker(extract, html, url)
         if self.pool is None:
-            import concurrent.futures
-
-            self.pool = (concurrent.futures.ProcessPoolExecutor(1) if self.isolate
-                         else concurrent.futures.ThreadPoolExecutor(1))
-        from concurrent.futures.process import BrokenProcessPool
-
+            self.pool = ProcessPoolExecutor(1) if self.isolate else ThreadPoolExecutor(1)
         try:
             return self.pool.submit(_extract_in_worker, extract, html, url).result(self.timeout)
         except (TimeoutError, BrokenProcessPool):
@@ -426,7 +426,7 @@ class _PageGuard:
         pool, self.pool = self.pool, None
         if pool is None:
             return
-        processes = list((getattr(pool, "_processes", None) or {}).values()) if self.isolate else []
+        processes = worker_processes(pool) if self.isolate else []
         pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
             if process.is_alive():
@@ -446,9 +446,6 @@ class _ExtractFn(beam.DoFn):
 
     def setup(self):
         _require_trafilatura()
-        from wirewash.pipeline.io import parse_published, source_of
-        self.parse_date = parse_published
-        self.source_of = source_of
         self.guard = _PageGuard(self.timeout, self.isolate)
 
     def teardown(self):
@@ -474,8 +471,8 @@ class _ExtractFn(beam.DoFn):
             return
         Metrics.counter(NAMESPACE, "kept").inc()
         Metrics.counter(NAMESPACE, f"text_from_{extracted.fallback}").inc()
-        updated = apply_extraction(article, extracted, self.parse_date)
-        yield updated._replace(source=updated.source or self.source_of(updated.url))
+        updated = apply_extraction(article, extracted, parse_published)
+        yield updated._replace(source=updated.source or source_from_url(updated.url))
 
 
 def _is_page(article: Article) -> bool:
@@ -499,9 +496,7 @@ def _isolation_is_safe(pipeline) -> bool:
     itself a gRPC SDK harness (multi-processing DirectRunner, portable runners) crashed when forking under load
     (`BrokenProcessPool` in `finish_bundle`, which Beam does not route to the dead letters), and Dask workers are
     daemonic processes, which may not have children. Elsewhere the per-page timeout alone guards the run."""
-    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
-
-    options = getattr(pipeline, "_options", None)
+    options = getattr(pipeline, "options", None)
     if options is None:
         return True
     runner = options.view_as(StandardOptions).runner

@@ -29,12 +29,11 @@ from apache_beam.metrics import Metrics
 
 from wirewash.transforms.dedup import KIND_EXACT, KIND_NEAR, REASON_DUPLICATE_ID, STAGE, DedupConfig, band_keys, lsh_params
 from wirewash.transforms.stateful_dedup import IndexEntry, NearIndex, fingerprint
-from wirewash.transforms.types import Article, Duplicate, Rejection
+from wirewash.transforms.types import DUPLICATES, REJECTED, Article, Duplicate, Rejection
 
 __all__ = ["INDEX_SCHEMA", "index_row", "LakeIndex", "DedupAgainstLake", "read_index_ids"]
 
 NAMESPACE = "lake_dedup"
-DUPLICATES, REJECTED = "duplicates", "rejected"
 INDEX_SCHEMA = pa.schema([
     pa.field("doc_id", pa.string(), nullable=False),
     pa.field("content_hash", pa.string(), nullable=False),

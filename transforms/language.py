@@ -23,16 +23,18 @@ import unicodedata
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
+import pycld2
 from apache_beam.metrics import Metrics
+from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
+from langdetect.lang_detect_exception import LangDetectException
 
 from wirewash.transforms.guard import isolated
-from wirewash.transforms.types import UNDETERMINED_LANGUAGE, Article
+from wirewash.transforms.types import REJECTED, UNDETERMINED_LANGUAGE, Article
 
 __all__ = ["DetectLanguage", "detect_language", "load_langdetect", "cld2_detect", "LanguageGuess"]
 
 NAMESPACE = "language"
 STAGE = "language"
-REJECTED = "rejected"
 SEED = 0
 SAMPLE_CHARS = 1000  # langdetect: ~2 ms here, 99.95% agreement with the full text (NOTES)
 CLD2_CHARS = 8000  # CLD2 is ~15x cheaper: it reads more, so a mixed article's shares are right
@@ -105,12 +107,11 @@ def load_langdetect() -> Callable[[str], list]:
     global _DETECT
     with _LOCK:  # langdetect's first load is not thread-safe
         if _DETECT is None:
-            from langdetect import DetectorFactory, detector_factory
-            from langdetect.lang_detect_exception import LangDetectException
-
             DetectorFactory.seed = SEED
-            detector_factory.init_factory()
-            factory = detector_factory._factory
+            # Our own factory through langdetect's public names (what its `init_factory` builds in the
+            # private module global `_factory`): the profiles load once here, and nothing private is read.
+            factory = DetectorFactory()
+            factory.load_profile(PROFILES_DIRECTORY)
 
             def detect_langs(text: str) -> list:
                 detector = factory.create()
@@ -158,8 +159,6 @@ def cld2_detect(text: str) -> LanguageGuess:
     CLD2's own percentages are shares of UTF-8 bytes, which overweight non-Latin scripts (2-3 bytes a letter)
     in a mixed text; its per-span vectors let us count characters instead.
     """
-    import pycld2
-
     sample = language_sample(text, CLD2_CHARS)
     try:
         reliable, _, details, spans = pycld2.detect(sample, bestEffort=True, returnVectors=True)
@@ -266,7 +265,6 @@ def detect_languages(text: str, detect_langs: Callable[[str], list], hint: Optio
 class _DetectLanguageFn(beam.DoFn):
     def setup(self):
         self.detect_langs = load_langdetect()
-        import pycld2  # noqa: F401  (fail at setup, not on the first record, when it is missing)
 
     @isolated(STAGE, REJECTED)
     def process(self, article: Article):

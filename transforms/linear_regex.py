@@ -17,11 +17,13 @@ Matches are only tested (`search` is true or not), so group numbers and spans ar
 """
 from __future__ import annotations
 
-import functools
-from re import _constants as C  # the parser of `re` (3.11+): the pattern's tree, not its text
-from re import _parser
+import operator
+import re
 
 import re2
+
+from wirewash.transforms.regex_tree import OPS as C  # the opcodes of `re`'s parse tree
+from wirewash.transforms.regex_tree import parse, sequence
 
 __all__ = ["PatternError", "to_re2", "compile_linear", "LinearPattern", "LiteralSet"]
 
@@ -149,19 +151,13 @@ def _restrict(node, kind: frozenset):
 
 def _sub(nodes) -> tuple:
     """A non-capturing group node around a node list."""
-    pattern = _parser.SubPattern(_parser.State())
-    pattern.data = list(nodes)
-    return (C.SUBPATTERN, (None, 0, 0, pattern))
+    return (C.SUBPATTERN, (None, 0, 0, sequence(nodes)))
 
 
 def _branch(*alternatives) -> tuple:
     """A branch node; alternatives holding a never-matching class at their top level are left out."""
-    subs = []
     kept = [nodes for nodes in alternatives if _IMPOSSIBLE not in nodes] or alternatives[:1]
-    for nodes in kept:
-        pattern = _parser.SubPattern(_parser.State())
-        pattern.data = list(nodes)
-        subs.append(pattern)
+    subs = [sequence(nodes) for nodes in kept]
     return (C.BRANCH, (None, subs))
 
 
@@ -281,9 +277,7 @@ def _resolve(nodes: list, before, after, budget: list) -> list:
         if op is C.SUBPATTERN and not av[1] and not av[2]:  # a plain group: its content joins this sequence
             nodes[k:k + 1] = list(av[3].data)
         elif op is C.SUBPATTERN:
-            inner = _parser.SubPattern(_parser.State())
-            inner.data = _resolve(av[3].data, left, right, budget)
-            nodes[k] = (op, (av[0], av[1], av[2], inner))
+            nodes[k] = (op, (av[0], av[1], av[2], sequence(_resolve(av[3].data, left, right, budget))))
         elif op is C.BRANCH:
             try:
                 nodes[k] = _branch(*(_resolve(alt.data, left, right, budget) for alt in av[1]))
@@ -303,9 +297,7 @@ def _resolve(nodes: list, before, after, budget: list) -> list:
                 inner_left = BOTH
             if inner_right == OPEN and hi != 1:
                 inner_right = BOTH
-            body = _parser.SubPattern(_parser.State())
-            body.data = _resolve(item.data, inner_left, inner_right, budget)
-            nodes[k] = (op, (lo, hi, body))
+            nodes[k] = (op, (lo, hi, sequence(_resolve(item.data, inner_left, inner_right, budget))))
 
 
 def _char(code: int) -> str:
@@ -387,17 +379,9 @@ def _emit(nodes) -> str:
     return "".join(out)
 
 
-@functools.lru_cache(maxsize=4096)
-def parse(pattern: str, flags: int = 0):
-    """Python's parse tree of a pattern (cached: the rules are parsed for translation and for their gates).
-    Callers must not change it. Raises `re.error`."""
-    return _parser.parse(pattern, flags)
-
-
 def to_re2(pattern: str, flags: int = 0) -> str:
     """The RE2 form of a Python pattern (same lines matched by `search`). Raises PatternError for what RE2
     cannot run: lookarounds, backreferences, an unresolvable `\\b`, a bad pattern."""
-    import re
     try:
         parsed = parse(pattern, flags)
     except re.error as err:
@@ -420,8 +404,19 @@ def _options() -> "re2.Options":
     return options
 
 
-_UNANCHORED = getattr(re2, "_Anchor").UNANCHORED
 _NO_MATCH = (-1, -1)
+
+
+def _re2_binding() -> tuple:
+    """(the anchor value of an unanchored search, a getter of a compiled google-re2 pattern's C++ `Match`):
+    `match(anchor, data, start, end)` answers the first match's span first, `_NO_MATCH` when there is none.
+    Private (`_Anchor`, `_regexp.Match`): the public `search` wraps every call in Python (argument checks, a
+    match object), a third of the cost of a rule check, and rules are checked on every line of every
+    article. Named here only; `tests/test_internals.py` fails by name if google-re2 changes them."""
+    return re2._Anchor.UNANCHORED, operator.attrgetter("_regexp.Match")
+
+
+_UNANCHORED, _match_of = _re2_binding()
 
 
 class LinearPattern:
@@ -445,7 +440,7 @@ class LinearPattern:
             compiled = re2.compile(self.re2_pattern, _options())
         except re2.error as err:
             raise PatternError(f"RE2 cannot compile it: {err}") from err
-        return compiled._regexp.Match  # the binding itself: a third of the wrapper's cost
+        return _match_of(compiled)  # the binding itself, without the wrapper (`_re2_binding`)
 
     def _first_match(self, anchor, data, start, end):
         self._match = self._compile()

@@ -10,8 +10,6 @@ digit left is rejected (`empty_after_normalization`).
 from __future__ import annotations
 
 import re
-import re._constants as sre_constants
-import re._parser as sre_parser
 import unicodedata
 from typing import Optional
 
@@ -23,14 +21,16 @@ from ftfy.badness import BADNESS_RE
 from ftfy.chardata import CONTROL_CHARS, HTML_ENTITY_RE
 
 from wirewash.transforms.guard import isolated
-from wirewash.transforms.types import Article, Rejection, excerpt
+from wirewash.transforms.regex_tree import OPS
+from wirewash.transforms.regex_tree import parse as parse_regex
+from wirewash.transforms.text import fold_words
+from wirewash.transforms.types import REJECTED, Article, Rejection, excerpt
 
 __all__ = ["NormalizeArticles", "normalize_text", "dedup_key", "content_hash"]
 
 NAMESPACE = "normalize"
 STAGE = "normalize"
 REASON_EMPTY = "empty_after_normalization"
-REJECTED = "rejected"
 
 # Quotes stay as written: the stored text keeps its punctuation (curly vs straight is folded in the key).
 FTFY_CONFIG = ftfy.TextFixerConfig(
@@ -45,7 +45,6 @@ _INVISIBLE = re.compile("[\u200b\u2060\ufeff\u00ad\u180e]")  # zero-width, BOM, 
 _SPACE_CHARS = re.compile(r"[^\S\n]+")  # any whitespace but a newline
 _SPACES_AT_BREAKS = re.compile(r" *\n *")
 _BLANK_RUNS = re.compile(r"\n{3,}")
-_WORD = re.compile(r"\w+")
 _ASCII_WORD_CHAR = re.compile(r"[A-Za-z0-9_]")
 # Characters some enabled ftfy fix acts on by itself: terminal escapes, line breaks other than \n, C1
 # controls, surrogates, and the control characters ftfy removes; and the entities ftfy decodes (exactly what
@@ -57,12 +56,12 @@ _FTFY_TRIGGERS = re.compile("[\x1b\r\u2028\u2029\x80-\x9f\ud800-\udfff" + "".joi
 def _anchor_chars(element) -> Optional[set]:
     """The characters a regex element (a literal or a plain class of non-ASCII characters) matches, or None."""
     op, av = element
-    if op is sre_constants.LITERAL:
+    if op is OPS.LITERAL:
         chars = {chr(av)}
-    elif op is sre_constants.IN and all(o in (sre_constants.LITERAL, sre_constants.RANGE) for o, _ in av):
+    elif op is OPS.IN and all(o in (OPS.LITERAL, OPS.RANGE) for o, _ in av):
         chars = set()
         for o, a in av:
-            chars.update(chr(a) if o is sre_constants.LITERAL else map(chr, range(a[0], a[1] + 1)))
+            chars.update(chr(a) if o is OPS.LITERAL else map(chr, range(a[0], a[1] + 1)))
     else:
         return None
     return chars if all(ord(c) > 127 for c in chars) else None
@@ -70,23 +69,23 @@ def _anchor_chars(element) -> Optional[set]:
 
 # Elements a regex made of these can hold; anything else (look-arounds, back-references, `$`, `\b`) and the
 # windowed search below would not be the same search.
-_PLAIN_OPS = {sre_constants.LITERAL, sre_constants.IN, sre_constants.ANY, sre_constants.MAX_REPEAT,
-              sre_constants.MIN_REPEAT, sre_constants.SUBPATTERN, sre_constants.BRANCH, sre_constants.CATEGORY,
-              sre_constants.NOT_LITERAL}
+_PLAIN_OPS = {OPS.LITERAL, OPS.IN, OPS.ANY, OPS.MAX_REPEAT,
+              OPS.MIN_REPEAT, OPS.SUBPATTERN, OPS.BRANCH, OPS.CATEGORY,
+              OPS.NOT_LITERAL}
 
 
 def _plain(data) -> bool:
     for op, av in data:
-        if op is sre_constants.AT and av is sre_constants.AT_BEGINNING_STRING or op is sre_constants.AT and \
-                av is sre_constants.AT_BEGINNING:
+        if op is OPS.AT and av is OPS.AT_BEGINNING_STRING or op is OPS.AT and \
+                av is OPS.AT_BEGINNING:
             continue  # `^`: a window's search (pos > 0) never matches it there, as in the whole text
         if op not in _PLAIN_OPS:
             return False
-        if op is sre_constants.BRANCH and not all(_plain(alt.data) for alt in av[1]):
+        if op is OPS.BRANCH and not all(_plain(alt.data) for alt in av[1]):
             return False
-        if op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT) and not _plain(av[2].data):
+        if op in (OPS.MAX_REPEAT, OPS.MIN_REPEAT) and not _plain(av[2].data):
             return False
-        if op is sre_constants.SUBPATTERN and not _plain(av[-1].data):
+        if op is OPS.SUBPATTERN and not _plain(av[-1].data):
             return False
     return True
 
@@ -104,11 +103,11 @@ def mojibake_anchors(pattern: re.Pattern) -> Optional[tuple]:
     is a literal or a class of non-ASCII characters), so that it holds for ftfy's `BADNESS_RE` as installed; None when the pattern has another shape or
     an unbounded or context-dependent element, and then the whole text is searched. Which element stands for an
     alternative only changes the speed: classes of fewer small letters, then capitals, are rarer in text."""
-    parsed = sre_parser.parse(pattern.pattern, pattern.flags)
+    parsed = parse_regex(pattern.pattern, pattern.flags)
     if pattern.flags & (re.IGNORECASE | re.MULTILINE) or not _plain(parsed.data):
         return None
     width = parsed.getwidth()[1]
-    if width >= sre_constants.MAXREPEAT or len(parsed.data) != 1 or parsed.data[0][0] is not sre_constants.BRANCH:
+    if width >= OPS.MAXREPEAT or len(parsed.data) != 1 or parsed.data[0][0] is not OPS.BRANCH:
         return None
     anchors = set()
     for alternative in parsed.data[0][1][1]:
@@ -182,8 +181,9 @@ def tidy_spaces(text: str) -> str:
 
 
 def dedup_key(text: str) -> str:
-    """The form two copies of one article share: NFKC, casefolded, letters and digits only, single spaces."""
-    return " ".join(_WORD.findall(unicodedata.normalize("NFKC", text).casefold()))
+    """The form two copies of one article share: NFKC, casefolded, letters and digits only, single spaces
+    (`fold_words`, the one text fold of every stage)."""
+    return fold_words(text)
 
 
 def content_hash(key: str) -> str:

@@ -18,7 +18,7 @@ Across sources, two more kinds are learned the same way (one combine, counts cap
   `SHARED_MIN_STORIES` distinct stories from at least `SHARED_MIN_SOURCES` sources ("Quảng cáo", "Đăng ký
   nhận bản tin của chúng tôi", "Already a subscriber? Log in"): furniture every site words its own way,
   but many sites word alike. Never a name-like line (a byline recurs too), a credit or contact line
-  (`_EDGE_KEEP`), or a line that ends like a sentence without addressing the reader (a stock phrase of
+  (`KEEP_AT_EDGE`), or a line that ends like a sentence without addressing the reader (a stock phrase of
   prose such as "The company declined to comment." stays; "We use cookies to give you..." goes). Rule
   `shared_line`.
 - a *shared label*: the 1-3 words before the colon of "Label: text" lines ("Baca juga: <headline>",
@@ -42,9 +42,10 @@ import xxhash
 from apache_beam.metrics import Metrics
 
 from wirewash.transforms.linear_regex import compile_linear
+from wirewash.transforms.text import KEEP_AT_EDGE, SENTENCE_END, fold_line
 from wirewash.transforms.types import Article
 
-__all__ = ["LearnRepeatedLines", "line_key", "story_fingerprint", "source_of", "article_line_keys",
+__all__ = ["LearnRepeatedLines", "line_key", "story_fingerprint", "site_key", "article_line_keys",
            "RULE_NAME", "DEFAULT_MIN_SUPPORT", "SHARED", "LABELS", "SHARED_RULE", "LABEL_RULE", "line_label",
            "label_key", "is_name_like", "shared_line_key"]
 
@@ -79,8 +80,10 @@ _READER = compile_linear(
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 
-def source_of(article: Article) -> str:
-    """The site an article belongs to: its `source` field, else the host of its URL without `www.`."""
+def site_key(article: Article) -> str:
+    """The site whose furniture an article's lines count for: its `source` field folded (stripped, lower-cased,
+    without `www.`), else the host of its URL without `www.`, else ''. (The `source` a record gets from its URL
+    at reading is `transforms/records.py`'s `source_from_url`; this key also folds a given `source`.)"""
     if article.source and article.source.strip():
         return article.source.strip().lower().removeprefix("www.")
     if article.url:
@@ -118,13 +121,11 @@ def addresses_the_reader(line: str) -> bool:
 def may_be_shared(line: str, folded: str) -> bool:
     """Whether a line may be learned as shared across sources: not name-like, not ending like a sentence
     unless it addresses the reader (a cookie notice, "Sign up to get..."; a stock sentence of prose such as
-    "The company declined to comment." never does), no credit or contact (`_EDGE_KEEP`). Cheapest test first."""
-    from wirewash.transforms.boilerplate import _EDGE_KEEP, _SENTENCE_END
-
+    "The company declined to comment." never does), no credit or contact (`KEEP_AT_EDGE`). Cheapest test first."""
     stripped = line.strip()
-    if is_name_like(stripped) or (_SENTENCE_END.search(stripped) and not addresses_the_reader(folded)):
+    if is_name_like(stripped) or (SENTENCE_END.search(stripped) and not addresses_the_reader(folded)):
         return False
-    return not _EDGE_KEEP.search(stripped)
+    return not KEEP_AT_EDGE.search(stripped)
 
 
 def shared_line_key(line: str, folded: str) -> Optional[int]:
@@ -136,14 +137,12 @@ def shared_line_key(line: str, folded: str) -> Optional[int]:
 def line_label(folded: str) -> Optional[str]:
     """The label of a folded "Label: text" line: the 1-3 words (letters, digits, `.'-`, 32 characters at most)
     before its first colon (":" or "："), when text follows and the line does not end like a sentence."""
-    from wirewash.transforms.boilerplate import _SENTENCE_END
-
     cut = min((i for i in (folded.find(colon, 0, LABEL_MAX_CHARS + 2) for colon in _COLONS) if i > 0), default=-1)
     if cut < 0:
         return None
     label, rest = folded[:cut].strip(), folded[cut + 1:].strip()
     if (not label or not rest or label.count(" ") >= LABEL_MAX_WORDS or len(label) > LABEL_MAX_CHARS
-            or folded.count(" ") >= LABEL_LINE_MAX_WORDS or _SENTENCE_END.search(folded)):
+            or folded.count(" ") >= LABEL_LINE_MAX_WORDS or SENTENCE_END.search(folded)):
         return None
     if not all(ch.isalnum() or ch in " .'’-" for ch in label) or not any(ch.isalpha() for ch in label):
         return None
@@ -236,7 +235,7 @@ def _emit_keys(article: Article, fold):
     pairs = [(line, fold(line)) for line in article.text.splitlines()]
     pairs = [(line, folded) for line, folded in pairs if folded]
     fingerprint = story_fingerprint([folded for _, folded in pairs])
-    source = source_of(article)
+    source = site_key(article)
     value = (fingerprint, source)
     keyed = {}  # line key -> one line and its fold (copies of a line are one key)
     for line, folded in pairs:
@@ -271,8 +270,6 @@ class LearnRepeatedLines(beam.PTransform):
         self.min_support = min_support
 
     def expand(self, articles):
-        from wirewash.transforms.boilerplate import fold_line
-
         min_support = self.min_support
         return (
             articles

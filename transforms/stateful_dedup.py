@@ -40,13 +40,12 @@ from wirewash.transforms.dedup import (KIND_EXACT, KIND_NEAR, MAX_PARENTS_PER_BU
                               band_keys, days_apart, estimate_jaccard, lsh_params, minhash_signature,
                               shingle_sketch, shingles, sketch_jaccard, story_key)
 from wirewash.transforms.normalize import content_hash
-from wirewash.transforms.types import Article, Duplicate, Rejection
+from wirewash.transforms.types import DOCUMENTS, DUPLICATES, REJECTED, Article, Duplicate, Rejection
 
 __all__ = ["StatefulDedup", "NearIndex", "IndexEntry", "DEFAULT_RETENTION_SECONDS"]
 
 NAMESPACE = "stream_dedup"
 STAGE = "dedup"
-DOCUMENTS, DUPLICATES, REJECTED = "documents", "duplicates", "rejected"
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
 INDEX_KEY = "lsh"
 _INDEX_CACHE: dict = {}  # state version token -> NearIndex, per process (see _NearIndexFn)

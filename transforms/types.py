@@ -14,6 +14,11 @@ FORMAT_HTML = "html"
 UNDETERMINED_LANGUAGE = "und"
 UNKNOWN_DATE = "unknown"
 
+# Where every record ends: the three outputs of ingestion (and the stages' `rejected` output), which are the
+# lake's three tables.
+DOCUMENTS, DUPLICATES, REJECTED = "documents", "duplicates", "rejected"
+TABLES = (DOCUMENTS, DUPLICATES, REJECTED)
+
 
 class Article(NamedTuple):
     """One news article on its way through the pipeline.
