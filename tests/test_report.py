@@ -359,6 +359,12 @@ def _shape(name: str, folder: Path, seeds: Path) -> Path:
     if name in ("dated", "months", "years"):
         lake = _run(folder, DATED)
         return _coarsen(lake, {"dated": 10, "months": 7, "years": 4}[name])
+    if name == "appended":  # a second run added with --append: two runs in the history
+        lake = _run(folder, DATED)
+        later = [{"id": "vi-3", "source": "e.example", "published": "2024-02-10", "text": ARTICLE_VI}, {"id": "z", "text": " "}]
+        assert main(["run", "--input", str(write_jsonl(folder / "later.jsonl", later)), "--output", str(lake),
+                     "--append", "--quiet"]) == 0
+        return lake
     if name == "no-documents":
         return _run(folder, ["{not json", {"id": "x", "text": " "}])
     lake = folder / "lake"
@@ -376,6 +382,7 @@ SHAPES = {  # name: (documents, duplicates, rejected, undated documents, unit of
     "dated": (3, 1, 1, 0, "day"),
     "months": (3, 1, 1, 0, "month"),
     "years": (3, 1, 1, 0, "year"),
+    "appended": (3, 2, 2, 0, "day"),
     "no-documents": (0, 0, 2, 0, "day"),
     "absent-folders": (5, 0, 0, 5, "day"),
     "empty-folders": (5, 0, 0, 5, "day"),
@@ -385,8 +392,9 @@ SHAPES = {  # name: (documents, duplicates, rejected, undated documents, unit of
 @pytest.mark.parametrize("shape", SHAPES)
 def test_every_command_works_on_every_lake_shape(shape, tmp_path, seeds_dir, capsys):
     """report, query and ddl on lakes with and without undated articles, with day, month or year folders,
-    without documents, and with empty duplicates/rejected tables (folder absent or empty): `date` is text
-    everywhere (a lake whose articles all have a date crashed the report: `invalid date field format`)."""
+    without documents, with empty duplicates/rejected tables (folder absent or empty), and grown by an
+    append: `date` is text everywhere (a lake whose articles all have a date crashed the report: `invalid
+    date field format`); the report opens in Chromium without a console message, every chart drawn."""
     n_docs, n_dups, n_rej, undated, unit = SHAPES[shape]
     lake = _shape(shape, tmp_path, seeds_dir)
     capsys.readouterr()
@@ -396,6 +404,9 @@ def test_every_command_works_on_every_lake_shape(shape, tmp_path, seeds_dir, cap
     assert main(["report", str(lake), "--quiet"]) == 0
     page = (lake / REPORT_FILE).read_text()
     assert f"<h2>Documents per {unit}</h2>" in page and f"documents per publication {unit} (UTC)" in page
+    check_in_browser(lake / REPORT_FILE, tmp_path)
+    history = page[page.index('<section id="history">'):page.index('<section id="languages">')]
+    assert history.count("<tr>") == (3 if shape == "appended" else 0)
     if data["days"]:
         assert {label for label, _ in timeline(data["days"])[1]} >= {d for d, _ in data["days"]}
     sql = "SELECT typeof(lang), typeof(date), count(*) FROM documents WHERE date = 'unknown' GROUP BY ALL"
@@ -444,6 +455,8 @@ def test_every_command_works_on_a_streaming_lake(tmp_path, capsys):
         code, _, err = stop(proc, signal.SIGINT)
     assert code == 0, err[-3000:]
     assert main(["report", str(lake), "--quiet"]) == 0
+    assert "A streaming lake:" in (lake / REPORT_FILE).read_text()
+    check_in_browser(lake / REPORT_FILE, tmp_path)
     data = collect(str(lake))
     assert data["totals"] == (3, 1, 1) and data["unknown_days"] == 0
     assert main(["query", str(lake), "SELECT count(*) FROM documents WHERE date = 'unknown'", "--format", "csv"]) == 0
