@@ -29,6 +29,7 @@ REPORT_FILE = "_REPORT.html"
 PAGE_SIZE = 10     # clusters per page when the page's script pages them
 MAX_HISTORY = 200  # runs listed in the history (the latest ones)
 MAX_INPUTS = 10    # inputs named in the run details
+TOP_LANGUAGES = 20  # languages in the chart (the rest counted)
 DIFF_WORDS = 150   # words of each text a near copy's diff compares
 
 _CSS = """
@@ -428,7 +429,10 @@ def render_report(data: dict, generated_at: Optional[str] = None) -> str:
         ("funnel", "Where the records went", _funnel_section(summary, data["totals"], data["rejected"])),
         ("checks", "Invariants", _invariants_section(summary)),
         ("history", "Run history", _history_section(summary)),
-        ("languages", "Languages", bar_chart(data["languages"], "documents per language", COLORS[1])
+        ("languages", "Languages", bar_chart(data["languages"][:TOP_LANGUAGES], "documents per language"
+                                             + (f" (top {TOP_LANGUAGES})" if len(data["languages"]) > TOP_LANGUAGES
+                                                else ""), COLORS[1])
+         + _more(len(data["languages"]), TOP_LANGUAGES, "languages")
          + (bar_chart(data["confidence"], "documents per language confidence (lang_prob)", COLORS[1])
             if data["confidence"] else '<p class="note">Language confidence: not stored in this lake.</p>')),
         ("time", f"Documents per {unit}", over_time),

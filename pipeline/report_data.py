@@ -103,23 +103,36 @@ def collect(lake: str, reread: bool = True) -> dict:
     return data
 
 
+# Each table is scanned once into a temporary table of the columns the report needs (no text): every
+# aggregate then runs in memory instead of opening each of the lake's files again (a 100,000-document lake
+# in day folders has thousands of files).
+_TEMP_TABLES = {
+    "docs": "SELECT doc_id, title, source, url, published_at, source_location, n_words, lang_prob, lang, date "
+            "FROM documents",
+    "dups": "SELECT doc_id, duplicate_of, kind, similarity, source_location FROM duplicates",
+    "rej": "SELECT stage, reason, source_location, left(excerpt, 200) AS excerpt FROM rejected",
+}
+
+
 def _collect(con, snapshot) -> dict:
     summary = snapshot.summary
-    dates = _rows(con, "SELECT date, count(*) FROM documents GROUP BY 1 ORDER BY 1")
-    n_docs, n_dups, n_rej = _rows(con, "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM duplicates), "
-                                       "(SELECT count(*) FROM rejected)")[0]
+    for name, sql in _TEMP_TABLES.items():
+        con.execute(f"CREATE TEMP TABLE {name} AS {sql}")
+    dates = _rows(con, "SELECT date, count(*) FROM docs GROUP BY 1 ORDER BY 1")
+    n_docs, n_dups, n_rej = _rows(con, "SELECT (SELECT count(*) FROM docs), (SELECT count(*) FROM dups), "
+                                       "(SELECT count(*) FROM rej)")[0]
     return {
         "lake": snapshot.lake,
         "summary": summary,
         "totals": (n_docs, n_dups, n_rej),
-        "languages": _rows(con, "SELECT lang, count(*) AS n FROM documents GROUP BY 1 ORDER BY n DESC, lang"),
+        "languages": _rows(con, "SELECT lang, count(*) AS n FROM docs GROUP BY 1 ORDER BY n DESC, lang"),
         "days": [(d, n) for d, n in dates if parse_date_label(d)],
         "unknown_days": sum(n for d, n in dates if not parse_date_label(d)),
-        "sources": _rows(con, "SELECT coalesce(source, '(no source)'), count(*) AS n FROM documents GROUP BY 1 "
+        "sources": _rows(con, "SELECT coalesce(source, '(no source)'), count(*) AS n FROM docs GROUP BY 1 "
                               "ORDER BY n DESC, 1 LIMIT ?", TOP_ROWS),
-        "n_sources": _rows(con, "SELECT count(DISTINCT source) FROM documents")[0][0],
-        "duplicate_kinds": _rows(con, "SELECT kind, count(*) AS n FROM duplicates GROUP BY 1 ORDER BY n DESC, kind"),
-        "rejected": _rows(con, "SELECT stage, reason, count(*) AS n FROM rejected GROUP BY 1, 2 "
+        "n_sources": _rows(con, "SELECT count(DISTINCT source) FROM docs")[0][0],
+        "duplicate_kinds": _rows(con, "SELECT kind, count(*) AS n FROM dups GROUP BY 1 ORDER BY n DESC, kind"),
+        "rejected": _rows(con, "SELECT stage, reason, count(*) AS n FROM rej GROUP BY 1, 2 "
                                "ORDER BY n DESC, stage, reason"),
         "rejected_examples": _rejected_examples(con),
         "words": _word_histogram(con),
@@ -135,7 +148,7 @@ def _rejected_examples(con) -> dict:
     examples = {}
     for stage, reason, location, text in _rows(
             con, "SELECT stage, reason, source_location, excerpt FROM (SELECT *, row_number() OVER "
-                 "(PARTITION BY stage, reason ORDER BY source_location) AS k FROM rejected) WHERE k <= ? "
+                 "(PARTITION BY stage, reason ORDER BY source_location) AS k FROM rej) WHERE k <= ? "
                  "ORDER BY stage, reason, source_location", EXAMPLES_PER_REASON):
         examples.setdefault((stage, reason), []).append((location, text))
     return examples
@@ -145,17 +158,17 @@ def _word_histogram(con) -> dict:
     """Documents per words-per-article bin (WORD_BUCKETS), with the quartiles."""
     bounds = list(WORD_BUCKETS)
     cases = " ".join(f"WHEN n_words >= {b} THEN {i}" for i, b in reversed(list(enumerate(bounds))))
-    counts = dict(_rows(con, f"SELECT CASE {cases} ELSE 0 END AS bin, count(*) FROM documents "
+    counts = dict(_rows(con, f"SELECT CASE {cases} ELSE 0 END AS bin, count(*) FROM docs "
                              "WHERE n_words IS NOT NULL GROUP BY 1"))
     labels = [f"{b:,}-{bounds[i + 1] - 1:,}" if i + 1 < len(bounds) else f"{b:,}+" for i, b in enumerate(bounds)]
     quartiles = _rows(con, "SELECT quantile_disc(n_words, 0.25), quantile_disc(n_words, 0.5), "
-                           "quantile_disc(n_words, 0.75), max(n_words) FROM documents")[0]
+                           "quantile_disc(n_words, 0.75), max(n_words) FROM docs")[0]
     return {"bins": [(label, counts.get(i, 0)) for i, label in enumerate(labels)], "quartiles": quartiles}
 
 
 def _confidence_histogram(con) -> list:
     """Documents per tenth of `lang_prob` (empty when the lake stores no confidence)."""
-    rows = dict(_rows(con, "SELECT least(floor(lang_prob * 10), 9)::INTEGER, count(*) FROM documents "
+    rows = dict(_rows(con, "SELECT least(floor(lang_prob * 10), 9)::INTEGER, count(*) FROM docs "
                            "WHERE lang_prob IS NOT NULL AND isfinite(lang_prob) GROUP BY 1"))
     if not rows:
         return []
@@ -167,8 +180,8 @@ _FILE_SQL = "regexp_replace(coalesce(source_location, '(unknown)'), ':[0-9]+$', 
 
 def _per_file(con) -> dict:
     """Records, documents, duplicates and rejections per input file (every table holds the location)."""
-    sql = (f"WITH r AS (SELECT {_FILE_SQL} AS f, 1 AS d, 0 AS u, 0 AS j FROM documents UNION ALL "
-           f"SELECT {_FILE_SQL}, 0, 1, 0 FROM duplicates UNION ALL SELECT {_FILE_SQL}, 0, 0, 1 FROM rejected) "
+    sql = (f"WITH r AS (SELECT {_FILE_SQL} AS f, 1 AS d, 0 AS u, 0 AS j FROM docs UNION ALL "
+           f"SELECT {_FILE_SQL}, 0, 1, 0 FROM dups UNION ALL SELECT {_FILE_SQL}, 0, 0, 1 FROM rej) "
            "SELECT f, count(*) AS n, sum(d), sum(u), sum(j) FROM r GROUP BY f")
     rows = _rows(con, f"{sql} ORDER BY n DESC, f LIMIT ?", TOP_ROWS)
     total = _rows(con, f"SELECT count(*) FROM ({sql})")[0][0]
@@ -178,34 +191,39 @@ def _per_file(con) -> dict:
 def _per_site(con) -> dict:
     """Documents per site, and the copies dropped as duplicates of that site's articles (the lake keeps no
     site for a copy, so a copy counts for the site of the article it copies)."""
-    sql = ("WITH d AS (SELECT coalesce(source, '(no source)') AS s, count(*) AS n FROM documents GROUP BY 1), "
-           "c AS (SELECT coalesce(k.source, '(no source)') AS s, count(*) AS n FROM duplicates x "
-           "JOIN documents k ON x.duplicate_of = k.doc_id GROUP BY 1) "
+    sql = ("WITH d AS (SELECT coalesce(source, '(no source)') AS s, count(*) AS n FROM docs GROUP BY 1), "
+           "c AS (SELECT coalesce(k.source, '(no source)') AS s, count(*) AS n FROM dups x "
+           "JOIN docs k ON x.duplicate_of = k.doc_id GROUP BY 1) "
            "SELECT d.s, d.n, coalesce(c.n, 0) FROM d LEFT JOIN c ON d.s = c.s")
     rows = _rows(con, f"{sql} ORDER BY d.n + coalesce(c.n, 0) DESC, d.s LIMIT ?", TOP_ROWS)
-    total = _rows(con, "SELECT count(DISTINCT coalesce(source, '(no source)')) FROM documents")[0][0]
+    total = _rows(con, "SELECT count(DISTINCT coalesce(source, '(no source)')) FROM docs")[0][0]
     return {"rows": [(s, int(n), int(c)) for s, n, c in rows], "total": total}
 
 
 def _clusters(con) -> dict:
     """The largest clusters: EMBED_CLUSTERS with their kept document and copies, LIST_CLUSTERS more by id."""
-    n_clusters = _rows(con, "SELECT count(DISTINCT duplicate_of) FROM duplicates")[0][0]
+    n_clusters = _rows(con, "SELECT count(DISTINCT duplicate_of) FROM dups")[0][0]
     ranked = _rows(con, "WITH c AS (SELECT duplicate_of, count(*) AS n, min(similarity) AS low, "
-                        "string_agg(DISTINCT kind, ', ' ORDER BY kind) AS kinds FROM duplicates GROUP BY 1 "
+                        "string_agg(DISTINCT kind, ', ' ORDER BY kind) AS kinds FROM dups GROUP BY 1 "
                         "ORDER BY n DESC, duplicate_of LIMIT ?) "
                         "SELECT c.duplicate_of, c.n + 1, c.kinds, c.low, d.title, d.source FROM c "
-                        "LEFT JOIN documents d ON d.doc_id = c.duplicate_of ORDER BY c.n DESC, c.duplicate_of",
+                        "LEFT JOIN docs d ON d.doc_id = c.duplicate_of ORDER BY c.n DESC, c.duplicate_of",
                     EMBED_CLUSTERS + LIST_CLUSTERS)
     embedded, listed = ranked[:EMBED_CLUSTERS], ranked[EMBED_CLUSTERS:]
     ids = [row[0] for row in embedded]
     kept, copies = {}, {}
     if ids:
+        folders = _rows(con, "SELECT DISTINCT lang, date FROM docs WHERE doc_id IN (SELECT unnest(?))", ids)
+        langs, dates = sorted({lang for lang, _ in folders}), sorted({date for _, date in folders})
+        # the partitions first: DuckDB then opens only the files of the kept documents' folders
         for row in _rows(con, "SELECT doc_id, title, source, url, CAST(published_at AS VARCHAR), source_location, "
-                              "left(text, ?) FROM documents WHERE doc_id IN (SELECT unnest(?))", DIFF_CHARS, ids):
+                              "left(text, ?) FROM documents WHERE lang IN (SELECT unnest(?)) AND date IN "
+                              "(SELECT unnest(?)) AND doc_id IN (SELECT unnest(?))",
+                         DIFF_CHARS, langs, dates, ids):
             kept.setdefault(row[0], row)
         for kept_id, doc_id, kind, similarity, location in _rows(
                 con, "SELECT duplicate_of, doc_id, kind, similarity, source_location FROM (SELECT *, row_number() "
-                     "OVER (PARTITION BY duplicate_of ORDER BY similarity DESC, doc_id) AS k FROM duplicates "
+                     "OVER (PARTITION BY duplicate_of ORDER BY similarity DESC, doc_id) AS k FROM dups "
                      "WHERE duplicate_of IN (SELECT unnest(?))) WHERE k <= ? ORDER BY similarity DESC, doc_id",
                 ids, COPIES_PER_CLUSTER):
             copies.setdefault(kept_id, []).append(
