@@ -36,7 +36,7 @@ _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#1d2430;background:#f6f7f9}
 main{max-width:1100px;margin:0 auto;padding:24px}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #d9dde3;padding-bottom:4px}
-h3{font-size:15px;margin:14px 0 6px} nav a{margin-right:10px}
+h3{font-size:15px;margin:14px 0 6px} nav{margin:10px 0} nav a{margin-right:10px}
 .meta{color:#5b6472;margin-bottom:16px} .note{color:#5b6472}
 .cards{display:flex;gap:12px;flex-wrap:wrap}
 .card{background:#fff;border:1px solid #d9dde3;border-radius:6px;padding:10px 16px;min-width:130px}
@@ -127,11 +127,11 @@ def _pct(part, whole) -> str:
 
 def _table(headers: list, rows: list, numeric: tuple = (), raw: tuple = ()) -> str:
     """A table; `numeric` columns right-aligned, `raw` columns already HTML."""
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in headers) + "</tr>" if any(headers) else ""
     body = "".join("<tr>" + "".join(f'<td class="n">{_n(v)}</td>' if i in numeric else
                                     f"<td>{v}</td>" if i in raw else f"<td>{_e(v)}</td>"
                                     for i, v in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{head}{body}</table>"
 
 
 def _more(total: int, shown: int, what: str) -> str:
@@ -177,16 +177,17 @@ def _run_section(summary: dict) -> str:
              ("mode", _e(run.get("mode", "-"))), ("runner", _e(run.get("runner", "not recorded"))),
              ("started", _e(run.get("started_at", "-"))), ("committed", _e(run.get("committed_at", "-"))),
              ("ingested_at", _e(run.get("ingested_at", "-"))),
-             ("inputs", f"{shown} ({_n(run.get('input_files', '-'))} files read, "
-                        f"{_n(run.get('skipped_inputs', 0))} skipped inside the lake)"),
+             ("inputs", shown), ("input files read", _n(run.get("input_files", "-"))),
+             ("files skipped (inside the lake)", _n(run.get("skipped_inputs", 0))),
              ("counts", " · ".join(f"{k} {_n(run[k])}" for k in ("records_read", "documents", "duplicates", "rejected")
                                    if k in run))]
     title = "Latest run" + (f" (of {len(runs):,})" if len(runs) > 1 else "")
-    out = f"<h3>{title}</h3>" + _table(["", ""], facts, raw=(1,))
+    out = f'<div class="cards"><div><h3>{title}</h3>' + _table(["", ""], facts, raw=(1,)) + "</div>"
     options = run.get("options") or {}
     if options:
-        out += "<h3>Options and thresholds</h3>" + _table(
-            ["option", "value"], [(k, json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in options.items()])
+        out += "<div><h3>Options and thresholds</h3>" + _table(
+            ["option", "value"], [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in options.items()]) + "</div>"
+    out += "</div>"
     stage_counts = run.get("stages") or (summary.get("stages") if len(runs) == 1 else {}) or {}
     return out + "<h3>Time per stage</h3>" + _timing_html(run, stage_counts)
 

@@ -110,7 +110,8 @@ def test_run_details_with_and_without_timing(report):
     run = data["summary"]["runs"][-1]
     page = render_report(data)
     assert f"<td>{run['run_id']}</td>" in page and f"<td>{run['wirewash_version']}</td>" in page
-    assert "<tr><td>threshold</td><td>0.5</td></tr>" in page and "not recorded for this run" in page
+    assert "<tr><td>threshold</td><td>0.5</td></tr>" in page and "<tr><td>near</td><td>true</td></tr>" in page
+    assert "not recorded for this run" in page
     data["summary"]["runs"] = [_run_record(timing={"wall_seconds": 4.0, "cpu_seconds": 6.0,
                                                    "stages": {"read": 0.5, "dedup": 2.0}})]
     page = render_report(data)
@@ -309,10 +310,11 @@ def test_all_clusters_are_reachable_paged_and_searchable(report, tmp_path):
 
 
 def test_screenshot_in_docs_is_a_small_png():
-    """docs/report.png (made with `python tests/test_report.py --screenshot`) is linked from the docs."""
+    """docs/report.png (how it is made: docs/tutorial.md) is linked from the README and the tutorial."""
     shot = Path(__file__).resolve().parents[1] / "docs" / "report.png"
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size < 400_000
-    assert "report.png" in (shot.parent.parent / "README.md").read_text()
+    assert "(docs/report.png)" in (shot.parent.parent / "README.md").read_text()
+    assert "(report.png)" in (shot.parent / "tutorial.md").read_text()
 
 
 # --- every command on every lake shape (issue 19) ----------------------------------------------------------
