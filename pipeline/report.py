@@ -29,6 +29,7 @@ REPORT_FILE = "_REPORT.html"
 PAGE_SIZE = 10     # clusters per page when the page's script pages them
 MAX_HISTORY = 200  # runs listed in the history (the latest ones)
 MAX_INPUTS = 10    # inputs named in the run details
+LONG_CELL = 60     # characters from which a table cell may break anywhere
 TOP_LANGUAGES = 20  # languages in the chart (the rest counted)
 DIFF_WORDS = 150   # words of each text a near copy's diff compares
 
@@ -42,7 +43,8 @@ h3{font-size:15px;margin:14px 0 6px} nav{margin:10px 0} nav a{margin-right:10px}
 .card{background:#fff;border:1px solid #d9dde3;border-radius:6px;padding:10px 16px;min-width:130px}
 .card b{display:block;font-size:22px} .ok{color:#17803d} .bad{color:#b42318}
 table{border-collapse:collapse;background:#fff;margin:6px 0 12px} td,th{border:1px solid #d9dde3;padding:4px 8px;
-text-align:left;vertical-align:top;overflow-wrap:anywhere} th{background:#eef0f3}
+text-align:left;vertical-align:top;overflow-wrap:break-word} td.long{overflow-wrap:anywhere;min-width:240px}
+th{background:#eef0f3}
 td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 svg.chart{background:#fff;border:1px solid #d9dde3;border-radius:6px;display:block;margin:6px 0 12px;max-width:100%;height:auto}
 .cl{background:#fff;border:1px solid #d9dde3;border-radius:6px;padding:8px 12px;margin:8px 0}
@@ -125,11 +127,17 @@ def _pct(part, whole) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "-"
 
 
+def _cell(value) -> str:
+    """A text cell; a long text (an excerpt, a URL) may break anywhere, so it never widens the page."""
+    text = _e(value)
+    return f'<td class="long">{text}</td>' if len(text) > LONG_CELL else f"<td>{text}</td>"
+
+
 def _table(headers: list, rows: list, numeric: tuple = (), raw: tuple = ()) -> str:
     """A table; `numeric` columns right-aligned, `raw` columns already HTML."""
     head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in headers) + "</tr>" if any(headers) else ""
     body = "".join("<tr>" + "".join(f'<td class="n">{_n(v)}</td>' if i in numeric else
-                                    f"<td>{v}</td>" if i in raw else f"<td>{_e(v)}</td>"
+                                    f"<td>{v}</td>" if i in raw else _cell(v)
                                     for i, v in enumerate(row)) + "</tr>" for row in rows)
     return f"<table>{head}{body}</table>"
 
@@ -192,6 +200,12 @@ def _run_section(summary: dict) -> str:
     return out + "<h3>Time per stage</h3>" + _timing_html(run, stage_counts)
 
 
+def _utc(stamp) -> str:
+    """`2026-01-01T00:00:20+00:00` -> `2026-01-01 00:00:20` (the column says UTC); anything else as it is."""
+    text = str(stamp or "-")
+    return text[:19].replace("T", " ") if text.endswith("+00:00") else text
+
+
 def _history_section(summary: dict) -> str:
     runs = summary.get("runs") or []
     streaming = summary.get("streaming")
@@ -207,14 +221,14 @@ def _history_section(summary: dict) -> str:
         for key in totals:
             totals[key] += run.get(key) or 0
         wall = (run.get("timing") or {}).get("wall_seconds")
-        rows.append((i + 1, str(run.get("run_id", "-"))[:12], run.get("mode", "-"), run.get("started_at", "-"),
-                     run.get("committed_at", "-"), *(f"+{run.get(k, 0) or 0:,}" for k in totals),
+        rows.append((i + 1, str(run.get("run_id", "-"))[:12], run.get("mode", "-"), _utc(run.get("started_at")),
+                     _utc(run.get("committed_at")), *(f"+{run.get(k, 0) or 0:,}" for k in totals),
                      f"{totals['documents']:,} / {totals['duplicates']:,} / {totals['rejected']:,}",
                      _seconds(wall) if wall is not None else "not recorded",
                      "pass" if run.get("ok", run.get("reconciled")) else "fail"))
     shown = rows[-MAX_HISTORY:]
     return out + _more(len(rows), len(shown), "earlier runs") + _table(
-        ["#", "run", "mode", "started", "committed", "read", "documents", "duplicates", "rejected",
+        ["#", "run", "mode", "started (UTC)", "committed (UTC)", "read", "documents", "duplicates", "rejected",
          "lake after (docs / dups / rejected)", "wall time", "checks"], shown, numeric=(0, 5, 6, 7, 8))
 
 
@@ -247,7 +261,7 @@ def _invariants_section(summary: dict) -> str:
     for key, value in invariants.items():
         passed = value is True or value == 0 or value == [] or value is None
         detail = ("; ".join(map(str, value[:5])) + (f" +{len(value) - 5} more" if len(value) > 5 else "")
-                  if isinstance(value, list) and value else _n(value) if not isinstance(value, bool) else "")
+                  if isinstance(value, list) else _n(value)) or "none"
         rows.append((f'<span class="{"pass" if passed else "fail"}">{"PASS" if passed else "FAIL"}</span>',
                      _e(key), _e(INVARIANT_CHECKS.get(key, key.replace("_", " "))), _e(detail)))
     return (_table(["", "check", "what it means", "found"], rows, raw=(0, 1, 2, 3))
