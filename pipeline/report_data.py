@@ -28,6 +28,8 @@ EXAMPLES_PER_REASON = 3
 EXCERPT = 280
 DIFF_CHARS = 4000        # the part of each text a diff compares
 REREAD_MAX_BYTES = 256 * 1024 * 1024  # input read back per report, at most (to find copies' records)
+MAX_LINE_BYTES = 4 * 1024 * 1024     # an input line longer than this is not read back
+CHUNK_BYTES = 1024 * 1024
 WORD_BUCKETS = (0, 50, 100, 200, 500, 1000, 2000, 5000)  # lower bounds of the words-per-article bins
 
 # One line per column of the three tables (their types come from the Parquet files). Checked against the
@@ -264,20 +266,26 @@ def _resolve(path: str, bases: list) -> Optional[str]:
     return None
 
 
-def _lines_wanted(path: str, wanted: set, budget: list) -> dict:
-    """{line number: raw bytes} for the wanted 1-based lines of a (gzipped) JSONL file, reading at most
+def _lines_wanted(path: str, wanted: set, budget: list, max_line: int = MAX_LINE_BYTES) -> dict:
+    """{line number: raw bytes} for the wanted 1-based lines of a (gzipped) JSONL file, reading in bounded
+    chunks (a line longer than `max_line`, which the run rejected as too large anyway, is skipped) and at most
     what `budget[0]` still allows."""
-    found = {}
-    last = max(wanted)
+    found, last, number, line, whole = {}, max(wanted), 1, bytearray(), True
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                budget[0] -= len(raw)
-                if number in wanted:
-                    found[number] = raw.rstrip(b"\r\n")
-                if number >= last or budget[0] <= 0:
+            while budget[0] > 0 and number <= last:
+                chunk = handle.readline(CHUNK_BYTES)
+                if not chunk:
                     break
+                budget[0] -= len(chunk)
+                if number in wanted and whole:
+                    line += chunk
+                    whole = len(line) <= max_line
+                if chunk.endswith(b"\n"):
+                    if number in wanted and whole:
+                        found[number] = bytes(line).rstrip(b"\r\n")
+                    line, whole, number = bytearray(), True, number + 1
     except (OSError, EOFError, ValueError):
         pass
     return found

@@ -21,7 +21,7 @@ from wirewash.pipeline.lake import SCHEMAS
 from wirewash.pipeline.report import (PAGE_SIZE, REPORT_FILE, bar_chart, collect, parse_date_label, render_report,
                                       timeline, word_diff)
 from wirewash.pipeline.report_charts import funnel_chart
-from wirewash.pipeline.report_data import COLUMN_MEANINGS, INVARIANT_CHECKS
+from wirewash.pipeline.report_data import COLUMN_MEANINGS, INVARIANT_CHECKS, _lines_wanted, reread_copies
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, write_jsonl
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -172,10 +172,28 @@ def test_copies_are_read_back_only_when_their_record_is_still_there(tmp_path):
     source.write_text("\n".join(lines) + "\n")
     copies = {c["doc_id"]: c for c in collect(str(lake))["clusters"][0]["copies"]}
     assert "text" not in copies["en-2"] and "text" in copies["en-3"]
+    clusters = collect(str(lake), reread=False)["clusters"]
+    assert reread_copies(clusters, str(lake), max_bytes=10) == 0  # past the reading budget: not read back
+    assert reread_copies(clusters, str(lake)) == 2  # en-3 and vi-2; en-2's line holds another record
     source.rename(tmp_path / "moved.jsonl")
     data = collect(str(lake))
     assert not any("text" in c for cluster in data["clusters"] for c in cluster["copies"])
     assert "could not be read back here" in render_report(data)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
+def test_lines_are_read_back_in_bounded_chunks(tmp_path, suffix):
+    """Only the wanted lines come back; one longer than the cap is skipped (never held whole); the budget
+    stops the reading."""
+    import gzip
+
+    path = tmp_path / f"in{suffix}"
+    data = b"x" * 5000 + b"\nsecond\r\n" + b"y" * 3000 + b"\nfourth\nfifth\n"
+    path.write_bytes(gzip.compress(data) if suffix.endswith(".gz") else data)
+    assert _lines_wanted(str(path), {1, 2, 4}, [10 ** 9], max_line=1000) == {2: b"second", 4: b"fourth"}
+    assert _lines_wanted(str(path), {2, 5}, [5001], max_line=1000) == {}
+    budget = [10 ** 9]
+    assert _lines_wanted(str(path), {3}, budget, max_line=4000) == {3: b"y" * 3000} and budget[0] < 10 ** 9
 
 
 def test_word_diff_marks_what_changed():
