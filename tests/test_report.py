@@ -2,6 +2,7 @@
 (headless Chromium, Debian's `chromium` package) lays out every chart."""
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -16,7 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wirewash.pipeline.cli import main
-from wirewash.pipeline.report import REPORT_FILE, bar_chart, collect, parse_date_label, render_report, timeline
+from wirewash.pipeline.lake import SCHEMAS
+from wirewash.pipeline.report import (PAGE_SIZE, REPORT_FILE, bar_chart, collect, parse_date_label, render_report,
+                                      timeline, word_diff)
+from wirewash.pipeline.report_charts import funnel_chart
+from wirewash.pipeline.report_data import COLUMN_MEANINGS, INVARIANT_CHECKS, _lines_wanted, reread_copies
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, write_jsonl
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -49,13 +54,20 @@ def report(tmp_path_factory):
 class _Elements(HTMLParser):
     def __init__(self):
         super().__init__()
-        self.tags, self.attrs, self.svgs = [], [], 0
+        self.tags, self.attrs, self.svgs, self.ids = [], [], 0, []
 
     def handle_starttag(self, tag, attrs):
         self.tags.append(tag)
         self.attrs.extend(attrs)
+        self.ids += [v for k, v in attrs if k == "id"]
         if tag == "svg" and ("class", "chart") in attrs:
             self.svgs += 1
+
+
+SECTIONS = {"run": "Run details", "funnel": "Where the records went", "checks": "Invariants",
+            "history": "Run history", "languages": "Languages", "length": "Words per article", "sources": "Sources",
+            "clusters": "Duplicate clusters, largest first", "boilerplate": "Boilerplate removed",
+            "rejected": "Rejected records", "dictionary": "Data dictionary"}
 
 
 def test_report_content_comes_from_the_lake(report):
@@ -64,27 +76,163 @@ def test_report_content_comes_from_the_lake(report):
     assert data["totals"] == (3, 3, 2)
     assert data["languages"] == [("de", 1), ("en", 1), ("vi", 1)]
     assert data["days"] == [("2024-03-01", 1), ("2024-03-03", 1)] and data["unknown_days"] == 1
-    # largest duplicate cluster first, its copies listed
+    # largest duplicate cluster first, each copy with its title and text read back from its input line
     assert [(c["kept_id"], c["size"]) for c in data["clusters"]] == [("en", 3), ("vi", 2)]
-    assert sorted(c[0] for c in data["clusters"][0]["copies"]) == ["en-2", "en-3"]
+    copies = {c["doc_id"]: c for c in data["clusters"][0]["copies"]}
+    assert sorted(copies) == ["en-2", "en-3"] and data["n_clusters"] == 2 and data["listed_clusters"] == []
+    assert copies["en-3"]["text"].split() == ARTICLE_EN.split()  # its newsletter line cleaned away, as in the run
+    assert data["words"]["quartiles"][1] > 0 and sum(n for _, n in data["words"]["bins"]) == 3
+    assert sum(n for _, n in data["confidence"]) == 3
+    assert data["per_file"]["rows"] == [("in.jsonl", 8, 3, 3, 2)]
+    assert dict((s, (n, c)) for s, n, c in data["per_site"]["rows"])["a.example"] == (1, 2)
     page = report.read_text()
-    for heading in ("Counts per stage", "Languages", "Documents per day", "Documents per source",
-                    "Duplicate clusters, largest first", "Boilerplate removed", "Rejected records"):
-        assert f"<h2>{heading}</h2>" in page
+    for key, heading in SECTIONS.items():
+        assert f'<section id="{key}"><h2>{heading}</h2>' in page
+    assert "<h2>Documents per day</h2>" in page and "One column per publication day (UTC)" in page
     assert "3 copies of en" in page and "bad_json" in page and "empty_text" in page
     assert re.search(r"read_more<title>read_more</title></text><rect class=\"mark\"", page)
+    assert "showing 2 of 2 clusters" in page  # before the script pages them (and without script)
+    # the funnel: read -> each stage -> documents / duplicates / rejected, with the reasons per stage
+    assert "3 documents, 3 duplicates, 2 rejected" in page and "bad_json 1, empty_text 1" in page
+
+
+def _run_record(**extra) -> dict:
+    return {"run_id": "r1", "wirewash_version": "9.9", "mode": "batch", "started_at": "2026-01-01T00:00:00+00:00",
+            "committed_at": "2026-01-01T00:00:20+00:00", "inputs": ["a.jsonl"], "input_files": 1,
+            "options": {"threshold": 0.5, "rules": []}, "records_read": 8, "documents": 3, "duplicates": 3,
+            "rejected": 2, "ok": True, **extra}
+
+
+def test_run_details_with_and_without_timing(report):
+    """Version, mode, times, inputs, options and counts from the summary's latest `runs` record; time, CPU
+    and records/s per stage when the record has `timing`, and 'not recorded' when it has none."""
+    data = collect(str(report.parent), reread=False)
+    run = data["summary"]["runs"][-1]
+    page = render_report(data)
+    assert f"<td>{run['run_id']}</td>" in page and f"<td>{run['wirewash_version']}</td>" in page
+    assert "<tr><td>threshold</td><td>0.5</td></tr>" in page and "<tr><td>near</td><td>true</td></tr>" in page
+    assert "not recorded for this run" in page
+    data["summary"]["runs"] = [_run_record(timing={"wall_seconds": 4.0, "cpu_seconds": 6.0,
+                                                   "stages": {"read": 0.5, "dedup": 2.0}})]
+    page = render_report(data)
+    assert "Wall time 4.0 s, CPU time 6.0 s, 1.50 cores busy; 2 records/s." in page
+    # records/s per stage: the stage's records in over its seconds (8 in at read, 6 at dedup)
+    assert re.search(r"<td>read</td><td class=\"n\">0.5 s</td><td class=\"n\">12.5%</td><td class=\"n\">8</td>"
+                     r"<td class=\"n\">16</td>", page)
+    assert re.search(r"<td>dedup</td><td class=\"n\">2.0 s</td><td class=\"n\">50.0%</td><td class=\"n\">6</td>"
+                     r"<td class=\"n\">3</td>", page)
+    data["summary"].pop("runs")
+    assert "Run details: not recorded" in render_report(data)
+
+
+def test_history_lists_each_run_and_what_it_added(report):
+    data = collect(str(report.parent), reread=False)
+    data["summary"]["runs"] = [_run_record(), _run_record(run_id="r2", mode="append", records_read=5, documents=1,
+                                                          duplicates=4, rejected=0, ok=False)]
+    page = render_report(data)
+    history = page[page.index('<section id="history">'):page.index('<section id="languages">')]
+    assert history.count("<tr>") == 3 and "+4" in history and "4 / 7 / 2" in history  # the lake after run 2
+    assert "<td>pass</td>" in history and "<td>fail</td>" in history
+    data["summary"]["streaming"] = {"panes": 3, "last_window_end": "2026-01-01T00:01:00+00:00", "final": True}
+    assert "A streaming lake: 3 panes committed" in render_report(data)
+
+
+def test_invariants_are_a_pass_fail_checklist(report):
+    data = collect(str(report.parent), reread=False)
+    page = render_report(data)
+    checks = page[page.index('<section id="checks">'):page.index('<section id="history">')]
+    assert checks.count(">PASS<") == len(INVARIANT_CHECKS) and ">FAIL<" not in checks
+    data["summary"]["invariants"].update(dangling_duplicate_of=2, unread_input=["a.jsonl: read 3 of 5 records"])
+    checks = render_report(data)
+    assert checks.count(">FAIL<") == 2 and "a.jsonl: read 3 of 5 records" in checks
+
+
+def test_data_dictionary_describes_every_column_with_its_type(report):
+    """Every column of the lake's schemas has one meaning (COLUMN_MEANINGS), and the page gives each
+    column's type as the Parquet files hold it."""
+    for table, schema in SCHEMAS.items():
+        if table in COLUMN_MEANINGS:
+            extra = {"lang", "date"} if table == "documents" else set()
+            assert set(COLUMN_MEANINGS[table]) == set(schema.names) | extra, table
+    data = collect(str(report.parent), reread=False)
+    page = render_report(data)
+    assert "<tr><td><code>published_at</code></td><td>TIMESTAMP WITH TIME ZONE</td>" in page
+    assert "<tr><td><code>other_langs</code></td><td>VARCHAR[]</td>" in page
+    assert "<tr><td><code>duplicate_of</code></td><td>VARCHAR</td>" in page
+
+
+def test_copies_are_read_back_only_when_their_record_is_still_there(tmp_path):
+    """A copy's text is not in the lake: it is re-read from its input line; a moved input, or a line that
+    now holds another record, leaves the copy with its id only, and the page says so."""
+    lake = _run(tmp_path, RECORDS)
+    assert all("text" in c for c in collect(str(lake))["clusters"][0]["copies"])
+    source = tmp_path / "in.jsonl"
+    lines = source.read_text().splitlines()
+    lines[1] = json.dumps({"id": "other", "text": ARTICLE_EN})  # en-2's line now holds another record
+    source.write_text("\n".join(lines) + "\n")
+    copies = {c["doc_id"]: c for c in collect(str(lake))["clusters"][0]["copies"]}
+    assert "text" not in copies["en-2"] and "text" in copies["en-3"]
+    clusters = collect(str(lake), reread=False)["clusters"]
+    assert reread_copies(clusters, str(lake), max_bytes=10) == 0  # past the reading budget: not read back
+    assert reread_copies(clusters, str(lake)) == 2  # en-3 and vi-2; en-2's line holds another record
+    source.rename(tmp_path / "moved.jsonl")
+    data = collect(str(lake))
+    assert not any("text" in c for cluster in data["clusters"] for c in cluster["copies"])
+    assert "could not be read back here" in render_report(data)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
+def test_lines_are_read_back_in_bounded_chunks(tmp_path, suffix):
+    """Only the wanted lines come back; one longer than the cap is skipped (never held whole); the budget
+    stops the reading."""
+    import gzip
+
+    path = tmp_path / f"in{suffix}"
+    data = b"x" * 5000 + b"\nsecond\r\n" + b"y" * 3000 + b"\nfourth\nfifth\n"
+    path.write_bytes(gzip.compress(data) if suffix.endswith(".gz") else data)
+    assert _lines_wanted(str(path), {1, 2, 4}, [10 ** 9], max_line=1000) == {2: b"second", 4: b"fourth"}
+    assert _lines_wanted(str(path), {2, 5}, [5001], max_line=1000) == {}
+    budget = [10 ** 9]
+    assert _lines_wanted(str(path), {3}, budget, max_line=4000) == {3: b"y" * 3000} and budget[0] < 10 ** 9
+
+
+def test_word_diff_marks_what_changed():
+    diff = word_diff("the cat sat on the mat", "the dog sat on the mat today")
+    assert diff == "the <del>cat</del> <ins>dog</ins> sat on the mat <ins>today</ins>"
+    assert word_diff("a < b", "a < c") == "a &lt; <del>b</del> <ins>c</ins>"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from("ab<c&d e"), max_size=30), st.lists(st.sampled_from("ab<c&d e"), max_size=30))
+def test_word_diff_keeps_both_texts(a, b):
+    """Unchanged and deleted words give the kept text back; unchanged and inserted ones the copy."""
+    kept, copy = " ".join(a), " ".join(b)
+    diff = word_diff(kept, copy, context=10 ** 6)
+    strip = lambda text, tag: html.unescape(re.sub(rf"<{tag}>.*?</{tag}>|</?\w+>", "", text))  # noqa: E731
+    assert strip(diff, "ins").split() == kept.split() and strip(diff, "del").split() == copy.split()
+
+
+def test_funnel_bars_share_one_scale():
+    svg = funnel_chart(10, [("read", 8, 2, 0), ("dedup", 5, 0, 3)], (5, 3, 2), "t", width=1000)
+    widths = [float(w) for w in re.findall(r'class="mark" x="[\d.]+" y="[\d.]+" width="([\d.]+)"', svg)]
+    # read 10 | read: 8 on + 2 rejected | dedup: 5 on + 3 duplicates | outcome: 5 + 3 + 2
+    assert len(widths) == 8 and widths[1] + widths[2] == pytest.approx(widths[0])
+    assert widths[3] + widths[4] == pytest.approx(widths[1]) and sum(widths[5:]) == pytest.approx(widths[0])
+    assert "no record was read" in funnel_chart(0, [], (0, 0, 0), "t")
 
 
 def test_report_is_self_contained_and_escaped(report):
     page = report.read_text()
     parsed = _Elements()
     parsed.feed(page)
-    assert parsed.svgs >= 6
+    assert parsed.svgs >= 8
     assert not {"img", "link", "iframe", "object", "embed"} & set(parsed.tags)
-    assert not [v for k, v in parsed.attrs if k in ("src", "href")]
+    assert not [v for k, v in parsed.attrs if k == "src"]
+    links = [v for k, v in parsed.attrs if k == "href"]
+    assert links and all(v[1:] in parsed.ids for v in links)  # only links to the page's own sections
     assert "http://" not in page and "https://" not in page and "url(" not in page
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert page.count("<script>") == 1  # only the layout check
+    assert page.count("<script>") == 2  # the error recorder and the page's own (layout check, cluster search)
 
 
 def test_timeline_fills_gaps_and_switches_to_months():
@@ -122,23 +270,69 @@ def test_report_of_a_clean_lake_says_so(tmp_path, seeds_dir):
     assert "No duplicates." in page and "No record was rejected." in page and "every record accounted for" in page
 
 
-def test_report_renders_in_headless_chromium(report, tmp_path):
+def open_in_chromium(page: Path, tmp_path: Path, fragment: str = "") -> tuple[str, list]:
+    """(the <body> tag after the page's scripts ran, the console lines) of `page` in headless Chromium."""
     if not CHROMIUM.exists():
         pytest.skip("needs /usr/bin/chromium (Debian's chromium package; .ci/run installs it with apt-get)")
-    page = report.read_text()
-    expected = page.count('<svg class="chart"')
-    profile = tmp_path / "profile"
-    profile.mkdir()
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir(exist_ok=True)
     result = subprocess.run(
         [str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=5000",
-         "--dump-dom", report.as_uri()],
+         "--enable-logging=stderr", "--log-level=0", "--dump-dom", page.as_uri() + fragment],
         capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-2000:]
+    html_tag = re.search(r"<html[^>]*>", result.stdout)
     body = re.search(r"<body[^>]*>", result.stdout)
-    assert body, result.stdout[:500]
-    # The page's own script counts the charts whose every bar the browser laid out with a non-zero size.
-    assert f'data-charts="{expected}"' in body.group(0) and f'data-charts-drawn="{expected}"' in body.group(0)
-    assert expected >= 6
+    assert html_tag and body, result.stdout[:500]
+    assert "data-errors" not in html_tag.group(0), html_tag.group(0)  # the page's error recorder saw none
+    return body.group(0), [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
+
+
+def check_in_browser(report_path: Path, tmp_path: Path) -> str:
+    """Opens a report in Chromium: no console message, the script ran to its end, every chart laid out
+    with a real size, every section there. Returns the body tag."""
+    page = report_path.read_text()
+    expected = page.count('<svg class="chart')
+    body, console = open_in_chromium(report_path, tmp_path)
+    assert console == []
+    assert 'data-ready="1"' in body
+    assert f'data-charts="{expected}"' in body and f'data-charts-drawn="{expected}"' in body, body
+    for key in SECTIONS:
+        assert f'<section id="{key}">' in page
+    return body
+
+
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    body = check_in_browser(report, tmp_path)
+    assert 'data-clusters-shown="2"' in body
+    assert report.read_text().count('<svg class="chart') >= 8
+
+
+def test_all_clusters_are_reachable_paged_and_searchable(report, tmp_path):
+    """Many clusters: the page holds them all (the largest with their text, the rest by id and title), the
+    script shows PAGE_SIZE at a time with 'showing 1-10 of N', and its search (here from the address,
+    `#clusters=...`) finds any of them; without the script every cluster is in the page."""
+    data = collect(str(report.parent), reread=False)
+    extra = [(f"kept-{i:03d}", 2, "near", 0.8, f"Story number {i}", "x.example") for i in range(40)]
+    data["listed_clusters"], data["n_clusters"] = extra, 42
+    path = tmp_path / "many.html"
+    path.write_text(render_report(data))
+    page = path.read_text()
+    assert all(f"<code>kept-{i:03d}</code>" in page for i in range(40)) and "showing 10 of 42 clusters" in page
+    body, _ = open_in_chromium(path, tmp_path)
+    assert f'data-clusters-shown="{PAGE_SIZE}"' in body
+    body, _ = open_in_chromium(path, tmp_path, "#clusters=story%20number%2017")
+    assert 'data-clusters-shown="1"' in body
+    data["n_clusters"] = 5000  # more than the page holds: it says how to list the rest
+    assert "the other 4,958 only in the lake" in render_report(data)
+
+
+def test_screenshot_in_docs_is_a_small_png():
+    """docs/report.png (how it is made: docs/tutorial.md) is linked from the README and the tutorial."""
+    shot = Path(__file__).resolve().parents[1] / "docs" / "report.png"
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size < 400_000
+    assert "(docs/report.png)" in (shot.parent.parent / "README.md").read_text()
+    assert "(report.png)" in (shot.parent / "tutorial.md").read_text()
 
 
 # --- every command on every lake shape (issue 19) ----------------------------------------------------------
@@ -185,6 +379,12 @@ def _shape(name: str, folder: Path, seeds: Path) -> Path:
     if name in ("dated", "months", "years"):
         lake = _run(folder, DATED)
         return _coarsen(lake, {"dated": 10, "months": 7, "years": 4}[name])
+    if name == "appended":  # a second run added with --append: two runs in the history
+        lake = _run(folder, DATED)
+        later = [{"id": "vi-3", "source": "e.example", "published": "2024-02-10", "text": ARTICLE_VI}, {"id": "z", "text": " "}]
+        assert main(["run", "--input", str(write_jsonl(folder / "later.jsonl", later)), "--output", str(lake),
+                     "--append", "--quiet"]) == 0
+        return lake
     if name == "no-documents":
         return _run(folder, ["{not json", {"id": "x", "text": " "}])
     lake = folder / "lake"
@@ -202,6 +402,7 @@ SHAPES = {  # name: (documents, duplicates, rejected, undated documents, unit of
     "dated": (3, 1, 1, 0, "day"),
     "months": (3, 1, 1, 0, "month"),
     "years": (3, 1, 1, 0, "year"),
+    "appended": (3, 2, 2, 0, "day"),
     "no-documents": (0, 0, 2, 0, "day"),
     "absent-folders": (5, 0, 0, 5, "day"),
     "empty-folders": (5, 0, 0, 5, "day"),
@@ -211,8 +412,9 @@ SHAPES = {  # name: (documents, duplicates, rejected, undated documents, unit of
 @pytest.mark.parametrize("shape", SHAPES)
 def test_every_command_works_on_every_lake_shape(shape, tmp_path, seeds_dir, capsys):
     """report, query and ddl on lakes with and without undated articles, with day, month or year folders,
-    without documents, and with empty duplicates/rejected tables (folder absent or empty): `date` is text
-    everywhere (a lake whose articles all have a date crashed the report: `invalid date field format`)."""
+    without documents, with empty duplicates/rejected tables (folder absent or empty), and grown by an
+    append: `date` is text everywhere (a lake whose articles all have a date crashed the report: `invalid
+    date field format`); the report opens in Chromium without a console message, every chart drawn."""
     n_docs, n_dups, n_rej, undated, unit = SHAPES[shape]
     lake = _shape(shape, tmp_path, seeds_dir)
     capsys.readouterr()
@@ -222,6 +424,9 @@ def test_every_command_works_on_every_lake_shape(shape, tmp_path, seeds_dir, cap
     assert main(["report", str(lake), "--quiet"]) == 0
     page = (lake / REPORT_FILE).read_text()
     assert f"<h2>Documents per {unit}</h2>" in page and f"documents per publication {unit} (UTC)" in page
+    check_in_browser(lake / REPORT_FILE, tmp_path)
+    history = page[page.index('<section id="history">'):page.index('<section id="languages">')]
+    assert history.count("<tr>") == (3 if shape == "appended" else 0)
     if data["days"]:
         assert {label for label, _ in timeline(data["days"])[1]} >= {d for d, _ in data["days"]}
     sql = "SELECT typeof(lang), typeof(date), count(*) FROM documents WHERE date = 'unknown' GROUP BY ALL"
@@ -270,6 +475,8 @@ def test_every_command_works_on_a_streaming_lake(tmp_path, capsys):
         code, _, err = stop(proc, signal.SIGINT)
     assert code == 0, err[-3000:]
     assert main(["report", str(lake), "--quiet"]) == 0
+    assert "A streaming lake:" in (lake / REPORT_FILE).read_text()
+    check_in_browser(lake / REPORT_FILE, tmp_path)
     data = collect(str(lake))
     assert data["totals"] == (3, 1, 1) and data["unknown_days"] == 0
     assert main(["query", str(lake), "SELECT count(*) FROM documents WHERE date = 'unknown'", "--format", "csv"]) == 0
