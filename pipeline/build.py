@@ -172,8 +172,8 @@ class IngestArticles(beam.PTransform):
         return {"documents": deduped["documents"], "duplicates": duplicates, "rejected": rejected,
                 "records_read": records_read, "removed_lines": cleaned.get("removed_lines"),
                 "read_tallies": read["tallies"],
-                # for live progress only (pipeline/progress.py): records as they enter the stages
-                "read_articles": read["articles"], "read_rejected": read["rejected"]}
+                # for live progress only (pipeline/progress.py): records as they enter the stages, and dedup
+                "read_articles": read["articles"], "read_rejected": read["rejected"], "cleaned": articles}
 
 
 LOCAL_RUNNERS = (None, "DirectRunner", "direct", "Direct")
@@ -325,14 +325,15 @@ def _assemble(pipeline: beam.Pipeline, runner, settings: RunSettings, progress_d
     outputs = pipeline | "Ingest" >> IngestArticles(settings.files, settings.rule_files,
                                                     settings.max_record_bytes, settings.dedup,
                                                     settings.max_decompressed_bytes, spill, settings.lake_index)
+    pipeline.wirewash_run = run_record(settings)  # its run_id: the CLI adds the run's `timing` after the run
     _ = outputs | "WriteLake" >> WriteLake(settings.output, settings.ingested_at, settings.overwrite,
                                            partition_by=settings.partition_by, append=settings.append,
-                                           run=run_record(settings), dedup=settings.dedup,
+                                           run=pipeline.wirewash_run, dedup=settings.dedup,
                                            lake_index=settings.lake_index)
     if progress_dir:
         from wirewash.pipeline.progress import CountProgress
         _ = ({"read:articles": outputs["read_articles"], "read:rejected": outputs["read_rejected"],
-              "documents": outputs["documents"], "duplicates": outputs["duplicates"],
+              "cleaned": outputs["cleaned"], "documents": outputs["documents"], "duplicates": outputs["duplicates"],
               "rejected": outputs["rejected"]} | "Progress" >> CountProgress(progress_dir))
     return pipeline
 
