@@ -330,8 +330,11 @@ def _run_command(argv: list[str], stop) -> int:
         from wirewash.pipeline.lake import add_to_run
         timing = run_timing(result, process_started(), run_started,
                             options.view_as(DirectOptions).direct_num_workers or 1)
-        summary = add_to_run(settings.output, pipeline.wirewash_run["run_id"], {"timing": timing})
         seconds = timing["wall_seconds"]
+        try:
+            summary = add_to_run(settings.output, pipeline.wirewash_run["run_id"], {"timing": timing})
+        except Exception as err:  # noqa: BLE001 - the lake is committed; its timing is a report
+            logging.getLogger(__name__).warning("wirewash: the run's timing was not recorded: %s", short_error(err))
     if summary is None:
         with FileSystems.open(summary_path) as handle:
             summary = json.loads(handle.read().decode("utf-8"))

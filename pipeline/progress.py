@@ -198,9 +198,9 @@ def phase_of(counts: dict, total: Optional[int], committing: bool = False) -> in
 
 
 def eta(done: int, of: Optional[int], base: int, phase_elapsed: float) -> Optional[float]:
-    """Seconds left in a phase at its rate so far (`base`: the count when the phase began); None until
-    something moved or when the end is unknown."""
-    if not of or done <= base or phase_elapsed <= 0:
+    """Seconds left in a phase at its rate so far (`base`: the count when the phase began); None when the
+    end is unknown, or until 1% of the phase (and at least 2 records) moved, over at least 2 seconds."""
+    if not of or done - base < max(2, (of - base) // 100) or phase_elapsed < 2:
         return None
     if done >= of:
         return 0.0

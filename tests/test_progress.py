@@ -38,7 +38,7 @@ def test_phases_follow_the_work():
     line = progress_line(done_reading, total, DEDUP, 12.0, 1.0, base=10)
     assert "[2/4 dedup] 10/100: 0 docs, 0 dups, 10 rejected" in line and "ETA" not in line and "100%" not in line
     # dedup emits: documents and duplicates are counted as they come, with the phase's own ETA
-    line = progress_line(counts_of(100, 90, 40, 10, 10), total, DEDUP, 14.0, 2.0, base=10)
+    line = progress_line(counts_of(100, 90, 40, 10, 10), total, DEDUP, 14.0, 2.5, base=10)
     assert "60/100: 40 docs, 10 dups, 10 rejected, ETA 0:02" in line
     # a wrong (too high) estimate: the first document still ends the reading phase
     assert phase_of(counts_of(90, 80, 1, 0, 10), 120) == DEDUP
@@ -61,6 +61,8 @@ def test_num_is_exact_then_short():
 
 def test_eta_and_clock():
     assert eta(50, 100, 0, 10.0) == 10.0 and eta(50, 100, 50, 10.0) is None and eta(5, None, 0, 1.0) is None
+    assert eta(1, 3000, 0, 10.0) is None and eta(30, 3000, 0, 10.0) == 990.0  # no guess from one record
+    assert eta(50, 100, 0, 1.0) is None and eta(100, 100, 0, 5.0) == 0.0
     assert (clock(None), clock(59.4), clock(61), clock(3723), clock(1e6)) == ("?", "0:59", "1:01", "1:02:03", "277h")
 
 
