@@ -271,13 +271,14 @@ def _run_command(argv: list[str], stop) -> int:
         if settings.skipped_inputs and not args.quiet:
             print(f"wirewash: skipped {settings.skipped_inputs} files inside the output lake {settings.output} "
                   "(a lake never reads its own files)", file=sys.stderr)
-        if not args.quiet:  # the first line: what the run reads or watches
-            print(start_line(options, settings), file=sys.stderr, flush=True)
         live = sys.stderr.isatty()
         streaming = options.view_as(StandardOptions).streaming  # has its own lines (progress.StreamLines)
         if not args.quiet and (live or args.progress) and _is_local_runner(options) and not streaming:
             display = ProgressDisplay([f.path for f in settings.files], live=live, output=settings.output)
-        pipeline = build_pipeline(options, settings, progress_dir=display.folder if display else None)
+        # the first line, once the run is checked: what it reads or watches
+        announce = None if args.quiet else lambda: print(start_line(options, settings), file=sys.stderr, flush=True)
+        pipeline = build_pipeline(options, settings, progress_dir=display.folder if display else None,
+                                  announce=announce)
     except OSError as err:
         if display:
             display.discard()
