@@ -15,7 +15,7 @@ import uuid
 import weakref
 from datetime import datetime, timezone
 from importlib import resources
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -172,8 +172,8 @@ class IngestArticles(beam.PTransform):
         return {"documents": deduped["documents"], "duplicates": duplicates, "rejected": rejected,
                 "records_read": records_read, "removed_lines": cleaned.get("removed_lines"),
                 "read_tallies": read["tallies"],
-                # for live progress only (pipeline/progress.py): records as they enter the stages
-                "read_articles": read["articles"], "read_rejected": read["rejected"]}
+                # for live progress only (pipeline/progress.py): records as they enter the stages, and dedup
+                "read_articles": read["articles"], "read_rejected": read["rejected"], "cleaned": articles}
 
 
 LOCAL_RUNNERS = (None, "DirectRunner", "direct", "Direct")
@@ -276,10 +276,11 @@ def input_bytes(files: list[InputFile]) -> int:
 
 
 def build_pipeline(options: PipelineOptions, settings: Optional[RunSettings] = None,
-                   progress_dir: Optional[str] = None) -> beam.Pipeline:
+                   progress_dir: Optional[str] = None, announce: Optional[Callable[[], None]] = None) -> beam.Pipeline:
     """The whole pipeline for these options (batch, or streaming with --streaming), ready to `run()`. With
     `progress_dir` (local batch runs only), side branches count records into that folder for the live
-    progress display."""
+    progress display. `announce` is called once the options, output and runner are checked, before the
+    graph (seconds of work) is built: the CLI's first line."""
     prepare_runner(options)  # --runner=DaskRunner, and a one-sentence error for what a runner lacks
     settings = settings or settings_from_options(options)
     created = "://" not in settings.output and not os.path.lexists(settings.output)
@@ -289,7 +290,7 @@ def build_pipeline(options: PipelineOptions, settings: Optional[RunSettings] = N
             settings = settings._replace(partition_by=lake_layout(settings.output, settings.partition_by,
                                                                   _explicit_flags(options)),
                                          lake_index=append_index(settings.output, settings.dedup))
-        return _build(options, settings, progress_dir)
+        return _build(options, settings, progress_dir, announce or (lambda: None))
     except BaseException:
         # a mistake found while building (an unknown runner, a bad rule file) leaves no folder behind
         remove_staging(settings.output)
@@ -299,12 +300,14 @@ def build_pipeline(options: PipelineOptions, settings: Optional[RunSettings] = N
         raise
 
 
-def _build(options: PipelineOptions, settings: RunSettings, progress_dir: Optional[str]) -> beam.Pipeline:
+def _build(options: PipelineOptions, settings: RunSettings, progress_dir: Optional[str], announce) -> beam.Pipeline:
     runner = resolve_runner(options, input_bytes(settings.files))
     if options.view_as(StandardOptions).streaming:
         from wirewash.pipeline.streaming import build_streaming_pipeline
+        announce()
         return build_streaming_pipeline(options, settings)
     pipeline = beam.Pipeline(runner=runner, options=options) if runner else beam.Pipeline(options=options)
+    announce()
     try:
         return _assemble(pipeline, runner, settings, progress_dir)
     except BaseException:
@@ -325,14 +328,15 @@ def _assemble(pipeline: beam.Pipeline, runner, settings: RunSettings, progress_d
     outputs = pipeline | "Ingest" >> IngestArticles(settings.files, settings.rule_files,
                                                     settings.max_record_bytes, settings.dedup,
                                                     settings.max_decompressed_bytes, spill, settings.lake_index)
+    pipeline.wirewash_run = run_record(settings)  # its run_id: the CLI adds the run's `timing` after the run
     _ = outputs | "WriteLake" >> WriteLake(settings.output, settings.ingested_at, settings.overwrite,
                                            partition_by=settings.partition_by, append=settings.append,
-                                           run=run_record(settings), dedup=settings.dedup,
+                                           run=pipeline.wirewash_run, dedup=settings.dedup,
                                            lake_index=settings.lake_index)
     if progress_dir:
         from wirewash.pipeline.progress import CountProgress
         _ = ({"read:articles": outputs["read_articles"], "read:rejected": outputs["read_rejected"],
-              "documents": outputs["documents"], "duplicates": outputs["duplicates"],
+              "cleaned": outputs["cleaned"], "documents": outputs["documents"], "duplicates": outputs["duplicates"],
               "rejected": outputs["rejected"]} | "Progress" >> CountProgress(progress_dir))
     return pipeline
 

@@ -223,17 +223,9 @@ def parse_run_args(argv: list[str]):
 
 
 def _print_summary(summary: dict, output: str, seconds: float) -> None:
-    print(f"wirewash: {summary['records_read']} records read -> {summary['documents']} documents, "
-          f"{summary['duplicates']} duplicates, {summary['rejected']} rejected in {seconds:.1f} s; lake: {output}")
-    for stage, counts in summary.get("stages", {}).items():
-        extra = f", {counts['duplicates']} duplicates" if "duplicates" in counts else ""
-        print(f"  {stage:<12} {counts['in']:>8} in  {counts['rejected']:>6} rejected{extra}  -> {counts['out']}")
-    for title, key in (("languages", "languages"), ("boilerplate lines removed", "boilerplate_lines_removed"),
-                       ("duplicates by kind", "duplicate_kinds"), ("rejected by reason", "rejected_reasons")):
-        items = summary.get(key) or {}
-        if items:
-            ranked = sorted(items.items(), key=lambda kv: (-kv[1], kv[0]))
-            print(f"  {title}: " + ", ".join(f"{k} {v}" for k, v in ranked))
+    from wirewash.pipeline.summary_text import summary_lines
+
+    print("\n".join(summary_lines(summary, output, seconds)), file=sys.stderr, flush=True)
 
 
 def _is_local_runner(options) -> bool:
@@ -269,7 +261,8 @@ def _run_command(argv: list[str], stop) -> int:
     from wirewash.pipeline.build import build_pipeline, remove_spill, settings_from_options
     from wirewash.pipeline.io import InputError
     from wirewash.pipeline.lake import SUMMARY_FILE, LakeExistsError, short_error
-    from wirewash.pipeline.progress import ProgressDisplay
+    from wirewash.pipeline.progress import ProgressDisplay, StreamLines, start_line, stream_file_counter
+    from wirewash.pipeline.timing import process_started, run_timing
 
     options = PipelineOptions(beam_argv)
     display = None
@@ -279,10 +272,13 @@ def _run_command(argv: list[str], stop) -> int:
             print(f"wirewash: skipped {settings.skipped_inputs} files inside the output lake {settings.output} "
                   "(a lake never reads its own files)", file=sys.stderr)
         live = sys.stderr.isatty()
-        streaming = options.view_as(StandardOptions).streaming  # has its own running summary
+        streaming = options.view_as(StandardOptions).streaming  # has its own lines (progress.StreamLines)
         if not args.quiet and (live or args.progress) and _is_local_runner(options) and not streaming:
-            display = ProgressDisplay([f.path for f in settings.files], live=live)
-        pipeline = build_pipeline(options, settings, progress_dir=display.folder if display else None)
+            display = ProgressDisplay([f.path for f in settings.files], live=live, output=settings.output)
+        # the first line, once the run is checked: what it reads or watches
+        announce = None if args.quiet else lambda: print(start_line(options, settings), file=sys.stderr, flush=True)
+        pipeline = build_pipeline(options, settings, progress_dir=display.folder if display else None,
+                                  announce=announce)
     except OSError as err:
         if display:
             display.discard()
@@ -299,12 +295,14 @@ def _run_command(argv: list[str], stop) -> int:
         if display:
             display.discard()
         return _interrupted(stop.requested, "stopped before the run began; nothing was written")
-    started = time.monotonic()
+    run_started = time.time()
     summary = None
     try:
         if options.view_as(StandardOptions).streaming:  # runs until drained (Ctrl-C / SIGTERM); see streaming.py
             from wirewash.pipeline.streaming import run_streaming
-            summary = run_streaming(pipeline, settings.output)
+            lines = not args.quiet and _is_local_runner(options)
+            with StreamLines(stream_file_counter(options)) if lines else contextlib.nullcontext():
+                summary = run_streaming(pipeline, settings.output)
         else:
             # Local worker processes are quiet by themselves (pipeline/worker.py, started by resolve_runner).
             _arm(stop, options, settings.output, pipeline, display)
@@ -323,10 +321,21 @@ def _run_command(argv: list[str], stop) -> int:
     if stop.interrupted:  # the signal came during the commit, which was let finish
         return _interrupted(stop.interrupted, f"the commit had begun and was let finish: {settings.output} is "
                                               "a complete lake")
-    seconds = time.monotonic() - started
+    seconds = time.time() - process_started()
 
     from apache_beam.io.filesystems import FileSystems
     summary_path = FileSystems.join(settings.output, SUMMARY_FILE)
+    if summary is None:  # a batch run: its `timing` joins its record in the lake's `runs`
+        from apache_beam.options.pipeline_options import DirectOptions
+
+        from wirewash.pipeline.lake import add_to_run
+        timing = run_timing(result, process_started(), run_started,
+                            options.view_as(DirectOptions).direct_num_workers or 1)
+        seconds = timing["wall_seconds"]
+        try:
+            summary = add_to_run(settings.output, pipeline.wirewash_run["run_id"], {"timing": timing})
+        except Exception as err:  # noqa: BLE001 - the lake is committed; its timing is a report
+            logging.getLogger(__name__).warning("wirewash: the run's timing was not recorded: %s", short_error(err))
     if summary is None:
         with FileSystems.open(summary_path) as handle:
             summary = json.loads(handle.read().decode("utf-8"))

@@ -66,7 +66,7 @@ from wirewash.transforms.types import (DOCUMENTS, DUPLICATES, REJECTED, TABLES, 
 __all__ = ["WriteLake", "DOCUMENTS_SCHEMA", "DUPLICATES_SCHEMA", "REJECTED_SCHEMA", "partition_of",
            "summarize", "LakeExistsError", "check_output_location", "SUMMARY_FILE", "TABLES", "LANGUAGES",
            "valid_partition", "short_error", "remove_staging", "PARTITION_BY", "DEFAULT_PARTITION_BY",
-           "MARKER_FILE", "REPORT_FILE", "is_lake", "sort_rows", "write_parquet", "manifest_files"]
+           "MARKER_FILE", "REPORT_FILE", "is_lake", "sort_rows", "write_parquet", "manifest_files", "add_to_run"]
 
 NAMESPACE = "write"
 SUMMARY_FILE = "_SUMMARY.json"
@@ -722,6 +722,26 @@ def read_summary(output: str) -> Optional[dict]:
         return None
     with FileSystems.open(path) as handle:
         return json.loads(handle.read().decode("utf-8"))
+
+
+def add_to_run(output: str, run_id: str, fields: dict) -> Optional[dict]:
+    """After a run: adds `fields` (its `timing`) to that run's record in the lake's `runs` and replaces
+    `_SUMMARY.json` atomically; tables and manifest untouched. The new summary, or None when the lake has no
+    record of that run."""
+    summary = read_summary(output)
+    record = next((r for r in (summary or {}).get("runs", []) if r.get("run_id") == run_id), None)
+    if record is None:
+        return None
+    record.update(fields)
+    root = FileSystems.join(output, STAGING_DIR)
+    made = not FileSystems.exists(root)
+    staging = FileSystems.join(root, f"run-{uuid.uuid4().hex}")
+    write_summary(output, staging, summary)
+    try:
+        FileSystems.delete([root if made else staging])
+    except Exception:  # best effort, like remove_staging
+        pass
+    return summary
 
 
 def write_summary(output: str, staging: str, summary: dict) -> None:

@@ -60,6 +60,7 @@ from wirewash.pipeline.lake import (DEFAULT_PARTITION_BY, DOCUMENTS, DUPLICATES,
                            SUMMARY_FILE, INDEX, TABLES, _dedup_settings, _fact_of, _lake_files, _relative,
                            _write_marker, manifest_files, partition_of, remove_lake, row_of, summarize, unread_input,
                            write_parquet)
+from wirewash.pipeline.progress import window_committed
 from wirewash.transforms.boilerplate import StripBoilerplate
 from wirewash.transforms.dedup import DedupConfig
 from wirewash.transforms.lake_dedup import index_row
@@ -665,6 +666,7 @@ class _RunningSummaryFn(beam.DoFn):
         total_state.write(total)
         summary = with_layout(streaming_summary(total), self.output, self.partition_by)
         write_json_atomically(self.output, self.staging, summary)
+        window_committed(counts, window_end)  # the CLI's line per window (pipeline/progress.py)
         yield summary
 
 

@@ -107,6 +107,8 @@ def test_the_summary_covers_the_whole_lake_and_each_run(appended, inputs):
     assert [r["records_read"] for r in s["runs"]] == read
     assert [r["mode"] for r in s["runs"]] == ["append", "append"]
     assert all(r["started_at"] <= r["committed_at"] and r["wirewash_version"] for r in s["runs"])
+    # each append keeps its own timing (the second rewrite of the summary leaves the first run's alone)
+    assert all(sum(r["timing"]["stages"].values()) <= r["timing"]["wall_seconds"] for r in s["runs"])
     assert s["runs"][1]["inputs"] == [str(inputs[1])]
     assert sorted(f for t in TABLES for f in s["files"][t]) == committed_files(appended)
     assert s["index"]["rows"] == 30 and len(s["index"]["files"]) == 2

@@ -13,7 +13,7 @@ import pytest
 from wirewash.pipeline.cli import _checking_parser, main, parse_run_args
 from wirewash.pipeline.config import UsageError, config_to_argv, merge_argv
 from wirewash.pipeline.ddl import lake_ddl
-from wirewash.pipeline.progress import ProgressDisplay, estimate_records, format_line, phase_of, read_counts
+from wirewash.pipeline.progress import ProgressDisplay, estimate_records, read_counts
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, lake_rows, summary, write_jsonl
 
 RECORDS = [
@@ -290,15 +290,6 @@ def test_estimate_records(tmp_path):
     assert estimate_records(paths + ["gs://bucket/x.jsonl"]) is None
 
 
-def test_format_line_rate_and_eta():
-    line = format_line({"read": 50, "documents": 40, "duplicates": 5, "rejected": 5}, 150, 10.0)
-    assert line == ("wirewash: 50/150 records read, 40 documents, 5 duplicates, 5 rejected, 5 records/s, "
-                    "ETA 20s")
-    assert "ETA ?" in format_line({"read": 0, "documents": 0, "duplicates": 0, "rejected": 0}, None, 1.0)
-    assert phase_of({"read": 150, "documents": 0, "duplicates": 0, "rejected": 3}, 150) == "deduplicating; "
-    assert phase_of({"read": 150, "documents": 9, "duplicates": 0, "rejected": 3}, 150) == ""
-
-
 def test_progress_channel_counts_match_the_lake(lake, tmp_path):
     """The counting side branches write the same numbers as the lake holds (here through the CLI's plain
     progress lines, which end with the final counts)."""
@@ -308,8 +299,7 @@ def test_progress_channel_counts_match_the_lake(lake, tmp_path):
         assert main(["run", "--input", str(lake.parent / "in.jsonl"), "--output", str(tmp_path / "l"),
                      "--progress"]) == 0
     s = summary(tmp_path / "l")
-    expected = (f"wirewash: {s['records_read']}/{s['records_read']} records read, {s['documents']} documents, "
-                f"{s['duplicates']} duplicates, {s['rejected']} rejected")
+    expected = f"[done] {s['documents']} documents, {s['duplicates']} duplicates, {s['rejected']} rejected"
     assert expected in err.getvalue()
     assert "apitools" not in err.getvalue() and "Prism" not in err.getvalue()
 
@@ -321,23 +311,28 @@ def test_multi_processing_workers_stay_quiet(tmp_path, capfd):
     assert main(["run", "--input", str(write_jsonl(tmp_path / "in.jsonl", RECORDS)), "--output", str(out),
                  "--direct_running_mode", "multi_processing", "--direct_num_workers", "2", "--progress"]) == 0
     lines = capfd.readouterr().err.strip().splitlines()
-    assert all(line.startswith("wirewash: ") and " records read, " in line for line in lines), lines
-    assert lines[-1].startswith("wirewash: 6/6 records read, 3 documents, 1 duplicates, 2 rejected, ")
+    assert all(line.startswith(("wirewash", "  ", "next:")) for line in lines), lines
+    assert lines[0] == "wirewash: reading 1 file, 2 kB"
+    assert [line.split("] ", 1)[1] for line in lines if "[done]" in line] == [
+        "3 documents, 1 duplicates, 2 rejected"]
     assert summary(out)["reconciled"]
 
 
-def test_live_bar_reads_the_channel(tmp_path):
-    """On a terminal the bar (tqdm) shows what the workers' progress files say, with the estimated total."""
+def test_live_line_reads_the_channel(tmp_path):
+    """On a terminal one line, redrawn in place, shows what the workers' progress files say: the phase and
+    its progress against the estimated total; the line is cleared at the end for the summary."""
     (tmp_path / "in.jsonl").write_text("{}\n" * 40)
     stream = io.StringIO()
     with ProgressDisplay([str(tmp_path / "in.jsonl")], live=True, stream=stream) as display:
-        for kind, count in (("read", 12), ("read", 8), ("documents", 15), ("duplicates", 3), ("rejected", 2)):
+        for kind, count in (("read", 12), ("read", 8), ("cleaned", 15), ("rejected", 2)):
             (tmp_path / "x").write_text(json.dumps({"kind": kind, "count": count}))
             (tmp_path / "x").rename(f"{display.folder}/{kind}-{count}.json")
-        assert read_counts(display.folder) == {"read": 20, "documents": 15, "duplicates": 3, "rejected": 2}
+        assert read_counts(display.folder) == {"read": 20, "cleaned": 15, "documents": 0, "duplicates": 0,
+                                               "rejected": 2}
         time.sleep(1.3)
     shown = stream.getvalue()
-    assert "20/40" in shown and "15 docs, 3 dups, 2 rejected" in shown
+    assert "\r" in shown and "[1/4 read and clean] [#####-------] 17/40 records (42%), 2 rejected" in shown
+    assert shown.endswith("\r\x1b[K")
 
 
 # --- query formats ---------------------------------------------------------------------------------------

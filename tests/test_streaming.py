@@ -500,8 +500,13 @@ def test_cli_streaming_end_to_end(tmp_path):
     finally:
         code, out, err = stop(proc, signal.SIGINT)
     assert code == 0, err[-3000:]
-    assert "draining" in err and "7 records read -> 3 documents, 2 duplicates, 2 rejected" in out
     final = committed_summary(lake)
+    assert "draining" in err and "7 records read -> 3 documents, 2 duplicates, 2 rejected" in err
+    lines = err.splitlines()
+    assert lines[0].startswith(f"wirewash: watching {watch}/*.jsonl; windows of 2 s, the first closes in ~")
+    windows = [line for line in lines if line.startswith("wirewash: window to ")]  # one per committed pane
+    assert len(windows) == final["streaming"]["panes"] >= 2
+    assert sum(int(line.split(": ")[2].split(" records")[0]) for line in windows) == 7
     assert final["reconciled"] and final["streaming"]["final"]
     assert [(r["mode"], r["records_read"]) for r in final["runs"]] == [("streaming", 7)]
     listed = [f for t in ("documents", "duplicates", "rejected") for f in final["files"][t]] + final["index"]["files"]
@@ -517,6 +522,23 @@ def test_cli_streaming_end_to_end(tmp_path):
                      .fetchall())
     assert reasons == ["bad_json", "duplicate_id"]
     assert visible_temporary_files(lake) == []
+
+
+@pytest.mark.slow
+def test_quiet_stream_prints_no_lines(tmp_path):
+    """--quiet: no first line, no window line, no summary (the lake is written all the same)."""
+    watch, lake = tmp_path / "incoming", tmp_path / "lake"
+    watch.mkdir()
+    proc = start_stream(watch, lake, "--quiet")
+    try:
+        drop(watch, "first.jsonl", [{"id": "a", "text": ARTICLE_EN}, "not json"])
+        wait_for(lambda: committed_summary(lake).get("records_read") == 2, proc, what="the first window")
+    finally:
+        code, out, err = stop(proc, signal.SIGINT)
+    assert code == 0, err[-3000:]
+    assert out == "" and not any(line.startswith("wirewash: w") or " records read -> " in line
+                                 for line in err.splitlines()), err
+    assert committed_summary(lake)["reconciled"]
 
 
 @pytest.mark.slow
