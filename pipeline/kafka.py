@@ -49,6 +49,9 @@ def kafka_read(brokers: str, topic: str, options) -> beam.PTransform:
     from wirewash.pipeline.options import WirewashOptions
 
     opts = options.view_as(WirewashOptions)
+    warning = stall_warning(options.get_all_options(retain_unknown_options=True))
+    if warning:
+        LOG.warning("wirewash: %s", warning)
     read = ReadFromKafka(
         consumer_config={"bootstrap.servers": brokers, "group.id": opts.kafka_group_id,
                          "auto.offset.reset": "earliest", "enable.auto.commit": "true",
@@ -64,6 +67,16 @@ def kafka_read(brokers: str, topic: str, options) -> beam.PTransform:
         f"partition {p} at offset {o} ({len(plan.skip.get(p, ()))} later offsets already held)"
         for p, o in sorted(starts.items())) or "no partition found")
     return _SkipHeld(read, plan.skip)
+
+
+def stall_warning(flags: dict) -> Optional[str]:
+    """A warning when Flink checkpoints are on without `--finish_bundle_before_checkpointing`, with which
+    the Kafka read can stall for good (docs/streaming.md, "The stall"); else None."""
+    interval = str(flags.get("checkpointing_interval") or "-1")
+    if interval.lstrip("-").isdigit() and int(interval) > 0 and not flags.get("finish_bundle_before_checkpointing"):
+        return ("--checkpointing_interval without --finish_bundle_before_checkpointing: on Flink the Kafka "
+                "read can then never start (docs/streaming.md, 'The stall')")
+    return None
 
 
 def source_location(topic: str, partition: int, offset: int) -> str:

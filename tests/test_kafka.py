@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wirewash.pipeline.kafka import (_SkipHeldFn, lake_offsets, parse_location, resume_plan, resume_point,
-                                     source_location)
+                                     source_location, stall_warning)
 from wirewash.pipeline.streaming import decode_message, message_parts
 
 
@@ -65,3 +65,10 @@ def test_records_held_are_dropped_the_others_pass():
         kept = (pipeline | beam.Create(rows) | beam.ParDo(_SkipHeldFn({0: frozenset({5})}))
                 | beam.Map(lambda r: (r.partition, r.offset)))
         assert_that(kept, equal_to([(0, 1), (1, 5), (0, 6)]))
+
+
+def test_flink_checkpoints_without_finishing_bundles_first_are_warned_about():
+    assert "finish_bundle_before_checkpointing" in stall_warning({"checkpointing_interval": "2000"})
+    assert stall_warning({"checkpointing_interval": "2000", "finish_bundle_before_checkpointing": True}) is None
+    assert stall_warning({"checkpointing_interval": "-1"}) is None
+    assert stall_warning({}) is None
