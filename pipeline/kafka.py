@@ -125,10 +125,12 @@ def lake_offsets(lakes: Iterable[str], topic: str) -> dict:
     import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
 
-    from wirewash.pipeline.lake import TABLES, _lake_files
+    from wirewash.pipeline.lake import MARKER_FILE, SUMMARY_FILE, TABLES, _lake_files
 
     held: dict = {}
     for lake in lakes:
+        if not any(FileSystems.exists(FileSystems.join(lake, name)) for name in (MARKER_FILE, SUMMARY_FILE)):
+            raise ValueError(f"--kafka_resume_from {lake}: not a wirewash lake (no {MARKER_FILE} nor {SUMMARY_FILE})")
         for table in TABLES:
             for path in _lake_files(lake, table):
                 with FileSystems.open(path) as handle:
@@ -145,11 +147,13 @@ def set_group_offsets(brokers: str, group: str, topic: str, starts: dict) -> dic
     partition without one (nor below the earliest still kept). Returns {partition: offset committed}."""
     try:
         from kafka import KafkaConsumer, TopicPartition
+        from kafka.errors import KafkaError
         from kafka.structs import OffsetAndMetadata
     except ImportError as error:  # pragma: no cover - an install without the extra
         raise ValueError("--kafka_resume_from needs kafka-python: pip install 'wirewash[kafka]'") from error
-    consumer = KafkaConsumer(bootstrap_servers=brokers.split(","), group_id=group, enable_auto_commit=False)
+    consumer = None
     try:
+        consumer = KafkaConsumer(bootstrap_servers=brokers.split(","), group_id=group, enable_auto_commit=False)
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         earliest = consumer.beginning_offsets(partitions)
         chosen = {tp.partition: max(starts.get(tp.partition, earliest[tp]), earliest[tp]) for tp in partitions}
@@ -160,8 +164,12 @@ def set_group_offsets(brokers: str, group: str, topic: str, starts: dict) -> dic
         if partitions:
             consumer.commit({tp: OffsetAndMetadata(chosen[tp.partition], "", -1) for tp in partitions})
         return chosen
+    except KafkaError as error:
+        raise ValueError(f"--kafka_resume_from: cannot set the offsets of consumer group {group} on {brokers}: "
+                         f"{error}") from error
     finally:
-        consumer.close()
+        if consumer is not None:
+            consumer.close()
 
 
 class _SkipHeldFn(beam.DoFn):

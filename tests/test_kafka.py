@@ -5,6 +5,7 @@ from __future__ import annotations
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -56,6 +57,9 @@ def test_lake_offsets_reads_the_committed_files_of_the_three_tables_only(tmp_pat
     write("duplicates/part-1.parquet", ["kafka:t/0:1"])
     write("rejected/part-1.parquet", ["kafka:t/1:9", None, "feed.jsonl:4"])
     write("_staging/run/files/part-2.parquet", ["kafka:t/0:3"])  # not committed: read again
+    with pytest.raises(ValueError, match="not a wirewash lake"):  # a mistyped path would re-read the topic
+        lake_offsets([str(tmp_path)], "t")
+    (tmp_path / "_WIREWASH_LAKE").write_text("")
     assert lake_offsets([str(tmp_path)], "t") == {0: {0, 1, 2}, 1: {9}}
 
 
