@@ -204,6 +204,10 @@ class WirewashOptions(PipelineOptions):
             help="streaming from kafka://: the consumer group; the Kafka consumer commits its offsets every "
                  "second (auto-commit) and a restarted job goes on from them. Default: wirewash")
         parser.add_argument(
+            "--kafka_resume_from", default=None, metavar="LAKE[,LAKE...]",
+            help="streaming from kafka://: the lakes earlier runs of this topic wrote; the run starts where they "
+                 "stop and skips records they hold (neither lost nor counted twice; docs/guarantees.md)")
+        parser.add_argument(
             "--poll_interval", type=Number(0.1, 3600.0), default=2.0, metavar="S",
             help="streaming: how often a watched folder or glob is listed; a file is read once its size "
                  "stayed the same over two listings. Default: 2")

@@ -56,6 +56,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from wirewash.pipeline.io import (REASON_TOO_LARGE, ByteRange, InputFile, _reject, format_of, from_wire, parse_file,
                          parse_json_record, readable_name, stable_id, tally_fact, to_wire)
+from wirewash.pipeline.kafka import kafka_read, message_parts
 from wirewash.pipeline.lake import (DEFAULT_PARTITION_BY, DOCUMENTS, DUPLICATES, REJECTED, SCHEMAS, STAGING_DIR, STAGING_MARKER,
                            SUMMARY_FILE, INDEX, TABLES, _dedup_settings, _fact_of, _lake_files, _relative,
                            _write_marker, manifest_files, partition_of, remove_lake, row_of, summarize, unread_input,
@@ -471,34 +472,6 @@ class _DecodeMessageFn(beam.DoFn):
         arrival = float(timestamp) if timestamp > Timestamp(0) else time.time()
         yield _stamp(decode_message(payload, self.source, message_id or stable_id("payload", repr(payload)),
                                     self.max_record_bytes), arrival, self.allowed_lateness)
-
-
-def message_parts(message) -> tuple[bytes, Optional[str]]:
-    """(payload, message id) of a PubsubMessage, a Kafka metadata Row, a (key, value) pair or raw bytes."""
-    if hasattr(message, "data") and hasattr(message, "message_id"):  # PubsubMessage
-        return message.data, message.message_id
-    if hasattr(message, "value") and hasattr(message, "offset"):  # ReadFromKafka(with_metadata=True)
-        return message.value, f"{getattr(message, 'partition', 0)}:{message.offset}"
-    if isinstance(message, tuple) and len(message) == 2:
-        return message[1], None
-    return message, None
-
-
-def kafka_read(brokers: str, topic: str, options) -> beam.PTransform:
-    """Beam's ReadFromKafka (a Java transform, expanded by `--kafka_expansion_service` when given): records with
-    their partition and offset, from the earliest offset the consumer group has not committed; offsets are
-    committed when the runner finalizes a checkpoint (Flink: `--checkpointing_interval`)."""
-    from apache_beam.io.kafka import ReadFromKafka  # cross-language: needs Java
-
-    from wirewash.pipeline.options import WirewashOptions
-
-    opts = options.view_as(WirewashOptions)
-    return ReadFromKafka(
-        consumer_config={"bootstrap.servers": brokers, "group.id": opts.kafka_group_id,
-                         "auto.offset.reset": "earliest", "enable.auto.commit": "true",
-                         "auto.commit.interval.ms": "1000"},
-        topics=[topic], with_metadata=True, commit_offset_in_finalize=False,
-        expansion_service=opts.kafka_expansion_service or None)
 
 
 class ReadStream(beam.PTransform):

@@ -74,6 +74,7 @@ import os  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -129,26 +130,28 @@ def stream_records(start: int, n: int) -> list[bytes]:
     return out
 
 
-def produce(broker, topic: str, records: list[bytes], pause: float = 0.0) -> None:
+def produce(broker, topic: str, records: list[bytes], pause: float = 0.0, batch: int = 25) -> None:
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=broker.address, max_request_size=4 << 20, linger_ms=5)
     for i, record in enumerate(records):
         producer.send(topic, record)
-        if pause and i % 25 == 24:
+        if pause and i % batch == batch - 1:
             producer.flush(30)
             time.sleep(pause)
     producer.flush(30)
     producer.close()
 
 
-def start_stream(job_server, expansion, broker, topic: str, lake: Path, log: Path) -> subprocess.Popen:
+def start_stream(job_server, expansion, broker, topic: str, lake: Path, log: Path,
+                 extra: tuple = ()) -> subprocess.Popen:
     """`wirewash run --streaming` on Flink, exactly as docs/streaming.md shows it."""
     command = [sys.executable, "-m", "wirewash.pipeline.cli", "run", "--streaming", "--input", f"kafka://{broker.address}/{topic}",
                "--output", str(lake), "--quiet", "--window_seconds", "2", "--max_record_bytes", str(MAX_RECORD_BYTES),
                "--runner=PortableRunner", f"--job_endpoint={job_server.address}", "--environment_type=LOOPBACK",
-               "--checkpointing_interval=2000", f"--kafka_expansion_service={expansion.address}",
-               f"--kafka_group_id=wirewash-{topic}"]
+               "--checkpointing_interval=2000", "--finish_bundle_before_checkpointing",
+               f"--kafka_expansion_service={expansion.address}",
+               f"--kafka_group_id=wirewash-{topic}", *extra]
     return subprocess.Popen(command, cwd=REPO, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
 
 
@@ -180,6 +183,8 @@ def wait_for_rows(lake: Path, n: int, cli: subprocess.Popen, log: Path) -> list[
         assert cli.poll() is None, f"the streaming run ended ({cli.returncode}): {log.read_text()[-3000:]}"
         locations = committed_locations(lake) if lake.exists() else []
         if len(locations) >= n:
+            waited = CATCH_UP_SECONDS - (deadline - time.monotonic())
+            print(f"{n} records in the lake {waited:.0f} s after the wait began")
             return locations
         time.sleep(2)
     raise AssertionError(f"{len(locations)} of {n} records in the lake after {CATCH_UP_SECONDS} s; "
@@ -213,10 +218,10 @@ def offsets_of(locations: list[str], topic: str) -> list[int]:
     return sorted(int(loc[len(prefix):]) for loc in locations)
 
 
-@pytest.mark.skipif(not os.environ.get("WIREWASH_KAFKA_STREAM_TEST"), reason=(
-    "set WIREWASH_KAFKA_STREAM_TEST=1: on 2 loaded cores the Flink job sometimes commits no window at all "
-    "within the catch-up time (seen in a clean-clone CI run on 5 Dec 2026; undiagnosed, see docs/streaming.md)"))
 def test_kafka_stream_on_flink_puts_every_record_in_exactly_one_table(kafka_expansion, job_server, tmp_path):
+    """200 records, 20 in the topic before the job starts and the rest while it runs: each offset lands in
+    exactly one table, and no window is left open (needs --finish_bundle_before_checkpointing: see
+    docs/streaming.md, "The stall")."""
     broker, expansion = kafka_expansion
     topic = "articles-once"
     records = stream_records(0, 200)
@@ -237,34 +242,59 @@ def test_kafka_stream_on_flink_puts_every_record_in_exactly_one_table(kafka_expa
     assert_clean(lake)
 
 
-@pytest.mark.skipif(not os.environ.get("WIREWASH_KAFKA_RESTART_TEST"), reason=(
-    "set WIREWASH_KAFKA_RESTART_TEST=1: the restarted job resumes at the committed offset but, with no record "
-    "arriving after its start, has written nothing within 240 s here so far (see docs/streaming.md)"))
-def test_kafka_stream_restarts_from_committed_offsets(kafka_expansion, job_server, tmp_path):
-    """Stop the job once the lake has caught up (the consumer committed its offsets), with the job server;
-    produce more while it is down; start a new job server and the job again, into a new lake: the two lakes
-    together hold every offset exactly once."""
+def committed_offset(broker, group: str, topic: str) -> int:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=broker.address, group_id=group, enable_auto_commit=False)
+    try:
+        return consumer.committed(TopicPartition(topic, 0)) or 0
+    finally:
+        consumer.close()
+
+
+def test_kafka_stream_restarted_after_a_crash_loses_and_repeats_no_record(kafka_expansion, job_server, tmp_path):
+    """Crash the whole job (SIGKILL of the job server with its embedded Flink, and of the submitting CLI) while
+    records arrive, at a moment when the consumer group's auto-committed offset is ahead of the records in the
+    lake's files; more records arrive while it is down; a new job server and the same command into a new lake,
+    with `--kafka_resume_from` the first: the two lakes together hold every offset exactly once."""
     broker, expansion = kafka_expansion
     topic = "articles-restart"
     first, second = stream_records(0, 60), stream_records(60, 60)
-    produce(broker, topic, first)
     lake1, lake2 = tmp_path / "lake1", tmp_path / "lake2"
+    group = f"wirewash-{topic}"
+    produce(broker, topic, first[:10])
     cli = start_stream(job_server, expansion, broker, topic, lake1, tmp_path / "run1.log")
+    producer = None
     try:
-        wait_for_rows(lake1, len(first), cli, tmp_path / "run1.log")
-        time.sleep(5)  # the consumer commits its position every second
-    finally:
-        stop_stream(cli)
-        job_server.stop()  # the job ends with its job server (and embedded Flink)
+        wait_for_rows(lake1, 1, cli, tmp_path / "run1.log")  # the job runs
+        producer = threading.Thread(target=produce, args=(broker, topic, first[10:]),
+                                    kwargs={"pause": 0.4, "batch": 1})  # 20 s
+        producer.start()
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        while committed_offset(broker, group, topic) < len(committed_locations(lake1)) + 5:
+            assert cli.poll() is None and time.monotonic() < deadline, "the consumer never ran ahead of the lake"
+            time.sleep(0.5)
+    finally:  # the job crashes while the consumer's auto-commit is ahead of the files
+        job_server.kill()
+        cli.kill()
+        cli.wait()
+        if producer is not None:
+            producer.join()
+    before = offsets_of(committed_locations(lake1), topic)
+    ahead = committed_offset(broker, group, topic)
+    print(f"at the crash: {len(before)} of {len(first)} records in the first lake; the consumer group had "
+          f"committed offset {ahead}")
+    assert ahead > len(before)  # without --kafka_resume_from, the records in between would be lost
     produce(broker, topic, second)  # arrives while no job runs
     restarted = services().start_job_server(tmp_path / "flink-again")
-    cli = start_stream(restarted, expansion, broker, topic, lake2, tmp_path / "run2.log")
+    cli = start_stream(restarted, expansion, broker, topic, lake2, tmp_path / "run2.log",
+                       extra=(f"--kafka_resume_from={lake1}",))
     try:
-        wait_for_rows(lake2, len(second), cli, tmp_path / "run2.log")
+        wait_for_rows(lake2, len(first) + len(second) - len(before), cli, tmp_path / "run2.log")
         time.sleep(4)  # nothing more arrives
+        assert_clean(lake2)
     finally:
         stop_stream(cli)
         restarted.stop()
-    before, after = offsets_of(committed_locations(lake1), topic), offsets_of(committed_locations(lake2), topic)
-    assert before == list(range(len(first)))
-    assert after == list(range(len(first), len(first) + len(second))), after[:10]
+    after = offsets_of(committed_locations(lake2), topic)
+    assert sorted(before + after) == list(range(len(first) + len(second)))  # each offset in exactly one lake

@@ -164,8 +164,11 @@ def start_kafka(workdir: Path, port: Optional[int] = None, max_message_bytes: in
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
+    controller = free_port()
+    while controller == port:  # two free_port() calls can return the same port (seen: the broker would not start)
+        controller = free_port()
     properties = workdir / "server.properties"
-    properties.write_text(KAFKA_PROPERTIES.format(host=HOST, port=port, controller=free_port(),
+    properties.write_text(KAFKA_PROPERTIES.format(host=HOST, port=port, controller=controller,
                                                   data=workdir / "data", max_message_bytes=max_message_bytes))
     log = workdir / "kafka.log"
     if not (workdir / "data" / "meta.properties").exists():
