@@ -142,8 +142,9 @@ class IngestArticles(beam.PTransform):
 
     def __init__(self, files: list[InputFile], rule_files: tuple = (), max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
                  dedup: DedupConfig = DedupConfig(), max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
-                 spill: Optional[Spill] = None, lake_index: tuple = ()):
+                 spill: Optional[Spill] = None, lake_index: tuple = (), read: Optional[beam.PTransform] = None):
         super().__init__()
+        self.read = read  # input -> {articles, rejected, tallies} in place of reading `files` (pipeline/api.py)
         self.lake_index = tuple(lake_index)  # an append: dedup against these index files of the lake first
         self.files = files
         self.rule_files = rule_files
@@ -153,7 +154,7 @@ class IngestArticles(beam.PTransform):
         self.spill = spill or Spill()  # where articles wait at stage boundaries (pipeline/spill.py)
 
     def expand(self, pbegin):
-        read = pbegin | "Read" >> ReadArticles(self.files, self.max_record_bytes, self.max_decompressed_bytes)
+        read = pbegin | "Read" >> (self.read or ReadArticles(self.files, self.max_record_bytes, self.max_decompressed_bytes))
         records_read = _count_records(read["articles"], read["rejected"])
         extracted = read["articles"] | "Extract" >> ExtractText()
         normalized = extracted["articles"] | "Normalize" >> NormalizeArticles()
