@@ -24,6 +24,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineRunner
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
+from wirewash.pipeline.beam_internals import given_flags
 from wirewash.pipeline.io import (DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_MAX_RECORD_BYTES, InputError, InputFile, ReadArticles,
                          match_inputs)
 from wirewash.pipeline.lake import (DEFAULT_PARTITION_BY, WriteLake, check_output_location, lake_layout, read_summary,
@@ -211,7 +212,7 @@ def tune_malloc() -> bool:
 
 def _explicit_flags(options: PipelineOptions) -> set:
     """Names of the options given on the command line (a default that was typed counts as given)."""
-    flags = getattr(options, "_flags", None) or ()
+    flags = given_flags(options)
     return {f.split("=", 1)[0].lstrip("-") for f in flags if f.startswith("--")}
 
 

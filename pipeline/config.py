@@ -38,7 +38,7 @@ def _suggest(name: str, choices) -> str:
 def _actions(parser: argparse.ArgumentParser) -> dict:
     """Option name without dashes -> argparse action, for every long option of the parser."""
     found = {}
-    for action in parser._actions:  # argparse has no public listing of its actions
+    for action in parser._actions:  # argparse has no public listing (tests/test_beam_internals.py checks it)
         for flag in action.option_strings:
             if flag.startswith("--"):
                 found[flag[2:]] = action

@@ -30,8 +30,9 @@ import threading
 from typing import Any
 
 from apache_beam import pvalue
-from apache_beam.runners import runner as _beam_runner
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from wirewash.pipeline.beam_internals import add_runner_short_name, given_flags
 
 __all__ = ["prepare_runner", "UnsupportedRunnerError", "DASK_RUNNER", "is_dask_runner"]
 
@@ -49,9 +50,9 @@ def is_dask_runner(runner: Any) -> bool:
 
 def register_fnapi_runner() -> None:
     """Makes `FnApiRunner` a runner short name, as Beam releases after 2.62 (the one pinned for Flink and
-    Kafka) do. Beam offers no public hook for that: its private `_RUNNER_MAP` is the only one, used here alone
-    and checked by `test_fnapi_runner_short_name_is_known`. Called where runners are chosen, never at import."""
-    _beam_runner._RUNNER_MAP.setdefault("fnapirunner", "apache_beam.runners.portability.fn_api_runner.FnApiRunner")
+    Kafka) do (through pipeline/beam_internals.py: Beam has no public hook for it). Called where runners are
+    chosen, never at import."""
+    add_runner_short_name("FnApiRunner", "apache_beam.runners.portability.fn_api_runner.FnApiRunner")
 
 
 def prepare_runner(options: PipelineOptions) -> None:
@@ -77,7 +78,7 @@ def _unabbreviate_output(options: PipelineOptions) -> None:
     the lake instead of running the job. Unset it unless that flag was really given."""
     from apache_beam.options.pipeline_options import PortableOptions
 
-    if not any(str(flag).startswith("--output_executable_path") for flag in getattr(options, "_flags", ())):
+    if not any(flag.startswith("--output_executable_path") for flag in given_flags(options)):
         options.view_as(PortableOptions).output_executable_path = None
 
 

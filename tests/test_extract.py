@@ -379,7 +379,7 @@ class _FakePipeline:
     """Only the options, which is all the check reads."""
 
     def __init__(self, options):
-        self._options = options
+        self.options = options
 
 
 def test_extraction_is_one_step_with_no_stage_boundary_and_texts_pass_unguarded():

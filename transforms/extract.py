@@ -501,7 +501,7 @@ def _isolation_is_safe(pipeline) -> bool:
     daemonic processes, which may not have children. Elsewhere the per-page timeout alone guards the run."""
     from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
-    options = getattr(pipeline, "_options", None)
+    options = getattr(pipeline, "options", None)
     if options is None:
         return True
     runner = options.view_as(StandardOptions).runner
