@@ -71,7 +71,8 @@ def _content_key(record: Any) -> tuple:
     """(hash of a record's known fields, its fields or None): equal records, and only they, share the hash."""
     fields = record_fields(record)
     if fields is None:
-        return stable_id("other", type(record).__name__, repr(record)), (None, excerpt(repr(record)), type(record).__name__)
+        kind = type(record).__name__
+        return stable_id("other", kind, repr(record)), (None, excerpt(repr(record)), kind)
     canonical = json.dumps(fields, sort_keys=True, default=repr, ensure_ascii=False)
     return stable_id(LOCATION_PREFIX, canonical), (fields, "", "")
 

@@ -229,8 +229,8 @@ def _make_dask_runner():
         return parser
 
     class DaskRunner(beam_dask.DaskRunner):
-        """Beam's DaskRunner with multi-output ParDos, finish_bundle outputs, side inputs and Reshuffle
-        fixed (see the module docstring). Batch only."""
+        """Beam's DaskRunner with its ParDo, output selection, Reshuffle and result replaced (see the module
+        docstring and deploy/dask/README.md, "Upstream bugs"). Batch only."""
 
         def run_pipeline(self, pipeline, options):
             import dask.distributed as ddist
