@@ -4,6 +4,7 @@ documents, duplicates and rejected, whatever ids and copies the records share (H
 from __future__ import annotations
 
 import os
+import random
 import re
 from collections import Counter
 from datetime import datetime
@@ -13,7 +14,7 @@ from typing import NamedTuple
 import apache_beam as beam
 import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, lake_rows, summary
@@ -114,6 +115,18 @@ records_strategy = st.lists(st.one_of(
 ), min_size=1, max_size=14)
 
 
+def distinct_stories(n: int) -> list[str]:
+    """n texts that share no 5-word run (random words of a fixed vocabulary, seeded by their number)."""
+    words = [f"{a}{b}" for a in ("bar", "cel", "dor", "fen", "gal", "hum", "jor", "kel", "lum", "mar")
+             for b in ("an", "et", "is", "on", "us", "ar", "en", "ol", "ut", "ik")]
+    return [" ".join(random.Random(i).choices(words, k=40)) + "." for i in range(n)]
+
+
+# The issue this API fixed: 40 records built by a library, without ids or locations, gave 0 documents and
+# 39 duplicates (dedup keyed them all by one location)
+FORTY = [{"title": "Story", "text": text} for text in distinct_stories(40)]
+
+
 _GOT: dict = {}  # module level: the in-process runner's workers write here (a closure would be pickled)
 
 
@@ -131,8 +144,10 @@ def expected(records: list) -> Counter:
                    rejected=len(records) - len(valid) + repeated_ids, duplicate_id=repeated_ids)
 
 
-@settings(max_examples=EXAMPLES // 50 or 5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES // 50 or 5, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          derandomize=not os.environ.get("WIREWASH_FUZZ_SEED"))
 @given(records=records_strategy)
+@example(records=FORTY + FORTY[:2])
 def test_every_record_ends_in_exactly_one_place(records):
     _GOT.clear()
     with beam.Pipeline(runner=FnApiRunner()) as p:
