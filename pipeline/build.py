@@ -24,6 +24,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineRunner
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
+from wirewash.pipeline.beam_internals import given_flags
 from wirewash.pipeline.io import (DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_MAX_RECORD_BYTES, InputError, InputFile, ReadArticles,
                          match_inputs)
 from wirewash.pipeline.lake import (DEFAULT_PARTITION_BY, WriteLake, check_output_location, lake_layout, read_summary,
@@ -142,8 +143,9 @@ class IngestArticles(beam.PTransform):
 
     def __init__(self, files: list[InputFile], rule_files: tuple = (), max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
                  dedup: DedupConfig = DedupConfig(), max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
-                 spill: Optional[Spill] = None, lake_index: tuple = ()):
+                 spill: Optional[Spill] = None, lake_index: tuple = (), read: Optional[beam.PTransform] = None):
         super().__init__()
+        self.read = read  # input -> {articles, rejected, tallies} in place of reading `files` (pipeline/api.py)
         self.lake_index = tuple(lake_index)  # an append: dedup against these index files of the lake first
         self.files = files
         self.rule_files = rule_files
@@ -153,7 +155,7 @@ class IngestArticles(beam.PTransform):
         self.spill = spill or Spill()  # where articles wait at stage boundaries (transforms/spill.py)
 
     def expand(self, pbegin):
-        read = pbegin | "Read" >> ReadArticles(self.files, self.max_record_bytes, self.max_decompressed_bytes)
+        read = pbegin | "Read" >> (self.read or ReadArticles(self.files, self.max_record_bytes, self.max_decompressed_bytes))
         records_read = _count_records(read["articles"], read["rejected"])
         extracted = read["articles"] | "Extract" >> ExtractText()
         normalized = extracted["articles"] | "Normalize" >> NormalizeArticles()
@@ -210,7 +212,7 @@ def tune_malloc() -> bool:
 
 def _explicit_flags(options: PipelineOptions) -> set:
     """Names of the options given on the command line (a default that was typed counts as given)."""
-    flags = getattr(options, "_flags", None) or ()
+    flags = given_flags(options)
     return {f.split("=", 1)[0].lstrip("-") for f in flags if f.startswith("--")}
 
 

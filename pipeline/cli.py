@@ -105,11 +105,13 @@ CLI_ONLY = ("config", "verbose", "quiet", "progress")
 def _checking_parser():
     """A parser that knows every option a run accepts (Beam's, wirewash's, the CLI's) and raises UsageError
     instead of exiting: Beam itself silently discards arguments it does not know."""
-    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from wirewash.pipeline.beam_internals import beam_argument_parser
 
     import wirewash.pipeline.options  # noqa: F401  (registers WirewashOptions with PipelineOptions)
 
-    class Parser(_BeamArgumentParser):
+    class Parser(beam_argument_parser()):
         def error(self, message):
             # "argument --num_perm: must be ..." (a range type of pipeline/options.py) -> "--num_perm must be ..."
             raise UsageError(re.sub(r"^argument (--[\w-]+): (?=must be )", r"\1 ", message))

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from wirewash.transforms.dedup import DedupConfig
+from wirewash.pipeline.config import _actions
 
 __all__ = ["WirewashOptions", "DEFAULT_INPUT_HELP", "Integer", "Number", "Timestamp", "check_options"]
 
@@ -216,7 +217,7 @@ class WirewashOptions(PipelineOptions):
 
 def _show_ranges(parser) -> None:
     """Each range-checked option's help ends with its range (the one its type checks)."""
-    for action in parser._actions:
+    for action in _actions(parser).values():  # argparse's private list, behind pipeline/config.py's `_actions`
         text = getattr(action.type, "range_text", None)
         if text and action.help and "Valid: " not in action.help:
             action.help += f". Valid: {text}"

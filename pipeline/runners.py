@@ -4,34 +4,29 @@
 (Beam only knows the dotted path) to wirewash's `DaskRunner` below, and raises `UnsupportedRunnerError`
 (a ValueError, so the CLI prints one sentence) when the options ask a runner for something it cannot do.
 
-Why wirewash ships its own `DaskRunner`: Beam's `apache_beam.runners.dask.dask_runner.DaskRunner`
-translates a pipeline into dask bags, and it (the first two measured on a real `dask.distributed` cluster,
-the others read from its source):
-  - hands EVERY output of a multi-output ParDo to each consumer (a consumer of the `rejected` output also
-    receives the main output), because one bag stands for all of a transform's outputs;
-  - drops what `DoFn.finish_bundle` emits (the bundle's results are collected before it runs);
-  - recomputes each side input's whole upstream graph inside every task that reads it, and computes only
-    the last transform visited, so a branch that does not lead to it never runs;
-  - sets every DoFn up again for every bundle;
-  - turns `Reshuffle` into nothing, so a single input file stays in one partition (one core).
-The subclass below keeps Beam's translation of Create, GroupByKey and Flatten and fixes those points: each
-consumer selects its own output tag, finish_bundle outputs are kept, side inputs are real graph
-dependencies computed once, every sink is computed, a DoFn instance serves one bundle at a time (set up
-once per worker process, then reused as on Beam's other runners), and Reshuffle repartitions. What it still
-lacks (and says so): streaming, state and timers, `beam.io.Read` sources, metrics (`result.metrics()` is
-empty).
+Why wirewash ships its own `DaskRunner`: Beam 2.62's `apache_beam.runners.dask.dask_runner.DaskRunner`
+translates a pipeline into dask bags, and deploy/dask/README.md ("Upstream bugs") shows, each with a few
+lines that fail on it, that it hands every output of a multi-output ParDo to each consumer, drops what
+`finish_bundle` emits, mixes the outputs of bundles that share a worker process's receiver, and raises on
+`result.metrics()`; it also sets every DoFn up again for every bundle, turns `Reshuffle` into nothing and
+brings every PCollection back to the client. The subclass below keeps Beam's overrides and its translation
+of Create, GroupByKey and Flatten, and replaces only its ParDo (`_run_bundle`: fresh receivers, finish_bundle
+kept, a DoFn set up once per worker process and used by one bundle at a time, side inputs handed in as graph
+dependencies), the choice of a consumer's input (its own output tag), Reshuffle (a repartition) and what is
+computed (the sinks only). What it still lacks (and says so): streaming, state and timers, `beam.io.Read`
+sources, metrics (`result.metrics()` is empty).
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib.util
 import threading
 from typing import Any
 
 from apache_beam import pvalue
-from apache_beam.runners import runner as _beam_runner
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from wirewash.pipeline.beam_internals import add_runner_short_name, given_flags
 
 __all__ = ["prepare_runner", "UnsupportedRunnerError", "DASK_RUNNER", "is_dask_runner"]
 
@@ -49,9 +44,9 @@ def is_dask_runner(runner: Any) -> bool:
 
 def register_fnapi_runner() -> None:
     """Makes `FnApiRunner` a runner short name, as Beam releases after 2.62 (the one pinned for Flink and
-    Kafka) do. Beam offers no public hook for that: its private `_RUNNER_MAP` is the only one, used here alone
-    and checked by `test_fnapi_runner_short_name_is_known`. Called where runners are chosen, never at import."""
-    _beam_runner._RUNNER_MAP.setdefault("fnapirunner", "apache_beam.runners.portability.fn_api_runner.FnApiRunner")
+    Kafka) do (through pipeline/beam_internals.py: Beam has no public hook for it). Called where runners are
+    chosen, never at import."""
+    add_runner_short_name("FnApiRunner", "apache_beam.runners.portability.fn_api_runner.FnApiRunner")
 
 
 def prepare_runner(options: PipelineOptions) -> None:
@@ -77,7 +72,7 @@ def _unabbreviate_output(options: PipelineOptions) -> None:
     the lake instead of running the job. Unset it unless that flag was really given."""
     from apache_beam.options.pipeline_options import PortableOptions
 
-    if not any(str(flag).startswith("--output_executable_path") for flag in getattr(options, "_flags", ())):
+    if not any(flag.startswith("--output_executable_path") for flag in given_flags(options)):
         options.view_as(PortableOptions).output_executable_path = None
 
 
@@ -165,8 +160,7 @@ def _make_dask_runner():
             return _NoMetrics()
 
     class _Visitor(PipelineVisitor):
-        def __init__(self, bag_kwargs: dict, npartitions: int):
-            self.bag_kwargs = bag_kwargs
+        def __init__(self, npartitions: int):
             self.npartitions = npartitions
             self.bags: dict = {}
             self.consumed: set = set()
@@ -192,10 +186,8 @@ def _make_dask_runner():
             elif isinstance(transform, _Reshuffle):
                 bag = inputs[0]
                 self.bags[node] = bag.repartition(npartitions=max(bag.npartitions, self.npartitions))
-            else:
-                op_class = ev.TRANSLATIONS.get(transform.__class__, ev.NoOp)
-                settings = {f.name for f in dataclasses.fields(op_class)} if dataclasses.is_dataclass(op_class) else ()
-                op = op_class(node, **({"bag_kwargs": self.bag_kwargs} if "bag_kwargs" in settings else {}))
+            else:  # Beam's own translation (Create, GroupByKey, Flatten; anything else passes its input on)
+                op = ev.TRANSLATIONS.get(transform.__class__, ev.NoOp)(node)
                 if op.__class__ is ev.Flatten:
                     self.bags[node] = op.apply([b for b in inputs if b is not None])
                 else:
@@ -233,27 +225,28 @@ def _make_dask_runner():
         import argparse
 
         parser = argparse.ArgumentParser()
-        beam_dask.DaskOptions._add_argparse_args(parser)  # the Dask client's (and bags') own settings
+        beam_dask.DaskOptions._add_argparse_args(parser)  # the Dask client's settings
         return parser
 
     class DaskRunner(beam_dask.DaskRunner):
-        """Beam's DaskRunner with multi-output ParDos, finish_bundle outputs, side inputs and Reshuffle
-        fixed (see the module docstring). Batch only."""
+        """Beam's DaskRunner with its ParDo, output selection, Reshuffle and result replaced (see the module
+        docstring and deploy/dask/README.md, "Upstream bugs"). Batch only."""
 
         def run_pipeline(self, pipeline, options):
             import dask.distributed as ddist
 
             if options.view_as(StandardOptions).streaming:
                 raise UnsupportedRunnerError("the DaskRunner runs batch pipelines only: drop --streaming")
-            own = {action.dest for action in _dask_parser()._actions}
+            # Beam hands Client() every option that is not at its default (--runner, --input...): only the
+            # Dask client's own, as DaskOptions declares them
+            own = set(vars(_dask_parser().parse_args([])))
             dask_options = {k: v for k, v in options.view_as(beam_dask.DaskOptions).get_all_options(
                 drop_default=True).items() if k in own}
-            bag_kwargs = {k: dask_options.pop(k) for k in ("npartitions", "partition_size") if k in dask_options}
             pipeline.replace_all(dask_overrides())
             pipeline.visit(_Check())
             client = ddist.Client(**dask_options)
             threads = sum(client.nthreads().values()) or 1
-            visitor = _Visitor(bag_kwargs, bag_kwargs.get("npartitions") or 2 * threads)
+            visitor = _Visitor(2 * threads)
             pipeline.visit(visitor)
             sinks = [bag for node, bag in visitor.bags.items() if node not in visitor.consumed and bag is not None]
             futures = client.compute(dask.optimize(*sinks))

@@ -423,11 +423,9 @@ class LocalWatch(beam.PTransform):
         self.poll_interval = poll_interval
 
     def expand(self, pbegin):
-        from apache_beam.testing.test_stream import TestStream
+        from wirewash.pipeline.beam_internals import live_test_stream
 
-        stream = TestStream(coder=PickleCoder())
-        stream._events = _LiveEvents(self.pattern, self.poll_interval)
-        return pbegin | "LiveFiles" >> stream
+        return pbegin | "LiveFiles" >> live_test_stream(_LiveEvents(self.pattern, self.poll_interval), PickleCoder())
 
 
 class _ReadTimestampedFn(beam.DoFn):

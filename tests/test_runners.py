@@ -295,8 +295,7 @@ def test_dask_runner_features(dask_scheduler, tmp_path):
     """Multi-output ParDo, finish_bundle outputs, AsSingleton/AsDict side inputs, Flatten of many,
     CombineGlobally and ToList on the cluster (Beam's own DaskRunner gets the first two wrong)."""
     out = tmp_path / "report.json"
-    options = PipelineOptions([f"--runner={DASK_RUNNER}", f"--dask_client_address={dask_scheduler}",
-                               "--dask_npartitions=3"])
+    options = PipelineOptions([f"--runner={DASK_RUNNER}", f"--dask_client_address={dask_scheduler}"])
     p = beam.Pipeline(options=options)
     nums = p | "Nums" >> beam.Create(list(range(300)))
     split = nums | "Split" >> beam.ParDo(_SplitOddEven()).with_outputs("odd", main="even")
