@@ -70,7 +70,6 @@ def test_broker_keeps_its_data_across_a_restart(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 
 import json  # noqa: E402
-import os  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
