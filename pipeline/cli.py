@@ -239,8 +239,9 @@ def _print_summary(summary: dict, output: str, seconds: float) -> None:
 def _is_local_runner(options) -> bool:
     from apache_beam.options.pipeline_options import StandardOptions
 
-    runner = options.view_as(StandardOptions).runner
-    return runner in (None, "DirectRunner", "direct", "Direct", "FnApiRunner", "BundleBasedDirectRunner")
+    from wirewash.pipeline.runners import is_local_runner
+
+    return is_local_runner(options.view_as(StandardOptions).runner)
 
 
 def run_command(argv: list[str], stop=None) -> int:
@@ -264,9 +265,10 @@ def _run_command(argv: list[str], stop) -> int:
     args, beam_argv = parse_run_args(argv)
     configure_logging(args.verbose)
 
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.options.pipeline_options import PipelineOptions
 
-    from wirewash.pipeline.build import build_pipeline, remove_spill, settings_from_options
+    from wirewash.pipeline.build import build_pipeline, remove_spill
+    from wirewash.pipeline.settings import settings_from_options
     from wirewash.pipeline.io import InputError
     from wirewash.pipeline.lake import SUMMARY_FILE, LakeExistsError, short_error
     from wirewash.pipeline.progress import ProgressDisplay
@@ -279,8 +281,8 @@ def _run_command(argv: list[str], stop) -> int:
             print(f"wirewash: skipped {settings.skipped_inputs} files inside the output lake {settings.output} "
                   "(a lake never reads its own files)", file=sys.stderr)
         live = sys.stderr.isatty()
-        streaming = options.view_as(StandardOptions).streaming  # has its own running summary
-        if not args.quiet and (live or args.progress) and _is_local_runner(options) and not streaming:
+        # a stream has its own running summary
+        if not args.quiet and (live or args.progress) and _is_local_runner(options) and not settings.streaming:
             display = ProgressDisplay([f.path for f in settings.files], live=live)
         pipeline = build_pipeline(options, settings, progress_dir=display.folder if display else None)
     except OSError as err:
@@ -302,7 +304,7 @@ def _run_command(argv: list[str], stop) -> int:
     started = time.monotonic()
     summary = None
     try:
-        if options.view_as(StandardOptions).streaming:  # runs until drained (Ctrl-C / SIGTERM); see streaming.py
+        if settings.streaming:  # runs until drained (Ctrl-C / SIGTERM); see streaming.py
             from wirewash.pipeline.streaming import run_streaming
             summary = run_streaming(pipeline, settings.output)
         else:
@@ -319,7 +321,7 @@ def _run_command(argv: list[str], stop) -> int:
             return _interrupted(stop.interrupted, f"stopped during the commit, which failed: {short_error(err)}")
         if args.verbose:
             raise
-        return _failed(err, settings.output, streaming=bool(options.view_as(StandardOptions).streaming))
+        return _failed(err, settings.output, streaming=settings.streaming)
     if stop.interrupted:  # the signal came during the commit, which was let finish
         return _interrupted(stop.interrupted, f"the commit had begun and was let finish: {settings.output} is "
                                               "a complete lake")

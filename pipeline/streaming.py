@@ -54,29 +54,25 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import Timestamp
 
+from wirewash.pipeline.ingest import READ, IngestArticles
 from wirewash.pipeline.io import (REASON_TOO_LARGE, ByteRange, InputFile, _reject, format_of, from_wire, parse_file,
                          parse_json_record, readable_name, stable_id, tally_fact, to_wire)
 from wirewash.pipeline.lake import (DEFAULT_PARTITION_BY, DOCUMENTS, DUPLICATES, REJECTED, SCHEMAS, STAGING_DIR, STAGING_MARKER,
                            SUMMARY_FILE, INDEX, TABLES, _dedup_settings, _fact_of, _lake_files, _relative,
                            _write_marker, manifest_files, partition_of, remove_lake, row_of, summarize, unread_input,
                            write_parquet)
-from wirewash.transforms.boilerplate import StripBoilerplate
+from wirewash.pipeline.runners import use_local_streaming_runner
 from wirewash.transforms.dedup import DedupConfig
 from wirewash.transforms.lake_dedup import index_row
-from wirewash.transforms.extract import ExtractText
-from wirewash.transforms.language import DetectLanguage
-from wirewash.transforms.normalize import NormalizeArticles
-from wirewash.transforms.stateful_dedup import DEFAULT_RETENTION_SECONDS, StatefulDedup
 from wirewash.transforms.types import Rejection
 
 __all__ = ["StreamSource", "parse_source", "event_time", "decode_message", "WatchFiles", "ReadStream",
-           "StreamingIngest", "WriteWindowedLake", "StreamSettings", "build_streaming_pipeline", "request_drain",
+           "WriteWindowedLake", "build_streaming_pipeline", "request_drain",
            "finalize_lake", "run_streaming", "KIND_FILES", "KIND_PUBSUB", "KIND_KAFKA"]
 
 LOG = logging.getLogger(__name__)
 NAMESPACE = "stream"
 KIND_FILES, KIND_PUBSUB, KIND_KAFKA = "files", "pubsub", "kafka"
-READ = "read"
 _FOREVER_TICKS = 1 << 62
 
 
@@ -537,31 +533,6 @@ class ReadStream(beam.PTransform):
 # Ingest (batch stages unchanged + stateful dedup) and windowed lake writing
 # ---------------------------------------------------------------------------------------------------------
 
-class StreamingIngest(beam.PTransform):
-    """{`articles`, `rejected`} from a source -> {documents, duplicates, rejected, read}, global window,
-    event-time stamped; `read` holds one marker per record read (for the per-window counts)."""
-
-    def __init__(self, rule_files: tuple = (), dedup: DedupConfig = DedupConfig(),
-                 retention_seconds: float = DEFAULT_RETENTION_SECONDS):
-        super().__init__()
-        self.rule_files = rule_files
-        self.dedup = dedup
-        self.retention = retention_seconds
-
-    def expand(self, read):
-        read_marks = ((read["articles"] | "MarkArticles" >> beam.Map(lambda _: 1),
-                       read[REJECTED] | "MarkReadRejections" >> beam.Map(lambda _: 1)) | "Read" >> beam.Flatten())
-        extracted = read["articles"] | "Extract" >> ExtractText()
-        normalized = extracted["articles"] | "Normalize" >> NormalizeArticles()
-        cleaned = normalized["articles"] | "Boilerplate" >> StripBoilerplate(self.rule_files)
-        tagged = cleaned["articles"] | "Language" >> DetectLanguage()
-        deduped = tagged["articles"] | "Dedup" >> StatefulDedup(self.dedup, self.retention)
-        rejected = ((read[REJECTED], extracted["rejected"], normalized["rejected"], cleaned["rejected"],
-                     tagged["rejected"], deduped[REJECTED]) | "AllRejected" >> beam.Flatten())
-        return {DOCUMENTS: deduped[DOCUMENTS], DUPLICATES: deduped[DUPLICATES], REJECTED: rejected,
-                READ: read_marks}
-
-
 def windowing(window_seconds: float, allowed_lateness: float) -> beam.WindowInto:
     """Fixed event-time windows; on time when the watermark passes, then one pane per late batch."""
     return beam.WindowInto(window.FixedWindows(window_seconds),
@@ -764,47 +735,16 @@ class WriteWindowedLake(beam.PTransform):
 # Assembly, drain and the final summary
 # ---------------------------------------------------------------------------------------------------------
 
-class StreamSettings(NamedTuple):
-    source: StreamSource
-    window_seconds: float
-    allowed_lateness: float
-    retention_seconds: float
-    poll_interval: float
-
-
-def stream_settings(opts) -> StreamSettings:
-    """Validates the streaming options of a WirewashOptions view."""
-    if not 0.5 <= opts.window_seconds <= 86_400:
-        raise ValueError(f"--window_seconds must be between 0.5 and 86400, got {opts.window_seconds}")
-    if opts.allowed_lateness < 0:
-        raise ValueError(f"--allowed_lateness must be >= 0 seconds, got {opts.allowed_lateness}")
-    if opts.dedup_retention < opts.window_seconds:
-        raise ValueError(f"--dedup_retention ({opts.dedup_retention} s) must be at least one window "
-                         f"({opts.window_seconds} s)")
-    if not 0.1 <= opts.poll_interval <= 3600:
-        raise ValueError(f"--poll_interval must be between 0.1 and 3600 seconds, got {opts.poll_interval}")
-    return StreamSettings(parse_source(opts.input), opts.window_seconds, opts.allowed_lateness,
-                          opts.dedup_retention, opts.poll_interval)
-
-
 def staging_of(output: str, run_id: str) -> str:
     return FileSystems.join(output.rstrip("/") or output, STAGING_DIR, run_id)
 
 
 def build_streaming_pipeline(options, settings, run_id: Optional[str] = None) -> beam.Pipeline:
-    """The streaming pipeline for these options (`settings` are the batch RunSettings), ready to `run()`."""
-    from wirewash.pipeline.options import WirewashOptions
-
-    stream = stream_settings(options.view_as(WirewashOptions))
-    if settings.append:
-        raise ValueError("--append is for batch runs: a stream adds to its own lake as it goes")
+    """The streaming pipeline for these RunSettings (`settings.stream` set), ready to `run()`."""
+    stream = settings.stream
     if settings.overwrite:
         remove_lake(settings.output)  # only what a wirewash lake holds (check_output_location refused others)
-    from apache_beam.options.pipeline_options import StandardOptions
-
-    local = options.view_as(StandardOptions).runner in ("BundleBasedDirectRunner", "DirectRunner", None)
-    if local:
-        options.view_as(StandardOptions).runner = "BundleBasedDirectRunner"
+    local = use_local_streaming_runner(options)
     pipeline = beam.Pipeline(options=options)
     staging = staging_of(settings.output, run_id or uuid.uuid4().hex)
     pipeline.wirewash_staging = staging  # read back by run_streaming
@@ -815,7 +755,8 @@ def build_streaming_pipeline(options, settings, run_id: Optional[str] = None) ->
     _write_marker(settings.output, staging)  # files land as windows close: the folder is a lake from now on
     read = pipeline | "ReadStream" >> ReadStream(stream.source, settings.max_record_bytes, stream.allowed_lateness,
                                                  stream.poll_interval, local=local)
-    outputs = read | "Ingest" >> StreamingIngest(settings.rule_files, settings.dedup, stream.retention_seconds)
+    outputs = read | "Ingest" >> IngestArticles(rule_files=settings.rule_files, dedup=settings.dedup,
+                                                retention_seconds=stream.retention_seconds)
     _ = outputs | "WriteLake" >> WriteWindowedLake(settings.output, staging, stream.window_seconds,
                                                    stream.allowed_lateness, settings.partition_by, settings.dedup)
     return pipeline
