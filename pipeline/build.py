@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import shutil
 import uuid
 import weakref
@@ -23,15 +24,18 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from wirewash.pipeline.ingest import IngestArticles
 from wirewash.pipeline.io import InputFile
-from wirewash.pipeline.lake import WriteLake, check_output_location, lake_layout, read_summary, remove_staging
-from wirewash.pipeline.runners import _explicit_flags, prepare_runner, resolve_runner
+from wirewash.pipeline.lake import (WriteLake, _write_marker, check_output_location, lake_layout, read_summary,
+                                    remove_lake, remove_staging)
+from wirewash.pipeline.runners import _explicit_flags, prepare_runner, resolve_runner, use_local_streaming_runner
 from wirewash.pipeline.settings import RunSettings, default_input, settings_from_options
+from wirewash.pipeline.sources import ReadStream
 from wirewash.pipeline.spill import Spill, make_spill_dir, remove_spill_dir
 from wirewash.pipeline.version import wirewash_version
+from wirewash.pipeline.windowed_lake import WriteWindowedLake, staging_of
 from wirewash.transforms.dedup import DedupConfig
 
 __all__ = ["IngestArticles", "RunSettings", "settings_from_options", "build_pipeline", "default_input",
-           "input_bytes", "remove_spill", "temporary_folders"]
+           "input_bytes", "remove_spill", "temporary_folders", "build_streaming_pipeline"]
 
 
 def input_bytes(files: list[InputFile]) -> int:
@@ -69,7 +73,6 @@ def build_pipeline(options: PipelineOptions, settings: Optional[RunSettings] = N
 def _build(options: PipelineOptions, settings: RunSettings, progress_dir: Optional[str]) -> beam.Pipeline:
     runner = resolve_runner(options, input_bytes(settings.files), streaming=settings.streaming)
     if settings.streaming:
-        from wirewash.pipeline.streaming import build_streaming_pipeline
         return build_streaming_pipeline(options, settings)
     pipeline = beam.Pipeline(runner=runner, options=options) if runner else beam.Pipeline(options=options)
     try:
@@ -101,6 +104,28 @@ def _assemble(pipeline: beam.Pipeline, runner, settings: RunSettings, progress_d
         _ = ({"read:articles": outputs["read_articles"], "read:rejected": outputs["read_rejected"],
               "documents": outputs["documents"], "duplicates": outputs["duplicates"],
               "rejected": outputs["rejected"]} | "Progress" >> CountProgress(progress_dir))
+    return pipeline
+
+
+def build_streaming_pipeline(options, settings, run_id: Optional[str] = None) -> beam.Pipeline:
+    """The streaming pipeline for these RunSettings (`settings.stream` set), ready to `run()`."""
+    stream = settings.stream
+    if settings.overwrite:
+        remove_lake(settings.output)  # only what a wirewash lake holds (check_output_location refused others)
+    local = use_local_streaming_runner(options)
+    pipeline = beam.Pipeline(options=options)
+    staging = staging_of(settings.output, run_id or uuid.uuid4().hex)
+    pipeline.wirewash_staging = staging  # read back by run_streaming
+    pipeline.wirewash_partition_by = settings.partition_by
+    pipeline.wirewash_dedup = settings.dedup
+    pipeline.wirewash_run = dict(run_record(settings), mode="streaming", run_id=posixpath.basename(staging))
+    _write_marker(settings.output, staging)  # files land as windows close: the folder is a lake from now on
+    read = pipeline | "ReadStream" >> ReadStream(stream.source, settings.max_record_bytes, stream.allowed_lateness,
+                                                 stream.poll_interval, local=local)
+    outputs = read | "Ingest" >> IngestArticles(rule_files=settings.rule_files, dedup=settings.dedup,
+                                                retention_seconds=stream.retention_seconds)
+    _ = outputs | "WriteLake" >> WriteWindowedLake(settings.output, staging, stream.window_seconds,
+                                                   stream.allowed_lateness, settings.partition_by, settings.dedup)
     return pipeline
 
 

@@ -25,6 +25,7 @@ from wirewash.transforms.stateful_dedup import StatefulDedup
 __all__ = ["IngestArticles", "READ"]
 
 READ = "read"  # streaming output: one marker per record read (the per-window `records_read`)
+STREAM_NAMESPACE = "stream"  # the metrics of a stream's source and windowed writes
 
 
 def _count_records(articles, rejected):

@@ -38,8 +38,8 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from wirewash.pipeline.lifetime import LAUNCHER_ENV
 
-__all__ = ["prepare_runner", "UnsupportedRunnerError", "DASK_RUNNER", "is_dask_runner", "resolve_runner", "local_workers",
-           "tune_malloc", "is_local_runner", "use_local_streaming_runner", "LOCAL_RUNNERS"]
+__all__ = ["prepare_runner", "UnsupportedRunnerError", "DASK_RUNNER", "is_dask_runner", "resolve_runner",
+           "local_workers", "tune_malloc", "is_local_runner", "use_local_streaming_runner", "LOCAL_RUNNERS"]
 
 DASK_RUNNER = "wirewash.pipeline.runners.DaskRunner"
 _DASK_NAMES = {"daskrunner", "dask", "apache_beam.runners.dask.dask_runner.daskrunner", DASK_RUNNER.lower()}

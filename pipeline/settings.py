@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from wirewash.pipeline.io import InputError, InputFile, match_inputs
 from wirewash.pipeline.lake import DEFAULT_PARTITION_BY
 from wirewash.pipeline.options import WirewashOptions, check_options
-from wirewash.pipeline.streaming import StreamSource, parse_source
+from wirewash.pipeline.sources import StreamSource, parse_source
 from wirewash.transforms.boilerplate import load_rules
 from wirewash.transforms.dedup import DedupConfig
 

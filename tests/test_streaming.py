@@ -18,9 +18,12 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms import window
 
 from wirewash.pipeline.cli import main
-from wirewash.pipeline.streaming import (KIND_FILES, KIND_KAFKA, KIND_PUBSUB, READ, StreamSource, WriteWindowedLake,
-                                decode_message, event_time, file_name, finalize_lake, message_parts,
-                                new_settled_files, parse_source, staging_of)
+from wirewash.pipeline.ingest import READ
+from wirewash.pipeline.kafka import message_parts
+from wirewash.pipeline.sources import (KIND_FILES, KIND_KAFKA, KIND_PUBSUB, StreamSource, decode_message, event_time,
+                                       parse_source)
+from wirewash.pipeline.watch import new_settled_files
+from wirewash.pipeline.windowed_lake import WriteWindowedLake, file_name, finalize_lake, staging_of
 from wirewash.transforms.dedup import DedupConfig, lsh_params, minhash_signature, shingle_sketch, shingles, sketch_jaccard
 from wirewash.transforms.normalize import dedup_key
 from wirewash.transforms.stateful_dedup import NearIndex, StatefulDedup
@@ -610,7 +613,7 @@ def test_watch_files_reads_each_settled_file_once_and_stops_on_drain(tmp_path):
     (not in real time): several polls see the files, each is emitted once, and a drain ends the ticks."""
     import threading
 
-    from wirewash.pipeline.streaming import WatchFiles, request_drain, reset_drain
+    from wirewash.pipeline.watch import WatchFiles, request_drain, reset_drain
 
     (tmp_path / "in").mkdir()
     write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": ARTICLE_EN}])
