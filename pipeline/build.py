@@ -23,7 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from wirewash.pipeline.ingest import IngestArticles
-from wirewash.pipeline.io import InputFile
+from wirewash.pipeline.input_files import InputFile
 from wirewash.pipeline.lake import (WriteLake, _write_marker, check_output_location, lake_layout, read_summary,
                                     remove_lake, remove_staging)
 from wirewash.pipeline.runners import _explicit_flags, prepare_runner, resolve_runner, use_local_streaming_runner

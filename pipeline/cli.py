@@ -269,7 +269,7 @@ def _run_command(argv: list[str], stop) -> int:
 
     from wirewash.pipeline.build import build_pipeline, remove_spill
     from wirewash.pipeline.settings import settings_from_options
-    from wirewash.pipeline.io import InputError
+    from wirewash.pipeline.input_files import InputError
     from wirewash.pipeline.lake import SUMMARY_FILE, LakeExistsError, short_error
     from wirewash.pipeline.progress import ProgressDisplay
 

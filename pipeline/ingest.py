@@ -12,7 +12,8 @@ from typing import Optional
 
 import apache_beam as beam
 
-from wirewash.pipeline.io import DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_MAX_RECORD_BYTES, InputFile, ReadArticles
+from wirewash.pipeline.input_files import InputFile
+from wirewash.pipeline.io import DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_MAX_RECORD_BYTES, ReadArticles
 from wirewash.pipeline.spill import Spill
 from wirewash.transforms.boilerplate import StripBoilerplate
 from wirewash.transforms.dedup import DedupConfig, DeduplicateArticles

@@ -18,6 +18,7 @@ def message_parts(message) -> tuple[bytes, Optional[str]]:
         return message[1], None
     return message, None
 
+
 def kafka_read(brokers: str, topic: str, options) -> beam.PTransform:
     """Beam's ReadFromKafka (a Java transform, expanded by `--kafka_expansion_service` when given): records with
     their partition and offset, from the earliest offset the consumer group has not committed; offsets are

@@ -561,7 +561,7 @@ def _violation_facts(item):
 
 
 def unread_input(tallies) -> list:
-    """Input files the reader did not account for, from its per-file facts (`pipeline.io.tally_fact`: file,
+    """Input files the reader did not account for, from its per-file facts (`pipeline.tally.tally_fact`: file,
     read whole, records its bytes hold, records emitted): `"file: why"`, sorted; empty when all is well. A
     file not read to its end, or whose emitted records differ from the count on its bytes, lost records
     whatever the other counts say."""

@@ -14,7 +14,7 @@ from typing import NamedTuple, Optional
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from wirewash.pipeline.io import InputError, InputFile, match_inputs
+from wirewash.pipeline.input_files import InputError, InputFile, match_inputs
 from wirewash.pipeline.lake import DEFAULT_PARTITION_BY
 from wirewash.pipeline.options import WirewashOptions, check_options
 from wirewash.pipeline.sources import StreamSource, parse_source

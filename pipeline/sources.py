@@ -24,10 +24,12 @@ from apache_beam.transforms import window
 from apache_beam.utils.timestamp import Timestamp
 
 from wirewash.pipeline.ingest import STREAM_NAMESPACE as NAMESPACE
-from wirewash.pipeline.io import (REASON_TOO_LARGE, ByteRange, _reject, from_wire, parse_file, parse_json_record,
-                                  stable_id, tally_fact)
+from wirewash.pipeline.input_files import ByteRange, from_wire
+from wirewash.pipeline.io import REASON_TOO_LARGE, parse_file
 from wirewash.pipeline.kafka import kafka_read, message_parts
 from wirewash.pipeline.lake import REJECTED, unread_input
+from wirewash.pipeline.records import _reject, parse_json_record, stable_id
+from wirewash.pipeline.tally import tally_fact
 from wirewash.pipeline.watch import LocalWatch, WatchFiles
 from wirewash.transforms.types import Rejection
 
@@ -74,11 +76,13 @@ def parse_source(inputs) -> StreamSource:
                          "pubsub://... or kafka://...")
     return StreamSource(KIND_FILES, watch_pattern(value))
 
+
 def watch_pattern(value: str) -> str:
     """A folder means every file below it; a glob is taken as given."""
     if any(ch in value for ch in "*?["):
         return value
     return value.rstrip("/") + "/**"
+
 
 def event_time(published_at: Optional[str], arrival: float, allowed_lateness: float) -> float:
     """Seconds since the epoch: `published_at` when it lies in [arrival - allowed_lateness, arrival], else the
@@ -93,6 +97,7 @@ def event_time(published_at: Optional[str], arrival: float, allowed_lateness: fl
             return published
     return arrival
 
+
 def decode_message(payload: bytes, source: str, message_id: str, max_record_bytes: Optional[int] = None):
     """One Pub/Sub message or Kafka record value (a JSON article, as one JSONL line) -> Article or Rejection.
 
@@ -106,6 +111,7 @@ def decode_message(payload: bytes, source: str, message_id: str, max_record_byte
         return _reject(location, REASON_TOO_LARGE, bytes(payload[:200]),
                        error=f"message longer than {max_record_bytes} bytes")
     return parse_json_record(bytes(payload or b"").rstrip(b"\r\n"), location, ("message", source, message_id))
+
 
 class _ReadTimestampedFn(beam.DoFn):
     """A file -> its records, each stamped with its event time; rejections on `rejected` (arrival time)."""
@@ -128,11 +134,13 @@ class _ReadTimestampedFn(beam.DoFn):
             yield _stamp(Rejection(None, f"{tallies[0].location}:0", "read", REASON_NOT_READ_WHOLE, "", problem),
                          arrival, self.allowed_lateness)
 
+
 def _stamp(parsed, arrival: float, allowed_lateness: float):
     Metrics.counter(NAMESPACE, "records").inc()
     if isinstance(parsed, Rejection):
         return beam.pvalue.TaggedOutput(REJECTED, window.TimestampedValue(parsed, arrival))
     return window.TimestampedValue(parsed, event_time(parsed.published_at, arrival, allowed_lateness))
+
 
 class _DecodeMessageFn(beam.DoFn):
     """Pub/Sub messages or Kafka records -> timestamped Article / Rejection (arrival = the message's own time)."""
@@ -147,6 +155,7 @@ class _DecodeMessageFn(beam.DoFn):
         arrival = float(timestamp) if timestamp > Timestamp(0) else time.time()
         yield _stamp(decode_message(payload, self.source, message_id or stable_id("payload", repr(payload)),
                                     self.max_record_bytes), arrival, self.allowed_lateness)
+
 
 class ReadStream(beam.PTransform):
     """PBegin -> {`articles`, `rejected`}, unbounded, each record stamped with its event time."""

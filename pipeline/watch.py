@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-import re
 import threading
 import time
 from typing import Any, Optional, Tuple
@@ -29,27 +28,23 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import Timestamp
 
 from wirewash.pipeline.ingest import STREAM_NAMESPACE as NAMESPACE
-from wirewash.pipeline.io import ByteRange, InputFile, format_of, readable_name, to_wire
+from wirewash.pipeline.input_files import ByteRange, InputFile, format_of, glob_root, readable_name, to_wire
 
-__all__ = ["WatchFiles", "LocalWatch", "new_settled_files", "glob_root", "request_drain", "reset_drain",
+__all__ = ["WatchFiles", "LocalWatch", "new_settled_files", "request_drain", "reset_drain",
            "drain_requested", "REASON_CHANGED"]
 
 LOG = logging.getLogger("wirewash.pipeline.streaming")  # the stream's messages keep one logger name
 _FOREVER_TICKS = 1 << 62
 
 
-def glob_root(pattern: str) -> str:
-    """The folder before the first wildcard: relative paths (shown in source_location) start there."""
-    head = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
-    return head if head.endswith("/") else posixpath.dirname(head) + "/"
-
-
 _DRAIN = threading.Event()
+
 
 def request_drain() -> None:
     """Stops the file watchers of this process: their ticks end, the watermark goes to the end of time, every
     open window fires and the pipeline finishes (in-process runners; on Dataflow/Flink use the runner's drain)."""
     _DRAIN.set()
+
 
 def reset_drain() -> None:
     _DRAIN.clear()
@@ -71,6 +66,7 @@ class _TickRestrictions(RestrictionProvider):
 
     def truncate(self, element, restriction):  # a runner drain stops the ticks at once
         return None
+
 
 class _TickFn(beam.DoFn):
     """A splittable DoFn emitting the current time every `interval` seconds (as PeriodicImpulse does, and
@@ -103,6 +99,7 @@ class _TickFn(beam.DoFn):
             yield window.TimestampedValue(due, Timestamp.of(due))
             index += 1
 
+
 def _list_files(tick, pattern: str):
     """One poll: ('watch', [(path, size, mtime)...]) for every supported file matching the pattern."""
     try:
@@ -114,6 +111,7 @@ def _list_files(tick, pattern: str):
     listing = [(to_wire((m.path,))[0], m.size_in_bytes, getattr(m, "last_updated_in_seconds", 0.0) or 0.0)
                for m in sorted(found, key=lambda m: m.path) if format_of(m.path) is not None]
     yield "watch", listing
+
 
 class _NewFilesFn(beam.DoFn):
     """('watch', listing) -> ByteRange tuples to read (`new_settled_files`)."""
@@ -132,6 +130,7 @@ class _NewFilesFn(beam.DoFn):
             yield input_file
         if seen != before:
             seen_state.write(seen)
+
 
 class WatchFiles(beam.PTransform):
     """PBegin -> ByteRange tuples: every supported file matching `pattern`, once it settled, and the lines
@@ -157,7 +156,7 @@ REASON_CHANGED = "changed_after_read"
 
 
 def new_settled_files(listing, state: dict, root: str, peek=None) -> list:
-    """One poll of the watcher: ByteRange tuples (their `file` as `pipeline.io.to_wire` made it) to read now.
+    """One poll of the watcher: ByteRange tuples (their `file` as `pipeline.input_files.to_wire` made it) to read now.
 
     `listing` holds (path, size, mtime); `state` ({path: (size, mtime, read size, read mtime)}) is updated in
     place. A file is due when its size and mtime did not change since the previous poll and differ from what
@@ -185,10 +184,12 @@ def new_settled_files(listing, state: dict, root: str, peek=None) -> list:
         ready.append(tuple(_next_read(input_file, read_size, size, peek)))
     return ready
 
+
 def _rangeable(input_file: InputFile, peek) -> bool:
     """Plain (not compressed) JSONL that is not UTF-16: readable as line-aligned byte ranges."""
     return input_file.format == "jsonl" and not input_file.path.lower().endswith(".gz") and peek(
         input_file.path, 0, 2) not in (b"\xff\xfe", b"\xfe\xff")
+
 
 def _next_read(input_file: InputFile, read_size: Optional[int], size: int, peek) -> ByteRange:
     wired = to_wire(input_file)
@@ -207,10 +208,12 @@ def _next_read(input_file: InputFile, read_size: Optional[int], size: int, peek)
     return ByteRange(to_wire(input_file._replace(rel_path=f"{input_file.rel_path}@{read_size}",
                                                  problem=(REASON_CHANGED, message))))
 
+
 def _peek(path: str, offset: int, length: int) -> bytes:
     with FileSystems.open(path, compression_type="uncompressed") as handle:
         handle.seek(offset)
         return handle.read(length)
+
 
 class _LiveEvents:
     """TestStream events produced while the pipeline runs: each poll lists the pattern, emits the new
@@ -260,6 +263,7 @@ class _LiveEvents:
             deadline = now + self.poll_interval
             while time.time() < deadline and not _DRAIN.is_set():
                 time.sleep(min(0.1, self.poll_interval))
+
 
 class LocalWatch(beam.PTransform):
     """PBegin -> ByteRange tuples, as WatchFiles, for the local DirectRunner (a live TestStream). The pipeline

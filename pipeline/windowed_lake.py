@@ -45,9 +45,11 @@ def file_name(window_start: float, window_end: float, pane: int, shard: int, sha
     end = datetime.fromtimestamp(window_end, timezone.utc).strftime(fmt)
     return f"part-{start}-{end}-p{pane:04d}-{shard:03d}-of-{shards:03d}.parquet"
 
+
 def destination_of(table: str, element, partition_by: str = DEFAULT_PARTITION_BY) -> str:
     """The lake folder of one output record (documents are hive-partitioned, the other tables are not)."""
     return posixpath.join(DOCUMENTS, partition_of(element, partition_by)) if table == DOCUMENTS else table
+
 
 def merge_counts(total: dict, delta: dict) -> dict:
     """Adds one pane's counts (`read` plus the three tables' fact Counters) to a running total."""
@@ -56,12 +58,14 @@ def merge_counts(total: dict, delta: dict) -> dict:
         merged[table] = Counter(total.get(table, Counter())) + Counter(delta.get(table, Counter()))
     return merged
 
+
 def windowing(window_seconds: float, allowed_lateness: float) -> beam.WindowInto:
     """Fixed event-time windows; on time when the watermark passes, then one pane per late batch."""
     return beam.WindowInto(window.FixedWindows(window_seconds),
                            trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
                            accumulation_mode=trigger.AccumulationMode.DISCARDING,
                            allowed_lateness=allowed_lateness)
+
 
 class _ParquetBatchSink(fileio.FileSink):
     """A FileSink of row batches (lists of dicts) for one table: one Parquet file (zstd) per open()."""
@@ -79,6 +83,7 @@ class _ParquetBatchSink(fileio.FileSink):
         if self._rows:
             write_parquet(self.table, pa.Table.from_pylist(self._rows, schema=SCHEMAS[self.table]), self._fh)
             self._rows = []
+
 
 class _PaneBatchFn(beam.DoFn):
     """(destination, rows) grouped per window pane -> ('destination#pane', rows). WriteToFiles names files by
@@ -105,13 +110,16 @@ class _PaneBatchFn(beam.DoFn):
         Metrics.counter(NAMESPACE, f"{destination.split('/')[0]}_rows").inc(len(rows))
         yield f"{destination}#{pane.index}", rows
 
+
 def _final_name(win, pane, shard_index, total_shards, compression, destination):
     folder, _, pane_index = destination.rpartition("#")
     start, end = (float(win.start), float(win.end)) if hasattr(win, "start") else (0.0, 0.0)
     return posixpath.join(folder, file_name(start, end, int(pane_index), shard_index, total_shards))
 
+
 def _table_of(destination: str) -> str:
     return destination.split("/", 1)[0].split("#", 1)[0]
+
 
 class _WindowCountsFn(beam.CombineFn):
     """Per-record facts of one window pane -> {read: n, documents/duplicates/rejected: Counter of facts}."""
@@ -135,6 +143,7 @@ class _WindowCountsFn(beam.CombineFn):
     def extract_output(self, acc):
         return acc
 
+
 class _RunningSummaryFn(beam.DoFn):
     """Adds each pane's counts to a running total (state) and atomically replaces `_SUMMARY.json`."""
 
@@ -155,6 +164,7 @@ class _RunningSummaryFn(beam.DoFn):
         write_json_atomically(self.output, self.staging, summary)
         yield summary
 
+
 def streaming_summary(total: dict) -> dict:
     counts = total["counts"]
     summary = summarize(counts.get(READ, 0), counts.get(DOCUMENTS, Counter()), counts.get(DUPLICATES, Counter()),
@@ -167,12 +177,14 @@ def streaming_summary(total: dict) -> dict:
     }
     return summary
 
+
 def with_layout(summary: dict, output: str, partition_by: str) -> dict:
     """The lake-format fields of a streaming summary: `layout` and the `files` manifest, listed from the
     committed files (each renamed into place whole by the file sink, so every file listed is whole)."""
     summary["layout"] = {"partition_by": partition_by, "format": 2}
     summary["files"] = manifest_files(output)
     return summary
+
 
 def write_json_atomically(output: str, staging: str, summary: dict) -> None:
     """Writes `_SUMMARY.json` through a temporary file in the staging folder and a rename: readers see the old
@@ -184,8 +196,10 @@ def write_json_atomically(output: str, staging: str, summary: dict) -> None:
         handle.write(json.dumps(summary, indent=2).encode("utf-8"))
     FileSystems.rename([tmp], [FileSystems.join(output, SUMMARY_FILE)])
 
+
 def _with_window_end(counts, win=beam.DoFn.WindowParam):
     return "summary", (counts, float(win.end))
+
 
 class WriteWindowedLake(beam.PTransform):
     """{documents, duplicates, rejected, read} (timestamped) -> windowed Parquet files in the lake layout and a
@@ -242,8 +256,10 @@ class WriteWindowedLake(beam.PTransform):
             | "RunningSummary" >> beam.ParDo(_RunningSummaryFn(output, self.staging, partition_by))
         )
 
+
 def staging_of(output: str, run_id: str) -> str:
     return FileSystems.join(output.rstrip("/") or output, STAGING_DIR, run_id)
+
 
 def count_file_rows(output: str) -> dict:
     """Rows in the committed Parquet files of each table (from the footers, without reading the data)."""
@@ -257,6 +273,7 @@ def count_file_rows(output: str) -> dict:
         rows[table] = total
     return rows
 
+
 def leftover_files(staging: str) -> list[str]:
     """Data files still in this run's staging folder: written but never committed (should be none)."""
     try:
@@ -264,6 +281,7 @@ def leftover_files(staging: str) -> list[str]:
     except Exception:
         return []
     return sorted(m.path for m in matched if not posixpath.basename(m.path).startswith(SUMMARY_FILE))
+
 
 def finalize_lake(output: str, staging: str, partition_by: str = DEFAULT_PARTITION_BY,
                   run: Optional[dict] = None, dedup: Optional[DedupConfig] = None) -> dict:

@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from wirewash.pipeline.io import (InputError, InputFile, format_of, match_inputs, parse_document_file, parse_file,
-                         parse_json_record, parse_published, source_of, split_title, stable_id)
+from wirewash.pipeline.input_files import InputError, InputFile, format_of, match_inputs
+from wirewash.pipeline.io import parse_file
+from wirewash.pipeline.records import (parse_document_file, parse_json_record, parse_published, source_of, split_title,
+                                       stable_id)
 from wirewash.transforms.types import Article, Rejection
 from tests.helpers import ARTICLE_EN, write_jsonl
 
@@ -158,7 +160,7 @@ def test_match_inputs_errors_name_the_argument(tmp_path):
 # --- the byte tally: records counted on the bytes, apart from the parsing (issue 17) --------------------------
 
 def _tally(path, name, **kwargs):
-    from wirewash.pipeline.io import expected_records, read_whole
+    from wirewash.pipeline.tally import expected_records, read_whole
     tallies = []
     out = list(parse_file(InputFile(str(path), name, format_of(name)), on_tally=tallies.append, **kwargs))
     (tally,) = tallies
