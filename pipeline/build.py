@@ -24,8 +24,9 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from wirewash.pipeline.ingest import IngestArticles
 from wirewash.pipeline.input_files import InputFile
-from wirewash.pipeline.lake import (WriteLake, _write_marker, check_output_location, lake_layout, read_summary,
-                                    remove_lake, remove_staging)
+from wirewash.pipeline.lake import (_write_marker, check_output_location, lake_layout, read_summary, remove_lake,
+                                    remove_staging)
+from wirewash.pipeline.lake_write import WriteLake
 from wirewash.pipeline.runners import _explicit_flags, prepare_runner, resolve_runner, use_local_streaming_runner
 from wirewash.pipeline.settings import RunSettings, default_input, settings_from_options
 from wirewash.pipeline.sources import ReadStream

@@ -550,7 +550,8 @@ def compact_command(argv: list[str]) -> int:
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     args = parser.parse_args(argv)
 
-    from wirewash.pipeline.lake import LakeExistsError, compact
+    from wirewash.pipeline.compact import compact
+    from wirewash.pipeline.lake import LakeExistsError
 
     try:
         done = compact(args.lake)

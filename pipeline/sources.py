@@ -27,7 +27,8 @@ from wirewash.pipeline.ingest import STREAM_NAMESPACE as NAMESPACE
 from wirewash.pipeline.input_files import ByteRange, from_wire
 from wirewash.pipeline.io import REASON_TOO_LARGE, parse_file
 from wirewash.pipeline.kafka import kafka_read, message_parts
-from wirewash.pipeline.lake import REJECTED, unread_input
+from wirewash.pipeline.lake import REJECTED
+from wirewash.pipeline.lake_summary import unread_input
 from wirewash.pipeline.records import _reject, parse_json_record, stable_id
 from wirewash.pipeline.tally import tally_fact
 from wirewash.pipeline.watch import LocalWatch, WatchFiles

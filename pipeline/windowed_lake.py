@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-import uuid
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Any, Optional, Tuple
@@ -30,8 +29,9 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from wirewash.pipeline.ingest import READ
 from wirewash.pipeline.ingest import STREAM_NAMESPACE as NAMESPACE
 from wirewash.pipeline.lake import (DEFAULT_PARTITION_BY, DOCUMENTS, DUPLICATES, INDEX, REJECTED, SCHEMAS, STAGING_DIR,
-                                    STAGING_MARKER, SUMMARY_FILE, TABLES, _dedup_settings, _fact_of, _lake_files,
-                                    _relative, manifest_files, partition_of, row_of, summarize, write_parquet)
+                                    STAGING_MARKER, SUMMARY_FILE, TABLES, _lake_files, _relative, manifest_files,
+                                    partition_of, row_of, write_parquet)
+from wirewash.pipeline.lake_summary import _dedup_settings, _fact_of, summarize, write_summary
 from wirewash.transforms.dedup import DedupConfig
 from wirewash.transforms.lake_dedup import index_row
 
@@ -161,7 +161,7 @@ class _RunningSummaryFn(beam.DoFn):
                  "last_window_end": max(window_end, total["last_window_end"] or window_end)}
         total_state.write(total)
         summary = with_layout(streaming_summary(total), self.output, self.partition_by)
-        write_json_atomically(self.output, self.staging, summary)
+        write_summary(self.output, self.staging, summary)
         yield summary
 
 
@@ -184,17 +184,6 @@ def with_layout(summary: dict, output: str, partition_by: str) -> dict:
     summary["layout"] = {"partition_by": partition_by, "format": 2}
     summary["files"] = manifest_files(output)
     return summary
-
-
-def write_json_atomically(output: str, staging: str, summary: dict) -> None:
-    """Writes `_SUMMARY.json` through a temporary file in the staging folder and a rename: readers see the old
-    or the new summary, never half of one."""
-    if not FileSystems.exists(staging):
-        FileSystems.mkdirs(staging)
-    tmp = FileSystems.join(staging, f"{SUMMARY_FILE}.{uuid.uuid4().hex}")
-    with FileSystems.create(tmp) as handle:
-        handle.write(json.dumps(summary, indent=2).encode("utf-8"))
-    FileSystems.rename([tmp], [FileSystems.join(output, SUMMARY_FILE)])
 
 
 def _with_window_end(counts, win=beam.DoFn.WindowParam):
@@ -317,7 +306,7 @@ def finalize_lake(output: str, staging: str, partition_by: str = DEFAULT_PARTITI
         summary["runs"] = [dict(run, committed_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
                                 **{k: summary[k] for k in ("records_read", "documents", "duplicates", "rejected",
                                                            "reconciled", "files_rows")})]
-    write_json_atomically(output, staging, summary)
+    write_summary(output, staging, summary)
     if not leftovers:
         try:
             FileSystems.delete([staging])

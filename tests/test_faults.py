@@ -22,7 +22,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 
 from wirewash.pipeline import ingest as pipeline_build
 from wirewash.pipeline.cli import main
-from wirewash.pipeline.lake import MARKER_FILE, STAGING_DIR, STAGING_MARKER, SUMMARY_FILE, WriteLake, commit
+from wirewash.pipeline.lake import MARKER_FILE, STAGING_DIR, STAGING_MARKER, SUMMARY_FILE
+from wirewash.pipeline.lake_write import WriteLake, commit
 from wirewash.pipeline.spill import SPILL_PREFIX
 from tests.data.make_hostile import STORIES
 from tests.helpers import lake_rows, sigkill_while_staging, summary

@@ -202,7 +202,7 @@ def test_a_blank_line_longer_than_the_record_limit_is_still_blank(tmp_path):
 
 
 def test_unread_input_names_each_file_that_lost_records():
-    from wirewash.pipeline.lake import unread_input
+    from wirewash.pipeline.lake_summary import unread_input
     assert unread_input([("a.jsonl", True, 3, 3), ("b.txt", True, 1, 1)]) == []
     assert unread_input([("b.jsonl@4096", False, 5, 2), ("a.jsonl", True, 3, 4)]) == [
         "a.jsonl: 4 records read, its bytes hold 3", "b.jsonl@4096: not read to its end",
