@@ -645,3 +645,45 @@ def test_cli_rejects_bad_streaming_options_in_one_sentence(tmp_path, capsys, arg
     argv = ["run", "--streaming", "--input", str(tmp_path / "in" / "*.jsonl"), "--output", str(tmp_path / "lake")]
     assert main(argv + args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_streaming_append_is_refused_before_the_output_folder_is_made(tmp_path, capsys):
+    """The mode is decided once, with the other option checks (pipeline/settings.py): a stream's --append
+    is one sentence, and nothing is created."""
+    argv = ["run", "--streaming", "--append", "--input", str(tmp_path / "in" / "*.jsonl"), "--output",
+            str(tmp_path / "lake")]
+    assert main(argv) == 2
+    assert "--append is for batch runs" in capsys.readouterr().err
+    assert not (tmp_path / "lake").exists()
+
+
+def test_batch_and_streaming_runs_build_one_ingest_composite(tmp_path):
+    """Batch and streaming share the stages' wiring: both pipelines apply pipeline/ingest.py's IngestArticles as
+    `Ingest` (only the dedup inside differs: whole-input batch dedup, stateful streaming dedup)."""
+    from apache_beam.pipeline import PipelineVisitor
+
+    import shutil
+
+    from wirewash.pipeline.build import build_pipeline, remove_spill
+    from wirewash.pipeline.ingest import IngestArticles
+
+    class Find(PipelineVisitor):
+        def __init__(self):
+            self.found = {}
+
+        def enter_composite_transform(self, node):
+            self.found[node.full_label] = node.transform
+
+    (tmp_path / "in").mkdir()
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": ARTICLE_EN}])
+    dedups = {}
+    for mode in ("batch", "streaming"):
+        argv = ["--input", str(tmp_path / "in" / "*.jsonl"), "--output", str(tmp_path / f"{mode}_lake")]
+        pipeline = build_pipeline(PipelineOptions(argv + (["--streaming"] if mode == "streaming" else [])))
+        visitor = Find()
+        pipeline.visit(visitor)
+        shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)  # built, never run: Beam would remove it in run()
+        remove_spill(pipeline)
+        assert isinstance(visitor.found["Ingest"], IngestArticles), mode
+        dedups[mode] = type(visitor.found["Ingest/Dedup"]).__name__
+    assert dedups == {"batch": "DeduplicateArticles", "streaming": "StatefulDedup"}
