@@ -24,8 +24,11 @@ import atheris
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-with atheris.instrument_imports(include=["wirewash.pipeline.io"]):
-    from wirewash.pipeline.io import InputFile, expected_records, format_of, parse_file, read_whole
+with atheris.instrument_imports(include=["wirewash.pipeline.io", "wirewash.pipeline.input_files",
+                                         "wirewash.pipeline.records", "wirewash.pipeline.tally"]):
+    from wirewash.pipeline.input_files import InputFile, format_of
+    from wirewash.pipeline.io import parse_file
+    from wirewash.pipeline.tally import expected_records, read_whole
 
 from tests.test_fuzz_inputs import MAX_RECORD_BYTES, check_records, count_records  # noqa: E402
 

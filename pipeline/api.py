@@ -23,9 +23,11 @@ from typing import Any, NamedTuple, Optional
 import apache_beam as beam
 
 from wirewash.pipeline.build import IngestArticles
-from wirewash.pipeline.io import (DEFAULT_MAX_RECORD_BYTES, JSON_FIELDS, REASON_NOT_AN_OBJECT, REASON_TOO_LARGE,
-                                  REASON_WRONG_TYPE, ReadArticles, guarded_parse, parse_json_record, stable_id)
-from wirewash.pipeline.lake import DEFAULT_PARTITION_BY, WriteLake, check_output_location
+from wirewash.pipeline.io import DEFAULT_MAX_RECORD_BYTES, REASON_TOO_LARGE, ReadArticles
+from wirewash.pipeline.lake import DEFAULT_PARTITION_BY, check_output_location
+from wirewash.pipeline.lake_write import WriteLake
+from wirewash.pipeline.records import (JSON_FIELDS, REASON_NOT_AN_OBJECT, REASON_WRONG_TYPE, guarded_parse,
+                                       parse_json_record, stable_id)
 from wirewash.pipeline.version import wirewash_version
 from wirewash.transforms.dedup import DedupConfig
 from wirewash.transforms.types import Article, Rejection, excerpt
@@ -150,8 +152,8 @@ class CleanArticles(beam.PTransform):
         self.max_record_bytes = max_record_bytes
 
     def expand(self, records) -> Cleaned:
-        out = records | "Ingest" >> IngestArticles([], self.rule_files, self.max_record_bytes, self.dedup,
-                                                   read=RecordsToArticles(self.max_record_bytes))
+        read = records | "Read" >> RecordsToArticles(self.max_record_bytes)
+        out = read | "Ingest" >> IngestArticles([], self.rule_files, self.max_record_bytes, self.dedup)
         return Cleaned(out["documents"], out["duplicates"], out["rejected"], out["records_read"])
 
 

@@ -233,8 +233,9 @@ def _print_summary(summary: dict, output: str, seconds: float) -> None:
 def _is_local_runner(options) -> bool:
     from apache_beam.options.pipeline_options import StandardOptions
 
-    runner = options.view_as(StandardOptions).runner
-    return runner in (None, "DirectRunner", "direct", "Direct", "FnApiRunner", "BundleBasedDirectRunner")
+    from wirewash.pipeline.runners import is_local_runner
+
+    return is_local_runner(options.view_as(StandardOptions).runner)
 
 
 def run_command(argv: list[str], stop=None) -> int:
@@ -258,10 +259,11 @@ def _run_command(argv: list[str], stop) -> int:
     args, beam_argv = parse_run_args(argv)
     configure_logging(args.verbose)
 
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.options.pipeline_options import PipelineOptions
 
-    from wirewash.pipeline.build import build_pipeline, remove_spill, settings_from_options
-    from wirewash.pipeline.io import InputError
+    from wirewash.pipeline.build import build_pipeline, remove_spill
+    from wirewash.pipeline.settings import settings_from_options
+    from wirewash.pipeline.input_files import InputError
     from wirewash.pipeline.lake import SUMMARY_FILE, LakeExistsError, short_error
     from wirewash.pipeline.progress import ProgressDisplay, StreamLines, start_line, stream_file_counter
     from wirewash.pipeline.timing import process_started, run_timing
@@ -274,8 +276,7 @@ def _run_command(argv: list[str], stop) -> int:
             print(f"wirewash: skipped {settings.skipped_inputs} files inside the output lake {settings.output} "
                   "(a lake never reads its own files)", file=sys.stderr)
         live = sys.stderr.isatty()
-        streaming = options.view_as(StandardOptions).streaming  # has its own lines (progress.StreamLines)
-        if not args.quiet and (live or args.progress) and _is_local_runner(options) and not streaming:
+        if not args.quiet and (live or args.progress) and _is_local_runner(options) and not settings.streaming:  # a stream has its own lines
             display = ProgressDisplay([f.path for f in settings.files], live=live, output=settings.output)
         # the first line, once the run is checked: what it reads or watches
         announce = None if args.quiet else lambda: print(start_line(options, settings), file=sys.stderr, flush=True)
@@ -300,7 +301,7 @@ def _run_command(argv: list[str], stop) -> int:
     run_started = time.time()
     summary = None
     try:
-        if options.view_as(StandardOptions).streaming:  # runs until drained (Ctrl-C / SIGTERM); see streaming.py
+        if settings.streaming:  # runs until drained (Ctrl-C / SIGTERM); see streaming.py
             from wirewash.pipeline.streaming import run_streaming
             lines = not args.quiet and _is_local_runner(options)
             with StreamLines(stream_file_counter(options)) if lines else contextlib.nullcontext():
@@ -319,7 +320,7 @@ def _run_command(argv: list[str], stop) -> int:
             return _interrupted(stop.interrupted, f"stopped during the commit, which failed: {short_error(err)}")
         if args.verbose:
             raise
-        return _failed(err, settings.output, streaming=bool(options.view_as(StandardOptions).streaming))
+        return _failed(err, settings.output, streaming=settings.streaming)
     if stop.interrupted:  # the signal came during the commit, which was let finish
         return _interrupted(stop.interrupted, f"the commit had begun and was let finish: {settings.output} is "
                                               "a complete lake")
@@ -330,7 +331,7 @@ def _run_command(argv: list[str], stop) -> int:
     if summary is None:  # a batch run: its `timing` joins its record in the lake's `runs`
         from apache_beam.options.pipeline_options import DirectOptions
 
-        from wirewash.pipeline.lake import add_to_run
+        from wirewash.pipeline.lake_summary import add_to_run
         timing = run_timing(result, process_started(), run_started,
                             options.view_as(DirectOptions).direct_num_workers or 1)
         seconds = timing["wall_seconds"]
@@ -559,7 +560,8 @@ def compact_command(argv: list[str]) -> int:
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     args = parser.parse_args(argv)
 
-    from wirewash.pipeline.lake import LakeExistsError, compact
+    from wirewash.pipeline.compact import compact
+    from wirewash.pipeline.lake import LakeExistsError
 
     try:
         done = compact(args.lake)

@@ -2,7 +2,7 @@
 
 Beam's own flags (`--runner`, `--direct_num_workers`, `--direct_running_mode`, `--temp_location`,
 `--project`, ...) pass through unchanged. Code reads these with `options.view_as(WirewashOptions)`, in
-`pipeline/build.py` only; stages receive plain values.
+`pipeline/settings.py` only (and `pipeline/kafka.py`, for the Kafka consumer); stages receive plain values.
 
 Each option declares its type and its valid range here, once, as an argparse `type=` (`Integer`, `Number`,
 `Timestamp`): a value out of range, not finite, or unparseable stops the command line (and the same value

@@ -379,7 +379,7 @@ def start_line(options, settings) -> str:
 def stream_file_counter(options):
     """For a stream watching a local glob or folder: a callable counting the files there now; else None."""
     from wirewash.pipeline.options import WirewashOptions
-    from wirewash.pipeline.streaming import KIND_FILES, parse_source
+    from wirewash.pipeline.sources import KIND_FILES, parse_source
 
     try:
         source = parse_source(options.view_as(WirewashOptions).input)

@@ -320,7 +320,8 @@ def reread_copies(clusters: list, lake: str, runs: list = (), max_bytes: int = R
     """Adds `title` and `text` to each copy of `clusters` whose input record can still be read (its file
     reachable from here, under a run's input root: `input_bases`; within `max_bytes` read in all); returns how many copies were found. A copy whose
     record cannot be read (file moved, changed, or past the budget) keeps only its id and location."""
-    from wirewash.pipeline.io import FORMAT_JSONL, format_of, parse_document_file, parse_json_record
+    from wirewash.pipeline.input_files import FORMAT_JSONL, format_of
+    from wirewash.pipeline.records import parse_document_file, parse_json_record
     from wirewash.transforms.types import Article
 
     wanted: dict = {}

@@ -159,7 +159,8 @@ def test_a_batch_append_onto_a_streaming_lake(tmp_path):
     import apache_beam as beam
     from apache_beam.testing.test_stream import TestStream
 
-    from wirewash.pipeline.streaming import READ, WriteWindowedLake, finalize_lake, staging_of
+    from wirewash.pipeline.ingest import READ
+    from wirewash.pipeline.windowed_lake import WriteWindowedLake, finalize_lake, staging_of
     from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI
     from tests.test_streaming import _route, article, at, streaming_options
     from wirewash.transforms.dedup import DedupConfig

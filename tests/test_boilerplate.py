@@ -12,7 +12,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from wirewash.pipeline.io import split_title
+from wirewash.pipeline.records import split_title
 from wirewash.transforms.boilerplate import (RuleSet, StripBoilerplate, edge_pass_applies, first_chars, fold_line,
                                    load_rules, required_substrings, strip_boilerplate)
 from wirewash.transforms.normalize import normalize_text

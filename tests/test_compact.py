@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wirewash.pipeline.cli import main
-from wirewash.pipeline.lake import INDEX, TABLES, compaction_plan
+from wirewash.pipeline.compact import compaction_plan
+from wirewash.pipeline.lake import INDEX, TABLES
 from tests.helpers import summary, write_jsonl
 from tests.test_append import FIXED, edited, record, story
 

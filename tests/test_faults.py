@@ -20,9 +20,10 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from wirewash.pipeline import build as pipeline_build
+from wirewash.pipeline import ingest as pipeline_build
 from wirewash.pipeline.cli import main
-from wirewash.pipeline.lake import MARKER_FILE, STAGING_DIR, STAGING_MARKER, SUMMARY_FILE, WriteLake, commit
+from wirewash.pipeline.lake import MARKER_FILE, STAGING_DIR, STAGING_MARKER, SUMMARY_FILE
+from wirewash.pipeline.lake_write import WriteLake, commit
 from wirewash.transforms.spill import SPILL_PREFIX
 from tests.data.make_hostile import STORIES
 from tests.helpers import lake_rows, sigkill_while_staging, summary
@@ -590,7 +591,7 @@ def test_a_signal_before_the_run_starts_is_one_line(tmp_path, capsys):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)
     assert stop.requested == "SIGTERM"
-    import wirewash.pipeline.build as build
+    import wirewash.pipeline.settings as build
 
     def interrupted(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)

@@ -25,7 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wirewash.pipeline.cli import main
-from wirewash.pipeline.io import InputFile, expected_records, format_of, parse_file, read_whole
+from wirewash.pipeline.input_files import InputFile, format_of
+from wirewash.pipeline.io import parse_file
+from wirewash.pipeline.tally import expected_records, read_whole
 from wirewash.transforms.spill import pack_article, unpack_article
 from tests.conftest import SHARED
 from tests.helpers import lake_rows, summary

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from wirewash.pipeline.cli import main
-from wirewash.pipeline.io import InputFile, match_inputs, parse_file
+from wirewash.pipeline.input_files import InputFile, match_inputs
+from wirewash.pipeline.io import parse_file
 from wirewash.pipeline.lake import LANGUAGES, valid_partition
 from tests.data import make_hostile
 from tests.helpers import lake_rows, summary

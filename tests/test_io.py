@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from wirewash.pipeline.io import (InputError, InputFile, format_of, match_inputs, parse_document_file, parse_file,
-                                  parse_json_record, split_title, stable_id)
+from wirewash.pipeline.input_files import InputError, InputFile, format_of, match_inputs
+from wirewash.pipeline.io import parse_file
+from wirewash.pipeline.records import (parse_document_file, parse_json_record, split_title,
+                                       stable_id)
 from wirewash.transforms.records import parse_published, source_from_url
 from wirewash.transforms.types import Article, Rejection
 from tests.helpers import ARTICLE_EN, write_jsonl
@@ -159,7 +161,7 @@ def test_match_inputs_errors_name_the_argument(tmp_path):
 # --- the byte tally: records counted on the bytes, apart from the parsing (issue 17) --------------------------
 
 def _tally(path, name, **kwargs):
-    from wirewash.pipeline.io import expected_records, read_whole
+    from wirewash.pipeline.tally import expected_records, read_whole
     tallies = []
     out = list(parse_file(InputFile(str(path), name, format_of(name)), on_tally=tallies.append, **kwargs))
     (tally,) = tallies
@@ -201,7 +203,7 @@ def test_a_blank_line_longer_than_the_record_limit_is_still_blank(tmp_path):
 
 
 def test_unread_input_names_each_file_that_lost_records():
-    from wirewash.pipeline.lake import unread_input
+    from wirewash.pipeline.lake_summary import unread_input
     assert unread_input([("a.jsonl", True, 3, 3), ("b.txt", True, 1, 1)]) == []
     assert unread_input([("b.jsonl@4096", False, 5, 2), ("a.jsonl", True, 3, 4)]) == [
         "a.jsonl: 4 records read, its bytes hold 3", "b.jsonl@4096: not read to its end",

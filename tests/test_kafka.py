@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from wirewash.pipeline.kafka import (_SkipHeldFn, lake_offsets, parse_location, resume_plan, resume_point,
                                      source_location, stall_warning)
-from wirewash.pipeline.streaming import decode_message, message_parts
+from wirewash.pipeline.kafka import message_parts
+from wirewash.pipeline.sources import decode_message
 
 
 @settings(max_examples=200, deadline=None)

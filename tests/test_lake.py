@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wirewash.pipeline.lake import (DOCUMENTS_SCHEMA, MARKER_FILE, PARTITION_BY, SUMMARY_FILE, LakeExistsError,
-                           check_output_location, commit, document_row, merge_groups, partition_of, remove_lake,
-                           summarize, valid_partition)
+                                    check_output_location, document_row, partition_of, remove_lake, valid_partition)
+from wirewash.pipeline.lake_summary import summarize
+from wirewash.pipeline.lake_write import commit, merge_groups
 from wirewash.transforms.types import Article
 
 ART = Article("d1", "f:1", "text", text="Hello world", lang="en", published_at="2023-06-27T10:00:00+00:00")
@@ -118,7 +119,7 @@ def test_remove_lake_deletes_only_what_the_lake_holds(tmp_path):
 
 
 def test_merge_groups_bound_size_and_rows():
-    from wirewash.pipeline.lake import StagedFile
+    from wirewash.pipeline.lake_write import StagedFile
     files = [StagedFile("documents", "p", f"f{i}", rows=10, size=30) for i in range(10)]
     groups = merge_groups(files, max_bytes=100, max_rows=1000)
     assert [len(g) for g in groups] == [3, 3, 3, 1]
@@ -155,7 +156,7 @@ def test_commit_moves_only_reported_files(tmp_path):
 
 
 def test_staging_folder_created_by_another_worker_first_is_fine(tmp_path):
-    from wirewash.pipeline.lake import _ensure_dir
+    from wirewash.pipeline.lake_write import _ensure_dir
     folder = str(tmp_path / "staging" / "rejected")
     _ensure_dir(folder)
     _ensure_dir(folder)  # a concurrent worker won the race: no "File exists"
@@ -163,7 +164,7 @@ def test_staging_folder_created_by_another_worker_first_is_fine(tmp_path):
 
 
 def test_an_appended_summary_adds_up_over_runs():
-    from wirewash.pipeline.lake import lake_summary
+    from wirewash.pipeline.lake_summary import lake_summary
     first = summarize(5, Counter({("en", ("read_more",)): 3}), Counter({"exact": 1}), Counter({("read", "bad_json"): 1}))
     second = summarize(4, Counter({("vi", ()): 2}), Counter({"near": 1}), Counter({("read", "bad_json"): 1}))
     for s, lines in ((first, {"read_more": {"Read more": 3}, "share": {"Share": 1}}),
@@ -196,7 +197,7 @@ count_trees = st.recursive(st.integers(0, 100), lambda inner: st.dictionaries(st
 @settings(max_examples=200, deadline=None)
 def test_adding_count_trees_keeps_every_leaf(a, b):
     """Summing two runs' counts never loses a key present on one side only, and totals add up."""
-    from wirewash.pipeline.lake import add_counts
+    from wirewash.pipeline.lake_summary import add_counts
 
     def total(tree):
         return sum(map(total, tree.values())) if isinstance(tree, dict) else tree

@@ -7,7 +7,7 @@ import sys
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from wirewash.pipeline.build import MULTIPROCESS_MIN_BYTES, tune_malloc, resolve_runner
+from wirewash.pipeline.runners import MULTIPROCESS_MIN_BYTES, tune_malloc, resolve_runner
 from wirewash.transforms.spill import Spill
 from wirewash.transforms.dedup import _KeyTableFn, _Key, _decide_from_table, equal_runs, shared_buckets
 

@@ -13,7 +13,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from wirewash.pipeline.build import IngestArticles
 from wirewash.pipeline.cli import main
-from wirewash.pipeline.io import match_inputs
+from wirewash.pipeline.input_files import match_inputs
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, lake_rows, summary, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,8 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from wirewash.pipeline.io import ByteRange, InputFile, ReadArticles, parse_file, plan_ranges
+from wirewash.pipeline.input_files import ByteRange, InputFile
+from wirewash.pipeline.io import ReadArticles, parse_file, plan_ranges
 
 SPLIT = 300  # bytes: tiny ranges, so a few dozen lines make many of them
 

@@ -11,7 +11,7 @@ import pytest
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from wirewash.pipeline.build import MULTIPROCESS_MIN_BYTES, local_workers, resolve_runner
+from wirewash.pipeline.runners import MULTIPROCESS_MIN_BYTES, local_workers, resolve_runner
 from wirewash.pipeline.cli import main
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, lake_rows, summary, write_jsonl
 

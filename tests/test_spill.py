@@ -13,7 +13,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from wirewash.pipeline.build import IngestArticles
 from wirewash.pipeline.cli import main
-from wirewash.pipeline.io import match_inputs
+from wirewash.pipeline.input_files import match_inputs
 from wirewash.transforms.spill import SPILL_PREFIX, Spill, make_spill_dir, remove_spill_dir
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, lake_rows, write_jsonl
 from tests.test_pipeline import MIXED

@@ -18,9 +18,12 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms import window
 
 from wirewash.pipeline.cli import main
-from wirewash.pipeline.streaming import (KIND_FILES, KIND_KAFKA, KIND_PUBSUB, READ, StreamSource, WriteWindowedLake,
-                                decode_message, event_time, file_name, finalize_lake, message_parts,
-                                new_settled_files, parse_source, staging_of)
+from wirewash.pipeline.ingest import READ
+from wirewash.pipeline.kafka import message_parts
+from wirewash.pipeline.sources import (KIND_FILES, KIND_KAFKA, KIND_PUBSUB, StreamSource, decode_message, event_time,
+                                       parse_source)
+from wirewash.pipeline.watch import new_settled_files
+from wirewash.pipeline.windowed_lake import WriteWindowedLake, file_name, finalize_lake, staging_of
 from wirewash.transforms.dedup import DedupConfig, lsh_params, minhash_signature, shingle_sketch, shingles, sketch_jaccard
 from wirewash.transforms.normalize import dedup_key
 from wirewash.transforms.stateful_dedup import NearIndex, StatefulDedup
@@ -632,7 +635,7 @@ def test_watch_files_reads_each_settled_file_once_and_stops_on_drain(tmp_path):
     (not in real time): several polls see the files, each is emitted once, and a drain ends the ticks."""
     import threading
 
-    from wirewash.pipeline.streaming import WatchFiles, request_drain, reset_drain
+    from wirewash.pipeline.watch import WatchFiles, request_drain, reset_drain
 
     (tmp_path / "in").mkdir()
     write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": ARTICLE_EN}])
@@ -664,3 +667,45 @@ def test_cli_rejects_bad_streaming_options_in_one_sentence(tmp_path, capsys, arg
     argv = ["run", "--streaming", "--input", str(tmp_path / "in" / "*.jsonl"), "--output", str(tmp_path / "lake")]
     assert main(argv + args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_streaming_append_is_refused_before_the_output_folder_is_made(tmp_path, capsys):
+    """The mode is decided once, with the other option checks (pipeline/settings.py): a stream's --append
+    is one sentence, and nothing is created."""
+    argv = ["run", "--streaming", "--append", "--input", str(tmp_path / "in" / "*.jsonl"), "--output",
+            str(tmp_path / "lake")]
+    assert main(argv) == 2
+    assert "--append is for batch runs" in capsys.readouterr().err
+    assert not (tmp_path / "lake").exists()
+
+
+def test_batch_and_streaming_runs_build_one_ingest_composite(tmp_path):
+    """Batch and streaming share the stages' wiring: both pipelines apply pipeline/ingest.py's IngestArticles as
+    `Ingest` (only the dedup inside differs: whole-input batch dedup, stateful streaming dedup)."""
+    from apache_beam.pipeline import PipelineVisitor
+
+    import shutil
+
+    from wirewash.pipeline.build import build_pipeline, remove_spill
+    from wirewash.pipeline.ingest import IngestArticles
+
+    class Find(PipelineVisitor):
+        def __init__(self):
+            self.found = {}
+
+        def enter_composite_transform(self, node):
+            self.found[node.full_label] = node.transform
+
+    (tmp_path / "in").mkdir()
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": ARTICLE_EN}])
+    dedups = {}
+    for mode in ("batch", "streaming"):
+        argv = ["--input", str(tmp_path / "in" / "*.jsonl"), "--output", str(tmp_path / f"{mode}_lake")]
+        pipeline = build_pipeline(PipelineOptions(argv + (["--streaming"] if mode == "streaming" else [])))
+        visitor = Find()
+        pipeline.visit(visitor)
+        shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)  # built, never run: Beam would remove it in run()
+        remove_spill(pipeline)
+        assert isinstance(visitor.found["Ingest"], IngestArticles), mode
+        dedups[mode] = type(visitor.found["Ingest/Dedup"]).__name__
+    assert dedups == {"batch": "DeduplicateArticles", "streaming": "StatefulDedup"}

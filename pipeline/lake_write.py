@@ -1,0 +1,334 @@
+"""A batch run's lake write: whole Parquet files staged, then one commit, so readers never see a partial run.
+
+How a run commits: workers write whole Parquet files into `LAKE/_staging/<run>/` (named `*.parquet.staged`)
+and report them; once all are written, one commit step moves exactly the reported files into place (files
+of retried bundles are never reported, so never committed), writes `_SUMMARY.json` and removes the staging
+folder. `_SUMMARY.json` is the commit point: its `files` lists exactly the committed Parquet files of each
+table, and readers that build their views from it see one run (or one append) whole or not at all.
+A run adds at most one file per partition (more only past MERGE_MAX_BYTES): workers write per bundle, then
+the files of one partition are merged (`_MergeStagedFn`). An append adds its files and then swaps the
+summary; files a killed append moved in are not in the manifest, and the next append deletes them before its
+own move. The lake's layout, schemas and folder rules: pipeline/lake.py; its summary: pipeline/lake_summary.py.
+"""
+from __future__ import annotations
+
+import posixpath
+import uuid
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from typing import NamedTuple, Optional
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from wirewash.pipeline.lake import (DEFAULT_PARTITION_BY, DOCUMENTS, DUPLICATES, INDEX, MERGE_MAX_BYTES, REJECTED,
+                                    RENAME_BATCH, REPORT_FILE, SCHEMAS, STAGING_DIR, SUMMARY_FILE, TABLES,
+                                    LakeExistsError, _existing, _lake_files, _not_a_lake, _relative, _write_marker,
+                                    is_lake, partition_of, read_summary, remove_lake, remove_staging, row_of,
+                                    valid_partition, write_parquet)
+from wirewash.pipeline.lake_summary import (_dedup_settings, _fact_of, _SummaryFn, _violation_facts, lake_summary,
+                                            summarize, unread_input, write_summary)
+from wirewash.pipeline.lifetime import claim
+from wirewash.transforms.dedup import DedupConfig
+from wirewash.transforms.lake_dedup import index_row, read_index_ids
+
+__all__ = ["WriteLake", "commit", "merge_groups", "StagedFile"]
+
+
+NAMESPACE = "write"
+
+
+class StagedFile(NamedTuple):
+    table: str
+    partition: str  # "" or "lang=xx/date=<period>"
+    path: str
+    rows: int
+    size: int = 0  # bytes of the Parquet file
+
+
+# Staged files end in `.parquet.staged`: no `*.parquet` glob (DuckDB's `lake/**/*.parquet` included) ever
+# matches a file that is still being written, or that a killed run left behind. The commit drops the suffix.
+STAGED_SUFFIX = ".staged"
+MAX_ROWS_PER_FILE = 50_000
+MAX_BYTES_PER_FILE = 128 << 20
+MAX_BUFFERED_BYTES = 64 << 20  # all partitions of one writer together (memory stays flat in the corpus size)
+
+
+def _ensure_dir(path: str) -> None:
+    """mkdirs that tolerates a concurrent worker creating the same folder first (multi-process runs)."""
+    try:
+        FileSystems.mkdirs(path)
+    except IOError:
+        if not FileSystems.exists(path):
+            raise
+
+
+class _WriteStagedFn(beam.DoFn):
+    """Buffers rows per (table, partition) and writes whole Parquet files into the staging folder; emits one
+    StagedFile per file written, only when the bundle that wrote it completes."""
+
+    def __init__(self, table: str, staging: str, ingested_at: str, partition_by: str = DEFAULT_PARTITION_BY):
+        self.table = table
+        self.staging = staging
+        self.ingested_at = ingested_at
+        self.partition_by = partition_by
+
+    def setup(self):
+        self.schema = SCHEMAS[self.table]
+        self.ingested = datetime.fromisoformat(self.ingested_at)
+        self.folder_ready = False
+
+    def start_bundle(self):
+        self.buffers = defaultdict(list)
+        self.sizes = Counter()
+
+    def process(self, element):
+        partition = partition_of(element, self.partition_by) if self.table == DOCUMENTS else ""
+        self.buffers[partition].append(element if self.table == INDEX else row_of(self.table, element, self.ingested))
+        self.sizes[partition] += len(element.text) if self.table == DOCUMENTS else 200
+        if len(self.buffers[partition]) >= MAX_ROWS_PER_FILE or self.sizes[partition] >= MAX_BYTES_PER_FILE:
+            yield self._flush(partition)
+        elif sum(self.sizes.values()) >= MAX_BUFFERED_BYTES:
+            # Many small partitions can together hold a worker's whole share of the corpus: bound the total,
+            # writing the biggest buffers first (fewer, larger files; `_MergeStagedFn` joins them again).
+            for biggest, _ in self.sizes.most_common():
+                yield self._flush(biggest)
+                if sum(self.sizes.values()) < MAX_BUFFERED_BYTES // 2:
+                    break
+
+    def finish_bundle(self):
+        for partition in list(self.buffers):
+            if self.buffers[partition]:
+                yield WindowedValue(self._flush(partition), MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _flush(self, partition: str) -> StagedFile:
+        rows = self.buffers.pop(partition)
+        self.sizes.pop(partition, None)
+        if not self.folder_ready:
+            _ensure_dir(FileSystems.join(self.staging, self.table))
+            self.folder_ready = True
+        staged = _write_staged(self.table, partition, self.staging, pa.Table.from_pylist(rows, schema=self.schema))
+        Metrics.counter(NAMESPACE, f"{self.table}_rows").inc(len(rows))
+        Metrics.counter(NAMESPACE, f"{self.table}_files").inc()
+        return staged
+
+
+def _write_staged(table: str, partition: str, staging: str, data: pa.Table) -> StagedFile:
+    """Writes one staged file (sorted, see `write_parquet`) and describes it. One flat folder per table: a
+    partition is a prefix of the name, not two more folders to create and to remove after the commit."""
+    prefix = partition.replace("/", "__") + "__" if partition else ""
+    path = FileSystems.join(staging, table, f"{prefix}part-{uuid.uuid4().hex}.parquet{STAGED_SUFFIX}")
+    with FileSystems.create(path) as handle:
+        write_parquet(table, data, handle)
+    size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    return StagedFile(table, partition, path, data.num_rows, size)
+
+
+def merge_groups(files: list, max_bytes: int = MERGE_MAX_BYTES, max_rows: int = MAX_ROWS_PER_FILE) -> list[list]:
+    """Staged files of one partition packed into groups, each to become one file: in path order, a group
+    closes when the next file would take it past `max_bytes` of Parquet or `max_rows` rows."""
+    groups, current, size, rows = [], [], 0, 0
+    for item in sorted(files, key=lambda f: f.path):
+        if current and (size + item.size > max_bytes or rows + item.rows > max_rows):
+            groups.append(current)
+            current, size, rows = [], 0, 0
+        current.append(item)
+        size, rows = size + item.size, rows + item.rows
+    return groups + [current] if current else groups
+
+
+class _MergeStagedFn(beam.DoFn):
+    """(table/partition, staged files) -> the files of that partition, those written by several bundles or
+    workers merged into one (re-sorted), so a run adds one file per partition (more only past
+    MERGE_MAX_BYTES / MAX_ROWS_PER_FILE). A retried merge writes new names; only emitted files are committed."""
+
+    def __init__(self, staging: str):
+        self.staging = staging
+
+    def process(self, element):
+        _, files = element
+        for group in merge_groups([StagedFile(*f) for f in files]):
+            if len(group) == 1:
+                yield group[0]
+                continue
+            parts = []
+            for item in group:
+                with FileSystems.open(item.path) as handle:
+                    parts.append(pq.read_table(handle))
+            merged = pa.concat_tables(parts)
+            Metrics.counter(NAMESPACE, "merged_files").inc(len(group))
+            yield _write_staged(group[0].table, group[0].partition, self.staging, merged)
+
+
+def commit(staged: list, output: str, staging: str, facts: dict, records_read: int, overwrite: bool,
+           violations: Optional[dict] = None, removed_lines: Optional[dict] = None, unread=(), *,
+           partition_by: str = DEFAULT_PARTITION_BY, run: Optional[dict] = None, append: bool = False,
+           dedup: Optional[DedupConfig] = None) -> dict:
+    """Moves the staged files into the lake, writes _SUMMARY.json, removes the staging folders.
+
+    The marker file goes in first (an interrupted commit is still recognizably a lake). With `overwrite`,
+    the previous lake is removed first (`remove_lake`: its _SUMMARY.json before its tables and report), so
+    that the tables never hold two runs' files; with `append`, the files join the lake's and the summary
+    adds this run to the lake's totals; otherwise a lake that appeared while this run was going stops the
+    commit. A folder that is not a wirewash lake is never touched. `violations` counts the invariant failures
+    found by the pipeline (see `_violation_facts`); the partitions are checked here, on the staged file list;
+    `unread` lists the input files the reader did not account for (`unread_input`).
+    The summary's `files` lists exactly the committed Parquet files of each table (relative paths): readers
+    take one consistent snapshot from it.
+    """
+    if not claim(FileSystems.join(output, STAGING_DIR)):  # one winner: this commit, or a Ctrl-C / SIGTERM
+        raise RuntimeError("the run was stopped before its commit (Ctrl-C or SIGTERM); nothing was committed")
+    staged = sorted(StagedFile(*s) for s in staged)
+    existing = _existing(output)
+    previous = read_summary(output) if append else None
+    if existing and not is_lake(output):
+        raise _not_a_lake(output, existing)
+    if existing and not (overwrite or append):
+        raise LakeExistsError(f"{output} already holds a lake ({', '.join(existing)}); not overwriting")
+    if append and previous is None and existing:
+        raise LakeExistsError(f"{output} holds an incomplete lake (no {SUMMARY_FILE}): cannot append to it")
+    _write_marker(output, staging)
+    if existing and overwrite:
+        remove_lake(output)
+    if previous is not None:
+        _remove_orphans(output, previous)
+    written = Counter()
+    invalid_partitions = sum(1 for item in staged if item.table == DOCUMENTS and not valid_partition(item.partition))
+    sources, targets = [], []
+    files = {t: list((previous or {}).get("files", {}).get(t, [])) for t in TABLES}
+    files[INDEX] = list((previous or {}).get("index", {}).get("files", []))
+    for item in staged:
+        folder = posixpath.join(item.table, item.partition) if item.partition else item.table
+        name = posixpath.basename(item.path).removesuffix(STAGED_SUFFIX).rpartition("__")[2]
+        sources.append(item.path)
+        targets.append(FileSystems.join(output, folder, name))
+        files[item.table].append(posixpath.join(folder, name))
+        written[item.table] += item.rows
+    for target_dir in sorted({posixpath.dirname(t) for t in targets} | {FileSystems.join(output, t) for t in TABLES}):
+        if not FileSystems.exists(target_dir):  # the three tables always exist, empty or not
+            FileSystems.mkdirs(target_dir)
+    for start in range(0, len(sources), RENAME_BATCH):  # one call per batch: object stores rename in batches
+        FileSystems.rename(sources[start:start + RENAME_BATCH], targets[start:start + RENAME_BATCH])
+    summary = summarize(records_read, facts[DOCUMENTS], facts[DUPLICATES], facts[REJECTED])
+    if removed_lines:
+        summary["boilerplate_removed_lines"] = removed_lines
+    summary["files_rows"] = {t: written[t] for t in TABLES}
+    if any(written[t] != summary[t] for t in TABLES):
+        summary["reconciled"] = False
+    violations = dict(violations or {})
+    summary["invariants"] = {
+        "reconciled": summary["reconciled"],
+        "dangling_duplicate_of": int(violations.get("dangling_duplicate_of", 0)),
+        "duplicate_doc_ids": int(violations.get("duplicate_doc_ids", 0)),
+        "invalid_partitions": invalid_partitions,
+        "unread_input": sorted(unread),  # `unread_input` of the reader's facts
+    }
+    summary["ok"] = summary["reconciled"] and not any(
+        v for k, v in summary["invariants"].items() if k != "reconciled")
+    summary = lake_summary(previous, summary, files, partition_by, run)
+    if dedup is not None:
+        summary["index"] = {"files": sorted(files[INDEX]), "rows": (previous or {}).get("index", {}).get("rows", 0)
+                            + written[INDEX], "dedup": _dedup_settings(dedup)}
+    write_summary(output, staging, summary)
+    if append:  # the report described the lake before this run
+        report = FileSystems.join(output, REPORT_FILE)
+        if FileSystems.exists(report):
+            FileSystems.delete([report])
+    remove_staging(output)
+    return summary
+
+
+def _remove_orphans(output: str, previous: dict) -> None:
+    """Before an append moves its files in: the Parquet files of the tables and index that the committed
+    manifest does not list (moved in by a commit killed before its summary) are deleted, never counted."""
+    listed = {f for t in TABLES for f in previous.get("files", {}).get(t, [])}
+    listed |= set(previous.get("index", {}).get("files", []))
+    if not previous.get("files"):  # a lake from before the manifest: nothing to compare with
+        return
+    for table in TABLES + (INDEX,):
+        orphans = [p for p in _lake_files(output, table) if _relative(output, p) not in listed]
+        if orphans:
+            FileSystems.delete(orphans)
+
+
+class WriteLake(beam.PTransform):
+    """{documents, duplicates, rejected} PCollections + the count of records read -> a committed lake.
+
+    Returns a PCollection holding the one summary dict. `run` (a dict: run id, version, options, inputs,
+    start time) is recorded in the summary's `runs`, with the commit time.
+    """
+
+    def __init__(self, output: str, ingested_at: str, overwrite: bool = False, run_id: Optional[str] = None,
+                 partition_by: str = DEFAULT_PARTITION_BY, append: bool = False, run: Optional[dict] = None,
+                 dedup: Optional[DedupConfig] = None, lake_index: tuple = ()):
+        super().__init__()
+        self.dedup = dedup  # given: the run writes its documents' dedup index (see transforms/lake_dedup.py)
+        self.lake_index = tuple(lake_index)  # an append: the lake's index files (their ids join the checks)
+        self.output = output.rstrip("/") if output.rstrip("/") else output
+        self.ingested_at = ingested_at
+        self.overwrite = overwrite
+        self.partition_by = partition_by
+        self.append = append
+        self.run = dict(run or {})
+        self.run.setdefault("run_id", run_id or uuid.uuid4().hex)
+        self.staging = FileSystems.join(self.output, STAGING_DIR, self.run["run_id"])
+
+    def expand(self, inputs):
+        staged, facts = [], []
+        for table in TABLES:
+            pcoll = inputs[table]
+            staged.append(pcoll | f"Stage{table.title()}" >> beam.ParDo(
+                _WriteStagedFn(table, self.staging, self.ingested_at, self.partition_by)))
+            facts.append(pcoll | f"Facts{table.title()}" >> beam.Map(_fact_of(table)))
+        if self.dedup is not None:
+            staged.append(inputs[DOCUMENTS]
+                          | "IndexRows" >> beam.Map(index_row, self.dedup)
+                          | "StageIndex" >> beam.ParDo(_WriteStagedFn(INDEX, self.staging, self.ingested_at)))
+        summary_facts = facts | "AllFacts" >> beam.Flatten() | "Summarize" >> beam.CombineGlobally(_SummaryFn())
+        # Invariants on ids: only the keys are shuffled, never the texts.
+        ids = {"docs": inputs[DOCUMENTS] | "DocIds" >> beam.Map(lambda a: (a.doc_id, 1)),
+               "dups": inputs[DUPLICATES] | "DuplicateOf" >> beam.Map(lambda d: (d.duplicate_of, 1))}
+        if self.lake_index:
+            ids["lake"] = (inputs[DOCUMENTS].pipeline | "LakeIndexFiles" >> beam.Create(list(self.lake_index))
+                           | "LakeIds" >> beam.FlatMap(read_index_ids) | "LakeIdKeys" >> beam.Map(lambda i: (i, 1)))
+        violations = (
+            ids
+            | "JoinIds" >> beam.CoGroupByKey()
+            | "Violations" >> beam.FlatMap(_violation_facts)
+            | "CountViolations" >> beam.CombinePerKey(sum)
+            | "ViolationDict" >> beam.combiners.ToDict())
+        output, staging, overwrite = self.output, self.staging, self.overwrite
+        options = {"partition_by": self.partition_by, "append": self.append, "run": self.run, "dedup": self.dedup}
+        removed_lines = inputs.get("removed_lines")
+        if removed_lines is None:
+            removed_lines = inputs[DOCUMENTS].pipeline | "NoRemovedLines" >> beam.Create([{}])
+        tallies = inputs.get("read_tallies")
+        if tallies is None:
+            tallies = inputs[DOCUMENTS].pipeline | "NoTallies" >> beam.Create([])
+        unread = tallies | "UnreadInput" >> beam.FlatMap(lambda tally: unread_input([tally]))
+        return (
+            staged
+            | "AllStaged" >> beam.Flatten()
+            | "ByPartition" >> beam.Map(lambda s: (f"{s.table}/{s.partition}", tuple(s)))
+            | "GroupByPartition" >> beam.GroupByKey()
+            | "MergeSmallFiles" >> beam.ParDo(_MergeStagedFn(staging))
+            | "ListStaged" >> beam.combiners.ToList()
+            | "Commit" >> beam.Map(
+                lambda files, facts, read, bad, lines, tallied: commit(files, output, staging, facts, read,
+                                                                       overwrite, bad, lines, tallied,
+                                                                       **_with_end(options)),
+                beam.pvalue.AsSingleton(summary_facts), beam.pvalue.AsSingleton(inputs["records_read"]),
+                beam.pvalue.AsSingleton(violations), beam.pvalue.AsSingleton(removed_lines, default_value={}),
+                beam.pvalue.AsList(unread))
+        )
+
+
+def _with_end(options: dict) -> dict:
+    run = dict(options["run"], committed_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat())
+    return {**options, "run": run}
