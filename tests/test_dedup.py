@@ -196,3 +196,170 @@ def test_near_copies_months_apart_are_other_stories_exact_copies_are_not(spill):
     with TestPipeline(runner="FnApiRunner") as p:
         out = p | beam.Create(articles[:2]) | DeduplicateArticles(DedupConfig(near_window_days=0), spill)
         assert_that(out["documents"] | beam.Map(lambda a: a.doc_id), equal_to(["orig"]))
+
+
+# --- the decisions against a plain reference of the rules, on random corpora full of copies ---------------
+
+import os  # noqa: E402
+from collections import defaultdict  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from wirewash.transforms.dedup import (MAX_BUCKET_SIZE, MAX_PARENTS_PER_BUCKET, NO_DATE,  # noqa: E402
+                                       REASON_DUPLICATE_ID, band_hashes)
+from wirewash.transforms.normalize import content_hash  # noqa: E402
+from wirewash.transforms.types import Duplicate, Rejection  # noqa: E402
+
+
+def reference_decisions(articles: list, config: DedupConfig = DedupConfig()) -> dict:
+    """The dedup rules written plainly, one record after another: {source_location: Duplicate or Rejection}
+    for every article that is not kept.
+
+    In kept-copy order (earliest published, smallest doc_id, location): a doc_id seen before is rejected;
+    a content hash seen before (among the rest) is an exact copy of its first holder; the first holders are
+    LSH-bucketed per band, and each member of a bucket (its first MAX_BUCKET_SIZE) is a candidate child of
+    the first MAX_PARENTS_PER_BUCKET members before it; a child's parent is its earliest candidate whose
+    sketch Jaccard reaches the threshold within the date window; a near copy points at the root of its
+    parent chain, and an exact copy of a near copy is near, with the similarity of its holder."""
+    bands, rows = lsh_params(config.threshold, config.num_perm)
+    facts = {}
+    for a in articles:
+        key = story_key(a.text, a.title)
+        items = shingles(key)
+        signature = minhash_signature(items, config.num_perm, config.seed)
+        facts[a.source_location] = {
+            "article": a, "order": sort_key(a.published_at, a.doc_id, a.source_location),
+            "hash": content_hash(key), "bands": band_hashes(signature, bands, rows) if config.near else [],
+            "sketch": shingle_sketch(items)}
+    ordered = sorted(facts, key=lambda loc: facts[loc]["order"])
+    out: dict = {}
+
+    first_with_id: dict = {}
+    for loc in ordered:
+        a = facts[loc]["article"]
+        if a.doc_id in first_with_id:
+            out[loc] = Rejection(a.doc_id, loc, "dedup", REASON_DUPLICATE_ID,
+                                 error=f"doc_id already used by the record at {first_with_id[a.doc_id]}")
+        else:
+            first_with_id[a.doc_id] = loc
+
+    first_with_hash: dict = {}
+    exact_of: dict = {}
+    for loc in ordered:
+        if loc in out:
+            continue
+        h = facts[loc]["hash"]
+        if h in first_with_hash:
+            exact_of[loc] = first_with_hash[h]
+        else:
+            first_with_hash[h] = loc
+    firsts = [loc for loc in ordered if loc not in out and loc not in exact_of]
+
+    buckets: dict = defaultdict(list)
+    for loc in firsts:
+        for band, h in enumerate(facts[loc]["bands"]):
+            buckets[band, h].append(loc)
+    candidates: dict = defaultdict(set)
+    for members in buckets.values():
+        members = members[:MAX_BUCKET_SIZE]
+        for i in range(1, len(members)):
+            for j in range(min(i, MAX_PARENTS_PER_BUCKET)):
+                candidates[members[i]].add(members[j])
+
+    parent_of: dict = {}
+    for child, parents in candidates.items():
+        for parent in sorted(parents, key=lambda loc: facts[loc]["order"]):
+            apart = days_apart(facts[parent]["order"][0], facts[child]["order"][0])
+            if config.near_window_days and apart is not None and apart > config.near_window_days:
+                continue
+            similarity = sketch_jaccard(facts[parent]["sketch"], facts[child]["sketch"])
+            if similarity >= config.threshold:
+                parent_of[child] = (parent, round(similarity, 4))
+                break
+
+    def root(loc):
+        while loc in parent_of:
+            loc = parent_of[loc][0]
+        return loc
+
+    for child, (_, similarity) in parent_of.items():
+        a = facts[child]["article"]
+        out[child] = Duplicate(a.doc_id, facts[root(child)]["article"].doc_id, "near", similarity, child)
+    for loser, winner in exact_of.items():
+        a = facts[loser]["article"]
+        if winner in parent_of:
+            out[loser] = Duplicate(a.doc_id, facts[root(winner)]["article"].doc_id, "near", parent_of[winner][1],
+                                   loser)
+        else:
+            out[loser] = Duplicate(a.doc_id, facts[winner]["article"].doc_id, "exact", 1.0, loser)
+    return out
+
+
+VOCABULARY = [f"w{i}" for i in range(60)]
+_words = st.lists(st.sampled_from(VOCABULARY), min_size=3, max_size=70)
+_stories = st.lists(st.sampled_from(VOCABULARY), min_size=20, max_size=70)
+
+
+@st.composite
+def corpora(draw):
+    """Articles drawn from a few base stories: exact copies (spacing and case changed, a title line added),
+    truncated and edited copies, drifting chains (each an edit of the one before), unrelated texts, ids
+    reused, dates within a few months or missing."""
+    bases = draw(st.lists(_stories, min_size=1, max_size=4))
+    texts: list = []
+    for _ in range(draw(st.integers(2, 22))):
+        how = draw(st.sampled_from(["exact", "exact", "edit", "truncate", "drift", "drift", "fresh"]))
+        words = list(draw(st.sampled_from(bases)))
+        if how == "drift" and texts:
+            words = texts[-1].split()
+        if how in ("edit", "drift"):
+            for _ in range(draw(st.integers(1, 3))):
+                words[draw(st.integers(0, len(words) - 1))] = draw(st.sampled_from(VOCABULARY))
+        elif how == "truncate":
+            words = words[:max(1, len(words) * draw(st.integers(5, 9)) // 10)]
+        elif how == "fresh":
+            words = draw(_words)
+        texts.append(" ".join(words))
+    articles = []
+    for i, text in enumerate(texts):
+        shown = text.upper() if draw(st.booleans()) else text.replace(" ", draw(st.sampled_from([" ", "  ", "\n"])))
+        title = draw(st.sampled_from([None, "Breaking news", "w1 w2"]))
+        if title and draw(st.booleans()):
+            shown = f"{title}\n{shown}"
+        day = draw(st.one_of(st.none(), st.integers(0, 80)))
+        published = None if day is None else f"2024-{1 + day // 28:02d}-{1 + day % 28:02d}T0{i % 10}:00:00+00:00"
+        doc_id = draw(st.sampled_from([f"id{i}"] * 6 + ["shared", "id0"]))
+        articles.append(Article(doc_id, f"f:{i:03d}", "text", title=title, published_at=published, text=shown))
+    return articles
+
+
+def assert_pipeline_decides(articles: list, config: DedupConfig, spill, expected: dict, **kwargs) -> None:
+    """The Beam stage (FnApiRunner) keeps exactly the articles `expected` does not name, and turns each other
+    one into exactly the Duplicate or Rejection `expected` gives it."""
+    kept = sorted(a.source_location for a in articles if a.source_location not in expected)
+    with TestPipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(articles) | DeduplicateArticles(config, spill, **kwargs)
+        assert_that(out["documents"] | "Locs" >> beam.Map(lambda a: a.source_location), equal_to(kept),
+                    label="documents")
+        assert_that(out["duplicates"], equal_to([d for d in expected.values() if isinstance(d, Duplicate)]),
+                    label="duplicates")
+        assert_that(out["rejected"], equal_to([d for d in expected.values() if isinstance(d, Rejection)]),
+                    label="rejected")
+
+
+EXAMPLES = int(os.environ.get("WIREWASH_DEDUP_EXAMPLES", "12"))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(articles=corpora(), threshold=st.sampled_from([0.5, 0.7]), window=st.sampled_from([30.0, 0.0]),
+       on_disk=st.booleans())
+def test_decisions_equal_the_plain_reference(articles, threshold, window, on_disk, tmp_path_factory):
+    from wirewash.pipeline.spill import Spill, make_spill_dir, remove_spill_dir
+
+    config = DedupConfig(threshold=threshold, near_window_days=window)
+    folder = make_spill_dir(str(tmp_path_factory.mktemp("spill"))) if on_disk else None
+    try:
+        assert_pipeline_decides(articles, config, Spill(folder), reference_decisions(articles, config))
+    finally:
+        if folder:
+            remove_spill_dir(folder)
