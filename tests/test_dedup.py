@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from wirewash.transforms.dedup import (bucket_candidates, band_keys, estimate_jaccard, lsh_params, minhash_signature,
-                              resolve_root, shingles, sort_key)
+from wirewash.transforms.dedup import (Link, bucket_candidates, band_keys, estimate_jaccard, finish_links, follow,
+                                       lsh_params, minhash_signature, shingles, sort_key)
 from wirewash.transforms.normalize import dedup_key
 from tests.helpers import ARTICLE_EN
 
@@ -76,10 +76,21 @@ def test_bucket_candidates_pair_with_earlier_members_only():
     assert not any(child == "l1" for child, _ in pairs)
 
 
-def test_resolve_root_follows_chains():
-    parents = {"c": (("2",), "b", 0.9), "b": (("1",), "a", 0.85)}
-    assert resolve_root("c", parents) == (("1",), "a")
-    assert resolve_root("a", parents) == (None, "a")
+def test_follow_jumps_to_the_target_pointer_and_finishes_at_a_root():
+    to_b, to_a = Link(("2", "b", "b"), 0.9), Link(("1", "a", "a"), 0.85)
+    assert follow(to_b, to_a) == Link(("1", "a", "a"), 0.9)  # c -> b -> a: c now points at a, keeps its similarity
+    assert follow(to_a, None) == to_a._replace(final=True)  # a is kept: the root
+    assert follow(to_b, to_a._replace(final=True)).final
+
+
+def test_finish_links_resolves_long_chains():
+    n = 50
+    links = {f"d{i}": Link((f"{i - 1:03d}", f"d{i - 1}", f"d{i - 1}"), 0.5 + i / 1000) for i in range(1, n)}
+    rows = [(loc, link, links.get(link.to[2])) for loc, link in links.items()]
+    done = finish_links(rows)
+    assert set(done) == set(links)
+    assert all(link.final and link.to[2] == "d0" and link.similarity == links[loc].similarity
+               for loc, link in done.items())
 
 
 # --- verified near duplicates, title-free keys, stitched stories ------------------------------------------
@@ -352,14 +363,36 @@ EXAMPLES = int(os.environ.get("WIREWASH_DEDUP_EXAMPLES", "12"))
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(articles=corpora(), threshold=st.sampled_from([0.5, 0.7]), window=st.sampled_from([30.0, 0.0]),
-       on_disk=st.booleans())
-def test_decisions_equal_the_plain_reference(articles, threshold, window, on_disk, tmp_path_factory):
+       on_disk=st.booleans(), shards=st.sampled_from([1, 3, 64]), rounds=st.sampled_from([0, 1, 4]))
+def test_decisions_equal_the_plain_reference(articles, threshold, window, on_disk, shards, rounds, tmp_path_factory):
+    """However many shards the tables are split into and however many jumping rounds run (0: every chain of
+    two or more links is finished in the gathered remainder), the stage decides as the reference."""
     from wirewash.pipeline.spill import Spill, make_spill_dir, remove_spill_dir
 
     config = DedupConfig(threshold=threshold, near_window_days=window)
     folder = make_spill_dir(str(tmp_path_factory.mktemp("spill"))) if on_disk else None
     try:
-        assert_pipeline_decides(articles, config, Spill(folder), reference_decisions(articles, config))
+        assert_pipeline_decides(articles, config, Spill(folder), reference_decisions(articles, config),
+                                shards=shards, rounds=rounds)
     finally:
         if folder:
             remove_spill_dir(folder)
+
+
+@pytest.mark.parametrize("rounds", [0, 2, 6])
+def test_resolve_links_on_a_long_chain_and_a_tree(rounds):
+    """A chain of 40 near copies (each of the one before) and a tree: every link ends at the kept root,
+    with its own similarity, whether the rounds suffice (2**6 > 40) or the remainder finishes late."""
+    from wirewash.transforms.dedup import _ResolveLinks
+
+    def order(name):
+        return (name, name, name)
+
+    chain = [(f"c{i:02d}", Link(order(f"c{i - 1:02d}"), round(0.5 + i / 100, 4))) for i in range(1, 40)]
+    tree = [("t1", Link(order("t0"), 0.9)), ("t2", Link(order("t0"), 0.8)), ("t3", Link(order("t1"), 0.7)),
+            ("t4", Link(order("t3"), 0.6))]
+    expected = [(loc, Link(order("c00"), link.similarity, True)) for loc, link in chain]
+    expected += [(loc, Link(order("t0"), link.similarity, True)) for loc, link in tree]
+    with TestPipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(chain + tree) | _ResolveLinks(rounds)
+        assert_that(out, equal_to(expected))
