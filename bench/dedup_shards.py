@@ -8,10 +8,10 @@ extraction, normalization or language: dedup only needs text, title, date and id
 pass-through, so the difference of the process CPU seconds (user + system) is dedup's. CPU rather than wall
 time: the machine is shared. `--spill` parks articles and tables on disk as local runs do.
 
-The largest element / group: the stage reports, per grouping step, the rows and bytes of every group it
-builds (Beam distributions `dedup/<step>_rows` and `_bytes`); their maxima are printed. The stage before
-sharding built one element holding every document's keys (`CombineGlobally(_KeyTableFn)`): for it, the
-script measures that element directly (rows and encoded bytes).
+The largest element / group: the stage reports, per table step (`ids`, `exact`, `bands`), the rows and
+bytes of every shard's table (Beam distributions `dedup/<step>_rows` and `_bytes`); their maxima are
+printed. (The stage before sharding built one element holding every document's keys,
+`CombineGlobally(_KeyTableFn)`; this script's first version, commit 13da09e, measured that element.)
 """
 from __future__ import annotations
 
@@ -58,8 +58,7 @@ def cpu_seconds() -> float:
 
 
 def run(corpus: str, spill: Spill, what: str) -> dict:
-    """One in-process pipeline: `base` reads and parses, `dedup` also dedups, `table` (the stage before
-    sharding only) builds its global key table and measures it."""
+    """One in-process pipeline: `base` reads and parses, `dedup` also dedups."""
     started, wall = cpu_seconds(), time.perf_counter()
     p = beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions(["--direct_num_workers=1"]))
     articles = p | beam.io.ReadFromText(corpus) | "Parse" >> beam.FlatMap(to_article)
@@ -67,10 +66,6 @@ def run(corpus: str, spill: Spill, what: str) -> dict:
         out = articles | dedup.DeduplicateArticles(dedup.DedupConfig(), spill)
         for kind in out:
             out[kind] | f"Count{kind}" >> beam.combiners.Count.Globally()
-    elif what == "table":
-        keys = (articles | "Keys" >> beam.ParDo(dedup._FingerprintFn(
-            dedup.DedupConfig(), *dedup.lsh_params(0.5, 128), Spill())).with_outputs("keys", main="a"))["keys"]
-        keys | "Table" >> beam.CombineGlobally(dedup._KeyTableFn(Spill())) | "Measure" >> beam.Map(_measure_table)
     else:
         articles | "Count" >> beam.combiners.Count.Globally()
     result = p.run()
@@ -79,14 +74,6 @@ def run(corpus: str, spill: Spill, what: str) -> dict:
     for dist in result.metrics().query(MetricsFilter().with_namespace(dedup.NAMESPACE))["distributions"]:
         figures[f"max_{dist.key.metric.name}"] = dist.committed.max
     return figures
-
-
-def _measure_table(batches):
-    from apache_beam.metrics import Metrics
-
-    rows = sum(len(dedup._PRIMITIVES.decode(batch)[2]) for batch in batches)
-    Metrics.distribution(dedup.NAMESPACE, "global_table_rows").update(rows)
-    Metrics.distribution(dedup.NAMESPACE, "global_table_bytes").update(sum(len(batch) for batch in batches))
 
 
 def main() -> int:
@@ -106,8 +93,6 @@ def main() -> int:
     try:
         base = run(corpus, Spill(folder), "base")
         full = run(corpus, Spill(folder), "dedup")
-        if hasattr(dedup, "_KeyTableFn"):  # the stage before sharding: its one element of every key
-            full.update({k: v for k, v in run(corpus, Spill(), "table").items() if k.startswith("max_")})
     finally:
         if folder:
             remove_spill_dir(folder)
