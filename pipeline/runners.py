@@ -197,7 +197,9 @@ def _make_dask_runner():
                 settings = {f.name for f in dataclasses.fields(op_class)} if dataclasses.is_dataclass(op_class) else ()
                 op = op_class(node, **({"bag_kwargs": self.bag_kwargs} if "bag_kwargs" in settings else {}))
                 if op.__class__ is ev.Flatten:
-                    self.bags[node] = op.apply([b for b in inputs if b is not None])
+                    # concat adds up the inputs' partitions: chained joins (each a Flatten) would double them
+                    bag = op.apply([b for b in inputs if b is not None])
+                    self.bags[node] = bag.repartition(npartitions=min(bag.npartitions, self.npartitions))
                 else:
                     self.bags[node] = op.apply(inputs[0] if inputs else None)
 

@@ -396,3 +396,125 @@ def test_resolve_links_on_a_long_chain_and_a_tree(rounds):
     with TestPipeline(runner="FnApiRunner") as p:
         out = p | beam.Create(chain + tree) | _ResolveLinks(rounds)
         assert_that(out, equal_to(expected))
+
+
+# --- the same decisions on one worker, two worker processes and a dask.distributed cluster -----------------
+
+import json as _json  # noqa: E402
+import random as _random  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from tests.test_runners import dask_scheduler  # noqa: E402,F401  (the module's real two-worker cluster)
+
+
+def seeded_corpus(n: int = 240, seed: int = 5) -> list:
+    """A fixed corpus like `corpora()`: stories copied exactly (case, spacing, title line), edited, truncated,
+    drifting chains, unrelated texts, reused ids, dates over three months or none."""
+    rng = _random.Random(seed)
+    bases = [[rng.choice(VOCABULARY) for _ in range(rng.randint(20, 70))] for _ in range(12)]
+    texts: list = []
+    for i in range(n):
+        how = rng.choice(["exact", "exact", "edit", "truncate", "drift", "drift", "fresh"])
+        words = list(rng.choice(bases))
+        if how == "drift" and texts:
+            words = texts[-1].split()
+        if how in ("edit", "drift"):
+            for _ in range(rng.randint(1, 3)):
+                words[rng.randrange(len(words))] = rng.choice(VOCABULARY)
+        elif how == "truncate":
+            words = words[:max(1, len(words) * rng.randint(5, 9) // 10)]
+        elif how == "fresh":
+            words = [rng.choice(VOCABULARY) for _ in range(rng.randint(3, 70))]
+        texts.append(" ".join(words))
+    articles = []
+    for i, text in enumerate(texts):
+        shown = text.upper() if rng.random() < 0.3 else text.replace(" ", rng.choice([" ", "  ", "\n"]))
+        title = rng.choice([None, "Breaking news"])
+        day = rng.choice([None] + list(range(90)))
+        published = None if day is None else f"2024-{1 + day // 28:02d}-{1 + day % 28:02d}T0{i % 10}:00:00+00:00"
+        doc_id = rng.choice([f"id{i}"] * 8 + [f"id{rng.randrange(max(1, i))}"])
+        articles.append(Article(doc_id, f"f:{i:04d}", "text", title=title, published_at=published,
+                                text=f"{title}\n{shown}" if title and rng.random() < 0.5 else shown))
+    return articles
+
+
+def _as_json(item) -> str:
+    return _json.dumps(["document", item.source_location] if isinstance(item, Article) else [type(item).__name__,
+                                                                                              *item])
+
+
+def _write_one(item, folder: str) -> None:
+    """One output element as its own small file (no sink: every worker writes to the same local folder)."""
+    import uuid
+
+    Path(folder, f"{uuid.uuid4().hex}.out").write_text(_as_json(item) + "\n")
+
+
+def decide_on(runner, options, articles, out: Path, spill) -> dict:
+    """Runs the stage (7 shards, 1 jumping round: chains of two or more links finish in the gathered
+    remainder) on `runner` and reads back {source_location: Duplicate or Rejection, or None when kept}."""
+    p = beam.Pipeline(runner=runner, options=options)
+    decided = p | beam.Create(articles) | DeduplicateArticles(DedupConfig(), spill, shards=7, rounds=1)
+    for kind in ("documents", "duplicates", "rejected"):
+        decided[kind] | f"Write{kind}" >> beam.Map(_write_one, str(out))
+    p.run().wait_until_finish()
+    found: dict = {}
+    for path in sorted(out.glob("*.out")):
+        for line in path.read_text().splitlines():
+            kind, loc, *rest = _json.loads(line)
+            if kind == "Duplicate":
+                item = Duplicate(loc, *rest)
+                found[item.source_location] = item
+            elif kind == "Rejection":
+                item = Rejection(loc, *rest)
+                found[item.source_location] = item
+            else:
+                found[loc] = None
+    return found
+
+
+@pytest.fixture(scope="module")
+def runner_corpus():
+    articles = seeded_corpus()
+    expected = reference_decisions(articles)
+    kinds = {getattr(d, "kind", "rejected") for d in expected.values()}
+    assert kinds == {"exact", "near", "rejected"}, kinds  # the comparison exercises every decision
+    return articles, expected
+
+
+def _check(found: dict, articles: list, expected: dict) -> None:
+    assert set(found) == {a.source_location for a in articles}  # every record decided once
+    assert {loc: d for loc, d in found.items() if d is not None} == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_same_decisions_on_one_and_two_worker_processes(runner_corpus, workers, tmp_path):
+    """The local runner as `wirewash run` builds it (spill on disk; 2: two worker processes)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from wirewash.pipeline.build import MULTIPROCESS_MIN_BYTES, resolve_runner
+    from wirewash.pipeline.spill import Spill, make_spill_dir, remove_spill_dir
+
+    articles, expected = runner_corpus
+    options = PipelineOptions([f"--direct_num_workers={workers}"])
+    runner = resolve_runner(options, 10 * MULTIPROCESS_MIN_BYTES)
+    folder = make_spill_dir(str(tmp_path))
+    try:
+        _check(decide_on(runner, options, articles, tmp_path, Spill(folder)), articles, expected)
+    finally:
+        remove_spill_dir(folder)
+
+
+@pytest.mark.slow
+def test_same_decisions_on_a_dask_cluster(runner_corpus, dask_scheduler, tmp_path):  # noqa: F811
+    """The DaskRunner on a real scheduler and two worker processes (inline: no shared spill folder)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from wirewash.pipeline.runners import DASK_RUNNER
+    from wirewash.pipeline.spill import Spill
+
+    articles, expected = runner_corpus
+    options = PipelineOptions([f"--runner={DASK_RUNNER}", f"--dask_client_address={dask_scheduler}",
+                               "--dask_npartitions=3"])
+    _check(decide_on(None, options, articles, tmp_path, Spill()), articles, expected)

@@ -16,22 +16,28 @@
    Exact copies have no window.
 
 The kept copy of a cluster is chosen by `sort_key`: earliest `published_at`, then smallest `doc_id`, then
-source location; so the decisions do not depend on input order or bundling. Chains (C ~ B ~ A) resolve to
-the root, so every `duplicate_of` names a document that is kept. Only keys, hashes and signatures are
-shuffled; the article texts are routed once, at the end, against a side input of decisions.
+source location; so the decisions do not depend on input order, bundling or the number of workers. A near
+copy's parent is its earliest verified candidate; chains (C ~ B ~ A) resolve to the root, so every
+`duplicate_of` names a document that is kept; an exact copy of a near copy is a near copy of that root.
 
-Memory: on the local runner every PCollection crossing a stage boundary is held in the launcher's memory, and
-a grouping holds one decoded Python object per element, so what is shuffled per document is kept small. Each
-document gives a `_Key`: location, id, date, exact hash and the 11 band hashes packed as integers (no
-signature, no sketch). One combine (`_KeyTableFn`) gathers every key into one packed table (hashes as
-integer columns, orders encoded, in batches); numpy sorts on its columns find the shared ids, then the exact
-copies, then, per band, the LSH buckets shared by several documents, and the candidate pairs leave it grouped
-by child, each pair once. Only the documents in a pair are sketched (the bottom-k sketch, up to 8 KB, is the
-largest fingerprint), from the articles that wait for the routing anyway. With a `Spill` on disk (local
-runs), the waiting articles, the key table's batches and the sketches are parked in files and the
-PCollections carry 32-byte tokens (`pipeline/spill.py`); the sketch tokens are then a small side input, and
-each child is verified against its candidate parents in one step. Inline (managed runners, Dask, in
-process), two joins bring each pair's sketches together instead.
+Scaling out: no step holds every document's keys. Each document gives a `_Key` (location, id, date, exact
+hash, the band hashes packed as integers, 26 at the default threshold: no signature, no sketch), and three tables are sharded by hash
+into `SHARDS` buckets, each shard a packed table (hash columns as numpy arrays, orders encoded, in batches)
+that one worker decides: by `doc_id` (`CombinePerKey`: the reused ids), then by content hash (the exact
+copies), then by LSH band hash (the buckets several documents share, and their candidate pairs); each step
+hands the next its surviving rows as one batch per target shard. The candidates meet their sketches in joins
+keyed by location (only the documents in a pair are sketched; the bottom-k sketch, up to 8 KB, is the largest
+fingerprint), each child keeps its earliest verified parent, and chains resolve by pointer jumping:
+`RESOLVE_ROUNDS` joins, each moving every link to where its target points, then a check that every link ends
+at a root; the rare links of longer chains are gathered and finished together. The articles meet their
+decisions in a last join by location. Work and memory per worker fall as workers are added; the largest
+group is one shard's table (about 1/SHARDS of the rows) or the copies of one story.
+
+Memory on the local runner: every PCollection crossing a stage boundary is held in the launcher's memory, and
+a grouping holds one decoded Python object per element, so what is shuffled per document is kept small. With
+a `Spill` on disk (local runs), the waiting articles, the tables' batches and the sketches are parked in files
+and the PCollections carry 32-byte tokens (`pipeline/spill.py`); inline (managed runners, Dask, in process),
+they travel themselves.
 """
 from __future__ import annotations
 
@@ -66,7 +72,7 @@ MAX_BUCKET_SIZE = 500
 SKETCH_SIZE = 1024  # bottom-k shingle hashes kept per document for verification (8 KB at most)
 KEY_TABLE_BATCH = 8192  # rows per parked batch of an id shard's table (about 1.5 MB)
 SHARDS = 64  # hash buckets of each dedup table (ids, content hashes, LSH bands): the unit of work per worker
-RESOLVE_ROUNDS = 4  # pointer-jumping joins: every near-copy chain of up to 2**3 links resolves; longer ones together
+RESOLVE_ROUNDS = 2  # pointer-jumping joins: chains of up to 2 links (nearly all) resolve in them, longer ones together
 NO_DATE = "~"  # sorts after every ISO date: undated copies are never preferred over dated ones
 
 
@@ -591,7 +597,9 @@ class _ResolveLinks(beam.PTransform):
                       | f"JoinTarget{step}" >> beam.CoGroupByKey())
             if check:
                 checked = joined | "Check" >> beam.FlatMap(_jump, True).with_outputs("late", main="final")
-                late = (checked["late"] | "GatherLate" >> beam.combiners.ToList()
+                # without_defaults: no default-value side input (an empty remainder gives no element)
+                late = (checked["late"]
+                        | "GatherLate" >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
                         | "FinishLate" >> beam.FlatMap(_finish_late))
                 return (checked["final"], late) | "AllLinks" >> beam.Flatten()
             links = joined | f"Jump{step}" >> beam.FlatMap(_jump)
