@@ -21,17 +21,17 @@ copy's parent is its earliest verified candidate; chains (C ~ B ~ A) resolve to 
 `duplicate_of` names a document that is kept; an exact copy of a near copy is a near copy of that root.
 
 Scaling out: no step holds every document's keys. Each document gives a `_Key` (location, id, date, exact
-hash, the band hashes packed as integers, 26 at the default threshold: no signature, no sketch), and three tables are sharded by hash
-into `SHARDS` buckets, each shard a packed table (hash columns as numpy arrays, orders encoded, in batches)
-that one worker decides: by `doc_id` (`CombinePerKey`: the reused ids), then by content hash (the exact
-copies), then by LSH band hash (the buckets several documents share, and their candidate pairs); each step
-hands the next its surviving rows as one batch per target shard. The candidates meet their sketches in joins
-keyed by location (only the documents in a pair are sketched; the bottom-k sketch, up to 8 KB, is the largest
-fingerprint), each child keeps its earliest verified parent, and chains resolve by pointer jumping:
-`RESOLVE_ROUNDS` joins, each moving every link to where its target points, then a check that every link ends
-at a root; the rare links of longer chains are gathered and finished together. The articles meet their
-decisions in a last join by location. Work and memory per worker fall as workers are added; the largest
-group is one shard's table (about 1/SHARDS of the rows) or the copies of one story.
+hash, the band hashes packed as integers, 26 at the default threshold: no signature, no sketch), and three
+tables are sharded by hash into `SHARDS` buckets, each shard a packed table (hash columns as numpy arrays,
+orders encoded, in batches) that one worker decides: by `doc_id` (`CombinePerKey`: the reused ids), then by
+content hash (the exact copies), then by LSH band hash (the buckets several documents share, and their
+candidate pairs); each step hands the next its surviving rows as one batch per target shard. The candidates
+meet their sketches in joins keyed by location (only the documents in a pair are sketched; the bottom-k
+sketch, up to 8 KB, is the largest fingerprint), each child keeps its earliest verified parent, and chains
+resolve by pointer jumping: `RESOLVE_ROUNDS` joins, each moving every link to where its target points, then a
+check that every link ends at a root; the rare links of longer chains are gathered and finished together. The
+articles meet their decisions in a last join by location. Work and memory per worker fall as workers are
+added; the largest group is one shard's table (about 1/SHARDS of the rows) or the copies of one story.
 
 Memory on the local runner: every PCollection crossing a stage boundary is held in the launcher's memory, and
 a grouping holds one decoded Python object per element, so what is shuffled per document is kept small. With
@@ -584,7 +584,8 @@ class _ResolveLinks(beam.PTransform):
     """(loc, Link to its earliest verified parent) -> (loc, final Link to its kept root), by pointer jumping:
     each of `rounds` joins moves every link to where its target points (after r rounds, every link of a
     chain up to 2**(r-1) long is final), a last join checks that every link is final, and the few that are
-    not (longer chains) are resolved together. Each join is keyed by location: no step holds every link but that last, rare remainder."""
+    not (longer chains) are resolved together. Each join is keyed by location: no step holds every link but
+    that last, rare remainder."""
 
     def __init__(self, rounds: int):
         super().__init__()
