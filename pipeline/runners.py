@@ -194,7 +194,9 @@ def _make_dask_runner():
             else:  # Beam's own translation (Create, GroupByKey, Flatten; anything else passes its input on)
                 op = ev.TRANSLATIONS.get(transform.__class__, ev.NoOp)(node)
                 if op.__class__ is ev.Flatten:
-                    self.bags[node] = op.apply([b for b in inputs if b is not None])
+                    # concat adds up the inputs' partitions: chained joins (each a Flatten) would double them
+                    bag = op.apply([b for b in inputs if b is not None])
+                    self.bags[node] = bag.repartition(npartitions=min(bag.npartitions, self.npartitions))
                 else:
                     self.bags[node] = op.apply(inputs[0] if inputs else None)
 

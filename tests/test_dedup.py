@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from wirewash.transforms.dedup import (bucket_candidates, band_keys, estimate_jaccard, lsh_params, minhash_signature,
-                              resolve_root, shingles, sort_key)
+from wirewash.transforms.dedup import (Link, bucket_candidates, band_keys, estimate_jaccard, finish_links, follow,
+                                       lsh_params, minhash_signature, shingles, sort_key)
 from wirewash.transforms.normalize import dedup_key
 from tests.helpers import ARTICLE_EN
 
@@ -76,10 +76,21 @@ def test_bucket_candidates_pair_with_earlier_members_only():
     assert not any(child == "l1" for child, _ in pairs)
 
 
-def test_resolve_root_follows_chains():
-    parents = {"c": (("2",), "b", 0.9), "b": (("1",), "a", 0.85)}
-    assert resolve_root("c", parents) == (("1",), "a")
-    assert resolve_root("a", parents) == (None, "a")
+def test_follow_jumps_to_the_target_pointer_and_finishes_at_a_root():
+    to_b, to_a = Link(("2", "b", "b"), 0.9), Link(("1", "a", "a"), 0.85)
+    assert follow(to_b, to_a) == Link(("1", "a", "a"), 0.9)  # c -> b -> a: c now points at a, keeps its similarity
+    assert follow(to_a, None) == to_a._replace(final=True)  # a is kept: the root
+    assert follow(to_b, to_a._replace(final=True)).final
+
+
+def test_finish_links_resolves_long_chains():
+    n = 50
+    links = {f"d{i}": Link((f"{i - 1:03d}", f"d{i - 1}", f"d{i - 1}"), 0.5 + i / 1000) for i in range(1, n)}
+    rows = [(loc, link, links.get(link.to[2])) for loc, link in links.items()]
+    done = finish_links(rows)
+    assert set(done) == set(links)
+    assert all(link.final and link.to[2] == "d0" and link.similarity == links[loc].similarity
+               for loc, link in done.items())
 
 
 # --- verified near duplicates, title-free keys, stitched stories ------------------------------------------
@@ -196,3 +207,314 @@ def test_near_copies_months_apart_are_other_stories_exact_copies_are_not(spill):
     with TestPipeline(runner="FnApiRunner") as p:
         out = p | beam.Create(articles[:2]) | DeduplicateArticles(DedupConfig(near_window_days=0), spill)
         assert_that(out["documents"] | beam.Map(lambda a: a.doc_id), equal_to(["orig"]))
+
+
+# --- the decisions against a plain reference of the rules, on random corpora full of copies ---------------
+
+import os  # noqa: E402
+from collections import defaultdict  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from wirewash.transforms.dedup import (MAX_BUCKET_SIZE, MAX_PARENTS_PER_BUCKET, NO_DATE,  # noqa: E402
+                                       REASON_DUPLICATE_ID, band_hashes)
+from wirewash.transforms.normalize import content_hash  # noqa: E402
+from wirewash.transforms.types import Duplicate, Rejection  # noqa: E402
+
+
+def reference_decisions(articles: list, config: DedupConfig = DedupConfig()) -> dict:
+    """The dedup rules written plainly, one record after another: {source_location: Duplicate or Rejection}
+    for every article that is not kept.
+
+    In kept-copy order (earliest published, smallest doc_id, location): a doc_id seen before is rejected;
+    a content hash seen before (among the rest) is an exact copy of its first holder; the first holders are
+    LSH-bucketed per band, and each member of a bucket (its first MAX_BUCKET_SIZE) is a candidate child of
+    the first MAX_PARENTS_PER_BUCKET members before it; a child's parent is its earliest candidate whose
+    sketch Jaccard reaches the threshold within the date window; a near copy points at the root of its
+    parent chain, and an exact copy of a near copy is near, with the similarity of its holder."""
+    bands, rows = lsh_params(config.threshold, config.num_perm)
+    facts = {}
+    for a in articles:
+        key = story_key(a.text, a.title)
+        items = shingles(key)
+        signature = minhash_signature(items, config.num_perm, config.seed)
+        facts[a.source_location] = {
+            "article": a, "order": sort_key(a.published_at, a.doc_id, a.source_location),
+            "hash": content_hash(key), "bands": band_hashes(signature, bands, rows) if config.near else [],
+            "sketch": shingle_sketch(items)}
+    ordered = sorted(facts, key=lambda loc: facts[loc]["order"])
+    out: dict = {}
+
+    first_with_id: dict = {}
+    for loc in ordered:
+        a = facts[loc]["article"]
+        if a.doc_id in first_with_id:
+            out[loc] = Rejection(a.doc_id, loc, "dedup", REASON_DUPLICATE_ID,
+                                 error=f"doc_id already used by the record at {first_with_id[a.doc_id]}")
+        else:
+            first_with_id[a.doc_id] = loc
+
+    first_with_hash: dict = {}
+    exact_of: dict = {}
+    for loc in ordered:
+        if loc in out:
+            continue
+        h = facts[loc]["hash"]
+        if h in first_with_hash:
+            exact_of[loc] = first_with_hash[h]
+        else:
+            first_with_hash[h] = loc
+    firsts = [loc for loc in ordered if loc not in out and loc not in exact_of]
+
+    buckets: dict = defaultdict(list)
+    for loc in firsts:
+        for band, h in enumerate(facts[loc]["bands"]):
+            buckets[band, h].append(loc)
+    candidates: dict = defaultdict(set)
+    for members in buckets.values():
+        members = members[:MAX_BUCKET_SIZE]
+        for i in range(1, len(members)):
+            for j in range(min(i, MAX_PARENTS_PER_BUCKET)):
+                candidates[members[i]].add(members[j])
+
+    parent_of: dict = {}
+    for child, parents in candidates.items():
+        for parent in sorted(parents, key=lambda loc: facts[loc]["order"]):
+            apart = days_apart(facts[parent]["order"][0], facts[child]["order"][0])
+            if config.near_window_days and apart is not None and apart > config.near_window_days:
+                continue
+            similarity = sketch_jaccard(facts[parent]["sketch"], facts[child]["sketch"])
+            if similarity >= config.threshold:
+                parent_of[child] = (parent, round(similarity, 4))
+                break
+
+    def root(loc):
+        while loc in parent_of:
+            loc = parent_of[loc][0]
+        return loc
+
+    for child, (_, similarity) in parent_of.items():
+        a = facts[child]["article"]
+        out[child] = Duplicate(a.doc_id, facts[root(child)]["article"].doc_id, "near", similarity, child)
+    for loser, winner in exact_of.items():
+        a = facts[loser]["article"]
+        if winner in parent_of:
+            out[loser] = Duplicate(a.doc_id, facts[root(winner)]["article"].doc_id, "near", parent_of[winner][1],
+                                   loser)
+        else:
+            out[loser] = Duplicate(a.doc_id, facts[winner]["article"].doc_id, "exact", 1.0, loser)
+    return out
+
+
+VOCABULARY = [f"w{i}" for i in range(60)]
+_words = st.lists(st.sampled_from(VOCABULARY), min_size=3, max_size=70)
+_stories = st.lists(st.sampled_from(VOCABULARY), min_size=20, max_size=70)
+
+
+@st.composite
+def corpora(draw):
+    """Articles drawn from a few base stories: exact copies (spacing and case changed, a title line added),
+    truncated and edited copies, drifting chains (each an edit of the one before), unrelated texts, ids
+    reused, dates within a few months or missing."""
+    bases = draw(st.lists(_stories, min_size=1, max_size=4))
+    texts: list = []
+    for _ in range(draw(st.integers(2, 22))):
+        how = draw(st.sampled_from(["exact", "exact", "edit", "truncate", "drift", "drift", "fresh"]))
+        words = list(draw(st.sampled_from(bases)))
+        if how == "drift" and texts:
+            words = texts[-1].split()
+        if how in ("edit", "drift"):
+            for _ in range(draw(st.integers(1, 3))):
+                words[draw(st.integers(0, len(words) - 1))] = draw(st.sampled_from(VOCABULARY))
+        elif how == "truncate":
+            words = words[:max(1, len(words) * draw(st.integers(5, 9)) // 10)]
+        elif how == "fresh":
+            words = draw(_words)
+        texts.append(" ".join(words))
+    articles = []
+    for i, text in enumerate(texts):
+        shown = text.upper() if draw(st.booleans()) else text.replace(" ", draw(st.sampled_from([" ", "  ", "\n"])))
+        title = draw(st.sampled_from([None, "Breaking news", "w1 w2"]))
+        if title and draw(st.booleans()):
+            shown = f"{title}\n{shown}"
+        day = draw(st.one_of(st.none(), st.integers(0, 80)))
+        published = None if day is None else f"2024-{1 + day // 28:02d}-{1 + day % 28:02d}T0{i % 10}:00:00+00:00"
+        doc_id = draw(st.sampled_from([f"id{i}"] * 6 + ["shared", "id0"]))
+        articles.append(Article(doc_id, f"f:{i:03d}", "text", title=title, published_at=published, text=shown))
+    return articles
+
+
+def assert_pipeline_decides(articles: list, config: DedupConfig, spill, expected: dict, **kwargs) -> None:
+    """The Beam stage (FnApiRunner) keeps exactly the articles `expected` does not name, and turns each other
+    one into exactly the Duplicate or Rejection `expected` gives it."""
+    kept = sorted(a.source_location for a in articles if a.source_location not in expected)
+    with TestPipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(articles) | DeduplicateArticles(config, spill, **kwargs)
+        assert_that(out["documents"] | "Locs" >> beam.Map(lambda a: a.source_location), equal_to(kept),
+                    label="documents")
+        assert_that(out["duplicates"], equal_to([d for d in expected.values() if isinstance(d, Duplicate)]),
+                    label="duplicates")
+        assert_that(out["rejected"], equal_to([d for d in expected.values() if isinstance(d, Rejection)]),
+                    label="rejected")
+
+
+EXAMPLES = int(os.environ.get("WIREWASH_DEDUP_EXAMPLES", "12"))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(articles=corpora(), threshold=st.sampled_from([0.5, 0.7]), window=st.sampled_from([30.0, 0.0]),
+       on_disk=st.booleans(), shards=st.sampled_from([1, 3, 64]), rounds=st.sampled_from([0, 1, 4]))
+def test_decisions_equal_the_plain_reference(articles, threshold, window, on_disk, shards, rounds, tmp_path_factory):
+    """However many shards the tables are split into and however many jumping rounds run (0: every chain of
+    two or more links is finished in the gathered remainder), the stage decides as the reference."""
+    from wirewash.transforms.spill import Spill, make_spill_dir, remove_spill_dir
+
+    config = DedupConfig(threshold=threshold, near_window_days=window)
+    folder = make_spill_dir(str(tmp_path_factory.mktemp("spill"))) if on_disk else None
+    try:
+        assert_pipeline_decides(articles, config, Spill(folder), reference_decisions(articles, config),
+                                shards=shards, rounds=rounds)
+    finally:
+        if folder:
+            remove_spill_dir(folder)
+
+
+@pytest.mark.parametrize("rounds", [0, 2, 6])
+def test_resolve_links_on_a_long_chain_and_a_tree(rounds):
+    """A chain of 40 near copies (each of the one before) and a tree: every link ends at the kept root,
+    with its own similarity, whether the rounds suffice (2**6 > 40) or the remainder finishes late."""
+    from wirewash.transforms.dedup import _ResolveLinks
+
+    def order(name):
+        return (name, name, name)
+
+    chain = [(f"c{i:02d}", Link(order(f"c{i - 1:02d}"), round(0.5 + i / 100, 4))) for i in range(1, 40)]
+    tree = [("t1", Link(order("t0"), 0.9)), ("t2", Link(order("t0"), 0.8)), ("t3", Link(order("t1"), 0.7)),
+            ("t4", Link(order("t3"), 0.6))]
+    expected = [(loc, Link(order("c00"), link.similarity, True)) for loc, link in chain]
+    expected += [(loc, Link(order("t0"), link.similarity, True)) for loc, link in tree]
+    with TestPipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(chain + tree) | _ResolveLinks(rounds)
+        assert_that(out, equal_to(expected))
+
+
+# --- the same decisions on one worker, two worker processes and a dask.distributed cluster -----------------
+
+import json as _json  # noqa: E402
+import random as _random  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from tests.test_runners import dask_scheduler  # noqa: E402,F401  (the module's real two-worker cluster)
+
+
+def seeded_corpus(n: int = 240, seed: int = 5) -> list:
+    """A fixed corpus like `corpora()`: stories copied exactly (case, spacing, title line), edited, truncated,
+    drifting chains, unrelated texts, reused ids, dates over three months or none."""
+    rng = _random.Random(seed)
+    bases = [[rng.choice(VOCABULARY) for _ in range(rng.randint(20, 70))] for _ in range(12)]
+    texts: list = []
+    for i in range(n):
+        how = rng.choice(["exact", "exact", "edit", "truncate", "drift", "drift", "fresh"])
+        words = list(rng.choice(bases))
+        if how == "drift" and texts:
+            words = texts[-1].split()
+        if how in ("edit", "drift"):
+            for _ in range(rng.randint(1, 3)):
+                words[rng.randrange(len(words))] = rng.choice(VOCABULARY)
+        elif how == "truncate":
+            words = words[:max(1, len(words) * rng.randint(5, 9) // 10)]
+        elif how == "fresh":
+            words = [rng.choice(VOCABULARY) for _ in range(rng.randint(3, 70))]
+        texts.append(" ".join(words))
+    articles = []
+    for i, text in enumerate(texts):
+        shown = text.upper() if rng.random() < 0.3 else text.replace(" ", rng.choice([" ", "  ", "\n"]))
+        title = rng.choice([None, "Breaking news"])
+        day = rng.choice([None] + list(range(90)))
+        published = None if day is None else f"2024-{1 + day // 28:02d}-{1 + day % 28:02d}T0{i % 10}:00:00+00:00"
+        doc_id = rng.choice([f"id{i}"] * 8 + [f"id{rng.randrange(max(1, i))}"])
+        articles.append(Article(doc_id, f"f:{i:04d}", "text", title=title, published_at=published,
+                                text=f"{title}\n{shown}" if title and rng.random() < 0.5 else shown))
+    return articles
+
+
+def _as_json(item) -> str:
+    return _json.dumps(["document", item.source_location] if isinstance(item, Article) else [type(item).__name__,
+                                                                                              *item])
+
+
+def _write_one(item, folder: str) -> None:
+    """One output element as its own small file (no sink: every worker writes to the same local folder)."""
+    import uuid
+
+    Path(folder, f"{uuid.uuid4().hex}.out").write_text(_as_json(item) + "\n")
+
+
+def decide_on(runner, options, articles, out: Path, spill) -> dict:
+    """Runs the stage (7 shards, 1 jumping round: chains of two or more links finish in the gathered
+    remainder) on `runner` and reads back {source_location: Duplicate or Rejection, or None when kept}."""
+    p = beam.Pipeline(runner=runner, options=options)
+    decided = p | beam.Create(articles) | DeduplicateArticles(DedupConfig(), spill, shards=7, rounds=1)
+    for kind in ("documents", "duplicates", "rejected"):
+        decided[kind] | f"Write{kind}" >> beam.Map(_write_one, str(out))
+    p.run().wait_until_finish()
+    found: dict = {}
+    for path in sorted(out.glob("*.out")):
+        for line in path.read_text().splitlines():
+            kind, loc, *rest = _json.loads(line)
+            if kind == "Duplicate":
+                item = Duplicate(loc, *rest)
+                found[item.source_location] = item
+            elif kind == "Rejection":
+                item = Rejection(loc, *rest)
+                found[item.source_location] = item
+            else:
+                found[loc] = None
+    return found
+
+
+@pytest.fixture(scope="module")
+def runner_corpus():
+    articles = seeded_corpus()
+    expected = reference_decisions(articles)
+    kinds = {getattr(d, "kind", "rejected") for d in expected.values()}
+    assert kinds == {"exact", "near", "rejected"}, kinds  # the comparison exercises every decision
+    return articles, expected
+
+
+def _check(found: dict, articles: list, expected: dict) -> None:
+    assert set(found) == {a.source_location for a in articles}  # every record decided once
+    assert {loc: d for loc, d in found.items() if d is not None} == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_same_decisions_on_one_and_two_worker_processes(runner_corpus, workers, tmp_path):
+    """The local runner as `wirewash run` builds it (spill on disk; 2: two worker processes)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from wirewash.pipeline.runners import MULTIPROCESS_MIN_BYTES, resolve_runner
+    from wirewash.transforms.spill import Spill, make_spill_dir, remove_spill_dir
+
+    articles, expected = runner_corpus
+    options = PipelineOptions([f"--direct_num_workers={workers}"])
+    runner = resolve_runner(options, 10 * MULTIPROCESS_MIN_BYTES)
+    folder = make_spill_dir(str(tmp_path))
+    try:
+        _check(decide_on(runner, options, articles, tmp_path, Spill(folder)), articles, expected)
+    finally:
+        remove_spill_dir(folder)
+
+
+@pytest.mark.slow
+def test_same_decisions_on_a_dask_cluster(runner_corpus, dask_scheduler, tmp_path):  # noqa: F811
+    """The DaskRunner on a real scheduler and two worker processes (inline: no shared spill folder)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from wirewash.pipeline.runners import DASK_RUNNER
+    from wirewash.transforms.spill import Spill
+
+    articles, expected = runner_corpus
+    options = PipelineOptions([f"--runner={DASK_RUNNER}", f"--dask_client_address={dask_scheduler}",
+                               "--dask_npartitions=3"])
+    _check(decide_on(None, options, articles, tmp_path, Spill()), articles, expected)

@@ -9,7 +9,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from wirewash.pipeline.runners import MULTIPROCESS_MIN_BYTES, tune_malloc, resolve_runner
 from wirewash.transforms.spill import Spill
-from wirewash.transforms.dedup import _KeyTableFn, _Key, _decide_from_table, equal_runs, shared_buckets
+from wirewash.transforms.dedup import (_Key, _TableFn, _decide_bands, _decide_exact, _decide_ids, bucket_pairs,
+                                       equal_runs)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
@@ -25,10 +26,14 @@ def _key(i: int, bands: list[int]) -> _Key:
     return _Key(loc, f"d{i:02d}", None, f"{i:032x}", array.array("Q", bands).tobytes())
 
 
-def test_shared_buckets_finds_every_bucket_of_several_documents():
-    hashes = array.array("Q", [5, 7, 9,   5, 8, 9,   6, 8, 2**64 - 1,   1, 2, 2**64 - 1])
-    assert sorted(shared_buckets(hashes, 3)) == [(0, [0, 1]), (1, [1, 2]), (2, [0, 1]), (2, [2, 3])]
-    assert list(shared_buckets(array.array("Q"), 3)) == []
+def test_bucket_pairs_finds_every_bucket_of_several_documents():
+    import numpy as np
+
+    orders = [(f"2024-01-0{i}", f"d{i}", f"f:{i}") for i in range(1, 6)]
+    rows = np.array([[0, 5], [1, 5], [0, 5], [0, 6], [1, 5]], dtype=np.uint64)  # (band, band hash)
+    pairs, dates = bucket_pairs(rows, orders)
+    assert pairs == {("f:3", (orders[0], "f:1")), ("f:5", (orders[1], "f:2"))}
+    assert dates == {"f:1": "2024-01-01", "f:3": "2024-01-03", "f:2": "2024-01-02", "f:5": "2024-01-05"}
 
 
 def test_equal_runs_groups_rows_equal_in_every_column():
@@ -41,67 +46,98 @@ def test_equal_runs_groups_rows_equal_in_every_column():
     assert list(equal_runs(np.array([], dtype=np.uint64))) == []
 
 
-def _table(keys, split=(5, 6), spill=None):
-    """The key table of `keys`, built from partial accumulators, some compacted, as the runner does."""
-    combine = _KeyTableFn(spill)
-    parts = []
-    for chunk in (keys[:split[0]], keys[split[0]:split[1]], keys[split[1]:]):
-        acc = combine.create_accumulator()
-        for key in chunk:
-            acc = combine.add_input(acc, key)
-        parts.append(combine.compact(acc) if len(chunk) > 1 else acc)
-    return combine.extract_output(combine.merge_accumulators(parts))
-
-
-def _outputs(table, bands, spill=None):
-    out = list(_decide_from_table(table, bands, spill or Spill()))
+def _tagged(outputs) -> dict:
     tagged = {}
-    for o in out:
-        tagged.setdefault(getattr(o, "tag", "by_child"), []).append(getattr(o, "value", o))
+    for o in outputs:
+        tagged.setdefault(getattr(o, "tag", "main"), []).append(getattr(o, "value", o))
     return tagged
 
 
-def test_key_table_keeps_rows_and_orders_aligned_through_partial_combines():
+def _stages(keys, bands, shards=3, split=(5, 6), spill=None) -> dict:
+    """Every key through the sharded tables as the runner would: per id shard, partial accumulators (some
+    compacted) merged; then each step's batches grouped by the shard they name. -> {output: [values]}."""
+    spill = spill or Spill()
+    combine = _TableFn(spill)
+    by_shard = {}
+    for key in keys:
+        by_shard.setdefault(int(key.doc_id[1:]) % shards if key.doc_id[1:].isdigit() else 0, []).append(key)
+    out = {}
+    exact_groups = {}
+    for shard, chunk_keys in sorted(by_shard.items()):
+        parts = []
+        for chunk in (chunk_keys[:split[0]], chunk_keys[split[0]:split[1]], chunk_keys[split[1]:]):
+            acc = combine.create_accumulator()
+            for key in chunk:
+                acc = combine.add_input(acc, key)
+            parts.append(combine.compact(acc) if len(chunk) > 1 else acc)
+        table = combine.extract_output(combine.merge_accumulators(parts))
+        tagged = _tagged(_decide_ids((shard, table), shards, spill))
+        out.setdefault("rejected", []).extend(tagged.get("rejected", []))
+        for target, batch in tagged.get("main", []):
+            exact_groups.setdefault(target, []).append(batch)
+    band_groups = {}
+    for target, batches in sorted(exact_groups.items()):
+        tagged = _tagged(_decide_exact((target, batches), shards, bands, spill))
+        out.setdefault("exact", []).extend(tagged.get("exact", []))
+        for shard, batch in tagged.get("main", []):
+            band_groups.setdefault(shard, []).append(batch)
+    for target, batches in sorted(band_groups.items()):
+        tagged = _tagged(_decide_bands((target, batches), spill))
+        out.setdefault("members", []).extend(tagged.get("members", []))
+        out.setdefault("pairs", []).extend(tagged.get("main", []))
+    return {k: sorted(v) for k, v in out.items() if v}
+
+
+def test_tables_keep_rows_and_orders_aligned_through_partial_combines_and_shards():
     # rows i and i + 6 have the same content; every row shares band 0 with i % 3 and band 1 with i % 2
     keys = [_key(i, [i % 3, 100 + i % 2])._replace(content_hash=f"{i % 6:032x}") for i in range(12)]
-    out = _outputs(_table(keys), 2)
-    assert sorted(out["exact"]) == sorted((f"f:{i + 6}", (keys[i].order, f"f:{i}")) for i in range(6))
-    assert "decisions" not in out
-    # only the six firsts are in the band table: 0, 3 share band 0 (and so on), even and odd share band 1
-    assert sorted(loc for loc, _ in out["members"]) == [f"f:{i}" for i in range(6)]
-    pairs = {(child, parent_loc) for child, parents in out["by_child"] for _, parent_loc in parents}
+    out = _stages(keys, 2)
+    assert out["exact"] == sorted((f"f:{i + 6}", keys[i].order) for i in range(6))
+    assert "rejected" not in out
+    # only the six firsts are in the band tables: 0, 3 share band 0 (and so on), even and odd share band 1
+    assert sorted({loc for loc, _ in out["members"]}) == [f"f:{i}" for i in range(6)]
+    pairs = {(child, parent_loc) for child, (_, parent_loc) in out["pairs"]}
     assert ("f:3", "f:0") in pairs and ("f:4", "f:1") in pairs and ("f:2", "f:0") in pairs
     assert all(int(child[2:]) < 6 and int(parent[2:]) < 6 for child, parent in pairs)
+    for shards in (1, 2, 7):  # the shard count changes where rows meet, never what is found
+        again = _stages(keys, 2, shards=shards)
+        assert again["exact"] == out["exact"] and set(again["pairs"]) == set(out["pairs"])
 
 
-def test_key_table_rejects_reused_ids_before_exact_copies_are_counted():
+def test_tables_reject_reused_ids_before_exact_copies_are_counted():
+    from wirewash.transforms.dedup import RejectDecision
+
     keys = [
         _Key("f:1", "same", "2024-01-02", "1" * 32, b""),
         _Key("f:2", "same", "2024-01-01", "2" * 32, b""),   # same id, earlier: kept
         _Key("f:3", "other", "2024-01-03", "1" * 32, b""),  # same content as f:1, which is rejected: kept
         _Key("f:4", "third", "2024-01-04", "2" * 32, b""),  # same content as f:2: an exact copy of it
     ]
-    out = _outputs(_table(keys, split=(1, 2)), 0)
-    assert out["decisions"] == [("f:1", ("reject", "duplicate_id", "f:2"))]
-    assert out["exact"] == [("f:4", (keys[1].order, "f:2"))]
-    assert "by_child" not in out and "members" not in out
+    out = _stages(keys, 0, split=(1, 2))
+    assert out["rejected"] == [("f:1", RejectDecision("duplicate_id", "f:2"))]
+    assert out["exact"] == [("f:4", keys[1].order)]
+    assert "pairs" not in out and "members" not in out
 
 
-def test_empty_key_table_decides_nothing():
-    combine = _KeyTableFn()
-    assert list(_decide_from_table(combine.extract_output(combine.create_accumulator()), 11, Spill())) == []
+def test_empty_table_decides_nothing():
+    combine = _TableFn(Spill())
+    assert list(_decide_ids((0, combine.extract_output(combine.create_accumulator())), 3, Spill())) == []
 
 
-def test_key_table_on_disk_crosses_the_runner_as_tokens_and_decides_the_same(tmp_path):
+def test_tables_on_disk_cross_the_runner_as_tokens_and_decide_the_same(tmp_path):
     from wirewash.transforms.spill import make_spill_dir, remove_spill_dir
 
     keys = [_key(i, [i % 3, 100 + i % 2])._replace(content_hash=f"{i % 6:032x}") for i in range(12)]
     folder = make_spill_dir(str(tmp_path))
     try:
         on_disk = Spill(folder)
-        table = _table(keys, spill=on_disk)
-        assert len(table) == 3 and all(isinstance(t, bytes) and len(t) <= 32 for t in table)
-        assert _outputs(table, 2, on_disk) == _outputs(_table(keys), 2)
+        combine = _TableFn(on_disk)
+        acc = combine.create_accumulator()
+        for key in keys:
+            acc = combine.add_input(acc, key)
+        table = combine.extract_output(acc)
+        assert len(table) == 1 and all(isinstance(t, bytes) and len(t) <= 32 for t in table)
+        assert _stages(keys, 2, spill=on_disk) == _stages(keys, 2)
     finally:
         remove_spill_dir(folder)
 
@@ -136,30 +172,34 @@ def test_packed_articles_come_back_equal_with_their_types():
     assert back == article and type(back.other_langs) is tuple and type(back.removed_by_rule[0]) is tuple
 
 
-def test_candidates_leave_grouped_by_child_each_pair_once():
+def test_candidates_each_pair_once_per_shard():
     from wirewash.transforms.dedup import bucket_candidates
 
     # documents 0-3 share band 0; 0 and 1 share band 1 too: the pair (1, 0) is found twice, kept once
     keys = [_key(i, [7 if i < 4 else 100 + i, 9 if i < 2 else 200 + i]) for i in range(6)]
-    out = _outputs(_table(keys), 2)
-    assert sorted(out["members"]) == [(f"f:{i}", "~") for i in range(4)]  # every document in a pair, with its date
-    by_child = dict(out["by_child"])
-    expected = bucket_candidates([(k.order, k.loc) for k in keys[:4]])
-    assert sorted((child, p) for child, parents in by_child.items() for p in parents) == sorted(expected)
-    assert all(len(parents) == len(set(parents)) for parents in by_child.values())
+    out = _stages(keys, 2, shards=1)
+    assert out["members"] == [(f"f:{i}", "~") for i in range(4)]  # every document in a pair, with its date
+    assert out["pairs"] == sorted(bucket_candidates([(k.order, k.loc) for k in keys[:4]]))
 
 
-def test_key_table_parks_full_batches_while_adding(monkeypatch):
+def test_table_parks_full_batches_while_adding(monkeypatch):
     import wirewash.transforms.dedup as dedup
 
     keys = [_key(i, [i % 3, 100 + i % 2])._replace(content_hash=f"{i % 6:032x}") for i in range(12)]
-    expected = _outputs(_table(keys), 2)
+
+    def table():
+        combine = _TableFn(Spill())
+        acc = combine.create_accumulator()
+        for key in keys[:10]:
+            acc = combine.add_input(acc, key)
+        parked, pending = len(acc[2]), len(acc[1])
+        for key in keys[10:]:
+            acc = combine.add_input(acc, key)
+        columns, orders = dedup._unpack_rows(combine.extract_output(acc), Spill(), "test")
+        return parked, pending, columns.tolist(), orders
+
+    _, _, columns, orders = table()
     monkeypatch.setattr(dedup, "KEY_TABLE_BATCH", 4)
-    combine = _KeyTableFn()
-    acc = combine.create_accumulator()
-    for key in keys[:10]:
-        acc = combine.add_input(acc, key)
-    assert len(acc[3]) == 2 and len(acc[2]) == 2  # two full batches parked, two rows pending
-    for key in keys[10:]:
-        acc = combine.add_input(acc, key)
-    assert _outputs(combine.extract_output(acc), 2) == expected
+    parked, pending, batched_columns, batched_orders = table()
+    assert (parked, pending) == (2, 2)  # two full batches parked, two rows pending
+    assert (batched_columns, batched_orders) == (columns, orders) and orders == [k.order for k in keys]

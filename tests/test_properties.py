@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from wirewash.transforms.boilerplate import load_rules, match_line, strip_boilerplate
-from wirewash.transforms.dedup import DedupConfig, DeduplicateArticles, bucket_candidates, _first_of, _Key
+from wirewash.transforms.dedup import DedupConfig, DeduplicateArticles, bucket_candidates, first_of, _Key
 from wirewash.transforms.language import detect_language, load_langdetect
 from wirewash.transforms.normalize import FTFY_CONFIG, _BADNESS_ANCHORS, dedup_key, ftfy_may_change, looks_like_mojibake, normalize_text
 from wirewash.transforms.types import Article
@@ -229,7 +229,7 @@ def test_kept_copy_and_candidates_do_not_depend_on_order(members, rng):
     rows = list(range(len(members)))
     shuffled = list(rows)
     rng.shuffle(shuffled)
-    assert _first_of(shuffled, orders) == _first_of(rows, orders)
+    assert first_of(shuffled, orders) == first_of(rows, orders)
     pairs = [(k.order, k.loc) for k in members]
     assert sorted(bucket_candidates(list(reversed(pairs)))) == sorted(bucket_candidates(pairs))
 

@@ -16,22 +16,28 @@
    Exact copies have no window.
 
 The kept copy of a cluster is chosen by `sort_key`: earliest `published_at`, then smallest `doc_id`, then
-source location; so the decisions do not depend on input order or bundling. Chains (C ~ B ~ A) resolve to
-the root, so every `duplicate_of` names a document that is kept. Only keys, hashes and signatures are
-shuffled; the article texts are routed once, at the end, against a side input of decisions.
+source location; so the decisions do not depend on input order, bundling or the number of workers. A near
+copy's parent is its earliest verified candidate; chains (C ~ B ~ A) resolve to the root, so every
+`duplicate_of` names a document that is kept; an exact copy of a near copy is a near copy of that root.
 
-Memory: on the local runner every PCollection crossing a stage boundary is held in the launcher's memory, and
-a grouping holds one decoded Python object per element, so what is shuffled per document is kept small. Each
-document gives a `_Key`: location, id, date, exact hash and the 11 band hashes packed as integers (no
-signature, no sketch). One combine (`_KeyTableFn`) gathers every key into one packed table (hashes as
-integer columns, orders encoded, in batches); numpy sorts on its columns find the shared ids, then the exact
-copies, then, per band, the LSH buckets shared by several documents, and the candidate pairs leave it grouped
-by child, each pair once. Only the documents in a pair are sketched (the bottom-k sketch, up to 8 KB, is the
-largest fingerprint), from the articles that wait for the routing anyway. With a `Spill` on disk (local
-runs), the waiting articles, the key table's batches and the sketches are parked in files and the
-PCollections carry 32-byte tokens (`transforms/spill.py`); the sketch tokens are then a small side input, and
-each child is verified against its candidate parents in one step. Inline (managed runners, Dask, in
-process), two joins bring each pair's sketches together instead.
+Scaling out: no step holds every document's keys. Each document gives a `_Key` (location, id, date, exact
+hash, the band hashes packed as integers, 26 at the default threshold: no signature, no sketch), and three
+tables are sharded by hash into `SHARDS` buckets, each shard a packed table (hash columns as numpy arrays,
+orders encoded, in batches) that one worker decides: by `doc_id` (`CombinePerKey`: the reused ids), then by
+content hash (the exact copies), then by LSH band hash (the buckets several documents share, and their
+candidate pairs); each step hands the next its surviving rows as one batch per target shard. The candidates
+meet their sketches in joins keyed by location (only the documents in a pair are sketched; the bottom-k
+sketch, up to 8 KB, is the largest fingerprint), each child keeps its earliest verified parent, and chains
+resolve by pointer jumping: `RESOLVE_ROUNDS` joins, each moving every link to where its target points, then a
+check that every link ends at a root; the rare links of longer chains are gathered and finished together. The
+articles meet their decisions in a last join by location. Work and memory per worker fall as workers are
+added; the largest group is one shard's table (about 1/SHARDS of the rows) or the copies of one story.
+
+Memory on the local runner: every PCollection crossing a stage boundary is held in the launcher's memory, and
+a grouping holds one decoded Python object per element, so what is shuffled per document is kept small. With
+a `Spill` on disk (local runs), the waiting articles, the tables' batches and the sketches are parked in files
+and the PCollections carry 32-byte tokens (`transforms/spill.py`); inline (managed runners, Dask, in process),
+they travel themselves.
 """
 from __future__ import annotations
 
@@ -63,7 +69,9 @@ SHINGLE_CHARS = 5
 MAX_PARENTS_PER_BUCKET = 3
 MAX_BUCKET_SIZE = 500
 SKETCH_SIZE = 1024  # bottom-k shingle hashes kept per document for verification (8 KB at most)
-KEY_TABLE_BATCH = 8192  # rows per parked batch of the key table (about 1.5 MB)
+KEY_TABLE_BATCH = 8192  # rows per parked batch of an id shard's table (about 1.5 MB)
+SHARDS = 64  # hash buckets of each dedup table (ids, content hashes, LSH bands): the unit of work per worker
+RESOLVE_ROUNDS = 2  # pointer-jumping joins: chains of up to 2 links (nearly all) resolve in them, longer ones together
 NO_DATE = "~"  # sorts after every ISO date: undated copies are never preferred over dated ones
 
 
@@ -229,16 +237,106 @@ def equal_runs(*columns) -> Iterator[list[int]]:
         yield index[start:start + size].tolist()
 
 
-def shared_buckets(hashes, bands: int) -> Iterator[tuple[int, list[int]]]:
-    """Band hashes of n documents, packed row by row (`bands` per document; an `array('Q')` or an n x bands
-    uint64 array) -> per band, every bucket that more than one document shares, as (band, [document indexes
-    in ascending order])."""
-    import numpy as np
+def shard_of(value: int, shards: int) -> int:
+    """The shard (hash bucket) of a uniform 64-bit hash: every row with that hash meets in it."""
+    return value % shards
 
-    table = hashes if isinstance(hashes, np.ndarray) else np.frombuffer(hashes, dtype=np.uint64).reshape(-1, bands)
-    for band in range(bands):
-        for rows in equal_runs(table[:, band]):
-            yield band, rows
+
+def first_of(group: list[int], orders: list) -> tuple[int, list[int]]:
+    """Row indexes of one group -> (the kept row, the other rows), by kept-copy order."""
+    ranked = sorted(group, key=orders.__getitem__)
+    return ranked[0], ranked[1:]
+
+
+def same_id_losers(orders: list) -> list[tuple[int, int]]:
+    """Kept-copy orders of rows (every row of an id among them) -> (loser row, kept row) for each row whose
+    `doc_id` an earlier row holds."""
+    by_id: dict = {}
+    for row, order in enumerate(orders):
+        by_id.setdefault(order[1], []).append(row)
+    out = []
+    for rows in by_id.values():
+        if len(rows) > 1:
+            kept, losers = first_of(rows, orders)
+            out += [(loser, kept) for loser in losers]
+    return out
+
+
+def exact_losers(contents, orders: list) -> list[tuple[int, int]]:
+    """Content hashes (n x 2 uint64) and orders of rows (every row of a hash among them) -> (loser row,
+    kept row) for each row whose content an earlier row holds."""
+    out = []
+    for group in equal_runs(contents[:, 0], contents[:, 1]):
+        kept, losers = first_of(group, orders)
+        out += [(loser, kept) for loser in losers]
+    return out
+
+
+def bucket_pairs(buckets, orders: list) -> tuple[set, dict]:
+    """Band rows (n x 2 uint64: band, band hash) and their documents' orders (every row of a bucket among
+    them) -> (candidate pairs {(child loc, (parent order, parent loc))}, {loc: date} of every document in a
+    pair): `bucket_candidates` on every bucket more than one document shares."""
+    pairs, dates = set(), {}
+    for rows in equal_runs(buckets[:, 0], buckets[:, 1]):
+        members = sorted((orders[i], orders[i][2]) for i in rows)[:MAX_BUCKET_SIZE]
+        for order, loc in members:
+            dates[loc] = order[0]
+        pairs.update(bucket_candidates(members))
+    return pairs, dates
+
+
+class Link(NamedTuple):
+    """A near copy's pointer toward its kept root: `to` is the kept-copy order of the document it points at
+    (`to[2]` its location); `similarity` is to its own parent; `final` when `to` is the root."""
+
+    to: tuple
+    similarity: float
+    final: bool = False
+
+
+def follow(link: Link, target: Optional[Link]) -> Link:
+    """One pointer jump. `target` is the link of the document `link` points at (None: that one is kept, so
+    it is the root); the pointer moves to where the target points, so chains halve each round."""
+    if link.final:
+        return link
+    if target is None:
+        return link._replace(final=True)
+    return link._replace(to=target.to, final=target.final)
+
+
+def finish_links(rows: list) -> dict:
+    """The links still not final after the rounds (chains longer than the rounds resolve), each as (loc,
+    link, link of the document it points at, as it was then) -> {loc: final link}. Every non-final target is
+    among the rows."""
+    pending = {loc: (link, target) for loc, link, target in rows}
+    done: dict = {}
+    for start in sorted(pending):
+        path, loc = [], start
+        while loc not in done:
+            link, target = pending[loc]
+            if target is None or target.final:
+                done[loc] = follow(link, target)
+                break
+            path.append(loc)
+            loc = link.to[2]
+        for step in path:
+            done[step] = pending[step][0]._replace(to=done[loc].to, final=True)
+    return done
+
+
+class RejectDecision(NamedTuple):
+    """Route a record to `rejected`: its `doc_id` is held by the kept record at `kept_loc`."""
+
+    reason: str
+    kept_loc: str
+
+
+class DuplicateDecision(NamedTuple):
+    """Route a record to `duplicates`: a copy of the kept document `duplicate_of`."""
+
+    duplicate_of: str
+    kind: str
+    similarity: float
 
 
 def bucket_candidates(members: list[tuple]) -> list[tuple]:
@@ -252,14 +350,6 @@ def bucket_candidates(members: list[tuple]) -> list[tuple]:
     return pairs
 
 
-def resolve_root(loc: str, parents: dict) -> tuple:
-    """Follows near-duplicate parent links to the kept document: returns its (order, loc)."""
-    order, seen = None, 0
-    while loc in parents and seen < 10_000:
-        order, loc, _ = parents[loc]
-        seen += 1
-    return order, loc
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Beam wrappers
@@ -270,11 +360,11 @@ _PRIMITIVES = beam.coders.FastPrimitivesCoder()
 
 
 class _FingerprintFn(beam.DoFn):
-    """Article -> (location, parked Article with content_hash), and its `_Key` (band hashes packed) on the
-    `keys` output."""
+    """Article -> (location, parked Article with content_hash), and (id shard, its `_Key`) on the `keys`
+    output (band hashes packed)."""
 
-    def __init__(self, config: DedupConfig, bands: int, rows: int, spill: Spill):
-        self.config, self.bands, self.rows, self.spill = config, bands, rows, spill
+    def __init__(self, config: DedupConfig, bands: int, rows: int, spill: Spill, shards: int):
+        self.config, self.bands, self.rows, self.spill, self.shards = config, bands, rows, spill, shards
 
     def process(self, article: Article):
         key = story_key(article.text, article.title)
@@ -283,142 +373,145 @@ class _FingerprintFn(beam.DoFn):
         if self.config.near:
             signature = minhash_signature(shingles(key), self.config.num_perm, self.config.seed)
             packed = array.array("Q", band_hashes(signature, self.bands, self.rows)).tobytes()
-        yield beam.pvalue.TaggedOutput("keys", _Key(
-            article.source_location, article.doc_id, article.published_at, digest, packed))
+        shard = shard_of(xxhash.xxh3_64_intdigest(article.doc_id.encode("utf-8")), self.shards)
+        yield beam.pvalue.TaggedOutput("keys", (shard, _Key(
+            article.source_location, article.doc_id, article.published_at, digest, packed)))
         yield article.source_location, self.spill.park_article(article._replace(content_hash=digest))
 
 
-class _KeyTableFn(beam.CombineFn):
-    """Every `_Key` -> one packed table of all documents, as a list of parked batches. A batch holds its rows'
-    content hashes (two unsigned 64-bit integers each), band hashes (`bands` each; none without
-    near-duplicate detection) and kept-copy orders, encoded together; on disk (`spill`) the table that
-    crosses the runner is a list of 32-byte tokens, inline it is the batches themselves (about 200 bytes a
-    document, instead of a grouping-table entry per document and grouping).
+def _pack_rows(columns, orders: list, spill: Spill) -> bytes:
+    """Rows of a dedup table (an n x width uint64 array and n kept-copy orders) -> one parked batch."""
+    width = columns.shape[1] if len(columns) else 0
+    return spill.park_bytes(_PRIMITIVES.encode((width, columns.tobytes(), orders)))
 
-    Accumulator: (pending content hashes, pending band hashes, pending orders, parked batches); `compact`,
-    which the runner calls on each partial accumulator it emits, parks the pending rows as one batch, and so
-    does `add_input` every `KEY_TABLE_BATCH` rows."""
 
-    def __init__(self, spill: Optional[Spill] = None):
-        self.spill = spill or Spill()
+def _unpack_rows(batches, spill: Spill, step: str) -> tuple:
+    """Parked batches of one shard -> (n x width uint64 array, n orders); the shard's rows and bytes go to
+    the distributions `<step>_rows` and `<step>_bytes` (the largest group a dedup step holds)."""
+    import numpy as np
+
+    columns, orders, width, size = [], [], 0, 0
+    for token in batches:
+        data = spill.fetch_bytes(token)
+        size += len(data)
+        width, packed, more = _PRIMITIVES.decode(data)
+        if more:
+            columns.append(np.frombuffer(packed, dtype=np.uint64).reshape(len(more), width))
+            orders += more
+    Metrics.distribution(NAMESPACE, f"{step}_rows").update(len(orders))
+    Metrics.distribution(NAMESPACE, f"{step}_bytes").update(size)
+    table = np.concatenate(columns) if columns else np.zeros((0, width), dtype=np.uint64)
+    return table, orders
+
+
+def _scatter(columns, orders: list, targets, spill: Spill):
+    """Rows and the shard of each -> (shard, parked batch of its rows), one per shard that gets rows."""
+    import numpy as np
+
+    by_target = np.argsort(targets, kind="stable")
+    cuts = np.flatnonzero(np.diff(targets[by_target])) + 1
+    for chunk in np.split(by_target, cuts):
+        if len(chunk):
+            yield int(targets[chunk[0]]), _pack_rows(columns[chunk], [orders[i] for i in chunk.tolist()], spill)
+
+
+class _TableFn(beam.CombineFn):
+    """`_Key`s of one id shard -> its table as a list of parked batches: per row the content hash (two uint64)
+    and the band hashes (`bands` uint64; none without near-duplicate detection), and the kept-copy orders.
+    `compact`, which the runner calls on each partial accumulator it emits, parks the pending rows as one
+    batch, and so does `add_input` every `KEY_TABLE_BATCH` rows."""
+
+    def __init__(self, spill: Spill):
+        self.spill = spill
 
     def create_accumulator(self):
-        return array.array("Q"), array.array("Q"), [], []
+        return array.array("Q"), [], []
 
     def add_input(self, accumulator, key: _Key):
         content = int(key.content_hash, 16)
         accumulator[0].extend((content >> 64, content & 0xFFFFFFFFFFFFFFFF))
-        accumulator[1].frombytes(key.bands)
-        accumulator[2].append(key.order)
-        # A local worker gets half of the stage's input as one bundle: park full batches as they fill
-        return self.compact(accumulator) if len(accumulator[2]) >= KEY_TABLE_BATCH else accumulator
+        accumulator[0].frombytes(key.bands)
+        accumulator[1].append(key.order)
+        return self.compact(accumulator) if len(accumulator[1]) >= KEY_TABLE_BATCH else accumulator
 
     def compact(self, accumulator):
-        contents, hashes, pending, batches = accumulator
+        import numpy as np
+
+        values, pending, batches = accumulator
         if not pending:
             return accumulator
-        batch = _PRIMITIVES.encode((contents.tobytes(), hashes.tobytes(), pending))
-        return array.array("Q"), array.array("Q"), [], batches + [self.spill.park_bytes(batch)]
+        columns = np.frombuffer(values, dtype=np.uint64).reshape(len(pending), -1)
+        return array.array("Q"), [], batches + [_pack_rows(columns, pending, self.spill)]
 
     def merge_accumulators(self, accumulators):
         batches = []
         for accumulator in accumulators:
-            batches += self.compact(accumulator)[3]
-        return array.array("Q"), array.array("Q"), [], batches
+            batches += self.compact(accumulator)[2]
+        return array.array("Q"), [], batches
 
     def extract_output(self, accumulator):
-        return self.compact(accumulator)[3]
+        return self.compact(accumulator)[2]
 
 
-def _unpack_table(batches: list, spill: Spill) -> tuple:
-    """Parked batches of the key table -> (content hashes, band hashes, orders), rows aligned."""
-    contents, hashes, orders = array.array("Q"), array.array("Q"), []
-    for token in batches:
-        more_contents, more_hashes, more_orders = _PRIMITIVES.decode(spill.fetch_bytes(token))
-        contents.frombytes(more_contents)
-        hashes.frombytes(more_hashes)
-        orders += more_orders
-    return contents, hashes, orders
-
-
-def _first_of(group: list[int], orders: list) -> tuple[int, list[int]]:
-    """Row indexes of one group -> (the kept row, the other rows), by kept-copy order."""
-    ranked = sorted(group, key=orders.__getitem__)
-    return ranked[0], ranked[1:]
-
-
-def _decide_from_table(batches: list, bands: int, spill: Spill):
-    """The key table -> every decision that needs no text, in three steps over the packed columns:
-
-    1. records sharing a `doc_id`: the first (kept-copy order) stays, the others are rejected
-       (`decisions` output: (loc, ("reject", reason, kept loc)));
-    2. among the rest, equal content hashes: the first stays, the others are exact duplicates
-       (`exact` output: (loser loc, (kept order, kept loc)));
-    3. among the rows that stay, the near-duplicate candidates of the LSH bands (`_candidates_by_child`:
-       main output (child loc, parents) and `members` output (loc, date))."""
+def _decide_ids(item, shards: int, spill: Spill):
+    """(id shard, its table) -> (loser loc, RejectDecision) on `rejected` for every record whose doc_id an
+    earlier record holds; the other rows, by content-hash shard, as (shard, parked batch)."""
     import numpy as np
 
-    contents, hashes, orders = _unpack_table(batches, spill)
-    n = len(orders)
-    stays = np.ones(n, dtype=bool)
-
-    ids = np.fromiter((xxhash.xxh3_64_intdigest(order[1].encode("utf-8")) for order in orders), np.uint64, n)
-    for group in equal_runs(ids):
-        by_id: dict = {}
-        for row in group:  # equal 64-bit hashes: group by the id itself
-            by_id.setdefault(orders[row][1], []).append(row)
-        for same_id in by_id.values():
-            if len(same_id) > 1:
-                kept, losers = _first_of(same_id, orders)
-                for loser in losers:
-                    stays[loser] = False
-                    Metrics.counter(NAMESPACE, f"dropped_{REASON_DUPLICATE_ID}").inc()
-                    yield beam.pvalue.TaggedOutput("decisions", (orders[loser][2], (
-                        "reject", REASON_DUPLICATE_ID, orders[kept][2])))
-
-    unique = np.flatnonzero(stays)
-    content = np.frombuffer(contents, dtype=np.uint64).reshape(-1, 2)[unique]
-    for group in equal_runs(content[:, 0], content[:, 1]):
-        kept, losers = _first_of(unique[group].tolist(), orders)
-        for loser in losers:
-            stays[loser] = False
-            Metrics.counter(NAMESPACE, "exact_duplicates").inc()
-            yield beam.pvalue.TaggedOutput("exact", (orders[loser][2], (orders[kept], orders[kept][2])))
-
-    if bands and len(hashes):
-        firsts = np.flatnonzero(stays)
-        table = np.frombuffer(hashes, dtype=np.uint64).reshape(-1, bands)[firsts]
-        yield from _candidates_by_child(table, [orders[row] for row in firsts.tolist()], bands)
+    _, batches = item
+    columns, orders = _unpack_rows(batches, spill, "ids")
+    stays = np.ones(len(orders), dtype=bool)
+    for loser, kept in same_id_losers(orders):
+        stays[loser] = False
+        Metrics.counter(NAMESPACE, f"dropped_{REASON_DUPLICATE_ID}").inc()
+        yield beam.pvalue.TaggedOutput(REJECTED, (orders[loser][2], RejectDecision(REASON_DUPLICATE_ID,
+                                                                                   orders[kept][2])))
+    rows = np.flatnonzero(stays)
+    if len(rows):
+        yield from _scatter(columns[rows], [orders[i] for i in rows.tolist()], columns[rows, 0] % shards, spill)
 
 
-def _candidates_by_child(table, orders: list, bands: int):
-    """Band hashes (one row per document) and the documents' kept-copy orders -> (child loc, ((parent order,
-    parent loc), ...)): each child's candidate parents from every band (`bucket_candidates`), each pair once
-    however many bands it shares; and, on the `members` output, (loc, date) of every document in a pair,
-    once: the articles to sketch."""
-    parents_of: dict = {}
-    dates: dict = {}
-    for _, rows in shared_buckets(table, bands):
-        ordered = sorted((orders[i], orders[i][2]) for i in rows)[:MAX_BUCKET_SIZE]  # as bucket_candidates
-        for order, loc in ordered:
-            dates[loc] = order[0]
-        for child_loc, parent in bucket_candidates(ordered):
-            parents_of.setdefault(child_loc, set()).add(parent)
+def _decide_exact(item, shards: int, bands: int, spill: Spill):
+    """(content-hash shard, its batches) -> (loser loc, kept order) on `exact` for every copy whose content
+    an earlier document holds; with `bands`, the kept ones' band rows (band, band hash), by band-hash
+    shard, as (shard, parked batch)."""
+    import numpy as np
+
+    _, batches = item
+    columns, orders = _unpack_rows(batches, spill, "exact")
+    stays = np.ones(len(orders), dtype=bool)
+    for loser, kept in exact_losers(columns[:, :2], orders):
+        stays[loser] = False
+        Metrics.counter(NAMESPACE, "exact_duplicates").inc()
+        yield beam.pvalue.TaggedOutput("exact", (orders[loser][2], orders[kept]))
+    firsts = np.flatnonzero(stays)
+    if bands and len(firsts):
+        hashes = columns[firsts, 2:2 + bands].reshape(-1)
+        rows = np.column_stack([np.tile(np.arange(bands, dtype=np.uint64), len(firsts)), hashes])
+        origin = np.repeat(firsts, bands).tolist()
+        yield from _scatter(rows, [orders[i] for i in origin], hashes % shards, spill)
+
+
+def _decide_bands(item, spill: Spill):
+    """(band-hash shard, its batches) -> candidate pairs (child loc, (parent order, parent loc)), each once
+    per shard, and on `members` (loc, date) of every document in a pair."""
+    _, batches = item
+    rows, orders = _unpack_rows(batches, spill, "bands")
+    pairs, dates = bucket_pairs(rows, orders)
     for loc in sorted(dates):
         yield beam.pvalue.TaggedOutput("members", (loc, dates[loc]))
-    for child_loc in sorted(parents_of):
-        yield child_loc, tuple(sorted(parents_of[child_loc]))
+    yield from sorted(pairs)
 
 
-def _sketch_if_wanted(item: tuple, wanted: dict, spill: Spill):
-    """(loc, (parked bottom-k sketch, date)) of an article that is a near-duplicate candidate (a member of a
-    shared bucket): the only ones whose sketches are needed."""
-    loc, parked = item
-    date = wanted.get(loc) if wanted else None
-    if date is not None:
-        article = spill.fetch_article(parked)
-        sketch = shingle_sketch(shingles(story_key(article.text, article.title)))
-        yield loc, (spill.park_bytes(sketch), date)
+def _sketch_member(item, spill: Spill):
+    """(loc, {article: [parked article], member: [date, ...]}) -> (loc, (parked bottom-k sketch, date)) for a
+    document in a candidate pair: the only ones whose sketches are needed."""
+    loc, grouped = item
+    if not grouped["member"] or not grouped["article"]:
+        return
+    article = spill.fetch_article(grouped["article"][0])
+    sketch = shingle_sketch(shingles(story_key(article.text, article.title)))
+    yield loc, (spill.park_bytes(sketch), grouped["member"][0])
 
 
 def _similar_enough(parent: tuple, child: tuple, threshold: float, window_days: float, sketch_of) -> Optional[float]:
@@ -437,9 +530,20 @@ def _similar_enough(parent: tuple, child: tuple, threshold: float, window_days: 
     return round(similarity, 4)
 
 
+def _attach_child_signature(item):
+    """(child loc, {sig: [(sketch, date)], parents: [(parent order, parent loc), ...]}) -> (parent loc, (child
+    loc, child sketch, parent order)) for each distinct candidate parent (band shards may name one twice)."""
+    child_loc, grouped = item
+    if not grouped["sig"]:
+        return
+    child_sig = grouped["sig"][0]
+    for parent_order, parent_loc in sorted(set(grouped["parents"])):
+        yield parent_loc, (child_loc, child_sig, parent_order)
+
+
 def _verify_against_parent(item, threshold, window_days, spill: Spill):
     """(parent loc, {sig: [(parent sketch, date)], children: [(child loc, (child sketch, date), parent order)]})
-    -> (child loc, (parent order, parent loc, similarity)) for the verified pairs. Sketches travel parked."""
+    -> (child loc, (parent order, parent loc, similarity)) for the verified pairs."""
     parent_loc, grouped = item
     if not grouped["sig"]:
         return
@@ -451,127 +555,174 @@ def _verify_against_parent(item, threshold, window_days, spill: Spill):
             yield child_loc, (parent_order, parent_loc, similarity)
 
 
-def _verify_candidates(item, sketches: dict, threshold, window_days, spill: Spill):
-    """(child loc, ((parent order, parent loc), ...)) and a side input {loc: (sketch token, date)} -> (child
-    loc, (parent order, parent loc, similarity)) for the verified pairs: the joins' work, for spill tokens."""
-    child_loc, parents = item
-    child = sketches.get(child_loc)
-    if child is None:
-        return
-    sketch_of = functools.lru_cache(maxsize=2)(spill.fetch_bytes)  # the child's sketch is read once
-    for parent_order, parent_loc in parents:
-        parent = sketches.get(parent_loc)
-        similarity = None if parent is None else _similar_enough(parent, child, threshold, window_days, sketch_of)
-        if similarity is not None:
-            yield child_loc, (parent_order, parent_loc, similarity)
+def _ask_target(item):
+    """(loc, link) -> (the location it points at, (loc, link)): the question for that document's link."""
+    loc, link = item
+    return link.to[2], (loc, link)
 
 
-def _attach_child_signature(item):
-    child_loc, grouped = item
-    if not grouped["sig"]:
-        return
-    child_sig = grouped["sig"][0]
-    for parents in grouped["parents"]:  # one tuple of distinct parents per child
-        for parent_order, parent_loc in parents:
-            yield parent_loc, (child_loc, child_sig, parent_order)
+def _jump(item, check: bool = False):
+    """(loc, {link: [its link, if any], asks: [(loc, link) pointing at it]}) -> (loc, followed link) per ask.
+    With `check` (after the rounds), a link still not final goes to `late` with its target's link, unfollowed:
+    the late ones then hold every link their chains need."""
+    _, grouped = item
+    target = grouped["link"][0] if grouped["link"] else None
+    for loc, link in grouped["asks"]:
+        if check and not link.final:
+            yield beam.pvalue.TaggedOutput("late", (loc, link, target))
+        else:
+            yield loc, follow(link, target)
 
 
-def _decide_near(item, parents):
-    child_loc, (parent_order, parent_loc, similarity) = item
-    root_order, _ = resolve_root(child_loc, parents)
+def _finish_late(rows: list):
+    """Links of chains longer than the rounds (normally none), gathered: resolved one after the other."""
+    for loc, link in sorted(finish_links(rows).items()):
+        Metrics.counter(NAMESPACE, "links_resolved_late").inc()
+        yield loc, link
+
+
+class _ResolveLinks(beam.PTransform):
+    """(loc, Link to its earliest verified parent) -> (loc, final Link to its kept root), by pointer jumping:
+    each of `rounds` joins moves every link to where its target points (after r rounds, every link of a
+    chain up to 2**(r-1) long is final), a last join checks that every link is final, and the few that are
+    not (longer chains) are resolved together. Each join is keyed by location: no step holds every link but
+    that last, rare remainder."""
+
+    def __init__(self, rounds: int):
+        super().__init__()
+        self.rounds = rounds
+
+    def expand(self, links):
+        for step in range(self.rounds + 1):
+            check = step == self.rounds
+            joined = ({"link": links, "asks": links | f"Ask{step}" >> beam.Map(_ask_target)}
+                      | f"JoinTarget{step}" >> beam.CoGroupByKey())
+            if check:
+                checked = joined | "Check" >> beam.FlatMap(_jump, True).with_outputs("late", main="final")
+                # without_defaults: no default-value side input (an empty remainder gives no element)
+                late = (checked["late"]
+                        | "GatherLate" >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
+                        | "FinishLate" >> beam.FlatMap(_finish_late))
+                return (checked["final"], late) | "AllLinks" >> beam.Flatten()
+            links = joined | f"Jump{step}" >> beam.FlatMap(_jump)
+
+
+def _to_link(item):
+    child_loc, (parent_order, _, similarity) = item
+    return child_loc, Link(parent_order, similarity)
+
+
+def _decide_near(item):
+    loc, link = item
     Metrics.counter(NAMESPACE, "near_duplicates").inc()
-    return child_loc, ("dup", root_order[1], KIND_NEAR, similarity)
+    return loc, DuplicateDecision(link.to[1], KIND_NEAR, link.similarity)
 
 
-def _decide_exact(item, parents):
-    loser_loc, (winner_order, winner_loc) = item
-    root_order, _ = resolve_root(winner_loc, parents)
-    if root_order is None:
-        return loser_loc, ("dup", winner_order[1], KIND_EXACT, 1.0)
-    # The winner of this exact group is itself a near copy of the root: so is the loser.
-    return loser_loc, ("dup", root_order[1], KIND_NEAR, parents[winner_loc][2])
+def _by_kept_loc(item):
+    loser_loc, kept_order = item
+    return kept_order[2], (loser_loc, kept_order)
+
+
+def _decide_exact_copies(item):
+    """(kept loc, {losers: [(loser loc, kept order)], link: [the kept one's final link, if a near copy]}) ->
+    (loser loc, decision): an exact copy of the kept one, or, when that one is itself a near copy, a near
+    copy of its root with its similarity."""
+    _, grouped = item
+    link = grouped["link"][0] if grouped["link"] else None
+    for loser_loc, kept_order in grouped["losers"]:
+        if link is None:
+            yield loser_loc, DuplicateDecision(kept_order[1], KIND_EXACT, 1.0)
+        else:
+            yield loser_loc, DuplicateDecision(link.to[1], KIND_NEAR, link.similarity)
+
+
+def _exact_copy(item):
+    loser_loc, kept_order = item
+    return loser_loc, DuplicateDecision(kept_order[1], KIND_EXACT, 1.0)
 
 
 class _RouteFn(beam.DoFn):
-    """Each (location, parked article) to exactly one of documents / duplicates / rejected, by the decisions
-    side input."""
+    """(location, {article: [parked article], decision: [its decision, if any]}) -> the article, to exactly one
+    of documents / duplicates / rejected."""
 
     def __init__(self, spill: Spill):
         self.spill = spill
 
-    def process(self, item: tuple, decisions: dict):
-        loc, parked = item
-        article = self.spill.fetch_article(parked)
-        decision = decisions.get(loc)
-        if decision is None:
-            Metrics.counter(NAMESPACE, "kept").inc()
-            yield article
-        elif decision[0] == "reject":
-            yield beam.pvalue.TaggedOutput(REJECTED, Rejection(
-                article.doc_id, article.source_location, STAGE, decision[1],
-                error=f"doc_id already used by the record at {decision[2]}"))
-        else:
-            _, duplicate_of, kind, similarity = decision
-            yield beam.pvalue.TaggedOutput(DUPLICATES, Duplicate(
-                article.doc_id, duplicate_of, kind, similarity, article.source_location))
+    def process(self, item: tuple):
+        loc, grouped = item
+        decisions = list(grouped["decision"])
+        if len(decisions) > 1:
+            raise RuntimeError(f"dedup decided {loc} {len(decisions)} times: {decisions}")
+        decision = decisions[0] if decisions else None
+        for parked in grouped["article"]:
+            article = self.spill.fetch_article(parked)
+            if decision is None:
+                Metrics.counter(NAMESPACE, "kept").inc()
+                yield article
+            elif isinstance(decision, RejectDecision):
+                yield beam.pvalue.TaggedOutput(REJECTED, Rejection(
+                    article.doc_id, article.source_location, STAGE, decision.reason,
+                    error=f"doc_id already used by the record at {decision.kept_loc}"))
+            else:
+                yield beam.pvalue.TaggedOutput(DUPLICATES, Duplicate(
+                    article.doc_id, decision.duplicate_of, decision.kind, decision.similarity,
+                    article.source_location))
 
 
 class DeduplicateArticles(beam.PTransform):
     """Article -> {`documents`: kept articles (content_hash set), `duplicates`: Duplicate, `rejected`}.
 
-    `spill` is where the articles wait for the decisions, and the candidates' sketches for verification
-    (default: inline, in the PCollections)."""
+    `spill` is where the articles, the tables' batches and the candidates' sketches wait (default: inline, in
+    the PCollections); `shards` is how many hash buckets each table is split into; `rounds` how many
+    pointer-jumping joins resolve near-copy chains before the remainder is resolved together. Neither
+    changes a decision."""
 
-    def __init__(self, config: DedupConfig = DedupConfig(), spill: Optional[Spill] = None):
+    def __init__(self, config: DedupConfig = DedupConfig(), spill: Optional[Spill] = None, shards: int = SHARDS,
+                 rounds: int = RESOLVE_ROUNDS):
         super().__init__()
         self.config = config
         self.spill = spill or Spill()
+        self.shards, self.rounds = shards, rounds
         self.bands, self.rows = lsh_params(config.threshold, config.num_perm)
 
     def expand(self, articles):
+        spill, shards = self.spill, self.shards
         fingerprinted = articles | "Fingerprint" >> beam.ParDo(
-            _FingerprintFn(self.config, self.bands, self.rows, self.spill)).with_outputs("keys", main="articles")
-        decided = (fingerprinted["keys"]
-                   | "KeyTable" >> beam.CombineGlobally(_KeyTableFn(self.spill))
-                   | "Decide" >> beam.FlatMap(_decide_from_table, self.bands if self.config.near else 0, self.spill)
-                   .with_outputs("decisions", "exact", "members", main="by_child"))
+            _FingerprintFn(self.config, self.bands, self.rows, spill, shards)).with_outputs("keys", main="articles")
+        by_id = (fingerprinted["keys"]
+                 | "IdTables" >> beam.CombinePerKey(_TableFn(spill))
+                 | "DecideIds" >> beam.FlatMap(_decide_ids, shards, spill).with_outputs(REJECTED, main="rows"))
+        by_content = (by_id["rows"]
+                      | "GroupByContent" >> beam.GroupByKey()
+                      | "DecideExact" >> beam.FlatMap(_decide_exact, shards, self.bands if self.config.near else 0,
+                                                      spill).with_outputs("exact", main="bands"))
 
         if self.config.near:
-            threshold = self.config.threshold
-            candidates = decided["by_child"]
-            # loc -> date of every document in a candidate pair: a small side input naming the articles to sketch
-            wanted = beam.pvalue.AsDict(decided["members"])
-            sketches = fingerprinted["articles"] | "SketchMembers" >> beam.FlatMap(
-                _sketch_if_wanted, wanted, self.spill)
-            if self.spill.on_disk:
-                # Local runs: the sketches wait in spill files, and their 32-byte tokens make a small side
-                # input; each child meets its candidate parents in one step. (The two joins below held a
-                # grouping-table entry per candidate pair in the launcher: its peak at 300,000 records.)
-                verified = candidates | "Verify" >> beam.FlatMap(
-                    _verify_candidates, beam.pvalue.AsDict(sketches), threshold, self.config.near_window_days,
-                    self.spill)
-            else:
-                # Inline sketches (up to 8 KB each) are too big for a side input: two joins bring each pair's
-                # sketches together. The reshuffle is a stage boundary the local runner needs: a stage waiting
-                # on a side input that feeds a Flatten (the joins) next to another stage's output never gets
-                # its watermark, and the run stops with "watermark-pending bundles did not execute".
-                signatures = sketches | "SpreadSketches" >> beam.Reshuffle()
-                to_parent = ({"sig": signatures, "parents": candidates} | "JoinChild" >> beam.CoGroupByKey()
-                             | "AttachChildSignature" >> beam.FlatMap(_attach_child_signature))
-                verified = ({"sig": signatures, "children": to_parent} | "JoinParent" >> beam.CoGroupByKey()
-                            | "Verify" >> beam.FlatMap(_verify_against_parent, threshold,
-                                                       self.config.near_window_days, self.spill))
-            edges = verified | "EarliestParent" >> beam.CombinePerKey(min)
+            candidates = (by_content["bands"]
+                          | "GroupByBucket" >> beam.GroupByKey()
+                          | "DecideBands" >> beam.FlatMap(_decide_bands, spill).with_outputs("members", main="pairs"))
+            sketches = ({"article": fingerprinted["articles"], "member": candidates["members"]}
+                        | "JoinMembers" >> beam.CoGroupByKey()
+                        | "SketchMembers" >> beam.FlatMap(_sketch_member, spill))
+            to_parent = ({"sig": sketches, "parents": candidates["pairs"]} | "JoinChild" >> beam.CoGroupByKey()
+                         | "AttachChildSignature" >> beam.FlatMap(_attach_child_signature))
+            verified = ({"sig": sketches, "children": to_parent} | "JoinParent" >> beam.CoGroupByKey()
+                        | "Verify" >> beam.FlatMap(_verify_against_parent, self.config.threshold,
+                                                   self.config.near_window_days, spill))
+            links = (verified
+                     | "EarliestParent" >> beam.CombinePerKey(min)
+                     | "Link" >> beam.Map(_to_link)
+                     | "Resolve" >> _ResolveLinks(self.rounds))
+            near = links | "DecideNear" >> beam.Map(_decide_near)
+            exact = ({"losers": by_content["exact"] | "ByKeptLoc" >> beam.Map(_by_kept_loc), "link": links}
+                     | "JoinExact" >> beam.CoGroupByKey()
+                     | "DecideExactCopies" >> beam.FlatMap(_decide_exact_copies))
+            decided = (by_id[REJECTED], near, exact)
         else:
-            edges = articles.pipeline | "NoEdges" >> beam.Create([])
-        parents = beam.pvalue.AsDict(edges)
+            decided = (by_id[REJECTED], by_content["exact"] | "DecideExactCopies" >> beam.Map(_exact_copy))
 
-        decisions = (
-            (decided["decisions"],
-             edges | "DecideNear" >> beam.Map(_decide_near, parents),
-             decided["exact"] | "DecideExact" >> beam.Map(_decide_exact, parents))
-            | "AllDecisions" >> beam.Flatten()
-        )
-        routed = fingerprinted["articles"] | "Route" >> beam.ParDo(
-            _RouteFn(self.spill), beam.pvalue.AsDict(decisions)).with_outputs(DUPLICATES, REJECTED, main=DOCUMENTS)
+        decisions = decided | "AllDecisions" >> beam.Flatten()
+        routed = ({"article": fingerprinted["articles"], "decision": decisions}
+                  | "JoinDecisions" >> beam.CoGroupByKey()
+                  | "Route" >> beam.ParDo(_RouteFn(spill)).with_outputs(DUPLICATES, REJECTED, main=DOCUMENTS))
         return {DOCUMENTS: routed[DOCUMENTS], DUPLICATES: routed[DUPLICATES], REJECTED: routed[REJECTED]}
