@@ -216,8 +216,7 @@ from collections import defaultdict  # noqa: E402
 
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
-from wirewash.transforms.dedup import (MAX_BUCKET_SIZE, MAX_PARENTS_PER_BUCKET, NO_DATE,  # noqa: E402
-                                       REASON_DUPLICATE_ID, band_hashes)
+from wirewash.transforms.dedup import (MAX_BUCKET_SIZE, MAX_PARENTS_PER_BUCKET, REASON_DUPLICATE_ID, band_hashes)
 from wirewash.transforms.normalize import content_hash  # noqa: E402
 from wirewash.transforms.types import Duplicate, Rejection  # noqa: E402
 
