@@ -23,7 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from wirewash.pipeline.ingest import IngestArticles
-from wirewash.pipeline.input_files import InputFile
+from wirewash.pipeline.input_files import InputFile, not_read_by_type
 from wirewash.pipeline.lake import (_write_marker, check_output_location, lake_layout, read_summary, remove_lake,
                                     remove_staging)
 from wirewash.pipeline.lake_write import WriteLake
@@ -168,6 +168,7 @@ def run_record(settings: RunSettings) -> dict:
             "started_at": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
             "ingested_at": settings.ingested_at, "inputs": list(settings.inputs), "input_files": len(settings.files),
             "skipped_inputs": settings.skipped_inputs,
+            "not_read_inputs": not_read_by_type(settings.not_read_inputs),
             "options": {"append": settings.append, "overwrite": settings.overwrite,
                         "partition_by": settings.partition_by, "rules": list(settings.rule_files),
                         "max_record_bytes": settings.max_record_bytes, **settings.dedup._asdict()}}

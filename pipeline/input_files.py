@@ -20,7 +20,8 @@ from apache_beam.io.filesystems import FileSystems
 from wirewash.transforms.types import FORMAT_HTML, FORMAT_TEXT
 
 __all__ = ["InputFile", "ByteRange", "InputError", "match_inputs", "format_of", "readable_name", "glob_root",
-           "walk_local_folder", "to_wire", "from_wire", "FORMAT_JSONL"]
+           "walk_local_folder", "to_wire", "from_wire", "FORMAT_JSONL",
+           "not_read_by_type", "describe_not_read"]
 
 
 FORMAT_JSONL = "jsonl"
@@ -99,11 +100,12 @@ def glob_root(pattern: str) -> str:
     return head if head.endswith("/") else posixpath.dirname(head) + "/"
 
 
-def match_inputs(patterns: Iterable[str]) -> list[InputFile]:
+def match_inputs(patterns: Iterable[str], not_read: Optional[list] = None) -> list[InputFile]:
     """Expands input arguments (files, folders, globs) into sorted `InputFile`s.
 
-    A folder means every supported file below it (other files, like a README, are not input). A glob or
-    file is taken as given: a matched file of an unsupported type is rejected later, not skipped.
+    A folder means every supported file below it (other files, like a README, are not input; their paths
+    are appended to `not_read` when given, so the run can say so). A glob or file is taken as given: a
+    matched file of an unsupported type is rejected later, not skipped.
     Raises InputError naming the argument that matches nothing.
     """
     found: dict[str, InputFile] = {}
@@ -131,6 +133,8 @@ def match_inputs(patterns: Iterable[str]) -> list[InputFile]:
         for path, problem in matched:
             fmt = format_of(path)
             if is_dir and fmt is None and not (problem and os.path.isdir(path)):
+                if not_read is not None:
+                    not_read.append(path)
                 continue
             rel = path[len(base):] if path.startswith(base) else posixpath.basename(path)
             files.append(InputFile(path, readable_name(rel or posixpath.basename(path)), fmt, problem))
@@ -226,3 +230,28 @@ def _is_directory(path: str) -> bool:
             FileSystems.match([path.rstrip("/") + "/*"])[0].metadata_list)
     except Exception:
         return False
+
+
+COMPRESSED_SUFFIXES = (".gz", ".zst", ".bz2", ".xz", ".zip", ".lz4")
+
+
+def not_read_by_type(paths: Iterable[str]) -> dict:
+    """File type (the name's extension, with the one before it for a compressed file: `.md`, `.jsonl.zst`;
+    `(none)`) -> how many of `paths`, most first."""
+    counts: dict = {}
+    for path in paths:
+        stem, ext = posixpath.splitext(posixpath.basename(path.rstrip("/")).lower())
+        if ext in COMPRESSED_SUFFIXES:
+            ext = posixpath.splitext(stem)[1] + ext
+        kind = ext[:16] or "(none)"
+        counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def describe_not_read(paths: list) -> str:
+    """One line for the files a folder input held but wirewash does not read, by type."""
+    kinds = not_read_by_type(paths)
+    shown = ", ".join(f"{kind} {n}" for kind, n in list(kinds.items())[:5])
+    more = f", +{len(kinds) - 5} more types" if len(kinds) > 5 else ""
+    files = "file" if len(paths) == 1 else "files"
+    return f"not read: {len(paths)} {files} of other types in the input folders ({shown}{more})"

@@ -373,7 +373,13 @@ def start_line(options, settings) -> str:
         return watching_line(" ".join(settings.inputs), opts.window_seconds,
                              first_window_in(time.time(), opts.window_seconds, opts.poll_interval))
     paths = [f.path for f in settings.files]
-    return reading_line(len(paths), local_bytes(paths))
+    line = reading_line(len(paths), local_bytes(paths))
+    not_read = list(getattr(settings, "not_read_inputs", ()))
+    if not_read:  # a second line: what the input folders held that is not read (a README, a .json export)
+        from wirewash.pipeline.input_files import describe_not_read
+
+        line += f"\nwirewash: {describe_not_read(not_read)}"
+    return line
 
 
 def stream_file_counter(options):

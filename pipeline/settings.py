@@ -64,6 +64,7 @@ class RunSettings(NamedTuple):
     append: bool = False
     inputs: tuple = ()  # the --input arguments as given (recorded in the lake's `runs`)
     skipped_inputs: int = 0  # files under --output that a folder or glob matched (never read)
+    not_read_inputs: tuple = ()  # files in input folders of a type wirewash does not read (a README, a .json)
     lake_index: tuple = ()  # --append: the lake's dedup index files
     stream: Optional[StreamSettings] = None  # a streaming run (`--streaming`): its source, windows and retention
 
@@ -105,8 +106,11 @@ def settings_from_options(options: PipelineOptions) -> RunSettings:
     if streaming and opts.append:
         raise ValueError("--append is for batch runs: a stream adds to its own lake as it goes")
     patterns = opts.input or [default_input()]
-    files = [] if streaming else match_inputs(patterns)  # a stream's input is watched, not listed now
+    not_read: list = []
+    files = [] if streaming else match_inputs(patterns, not_read)  # a stream's input is watched, not listed now
     files, skipped = outside_output(files, opts.output)
+    # the lake's own files (its summary, its Parquet files) are not the user's: not named as not read
+    not_read = [f.path for f in outside_output([InputFile(p, p, None) for p in not_read], opts.output)[0]]
     if skipped and not files:
         raise InputError(f"every input file is inside the output lake {opts.output!r}: nothing to read")
     rule_files = tuple(opts.rules or ())
@@ -127,6 +131,7 @@ def settings_from_options(options: PipelineOptions) -> RunSettings:
         append=opts.append,
         inputs=tuple(patterns),
         skipped_inputs=skipped,
+        not_read_inputs=tuple(not_read),
         stream=stream,
     )
 

@@ -633,3 +633,25 @@ def test_a_stop_after_the_commit_says_the_lake_is_complete(tmp_path):
                     f"interrupted ({sig.name}) after the commit: {lake} is a complete lake")
         assert done.stderr == f"wirewash: {expected}\n"
         assert (lake / SUMMARY_FILE).exists() is not before
+
+
+def test_files_a_folder_holds_but_wirewash_does_not_read_are_named_by_type(tmp_path, capsys):
+    """A folder input reads its .jsonl/.jsonl.gz/.txt/.html files; the others (a .json export, a compressed
+    .jsonl.zst, a README) are not read, and the run says how many of each type, once, and keeps it in its
+    record; the lake's own files (output inside the input folder) are not counted."""
+    inbox = tmp_path / "inbox"
+    (inbox / "sub").mkdir(parents=True)
+    dated_corpus(inbox / "a.jsonl", 3)
+    (inbox / "export.json").write_text("[]")
+    (inbox / "sub" / "more.json").write_text("{}")
+    (inbox / "b.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd")
+    (inbox / "README.md").write_text("notes")
+    lake = inbox / "lake"
+    assert main(["run", "--input", str(inbox), "--output", str(lake), *FIXED]) == 0
+    err = capsys.readouterr().err
+    assert "wirewash: not read: 4 files of other types in the input folders (.json 2, .jsonl.zst 1, .md 1)" in err
+    assert summary(lake)["runs"][-1]["not_read_inputs"] == {".json": 2, ".jsonl.zst": 1, ".md": 1}
+    assert main(["run", "--input", str(inbox), "--output", str(lake), "--overwrite", "--quiet", *FIXED]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["run", "--input", str(inbox), "--output", str(lake), "--overwrite", *FIXED]) == 0
+    assert "not read: 4 files" in capsys.readouterr().err  # the lake's .json and .parquet files are not counted

@@ -185,7 +185,9 @@ def test_a_seeds_run_says_what_it_reads_first_and_what_to_run_last(seeds_run):
     lake, out, err = seeds_run
     lines = err.splitlines()
     assert lines[0].startswith("wirewash: reading 5 files, ") and lines[0].endswith(" kB")
-    assert lines[1].startswith("wirewash: 5 records read -> 5 documents, 0 duplicates, 0 rejected in ")
+    # then what the folder holds but is not read (its README, the package's __init__.py), then the summary
+    assert lines[1].startswith("wirewash: not read: ") and "(.md 1" in lines[1]
+    assert lines[2].startswith("wirewash: 5 records read -> 5 documents, 0 duplicates, 0 rejected in ")
     assert lines[-3:] == ["next:", f'  wirewash query {lake} "SELECT lang, count(*) FROM documents GROUP BY lang"',
                           f"  wirewash report {lake}"]
     assert all(len(line) <= WIDTH for line in lines if str(lake) not in line) and out == ""
@@ -199,6 +201,7 @@ def test_the_run_record_holds_its_timing(seeds_run):
     assert {"write", "commit"} & set(timing["stages"])  # measured by the runner for the Beam stages
     assert sum(timing["stages"].values()) <= timing["wall_seconds"]
     assert all(isinstance(v, float) for v in timing["stages"].values())
-    shown = float(err.splitlines()[1].rsplit(" in ", 1)[1].split()[0])
+    summary_line = next(line for line in err.splitlines() if " records read -> " in line)
+    shown = float(summary_line.rsplit(" in ", 1)[1].split()[0])
     assert shown == round(timing["wall_seconds"], 1)  # the time printed is the recorded one, from process start
     assert not (lake / "_staging").exists()
