@@ -30,20 +30,32 @@ def _shown(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
-class Integer:
+class _Range:
+    """argparse type base: `parse` the text (None when it is not a value), then `holds` checks the range;
+    either failing raises one message naming the range (`range_text`)."""
+
+    def __call__(self, text: str):
+        value = self.parse(str(text).strip())
+        if value is None or not self.holds(value):
+            raise argparse.ArgumentTypeError(f"must be {self.range_text}, got {_shown(str(text))}")
+        return value
+
+
+class Integer(_Range):
     """argparse type: a whole number in [low, high]; the message says the range."""
 
     def __init__(self, low: int, high: int):
         self.low, self.high = low, high
 
-    def __call__(self, text: str) -> int:
+    @staticmethod
+    def parse(text: str):
         try:
-            value = int(str(text).strip())
+            return int(text)
         except ValueError:  # also Python's 4,300-digit limit on int()
-            value = None
-        if value is None or not self.low <= value <= self.high:
-            raise argparse.ArgumentTypeError(f"must be {self.range_text}, got {_shown(str(text))}")
-        return value
+            return None
+
+    def holds(self, value: int) -> bool:
+        return self.low <= value <= self.high
 
     @property
     def range_text(self) -> str:
@@ -53,21 +65,22 @@ class Integer:
         return f"Integer({self.low}, {self.high})"
 
 
-class Number:
+class Number(_Range):
     """argparse type: a finite number in [low, high] (`low_open`: low itself excluded); NaN and inf never."""
 
     def __init__(self, low: float, high: float, low_open: bool = False):
         self.low, self.high, self.low_open = low, high, low_open
 
-    def __call__(self, text: str) -> float:
+    @staticmethod
+    def parse(text: str):
         try:
-            value = float(str(text).strip())
+            return float(text)
         except ValueError:
-            value = math.nan
+            return None
+
+    def holds(self, value: float) -> bool:
         above = value > self.low if self.low_open else value >= self.low
-        if not (math.isfinite(value) and above and value <= self.high):
-            raise argparse.ArgumentTypeError(f"must be {self.range_text}, got {_shown(str(text))}")
-        return value
+        return math.isfinite(value) and above and value <= self.high
 
     @property
     def range_text(self) -> str:

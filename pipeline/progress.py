@@ -374,7 +374,7 @@ def start_line(options, settings) -> str:
                              first_window_in(time.time(), opts.window_seconds, opts.poll_interval))
     paths = [f.path for f in settings.files]
     line = reading_line(len(paths), local_bytes(paths))
-    not_read = list(getattr(settings, "not_read_inputs", ()))
+    not_read = list(settings.not_read_inputs)
     if not_read:  # a second line: what the input folders held that is not read (a README, a .json export)
         from wirewash.pipeline.input_files import describe_not_read
 

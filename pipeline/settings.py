@@ -110,7 +110,7 @@ def settings_from_options(options: PipelineOptions) -> RunSettings:
     files = [] if streaming else match_inputs(patterns, not_read)  # a stream's input is watched, not listed now
     files, skipped = outside_output(files, opts.output)
     # the lake's own files (its summary, its Parquet files) are not the user's: not named as not read
-    not_read = [f.path for f in outside_output([InputFile(p, p, None) for p in not_read], opts.output)[0]]
+    not_read = [path for path in not_read if not inside_output(path, opts.output)]
     if skipped and not files:
         raise InputError(f"every input file is inside the output lake {opts.output!r}: nothing to read")
     rule_files = tuple(opts.rules or ())
@@ -136,14 +136,18 @@ def settings_from_options(options: PipelineOptions) -> RunSettings:
     )
 
 
+def inside_output(path: str, output: str) -> bool:
+    """Whether `path` lies inside the output lake (local paths compared after resolving links)."""
+    if "://" in output:
+        return path.startswith(output.rstrip("/") + "/")
+    if "://" in path:
+        return False
+    root = os.path.realpath(output)
+    return os.path.commonpath([root, os.path.realpath(path)]) == root
+
+
 def outside_output(files: list[InputFile], output: str) -> tuple[list[InputFile], int]:
     """The input files that are not inside the output lake, and how many were: a lake written inside its
     own input folder never reads its own files (its report, a user's notes) back as articles."""
-    if "://" in output:
-        root = output.rstrip("/") + "/"
-        inside = [f for f in files if f.path.startswith(root)]
-    else:
-        root = os.path.realpath(output)
-        inside = [f for f in files if "://" not in f.path
-                  and os.path.commonpath([root, os.path.realpath(f.path)]) == root]
-    return [f for f in files if f not in inside], len(inside)
+    outside = [f for f in files if not inside_output(f.path, output)]
+    return outside, len(files) - len(outside)

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -99,3 +100,11 @@ SHAPES_RECORDS = [
     {"id": "de", "source": "d.example", "text": ARTICLE_DE},
     "{not json",
 ]
+
+
+def python_output(code: str) -> str:
+    """Runs `code` in a fresh interpreter from the repository folder; its stdout (a failure shows its stderr)."""
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout

@@ -11,6 +11,7 @@ import sys
 import tomllib
 
 import wirewash.transforms
+from tests.helpers import python_output
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKED_FOLDERS = ("pipeline", "transforms", "tests", "bench", "deploy")
@@ -31,9 +32,7 @@ def test_every_transforms_module_imports_without_pipeline():
             "    importlib.import_module(name)\n"
             "print(json.dumps({'imported': names,\n"
             "                  'pipeline': sorted(m for m in sys.modules if m.startswith('wirewash.pipeline'))}))\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    found = json.loads(out.stdout.strip().splitlines()[-1])
+    found = json.loads(python_output(code).strip().splitlines()[-1])
     assert {f"wirewash.transforms.{name}" for name in _transforms_modules()} <= set(found["imported"])
     assert found["pipeline"] == [], f"transforms/ imports pipeline/: {found['pipeline']}"
 

@@ -26,7 +26,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from wirewash.pipeline.cli import main
 from wirewash.pipeline.runners import DASK_RUNNER, UnsupportedRunnerError
-from tests.helpers import lake_rows, summary, write_jsonl
+from tests.helpers import lake_rows, python_output, summary, write_jsonl
 from tests.test_pipeline import MIXED
 
 REPO = Path(__file__).resolve().parents[1]
@@ -376,6 +376,4 @@ def test_fnapi_runner_short_name_is_known():
             "from apache_beam.runners.runner import create_runner\n"
             "register_fnapi_runner()\n"
             "print(type(create_runner('FnApiRunner')).__name__)\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "FnApiRunner"
+    assert python_output(code).strip() == "FnApiRunner"
