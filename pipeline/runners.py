@@ -55,11 +55,13 @@ def register_fnapi_runner() -> None:
 
 
 def prepare_runner(options: PipelineOptions) -> None:
-    """Maps Dask runner names to wirewash's DaskRunner and refuses what it cannot run, in one sentence."""
+    """Maps Dask runner names to wirewash's DaskRunner and refuses, in one sentence, a runner that does not
+    exist (`check_runner_name`) or what a runner cannot run. Reads and writes no file: it runs first."""
     register_fnapi_runner()
     _unabbreviate_output(options)
     standard = options.view_as(StandardOptions)
     if not is_dask_runner(standard.runner):
+        check_runner_name(standard.runner)
         return
     if standard.streaming:
         raise UnsupportedRunnerError(
@@ -69,6 +71,31 @@ def prepare_runner(options: PipelineOptions) -> None:
         raise UnsupportedRunnerError(
             "the DaskRunner needs dask.distributed: pip install \"wirewash[dask]\" (apache-beam[dask])")
     standard.runner = DASK_RUNNER
+
+
+def check_runner_name(runner: Any) -> None:
+    """Raises UnsupportedRunnerError when `--runner` names no runner class: not one of Beam's short names (or
+    wirewash's), or a dotted path whose module or class is not there. The runner is not made here (Beam makes
+    it with the pipeline); only its name is resolved, as Beam's `create_runner` does."""
+    from apache_beam.runners.runner import _RUNNER_MAP
+
+    if runner is None or not isinstance(runner, str):  # None: Beam's default; an object: the caller's own
+        return
+    path = _RUNNER_MAP.get(runner.lower(), _RUNNER_MAP.get(runner.lower() + "runner", runner))
+    known = ", ".join(sorted({p.rsplit(".", 1)[-1] for p in _RUNNER_MAP.values()}))
+    if "." not in path.strip("."):
+        raise UnsupportedRunnerError(f"unknown runner {runner!r} for --runner; choose one of {known}, or the "
+                                     "dotted path of a PipelineRunner class")
+    module, name = path.rsplit(".", 1)
+    try:
+        found = getattr(importlib.import_module(module), name, None)
+    except ImportError as err:  # a runner of an extra that is not installed (apache_beam[gcp]...)
+        raise UnsupportedRunnerError(f"--runner {runner} cannot be loaded here ({err}); is the extra it needs "
+                                     "installed (e.g. pip install \"apache-beam[gcp]\")?") from None
+    except Exception as err:  # noqa: BLE001 - a module that fails at import: still one sentence
+        raise UnsupportedRunnerError(f"--runner {runner} cannot be loaded: {type(err).__name__}: {err}") from None
+    if not isinstance(found, type):
+        raise UnsupportedRunnerError(f"--runner {runner}: {module} has no runner class {name!r}")
 
 
 def _unabbreviate_output(options: PipelineOptions) -> None:

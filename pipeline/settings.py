@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from wirewash.pipeline.input_files import InputError, InputFile, match_inputs
 from wirewash.pipeline.lake import DEFAULT_PARTITION_BY
 from wirewash.pipeline.options import WirewashOptions, check_options
+from wirewash.pipeline.runners import prepare_runner
 from wirewash.pipeline.sources import StreamSource, parse_source
 from wirewash.transforms.boilerplate import load_rules
 from wirewash.transforms.dedup import DedupConfig
@@ -83,8 +84,10 @@ MAX_LOCAL_WORKERS = 256  # local worker processes: one per core is the point; hu
 
 
 def check_beam_options(options: PipelineOptions) -> None:
-    """The Beam options wirewash itself acts on (the local runner's worker count), range-checked like its own:
-    Beam declares `--direct_num_workers` as any int."""
+    """The Beam options wirewash itself acts on, checked like its own: the runner exists and can run this
+    (`prepare_runner`), the local runner's worker count is in range (Beam declares `--direct_num_workers` as
+    any int)."""
+    prepare_runner(options)
     workers = options.view_as(DirectOptions).direct_num_workers
     if workers is not None and not 0 <= workers <= MAX_LOCAL_WORKERS:
         raise ValueError(f"--direct_num_workers must be from 0 (one per core) to {MAX_LOCAL_WORKERS}, got {workers}")
@@ -98,7 +101,7 @@ def settings_from_options(options: PipelineOptions) -> RunSettings:
     before anything is read or written."""
     opts = options.view_as(WirewashOptions)
     check_options(opts)  # each option's own range was checked when it was parsed (pipeline/options.py)
-    check_beam_options(options)
+    check_beam_options(options)  # before any file is listed or read: a bad value is found first
     ingested_at = opts.ingested_at or datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     if opts.append and opts.overwrite:
         raise ValueError("--append adds to the lake in --output and --overwrite replaces it: choose one")

@@ -54,7 +54,9 @@ def lake(tmp_path_factory):
     (["run", "seeds/"], "unexpected argument 'seeds/'"),
     (["run", "--num_perm", "many"], "--num_perm must be a whole number from 16 to 1024, got 'many'"),
     (["run", "--near_threshold", "2"], "--near_threshold must be a number in (0, 1], got '2'"),
-    (["run", "--runner", "NoSuchRunner"], "Unexpected pipeline runner: NoSuchRunner"),
+    (["run", "--runner", "NoSuchRunner"], "unknown runner 'NoSuchRunner' for --runner; choose one of "),
+    (["run", "--runner", "apache_beam.runners.NoSuchRunner"], "apache_beam.runners has no runner class 'NoSuchRunner'"),
+    (["run", "--runner", "no_such_module.Runner"], "--runner no_such_module.Runner cannot be loaded here"),
     (["run", "--rules", "/nonexistent/rules.toml"], "/nonexistent/rules.toml: no such file or directory"),
     (["run", "--config", "/nonexistent/wirewash.toml"], "config file /nonexistent/wirewash.toml does not exist"),
     (["query", "/nonexistent/lake", "SELECT 1"], "is not a wirewash lake"),
@@ -62,7 +64,8 @@ def lake(tmp_path_factory):
     (["ddl", "/nonexistent/lake", "--dialect", "oracle"], "argument --dialect: invalid choice: 'oracle'"),
     (["report", "/nonexistent/lake"], "is not a wirewash lake"),
 ])
-def test_user_mistakes_are_one_sentence(argv, expected, capsys):
+def test_user_mistakes_are_one_sentence(argv, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default --output lake/ is relative: never the caller's folder
     assert main(argv) == 2
     assert expected in one_error_line(capsys)
 
@@ -107,6 +110,20 @@ def test_rules_between_options_stop_before_any_work(tmp_path, capsys, argv, expe
                  *argv]) == 2
     assert expected in one_error_line(capsys)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, expected", [(["--runner", "NoSuchRunner"], "unknown runner 'NoSuchRunner'"),
+                                            (["--runner", "apache_beam.runners.Nope"], "has no runner class 'Nope'"),
+                                            (["--direct_num_workers", "-1"], "--direct_num_workers must be")])
+def test_a_bad_option_value_is_named_before_any_file_is_touched(tmp_path, monkeypatch, capsys, argv, expected):
+    """A bad value (an unknown runner, an out-of-range count) is the error, whatever the folders hold: not the
+    missing input, nor the default output lake/ that a stale run left as a non-lake folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lake" / "_staging" / "old").mkdir(parents=True)
+    assert main(["run", "--input", "missing.jsonl", *argv]) == 2
+    assert expected in one_error_line(capsys)
+    assert [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*"))] == \
+        ["lake", "lake/_staging", "lake/_staging/old"]
 
 
 @pytest.mark.parametrize("argv", [["--runner", "NoSuchRunner"], ["--rules", "/nonexistent/rules.toml"]])
