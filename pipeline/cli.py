@@ -93,7 +93,9 @@ def _add_cli_args(parser) -> None:
                         help="read options from this TOML file (keys are option names: input, output, rules, "
                              "near_threshold, runner...); command-line flags win")
     parser.add_argument("--verbose", action="store_true", help="show Beam's and the libraries' INFO logs")
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors (no progress, no summary)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print no progress and no notices: no first line, progress or window lines, stream "
+                             "drain notice or summary; errors and the one line saying a run was interrupted stay")
     parser.add_argument("--progress", action="store_true",
                         help="print progress lines even when stderr is not a terminal (on a terminal, a live "
                              "progress bar is shown anyway for local runs)")
@@ -305,7 +307,7 @@ def _run_command(argv: list[str], stop) -> int:
             from wirewash.pipeline.streaming import run_streaming
             lines = not args.quiet and _is_local_runner(options)
             with StreamLines(stream_file_counter(options)) if lines else contextlib.nullcontext():
-                summary = run_streaming(pipeline, settings.output)
+                summary = run_streaming(pipeline, settings.output, quiet=args.quiet)
         else:
             # Local worker processes are quiet by themselves (pipeline/worker.py, started by resolve_runner).
             _arm(stop, options, settings.output, pipeline, display)

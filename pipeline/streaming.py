@@ -27,9 +27,10 @@ __all__ = ["run_streaming"]
 LOG = logging.getLogger(__name__)
 
 
-def run_streaming(pipeline: beam.Pipeline, output: str) -> dict:
+def run_streaming(pipeline: beam.Pipeline, output: str, quiet: bool = False) -> dict:
     """Runs a streaming pipeline until it ends or is drained (SIGINT / SIGTERM -> `request_drain`), then
-    finalizes the lake and returns the final summary. Signal handlers are restored afterwards."""
+    finalizes the lake and returns the final summary. Signal handlers are restored afterwards. `quiet`
+    (`--quiet`): no "draining" notice; an abort (a second signal) is still logged as an error."""
     import signal
 
     previous = {}
@@ -37,8 +38,9 @@ def run_streaming(pipeline: beam.Pipeline, output: str) -> dict:
     def drain(signum, frame):
         if drain_requested():  # a second signal: stop now, without finishing the windows
             raise KeyboardInterrupt
-        LOG.warning("wirewash: %s received: draining (finishing the open windows; again to abort)...",
-                    signal.Signals(signum).name)
+        if not quiet:
+            LOG.warning("wirewash: %s received: draining (finishing the open windows; again to abort)...",
+                        signal.Signals(signum).name)
         request_drain()
 
     reset_drain()
