@@ -598,7 +598,9 @@ def _main(argv: list[str] | None, stop) -> int:
         return EXIT_OK
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()
-        return EXIT_OK if argv else EXIT_USAGE
+        if not argv:  # a mistake like any other: its one line on stderr, after the help
+            return _error(f"no command given; choose from {', '.join(COMMANDS)}")
+        return EXIT_OK
     if argv[0] not in COMMANDS:
         return _error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)} "
                       "(wirewash --help lists them)")

@@ -1,4 +1,5 @@
-"""A fuzzer over the command line: random argv for `wirewash run`, `query`, `report` and `ddl`, drawn from the
+"""A fuzzer over the command line: random argv for `wirewash run`, `query`, `report`, `ddl` and `compact` (each
+command `wirewash --help` lists: `test_every_command_is_fuzzed`), and any words at the top level, drawn from the
 real parsers' own options, with hostile values (huge, negative, NaN, unicode, empty, odd paths) and random
 `--config` files. Every command must end with exit code 0, 1 or 2 and no traceback; a run that succeeds must
 account for every record it read.
@@ -20,6 +21,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -254,9 +256,12 @@ SQL = st.one_of(st.sampled_from(["SELECT count(*) FROM documents", "SELECT * FRO
                 st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40))
 
 
+READ_ONLY_COMMANDS = ["query", "report", "ddl"]  # leave the lake as it is (report adds only _REPORT.html)
+
+
 @st.composite
 def other_argvs(draw, lake: str):
-    command = draw(st.sampled_from(["query", "report", "ddl"]))
+    command = draw(st.sampled_from(READ_ONLY_COMMANDS))
     paths = {**PATHS, "the_lake": lake}
     positional = [draw(st.one_of(st.just(lake), st.just(lake), values(paths)))]
     if command == "query":
@@ -279,6 +284,73 @@ def test_query_report_ddl_argv_fuzz(small_lake, data):
     check_outcome(argv, code, err)
     after = sorted(p.relative_to(small_lake).as_posix() for p in small_lake.rglob("*") if p.name != "_REPORT.html")
     assert after == before, f"{argv!r} changed the lake"
+
+
+# --- compact (it rewrites the lake: each example works on its own copy) -----------------------------------
+
+@pytest.fixture(scope="module")
+def appended_lake(tmp_path_factory) -> Path:
+    """A lake of two runs (the second appended), so that one partition holds two files to merge."""
+    folder = tmp_path_factory.mktemp("fuzzcompact")
+    lake = folder / "lake"
+    for name, records in (("one.jsonl", RECORDS), ("two.jsonl", [{"id": "c", "text": ARTICLE_EN.replace("council",
+                                                                                                         "board")}])):
+        assert main(["run", "--input", str(write_jsonl(folder / name, records)), "--output", str(lake), "--quiet",
+                     "--ingested_at", "2024-01-01T00:00:00Z", *(["--append"] if name == "two.jsonl" else [])]) == 0
+    return lake
+
+
+def lake_content(lake: Path) -> dict:
+    """Every row of the three tables (sorted, as text), and whether the manifest lists exactly the files there."""
+    listed = json.loads((lake / "_SUMMARY.json").read_text())["files"]
+    return {**{t: sorted(map(repr, lake_rows(lake, t))) for t in ("documents", "duplicates", "rejected")},
+            "manifest": all(sorted(listed[t]) == sorted(p.relative_to(lake).as_posix() for p in (lake / t).rglob("*.parquet"))
+                            for t in ("documents", "duplicates", "rejected"))}
+
+
+@fuzz_settings(default=12)
+@seed(SEED)
+@given(st.data())
+def test_compact_argv_fuzz(appended_lake, data):
+    """`wirewash compact` with random arguments: exit 0, 1 or 2 and one line on failure; the lake's rows never
+    change, and its manifest lists exactly its files afterwards."""
+    before = lake_content(appended_lake)
+    with sandbox() as root:
+        shutil.copytree(appended_lake, root / "lake")
+        positional = data.draw(st.lists(st.one_of(st.just("lake"), values(PATHS)), max_size=2))
+        argv = data.draw(argv_for(command_parser("compact"), PATHS))
+        argv = ["compact", *data.draw(st.permutations(positional + argv))] if data.draw(st.booleans()) \
+            else ["compact", *positional, *argv]
+        code, err = run_main(argv)
+        check_outcome(argv, code, err)
+        assert lake_content(root / "lake") == before, argv
+
+
+# --- the top level: any first word, any words after it ----------------------------------------------------
+
+WORDS = st.one_of(st.sampled_from(["run", "query", "report", "ddl", "compact", "--version", "--help", "-h", "--verbose",
+                                   "--quiet", "lake", "SELECT 1", "", "-", "--", "--config"]), TEXT)
+
+
+@fuzz_settings(default=40)
+@seed(SEED)
+@given(st.lists(WORDS, max_size=4))
+def test_top_level_argv_fuzz(argv):
+    """`wirewash ARGS...` with any words (a command or not, options before the command, none at all): exit 0, 1
+    or 2, no traceback. A bare `run` would build a lake of the seeds: it is given --help."""
+    if argv[:1] == ["run"] and not {"-h", "--help"} & set(argv):
+        argv = argv + ["--help"]
+    with sandbox():
+        code, err = run_main(argv)
+    check_outcome(argv, code, err)
+
+
+def test_every_command_is_fuzzed():
+    """Each command `wirewash --help` lists is reached by one of the fuzzers above."""
+    from wirewash.pipeline import cli
+
+    fuzzed = {"run", "compact"} | set(READ_ONLY_COMMANDS)  # run_argvs, test_compact_argv_fuzz, other_argvs
+    assert set(cli.COMMANDS) == fuzzed, set(cli.COMMANDS) ^ fuzzed
 
 
 # --- real processes ----------------------------------------------------------------------------------------
