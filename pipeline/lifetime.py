@@ -8,8 +8,14 @@
   A parent-death signal (`prctl(PR_SET_PDEATHSIG)`) is not used: Linux sends it when the *thread* that
   forked the child ends, and Beam forks from its own pool threads, so it would kill healthy children.
 - `StopOnSignals`, in the launcher, around a local batch run: the first SIGINT or SIGTERM claims the commit
-  (`claim`); when the claim succeeds, nothing will be committed, so it kills every descendant process,
+  (`claim`); when the claim succeeds, nothing will be committed, so it kills the run's processes (every
+  descendant but those that were there before the run, as an embedding program's own children, and theirs),
   removes the run's temporary folders, prints one line and exits 130 without waiting for Beam's threads.
+  Processes are signalled one by one, each through a pidfd after checking its start time (a reused pid is
+  left alone), never as a process group: an in-process run shares its caller's group.
+  All of it is the state of one `StopOnSignals` (one command): the signal handlers it installed are given
+  back when the command ends, so nothing of one call reaches the next; a signal that ended the command then
+  goes on to the caller's own handler, if it installed one.
   When the commit already holds the claim, the commit (a second or so) is let finish and the command exits
   130 right after it, saying the lake is complete. A second signal exits 130 at once.
 - `claim(staging_root)`: one `mkdir` that only the first caller wins; the commit (`pipeline.lake.commit`)
@@ -27,7 +33,7 @@ import threading
 import time
 from typing import Optional
 
-__all__ = ["follow", "guard_forks", "claim", "descendants", "kill_descendants", "StopOnSignals", "LAUNCHER_ENV",
+__all__ = ["follow", "guard_forks", "claim", "descendants", "kill_descendants", "kill_process", "StopOnSignals", "LAUNCHER_ENV",
            "EXIT_INTERRUPTED", "CLAIM"]
 
 LAUNCHER_ENV = "WIREWASH_LAUNCHER_PID"
@@ -36,6 +42,8 @@ EXIT_ORPHANED = 1
 CLAIM = "_CLAIM"
 
 _guarded_owner: Optional[int] = None  # the launcher's pid while forks are guarded
+_guards = 0  # how many armed runs of this process want forks guarded (runs in several threads each count)
+_guard_lock = threading.Lock()
 
 
 def follow(pid: int, check_parent: bool = False) -> None:
@@ -88,12 +96,15 @@ _hook_registered = False
 
 
 def guard_forks(enabled: bool = True) -> None:
-    """While enabled, every process this one forks ignores SIGINT and follows this process (`follow`)."""
-    global _guarded_owner, _hook_registered
-    if enabled and not _hook_registered and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
-        _hook_registered = True
-    _guarded_owner = os.getpid() if enabled else None
+    """While enabled, every process this one forks ignores SIGINT and follows this process (`follow`). Calls
+    nest: forks stay guarded until each `guard_forks(True)` has had its `guard_forks(False)`."""
+    global _guarded_owner, _hook_registered, _guards
+    with _guard_lock:
+        if enabled and not _hook_registered and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+            _hook_registered = True
+        _guards = _guards + 1 if enabled else max(_guards - 1, 0)
+        _guarded_owner = os.getpid() if _guards else None
 
 
 def claim(staging_root: str) -> bool:
@@ -108,39 +119,73 @@ def claim(staging_root: str) -> bool:
     return True
 
 
-def descendants(pid: Optional[int] = None) -> list[int]:
-    """Pids of every living descendant of `pid` (default: this process), read from /proc; [] elsewhere."""
-    pid = os.getpid() if pid is None else pid
-    children: dict[int, list[int]] = {}
+def _stat(pid) -> Optional[tuple[int, int]]:
+    """(parent pid, start time in clock ticks after boot) of a living process, from /proc; None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:  # ended meanwhile, or no /proc
+        return None
+    fields = stat[stat.rindex(b")") + 2:].split()  # after "pid (comm) ": state, ppid, ... starttime (22nd)
+    return int(fields[1]), int(fields[19])
+
+
+def _descendants_with_start(pid: int, skip: frozenset = frozenset()) -> list[tuple[int, int]]:
+    """(pid, start time) of every living descendant of `pid`, not looking below the processes in `skip`."""
+    children: dict[int, list[tuple[int, int]]] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
         return []
     for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                stat = handle.read()
-        except OSError:  # ended meanwhile
-            continue
-        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])  # after "pid (comm) state"
-        children.setdefault(ppid, []).append(int(entry))
+        if entry.isdigit():
+            found = _stat(entry)
+            if found is not None:
+                children.setdefault(found[0], []).append((int(entry), found[1]))
     found, todo = [], [pid]
     while todo:
         for child in children.get(todo.pop(), ()):
-            found.append(child)
-            todo.append(child)
+            if child not in skip:
+                found.append(child)
+                todo.append(child[0])
     return found
 
 
-def kill_descendants() -> None:
-    """SIGKILLs every descendant of this process (they would end by `follow` anyway, within a second)."""
-    for pid in descendants():
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+def descendants(pid: Optional[int] = None) -> list[int]:
+    """Pids of every living descendant of `pid` (default: this process), read from /proc; [] elsewhere."""
+    return [child for child, _ in _descendants_with_start(os.getpid() if pid is None else pid)]
+
+
+def kill_process(pid: int, started: int, sig: int = signal.SIGKILL) -> bool:
+    """Sends `sig` to process `pid` only if it is still the process that started at `started` (a pid freed and
+    reused meanwhile is left alone): through a pidfd, which names one process for good, where there is one.
+    Never a process group. True when sent."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # gone, or no pidfd here: the start time check alone
+        fd = None
+    try:
+        found = _stat(pid)
+        if found is None or found[1] != started:
+            return False
+        if fd is not None:
+            signal.pidfd_send_signal(fd, sig)
+        else:
+            os.kill(pid, sig)
+        return True
+    except OSError:
+        return False
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def kill_descendants(keep: frozenset = frozenset()) -> None:
+    """SIGKILLs each descendant of this process but those in `keep` ((pid, start time) pairs: the processes that
+    were there before the run, and everything below them), one by one (`kill_process`); they would end by
+    `follow` anyway, within a second."""
+    for pid, started in _descendants_with_start(os.getpid(), keep):
+        kill_process(pid, started)
 
 
 def _identity(path: Optional[str]):
@@ -187,8 +232,10 @@ class StopOnSignals:
         self.interrupted: Optional[str] = None
         self._previous: dict = {}
         self._armed = False
+        self._guarding = False
         self._stopping = False
         self._pid = os.getpid()
+        self._others: frozenset = frozenset()  # (pid, start) of the processes that were there before the run
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -197,18 +244,37 @@ class StopOnSignals:
         return self
 
     def __exit__(self, *exc):
-        guard_forks(False)
+        if self._guarding:
+            guard_forks(False)
+            self._guarding = False
         self._armed = False
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        self._pass_on()
         return False
+
+    def _pass_on(self) -> None:
+        """A signal that ended the command goes on, once the command is over, to the handler its caller had
+        installed, if any (a program embedding `main` that shuts down on SIGTERM, a test harness): the
+        command's exit 130 does not swallow it. Python's defaults (exit 130 is the whole answer) get nothing."""
+        name = self.interrupted or self.requested
+        if not name:
+            return
+        sig = signal.Signals[name]
+        handler = self._previous.get(sig)
+        if callable(handler) and handler is not signal.default_int_handler:
+            signal.raise_signal(sig)
 
     def arm(self, output: str, staging_root: str, cleanup: tuple = (), summary: Optional[str] = None) -> None:
         """`summary`: the lake's summary file, written last by the commit (a new file: a new inode)."""
         self.output, self.staging_root, self.cleanup = output, staging_root, tuple(cleanup)
         self.summary, self._summary_before = summary, _identity(summary)
+        # the children this process already had (an embedding program's own) are not the run's to end
+        self._others = frozenset(_descendants_with_start(self._pid))
         self._armed = True
-        guard_forks(True)
+        if not self._guarding:
+            guard_forks(True)
+            self._guarding = True
 
     def disarm(self) -> None:
         for sig in self._previous:
@@ -223,7 +289,7 @@ class StopOnSignals:
             raise KeyboardInterrupt
         if self._stopping:  # a second signal: out now
             threading.excepthook = lambda args: None
-            kill_descendants()
+            kill_descendants(self._others)
             _say(f"interrupted again ({name}): stopped during the commit; {self.output} may be incomplete "
                  "(wirewash query refuses it; rerun with --overwrite)" if self.interrupted else
                  f"interrupted ({name})")
@@ -239,7 +305,7 @@ class StopOnSignals:
             return
         # Beam's threads see their workers die below and would print tracebacks before this process ends
         threading.excepthook = lambda args: None
-        kill_descendants()
+        kill_descendants(self._others)
         for step in self.cleanup:
             try:
                 step()

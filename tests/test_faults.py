@@ -607,6 +607,82 @@ def test_a_signal_before_the_run_starts_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "lake").exists()
 
 
+def test_calls_of_main_in_one_process_leave_nothing_to_the_next(tmp_path, monkeypatch, capsys):
+    """A program calling `main` again and again (or a fuzzer): a call stopped by SIGTERM before its run, then
+    runs whose HTML pages go through the extraction subprocess (forked, then ended by the run's cleanup). Each
+    call gives the caller's own signal handlers back, no signal reaches the caller after a call (nothing of a
+    run's cleanup is sent to the caller's process or group), the signal that stopped a call goes on to the
+    caller's own handler once, and each later run runs and accounts for every record."""
+    import wirewash.pipeline.settings as settings_module
+    received = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        mine = {sig: signal.getsignal(sig) for sig in previous}
+        original = settings_module.settings_from_options
+
+        def interrupted(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(2)
+        monkeypatch.setattr(settings_module, "settings_from_options", interrupted)
+        assert main(["run", "--output", str(tmp_path / "stopped")]) == 130
+        monkeypatch.setattr(settings_module, "settings_from_options", original)
+        assert capsys.readouterr().err.endswith("interrupted (SIGTERM): stopped before the run began; nothing was "
+                                                "written\n")
+        # the caller's own SIGTERM handler hears of the signal once the command is over, and only once
+        assert {sig: signal.getsignal(sig) for sig in previous} == mine and received == [signal.SIGTERM]
+        received.clear()
+        corpus = html_corpus(tmp_path / "pages.jsonl", 4)
+        for n in range(2):
+            lake = tmp_path / f"lake{n}"
+            assert main(["run", "--input", str(corpus), "--output", str(lake), "--quiet", *FIXED]) == 0, \
+                capsys.readouterr().err
+            assert summary(lake)["records_read"] == 4 and summary(lake)["reconciled"]
+            time.sleep(0.5)  # a late signal of the run's cleanup would land here
+            assert {sig: signal.getsignal(sig) for sig in previous} == mine and received == []
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@pytest.mark.slow
+def test_a_stop_ends_the_runs_processes_and_not_its_callers(tmp_path):
+    """`main` called by a program that has a child process of its own: SIGTERM during the run ends the run's
+    processes (the extraction subprocess) and not the caller's child, which was there before the run."""
+    corpus = html_corpus(tmp_path / "pages.jsonl", 300)
+    script = ("import os, signal, subprocess, sys, threading, time\n"
+              "from wirewash.pipeline import cli, lifetime\n"
+              "own = subprocess.Popen(['sleep', '120'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+              "print(own.pid, flush=True)\n"
+              "arm = lifetime.StopOnSignals.arm\n"
+              "def armed(self, *args, **kwargs):\n"
+              "    arm(self, *args, **kwargs)\n"
+              "    def stop_once_the_run_has_a_process():\n"
+              "        deadline = time.monotonic() + 120\n"
+              "        while time.monotonic() < deadline and len(lifetime.descendants()) < 2:\n"
+              "            time.sleep(0.01)\n"
+              "        print(' '.join(map(str, lifetime.descendants())), flush=True)\n"
+              "        os.kill(os.getpid(), signal.SIGTERM)\n"
+              "    threading.Thread(target=stop_once_the_run_has_a_process, daemon=True).start()\n"
+              "lifetime.StopOnSignals.arm = armed\n"
+              f"sys.exit(cli.main(['run', '--input', {str(corpus)!r}, '--output', {str(tmp_path / 'lake')!r}, "
+              "'--quiet']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    own = None
+    try:
+        out, err = proc.communicate(timeout=180)
+        own, children = int(out.split()[0]), {int(pid) for pid in out.splitlines()[1].split()}
+        assert proc.returncode == 130, err[-2000:]
+        assert err.splitlines()[-1].startswith("wirewash: interrupted (SIGTERM): stopped, nothing was committed")
+        assert own in children and len(children) >= 2
+        assert session_processes(proc.pid) == [own]  # the run's processes are gone, the caller's child lives
+    finally:
+        for pid in session_processes(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        proc.wait()
+
+
 def test_a_stop_after_the_commit_says_the_lake_is_complete(tmp_path):
     """The commit removes its claim with the staging folder when it ends; a signal after that (the run is still
     finishing) finds a new _SUMMARY.json and says the lake is complete instead of "nothing was committed"."""

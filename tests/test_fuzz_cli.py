@@ -22,6 +22,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -119,12 +120,21 @@ def run_main(argv: list[str]) -> tuple[int, str]:
     """`main(argv)` in this process: (exit code, what it printed on stderr). An exception escaping main, or
     a SystemExit other than argparse's --help, fails the example."""
     err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = main(argv)
-        except SystemExit as stop:  # argparse's own --help action exits
-            assert stop.code == 0 and {"-h", "--help"} & set(argv), f"SystemExit({stop.code}) for {argv!r}"
-            code = 0
+    received = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                code = main(argv)
+            except SystemExit as stop:  # argparse's own --help action exits
+                assert stop.code == 0 and {"-h", "--help"} & set(argv), f"SystemExit({stop.code}) for {argv!r}"
+                code = 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:  # a real signal reached this process (main passes it on): the session was stopped, not a finding
+        raise KeyboardInterrupt(f"{signal.Signals(received[0]).name} reached the test process during {argv!r}")
     return code, err.getvalue()
 
 
