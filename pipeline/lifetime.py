@@ -240,7 +240,8 @@ class StopOnSignals:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._on_signal)
+                if signal.getsignal(sig) is not signal.SIG_IGN:  # ignored on entry (`nohup`, `cmd &`): stays so
+                    self._previous[sig] = signal.signal(sig, self._on_signal)
         return self
 
     def __exit__(self, *exc):

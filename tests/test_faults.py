@@ -645,6 +645,27 @@ def test_calls_of_main_in_one_process_leave_nothing_to_the_next(tmp_path, monkey
             signal.signal(sig, handler)
 
 
+def test_a_signal_the_caller_ignores_stays_ignored(tmp_path, monkeypatch):
+    """A command started with SIGINT ignored (`wirewash run ... &` in a script, `nohup`) is not stopped by a
+    Ctrl-C meant for the foreground job: the command keeps the signal ignored and its run goes through."""
+    import wirewash.pipeline.settings as settings_module
+    original = settings_module.settings_from_options
+
+    def ctrl_c_then_go_on(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.5)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(settings_module, "settings_from_options", ctrl_c_then_go_on)
+    corpus = dated_corpus(tmp_path / "c.jsonl", 2)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert main(["run", "--input", str(corpus), "--output", str(tmp_path / "lake"), "--quiet", *FIXED]) == 0
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert summary(tmp_path / "lake")["records_read"] == 2
+
+
 @pytest.mark.slow
 def test_a_stop_ends_the_runs_processes_and_not_its_callers(tmp_path):
     """`main` called by a program that has a child process of its own: SIGTERM during the run ends the run's
