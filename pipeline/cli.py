@@ -604,6 +604,9 @@ def _main(argv: list[str] | None, stop) -> int:
     if argv[0] not in COMMANDS:
         return _error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)} "
                       "(wirewash --help lists them)")
+    with_nul = next((arg for arg in argv if "\0" in arg), None)
+    if with_nul is not None:  # a command line cannot hold one; a program calling main can: no path or value does
+        return _error(f"argument {with_nul!r} holds a NUL character, which no path, value or SQL can contain")
     try:
         if argv[0] == "run":
             return run_command(argv[1:], stop)

@@ -50,6 +50,8 @@ def lake(tmp_path_factory):
 @pytest.mark.parametrize("argv, expected", [
     (["frobnicate"], "unknown command 'frobnicate'"),
     ([], "no command given; choose from run, query, report, ddl, compact"),
+    (["report", "lake\0"], "argument 'lake\\x00' holds a NUL character"),
+    (["run", "--input", "a\0b"], "holds a NUL character"),
     (["run", "--inptu", "x.jsonl"], "unknown option --inptu for wirewash run (did you mean '--input'?)"),
     (["run", "--near-threshold=0.9"], "unknown option --near-threshold"),
     (["run", "seeds/"], "unexpected argument 'seeds/'"),
