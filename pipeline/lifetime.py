@@ -33,8 +33,8 @@ import threading
 import time
 from typing import Optional
 
-__all__ = ["follow", "guard_forks", "claim", "descendants", "kill_descendants", "kill_process", "StopOnSignals", "LAUNCHER_ENV",
-           "EXIT_INTERRUPTED", "CLAIM"]
+__all__ = ["follow", "guard_forks", "claim", "descendants", "kill_descendants", "kill_process", "StopOnSignals",
+           "LAUNCHER_ENV", "EXIT_INTERRUPTED", "CLAIM"]
 
 LAUNCHER_ENV = "WIREWASH_LAUNCHER_PID"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, for SIGTERM too: one code for "stopped by the user"
