@@ -178,7 +178,9 @@ def start_kafka(workdir: Path, port: Optional[int] = None, max_message_bytes: in
                                                   data=workdir / "data", max_message_bytes=max_message_bytes))
     log = workdir / "kafka.log"
     if not (workdir / "data" / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # one id in 64 starts with "-", which the format tool takes for an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         done = subprocess.run(["java", *JVM_OPTIONS, "-cp", f"{jars}/*", "kafka.tools.StorageTool", "format", "-t",
                                cluster_id, "-c", str(properties)], capture_output=True, text=True)
         if done.returncode != 0:
