@@ -211,8 +211,8 @@ def _unlisted_local(base: str, pattern: str, is_dir: bool) -> list[str]:
     and (for a glob, not a folder) directories. They are returned so that each becomes an `unreadable_file`
     rejection naming it, instead of an input that vanishes without a trace."""
     root = base if os.path.isdir(base) else os.path.dirname(base.rstrip("/"))
-    if not root or not os.path.isdir(root):
-        return []
+    if not root or not os.path.isdir(root) or (root == "/" and not os.path.isabs(pattern)):
+        return []  # a bare relative name (`in.jsonl`) has the root /, whose walk took seconds and found nothing
     entries = []
     for dirpath, dirnames, filenames in os.walk(root):
         entries += [os.path.join(dirpath, n) for n in filenames if not os.path.exists(os.path.join(dirpath, n))]

@@ -55,3 +55,29 @@ def _temp_folders_under_pytest(tmp_path_factory):
         os.environ.pop("TMPDIR", None)
     else:
         os.environ["TMPDIR"] = before[1]
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler(tmp_path_factory):
+    """`tcp://127.0.0.1:PORT` of a dask scheduler with two single-threaded workers, each its own process; one
+    cluster for the session (tests/test_dedup.py and tests/test_runners.py), stopped at its end."""
+    pytest.importorskip("distributed", reason="needs the dask extra: pip install -e \".[dask]\"")
+    from distributed import Client
+
+    from tests.test_runners import START_TIMEOUT, free_port, service, stop, wait_for_port
+
+    logs = tmp_path_factory.mktemp("dask")
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs = [service(["-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                     logs / "scheduler.log")]
+    try:
+        wait_for_port(port, procs[0], "dask scheduler")
+        for i in range(2):
+            procs.append(service(["-m", "dask", "worker", address, "--nthreads", "1", "--no-dashboard",
+                                  "--host", "127.0.0.1", "--name", f"w{i}"], logs / f"worker{i}.log"))
+        with Client(address, timeout=START_TIMEOUT) as client:
+            client.wait_for_workers(2, timeout=START_TIMEOUT)
+        yield address
+    finally:
+        stop(reversed(procs))

@@ -185,7 +185,10 @@ def test_spark_ddl_runs_in_local_spark(lake, seeds_lake, tmp_path):
     spark = (SparkSession.builder.master("local[1]").appName("wirewash-ddl-test")
              .config("spark.ui.enabled", "false").config("spark.sql.session.timeZone", "UTC")
              .config("spark.sql.warehouse.dir", str(tmp_path / "warehouse"))
-             .config("spark.driver.extraJavaOptions", f"-Djava.io.tmpdir={tmp_path}")
+             # C1 only and the serial GC: Spark starts sooner on 2 cores (tests/jvm_services.py says why)
+             .config("spark.driver.extraJavaOptions", f"-Djava.io.tmpdir={tmp_path} -XX:TieredStopAtLevel=1 "
+                                                      "-XX:+UseSerialGC")
+             .config("spark.sql.shuffle.partitions", "1")
              .getOrCreate())
     try:
         for schema, path in (("full", lake), ("seeds", seeds_lake)):

@@ -403,7 +403,6 @@ import json as _json  # noqa: E402
 import random as _random  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from tests.test_runners import dask_scheduler  # noqa: E402,F401  (the module's real two-worker cluster)
 
 
 def seeded_corpus(n: int = 240, seed: int = 5) -> list:

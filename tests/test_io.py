@@ -208,3 +208,17 @@ def test_unread_input_names_each_file_that_lost_records():
     assert unread_input([("b.jsonl@4096", False, 5, 2), ("a.jsonl", True, 3, 4)]) == [
         "a.jsonl: 4 records read, its bytes hold 3", "b.jsonl@4096: not read to its end",
         "b.jsonl@4096: 2 records read, its bytes hold 5"]
+
+
+def test_a_bare_relative_input_name_never_walks_the_filesystem_root(tmp_path, monkeypatch):
+    """`--input in.jsonl` from its folder: the file is found, and no listing walks / (it took seconds per run,
+    and a relative pattern matches no path below /)."""
+    import os
+
+    (tmp_path / "in.jsonl").write_text('{"text": "x"}\n')
+    monkeypatch.chdir(tmp_path)
+    walked = []
+    real_walk = os.walk
+    monkeypatch.setattr(os, "walk", lambda top, *a, **k: walked.append(str(top)) or real_walk(top, *a, **k))
+    assert [f.rel_path for f in match_inputs(["in.jsonl"])] == ["in.jsonl"]
+    assert "/" not in walked, walked

@@ -3,7 +3,8 @@ Beam's Flink job server (an embedded Flink cluster, jars from Maven Central; ski
 the DaskRunner on a real dask.distributed cluster (a scheduler and two workers, separate processes), and the
 multi-process DirectRunner. Compared: document ids, texts, languages, hashes; duplicate decisions; rejections.
 
-Every service is started here on a free loopback port and stopped at the end of the module.
+Every service is started on a free loopback port and stopped at the end of the module (the dask cluster:
+once per session, tests/conftest.py, shared with tests/test_dedup.py).
 """
 from __future__ import annotations
 
@@ -77,29 +78,6 @@ def service(args, log: Path) -> subprocess.Popen:
     handle = open(log, "wb")
     return subprocess.Popen([sys.executable, *args], stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
-
-
-@pytest.fixture(scope="module")
-def dask_scheduler(tmp_path_factory):
-    """`tcp://127.0.0.1:PORT` of a dask scheduler with two single-threaded workers, each its own process."""
-    pytest.importorskip("distributed", reason="needs the dask extra: pip install -e \".[dask]\"")
-    from distributed import Client
-
-    logs = tmp_path_factory.mktemp("dask")
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    procs = [service(["-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                     logs / "scheduler.log")]
-    try:
-        wait_for_port(port, procs[0], "dask scheduler")
-        for i in range(2):
-            procs.append(service(["-m", "dask", "worker", address, "--nthreads", "1", "--no-dashboard",
-                                  "--host", "127.0.0.1", "--name", f"w{i}"], logs / f"worker{i}.log"))
-        with Client(address, timeout=START_TIMEOUT) as client:
-            client.wait_for_workers(2, timeout=START_TIMEOUT)
-        yield address
-    finally:
-        stop(reversed(procs))
 
 
 @pytest.fixture(scope="module")

@@ -127,8 +127,14 @@ OPENS = [f"--add-opens=java.base/{package}=ALL-UNNAMED" for package in (
     "java.util.regex", "sun.nio.ch", "jdk.internal.misc", "jdk.internal.ref")]
 
 
+# Extra JVM options for every service started here; empty by default. The tests set start-up-friendly ones
+# (tests/jvm_services.py: C1 only, serial GC), which start a service two to three times faster on 2 cores.
+JVM_OPTIONS: list = []
+
+
 def _java(classpath: Path, main: str, args: list, log: Path, heap: str, opens: bool = False) -> subprocess.Popen:
-    command = ["java", f"-Xmx{heap}", *(OPENS if opens else []), "-cp", f"{classpath}/*", main, *map(str, args)]
+    command = ["java", *JVM_OPTIONS, f"-Xmx{heap}", *(OPENS if opens else []), "-cp", f"{classpath}/*", main,
+               *map(str, args)]
     with open(log, "ab") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
@@ -172,9 +178,11 @@ def start_kafka(workdir: Path, port: Optional[int] = None, max_message_bytes: in
                                                   data=workdir / "data", max_message_bytes=max_message_bytes))
     log = workdir / "kafka.log"
     if not (workdir / "data" / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        done = subprocess.run(["java", "-cp", f"{jars}/*", "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                               "-c", str(properties)], capture_output=True, text=True)
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # one id in 64 starts with "-", which the format tool takes for an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        done = subprocess.run(["java", *JVM_OPTIONS, "-cp", f"{jars}/*", "kafka.tools.StorageTool", "format", "-t",
+                               cluster_id, "-c", str(properties)], capture_output=True, text=True)
         if done.returncode != 0:
             raise ServiceError(f"kafka storage format failed: {done.stdout}{done.stderr}")
     process = _java(jars, "kafka.Kafka", [properties], log, heap="512m")
