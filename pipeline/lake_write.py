@@ -36,7 +36,7 @@ from wirewash.pipeline.lake_summary import (_dedup_settings, _fact_of, _SummaryF
                                             summarize, unread_input, write_summary)
 from wirewash.pipeline.lifetime import claim
 from wirewash.transforms.dedup import DedupConfig
-from wirewash.transforms.lake_dedup import index_row, read_index_ids
+from wirewash.transforms.lake_dedup import index_row, index_row_of, read_index_ids
 
 __all__ = ["WriteLake", "commit", "merge_groups", "StagedFile"]
 
@@ -287,8 +287,12 @@ class WriteLake(beam.PTransform):
                 _WriteStagedFn(table, self.staging, self.ingested_at, self.partition_by)))
             facts.append(pcoll | f"Facts{table.title()}" >> beam.Map(_fact_of(table)))
         if self.dedup is not None:
-            staged.append(inputs[DOCUMENTS]
-                          | "IndexRows" >> beam.Map(index_row, self.dedup)
+            # the batch dedup stage's own fingerprints when it hands them (`dedup_index`), else computed again
+            if inputs.get("dedup_index") is not None:
+                rows = inputs["dedup_index"] | "IndexRows" >> beam.Map(index_row_of)
+            else:
+                rows = inputs[DOCUMENTS] | "IndexRows" >> beam.Map(index_row, self.dedup)
+            staged.append(rows
                           | "StageIndex" >> beam.ParDo(_WriteStagedFn(INDEX, self.staging, self.ingested_at)))
         summary_facts = facts | "AllFacts" >> beam.Flatten() | "Summarize" >> beam.CombineGlobally(_SummaryFn())
         # Invariants on ids: only the keys are shuffled, never the texts.
