@@ -124,10 +124,14 @@ def _write_staged(table: str, partition: str, staging: str, data: pa.Table) -> S
     partition is a prefix of the name, not two more folders to create and to remove after the commit."""
     prefix = partition.replace("/", "__") + "__" if partition else ""
     path = FileSystems.join(staging, table, f"{prefix}part-{uuid.uuid4().hex}.parquet{STAGED_SUFFIX}")
+    # built in memory, then written whole: its size is known without asking the filesystem (a `match` per
+    # file compiled a glob for each of the thousands of partition files)
+    buffer = pa.BufferOutputStream()
+    write_parquet(table, data, buffer)
+    parquet = buffer.getvalue()
     with FileSystems.create(path) as handle:
-        write_parquet(table, data, handle)
-    size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
-    return StagedFile(table, partition, path, data.num_rows, size)
+        handle.write(parquet)
+    return StagedFile(table, partition, path, data.num_rows, parquet.size)
 
 
 def merge_groups(files: list, max_bytes: int = MERGE_MAX_BYTES, max_rows: int = MAX_ROWS_PER_FILE) -> list[list]:
