@@ -46,6 +46,7 @@ def main(argv=None) -> int:
 
     def clean_all():
         fold_line.cache_clear()
+        rules.decisions.clear()  # each round starts with no decision kept
         for text, title in texts:
             strip_boilerplate(text, rules, title=title)
 

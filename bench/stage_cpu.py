@@ -30,7 +30,8 @@ STAGES = (("transforms/extract.py", "extract"),
           ("transforms/normalize.py", "normalize"), ("transforms/repeated_lines.py", "boilerplate"),
           ("transforms/boilerplate.py", "boilerplate"), ("transforms/linear_regex.py", "boilerplate"),
           ("transforms/language.py", "language"), ("transforms/dedup.py", "dedup"),
-          ("transforms/stateful_dedup.py", "dedup"), ("pipeline/lake.py", "write"), ("pipeline/io.py", "read"),
+          ("transforms/stateful_dedup.py", "dedup"), ("pipeline/lake.py", "write"), ("pipeline/lake_write.py", "write"),
+          ("pipeline/io.py", "read"),
           ("pipeline/report.py", "summary"))
 COUNTING = ("pipeline/build.py", "pipeline/progress.py")  # the records-read count, the progress display
 _FRAME = re.compile(r"\(([^():]+):\d+\)")

@@ -16,7 +16,7 @@ from wirewash.pipeline.input_files import InputFile
 from wirewash.pipeline.io import DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_MAX_RECORD_BYTES, ReadArticles
 from wirewash.transforms.spill import Spill
 from wirewash.transforms.boilerplate import StripBoilerplate
-from wirewash.transforms.dedup import DedupConfig, DeduplicateArticles
+from wirewash.transforms.dedup import INDEX, DedupConfig, DeduplicateArticles
 from wirewash.transforms.extract import ExtractText
 from wirewash.transforms.lake_dedup import DedupAgainstLake
 from wirewash.transforms.language import DetectLanguage
@@ -96,4 +96,4 @@ class IngestArticles(beam.PTransform):
         if streaming:
             return {**outputs, READ: counted}
         return {**outputs, "records_read": counted, "removed_lines": cleaned.get("removed_lines"),
-                "read_tallies": read["tallies"]}
+                "read_tallies": read["tallies"], "dedup_index": deduped.get(INDEX)}

@@ -214,12 +214,25 @@ def _unlisted_local(base: str, pattern: str, is_dir: bool) -> list[str]:
     if not root or not os.path.isdir(root) or (root == "/" and not os.path.isabs(pattern)):
         return []  # a bare relative name (`in.jsonl`) has the root /, whose walk took seconds and found nothing
     entries = []
+    if not is_dir and not any(ch in pattern for ch in "*?["):
+        # a file named as it is: the one entry it can match is itself (not every file in its folder's tree,
+        # which may hold whole lakes and virtualenvs: the walk took seconds of every run's start)
+        if os.path.lexists(pattern) and not os.path.exists(pattern):
+            entries.append(pattern)
+    else:
+        entries = _walk_unlisted(root, is_dir)
+    filesystem = FileSystems.get_filesystem(pattern)
+    return [m.path for m in filesystem.match_files([FileMetadata(e, 0) for e in entries], pattern)]
+
+
+def _walk_unlisted(root: str, is_dir: bool) -> list[str]:
+    """Every dangling entry below `root`, and (unless `is_dir`) every folder."""
+    entries = []
     for dirpath, dirnames, filenames in os.walk(root):
         entries += [os.path.join(dirpath, n) for n in filenames if not os.path.exists(os.path.join(dirpath, n))]
         if not is_dir:
             entries += [os.path.join(dirpath, d) for d in dirnames]
-    filesystem = FileSystems.get_filesystem(pattern)
-    return [m.path for m in filesystem.match_files([FileMetadata(e, 0) for e in entries], pattern)]
+    return entries
 
 
 def _is_directory(path: str) -> bool:

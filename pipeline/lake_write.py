@@ -36,7 +36,7 @@ from wirewash.pipeline.lake_summary import (_dedup_settings, _fact_of, _SummaryF
                                             summarize, unread_input, write_summary)
 from wirewash.pipeline.lifetime import claim
 from wirewash.transforms.dedup import DedupConfig
-from wirewash.transforms.lake_dedup import index_row, read_index_ids
+from wirewash.transforms.lake_dedup import index_row, index_row_of, read_index_ids
 
 __all__ = ["WriteLake", "commit", "merge_groups", "StagedFile"]
 
@@ -124,10 +124,14 @@ def _write_staged(table: str, partition: str, staging: str, data: pa.Table) -> S
     partition is a prefix of the name, not two more folders to create and to remove after the commit."""
     prefix = partition.replace("/", "__") + "__" if partition else ""
     path = FileSystems.join(staging, table, f"{prefix}part-{uuid.uuid4().hex}.parquet{STAGED_SUFFIX}")
+    # built in memory, then written whole: its size is known without asking the filesystem (a `match` per
+    # file compiled a glob for each of the thousands of partition files)
+    buffer = pa.BufferOutputStream()
+    write_parquet(table, data, buffer)
+    parquet = buffer.getvalue()
     with FileSystems.create(path) as handle:
-        write_parquet(table, data, handle)
-    size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
-    return StagedFile(table, partition, path, data.num_rows, size)
+        handle.write(parquet)
+    return StagedFile(table, partition, path, data.num_rows, parquet.size)
 
 
 def merge_groups(files: list, max_bytes: int = MERGE_MAX_BYTES, max_rows: int = MAX_ROWS_PER_FILE) -> list[list]:
@@ -287,8 +291,12 @@ class WriteLake(beam.PTransform):
                 _WriteStagedFn(table, self.staging, self.ingested_at, self.partition_by)))
             facts.append(pcoll | f"Facts{table.title()}" >> beam.Map(_fact_of(table)))
         if self.dedup is not None:
-            staged.append(inputs[DOCUMENTS]
-                          | "IndexRows" >> beam.Map(index_row, self.dedup)
+            # the batch dedup stage's own fingerprints when it hands them (`dedup_index`), else computed again
+            if inputs.get("dedup_index") is not None:
+                rows = inputs["dedup_index"] | "IndexRows" >> beam.Map(index_row_of)
+            else:
+                rows = inputs[DOCUMENTS] | "IndexRows" >> beam.Map(index_row, self.dedup)
+            staged.append(rows
                           | "StageIndex" >> beam.ParDo(_WriteStagedFn(INDEX, self.staging, self.ingested_at)))
         summary_facts = facts | "AllFacts" >> beam.Flatten() | "Summarize" >> beam.CombineGlobally(_SummaryFn())
         # Invariants on ids: only the keys are shuffled, never the texts.

@@ -13,8 +13,13 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from wirewash.pipeline.records import split_title
-from wirewash.transforms.boilerplate import (RuleSet, StripBoilerplate, edge_pass_applies, first_chars, fold_line,
-                                   load_rules, required_substrings, strip_boilerplate)
+from hypothesis import given, settings, strategies as st
+
+from wirewash.transforms import boilerplate
+from wirewash.transforms.boilerplate import (Rule, RuleSet, StripBoilerplate, edge_pass_applies, first_chars, fold_line,
+                                   load_rules, match_line, plain_match_line, required_substrings,
+                                   strip_boilerplate)
+from wirewash.transforms.linear_regex import compile_linear
 from wirewash.transforms.normalize import normalize_text
 from wirewash.transforms.text import raw_fold
 from wirewash.transforms.types import FORMAT_HTML, FORMAT_TEXT, Article
@@ -528,3 +533,35 @@ def test_unspaced_list_lines_at_the_bottom_are_no_fragments():
     # a short unspaced widget at the bottom still goes
     cleaned, removed = strip_boilerplate(text + "\n相关推荐", RULES)
     assert (cleaned, removed) == (text, ["edge_fragment"])
+
+
+# The rules pass's gate and decision cache (speed only): `match_line` answers as `plain_match_line` does.
+_FURNITURE_LINES = [needle for rule in RULES.rules for needle in rule.needs][:200] + [
+    "We use cookies to improve this site.", "Foto: dpa", "Advertisement", "» Headline here", "58 lượt xem",
+    "Read more: Joe Biden Addresses Russia Mutiny Concerns", "© 2023 Example Media. All rights reserved."]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.one_of(
+    st.sampled_from(_FURNITURE_LINES),
+    st.tuples(st.sampled_from(["", "  • ", "» ", "- ", "#"]), st.sampled_from(_FURNITURE_LINES),
+              st.integers(0, 70)).map(lambda t: t[0] + t[1] + " word" * t[2]),
+    st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=80)), min_size=1, max_size=30))
+def test_the_decision_cache_and_word_gate_never_change_a_decision(lines):
+    """Furniture lines, with edge marks and padded past every rule's word limit, and arbitrary text; each line
+    asked twice (the second answer comes from the cache)."""
+    for line in lines + lines:
+        assert match_line(RULES, line) == plain_match_line(RULES, line), line
+
+
+def test_the_word_gate_stops_exactly_above_the_largest_limit(monkeypatch):
+    """A rule that matches any line up to 3 words: a 3-word line is its, a 4-word line no rule's; the cache
+    stays within its bound and keeps answering right once emptied."""
+    rules = RuleSet((Rule("any", compile_linear("."), 3),))
+    monkeypatch.setattr(boilerplate, "DECISION_CACHE_LINES", 4)
+    assert rules.max_words == 3
+    for n in range(1, 12):
+        line = " ".join([f"w{n}"] * (n % 5 + 1))
+        expected = "any" if n % 5 + 1 <= 3 else None
+        assert match_line(rules, line) == expected == plain_match_line(rules, line), line
+        assert len(rules.decisions) <= 4

@@ -7,6 +7,7 @@ import pytest
 
 from wirewash.transforms.dedup import (Link, bucket_candidates, band_keys, estimate_jaccard, finish_links, follow,
                                        lsh_params, minhash_signature, shingles, sort_key)
+from wirewash.transforms.lake_dedup import index_row, index_row_of
 from wirewash.transforms.normalize import dedup_key
 from tests.helpers import ARTICLE_EN
 
@@ -355,6 +356,10 @@ def assert_pipeline_decides(articles: list, config: DedupConfig, spill, expected
                     label="duplicates")
         assert_that(out["rejected"], equal_to([d for d in expected.values() if isinstance(d, Rejection)]),
                     label="rejected")
+        # the kept documents' lake-index rows, from the stage's own fingerprints: as `index_row` computes them
+        index = [tuple(index_row(a, config).values()) for a in articles if a.source_location not in expected]
+        assert_that(out["index"] | "IndexRows" >> beam.Map(lambda f: tuple(index_row_of(f).values())),
+                    equal_to(index), label="index")
 
 
 EXAMPLES = int(os.environ.get("WIREWASH_DEDUP_EXAMPLES", "12"))
@@ -376,6 +381,15 @@ def test_decisions_equal_the_plain_reference(articles, threshold, window, on_dis
     finally:
         if folder:
             remove_spill_dir(folder)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(["a", "bb", "c", "dd", "e1", "ß", "é"]), max_size=40))
+def test_word_shingles_are_every_run_of_five_words(words):
+    """`shingles` (built with zip) gives the windows of five consecutive words, in order."""
+    key = " ".join(words)
+    expected = ([" ".join(words[i:i + 5]) for i in range(len(words) - 4)] if len(words) > 5 else [key])
+    assert shingles(key) == expected
 
 
 @pytest.mark.parametrize("rounds", [0, 2, 6])

@@ -161,6 +161,17 @@ def test_a_broken_entry_never_hides_or_stops_the_others(tmp_path):
     assert [f.rel_path for f in files] == ["broken.jsonl", "ok.jsonl"]
 
 
+def test_a_file_named_as_it_is_is_looked_up_alone_not_its_folder(tmp_path, monkeypatch):
+    """A named file, or a named dangling link (rejected by name later), is the one entry its argument can match:
+    its folder's tree (which may hold lakes and virtualenvs) is never walked for it."""
+    (tmp_path / "ok.jsonl").write_text(json.dumps({"id": "ok", "text": make_hostile.STORIES[0]}) + "\n")
+    (tmp_path / "broken.jsonl").symlink_to(tmp_path / "missing.jsonl")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.setattr(os, "walk", lambda *a, **k: pytest.fail("walked the folder of a named file"))
+    assert [f.path for f in match_inputs([str(tmp_path / "ok.jsonl")])] == [str(tmp_path / "ok.jsonl")]
+    assert [f.path for f in match_inputs([str(tmp_path / "broken.jsonl")])] == [str(tmp_path / "broken.jsonl")]
+
+
 # --- security ---------------------------------------------------------------------------------------------
 
 class _Recorder(http.server.BaseHTTPRequestHandler):

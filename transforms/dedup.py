@@ -60,6 +60,7 @@ __all__ = ["DeduplicateArticles", "DedupConfig", "shingles", "minhash_signature"
 
 NAMESPACE = "dedup"
 STAGE = "dedup"
+INDEX = "index"  # the kept documents' rows of the lake's dedup index, an output of `DeduplicateArticles`
 KIND_EXACT = "exact"
 KIND_NEAR = "near"
 REASON_DUPLICATE_ID = "duplicate_id"
@@ -125,7 +126,7 @@ def shingles(key: str) -> list[str]:
     words = key.split()
     if len(words) <= SHINGLE_WORDS:
         return [key]
-    return [" ".join(words[i:i + SHINGLE_WORDS]) for i in range(len(words) - SHINGLE_WORDS + 1)]
+    return list(map(" ".join, zip(*(words[i:] for i in range(SHINGLE_WORDS)))))
 
 
 def story_key(text: str, title: Optional[str]) -> str:
@@ -359,9 +360,24 @@ def bucket_candidates(members: list[tuple]) -> list[tuple]:
 _PRIMITIVES = beam.coders.FastPrimitivesCoder()
 
 
+def prints_of(key: str, config: DedupConfig) -> bytes:
+    """A story key's MinHash signature (`num_perm` x 4 bytes) followed by its bottom-k sketch: what
+    verification and the lake's dedup index need (empty without near-duplicate detection)."""
+    if not config.near:
+        return b""
+    items = shingles(key)
+    return minhash_signature(items, config.num_perm, config.seed) + shingle_sketch(items)
+
+
+def split_prints(prints: bytes, num_perm: int) -> tuple[bytes, bytes]:
+    """`prints_of`'s bytes -> (signature, sketch)."""
+    return prints[:num_perm * 4], prints[num_perm * 4:]
+
+
 class _FingerprintFn(beam.DoFn):
-    """Article -> (location, parked Article with content_hash), and (id shard, its `_Key`) on the `keys`
-    output (band hashes packed)."""
+    """Article -> (location, (parked Article with content_hash, parked `prints_of` its key)), and (id shard,
+    its `_Key`) on the `keys` output (band hashes packed). The key is shingled once: verification and the
+    lake's index take the signature and sketch parked here."""
 
     def __init__(self, config: DedupConfig, bands: int, rows: int, spill: Spill, shards: int):
         self.config, self.bands, self.rows, self.spill, self.shards = config, bands, rows, spill, shards
@@ -369,14 +385,15 @@ class _FingerprintFn(beam.DoFn):
     def process(self, article: Article):
         key = story_key(article.text, article.title)
         digest = content_hash(key)
-        packed = b""
-        if self.config.near:
-            signature = minhash_signature(shingles(key), self.config.num_perm, self.config.seed)
+        packed, prints = b"", prints_of(key, self.config)
+        if prints:
+            signature, _ = split_prints(prints, self.config.num_perm)
             packed = array.array("Q", band_hashes(signature, self.bands, self.rows)).tobytes()
         shard = shard_of(xxhash.xxh3_64_intdigest(article.doc_id.encode("utf-8")), self.shards)
         yield beam.pvalue.TaggedOutput("keys", (shard, _Key(
             article.source_location, article.doc_id, article.published_at, digest, packed)))
-        yield article.source_location, self.spill.park_article(article._replace(content_hash=digest))
+        yield article.source_location, (self.spill.park_article(article._replace(content_hash=digest)),
+                                        self.spill.park_bytes(prints) if prints else b"")
 
 
 def _pack_rows(columns, orders: list, spill: Spill) -> bytes:
@@ -503,15 +520,13 @@ def _decide_bands(item, spill: Spill):
     yield from sorted(pairs)
 
 
-def _sketch_member(item, spill: Spill):
-    """(loc, {article: [parked article], member: [date, ...]}) -> (loc, (parked bottom-k sketch, date)) for a
-    document in a candidate pair: the only ones whose sketches are needed."""
+def _sketch_member(item):
+    """(loc, {article: [(parked article, parked prints)], member: [date, ...]}) -> (loc, (parked prints, date))
+    for a document in a candidate pair: the only ones whose sketches are needed."""
     loc, grouped = item
     if not grouped["member"] or not grouped["article"]:
         return
-    article = spill.fetch_article(grouped["article"][0])
-    sketch = shingle_sketch(shingles(story_key(article.text, article.title)))
-    yield loc, (spill.park_bytes(sketch), grouped["member"][0])
+    yield loc, (grouped["article"][0][1], grouped["member"][0])
 
 
 def _similar_enough(parent: tuple, child: tuple, threshold: float, window_days: float, sketch_of) -> Optional[float]:
@@ -541,14 +556,18 @@ def _attach_child_signature(item):
         yield parent_loc, (child_loc, child_sig, parent_order)
 
 
-def _verify_against_parent(item, threshold, window_days, spill: Spill):
-    """(parent loc, {sig: [(parent sketch, date)], children: [(child loc, (child sketch, date), parent order)]})
+def _verify_against_parent(item, threshold, window_days, spill: Spill, num_perm: int):
+    """(parent loc, {sig: [(parent prints, date)], children: [(child loc, (child prints, date), parent order)]})
     -> (child loc, (parent order, parent loc, similarity)) for the verified pairs."""
     parent_loc, grouped = item
     if not grouped["sig"]:
         return
     parent = grouped["sig"][0]
-    sketch_of = functools.lru_cache(maxsize=2)(spill.fetch_bytes)  # the parent's sketch is read once
+
+    @functools.lru_cache(maxsize=2)  # the parent's sketch is read once
+    def sketch_of(token):
+        return split_prints(spill.fetch_bytes(token), num_perm)[1]
+
     for child_loc, child, parent_order in grouped["children"]:
         similarity = _similar_enough(parent, child, threshold, window_days, sketch_of)
         if similarity is not None:
@@ -642,11 +661,13 @@ def _exact_copy(item):
 
 
 class _RouteFn(beam.DoFn):
-    """(location, {article: [parked article], decision: [its decision, if any]}) -> the article, to exactly one
-    of documents / duplicates / rejected."""
+    """(location, {article: [(parked article, parked prints)], decision: [its decision, if any]}) -> the
+    article, to exactly one of documents / duplicates / rejected; for a kept one also, on `index`, (doc_id,
+    content hash, published_at, signature, sketch): its row of the lake's dedup index
+    (`transforms/lake_dedup.py`)."""
 
-    def __init__(self, spill: Spill):
-        self.spill = spill
+    def __init__(self, spill: Spill, num_perm: int):
+        self.spill, self.num_perm = spill, num_perm
 
     def process(self, item: tuple):
         loc, grouped = item
@@ -654,11 +675,14 @@ class _RouteFn(beam.DoFn):
         if len(decisions) > 1:
             raise RuntimeError(f"dedup decided {loc} {len(decisions)} times: {decisions}")
         decision = decisions[0] if decisions else None
-        for parked in grouped["article"]:
+        for parked, prints in grouped["article"]:
             article = self.spill.fetch_article(parked)
             if decision is None:
                 Metrics.counter(NAMESPACE, "kept").inc()
                 yield article
+                signature, sketch = split_prints(self.spill.fetch_bytes(prints) if prints else b"", self.num_perm)
+                yield beam.pvalue.TaggedOutput(INDEX, (article.doc_id, article.content_hash, article.published_at,
+                                                       signature, sketch))
             elif isinstance(decision, RejectDecision):
                 yield beam.pvalue.TaggedOutput(REJECTED, Rejection(
                     article.doc_id, article.source_location, STAGE, decision.reason,
@@ -670,7 +694,9 @@ class _RouteFn(beam.DoFn):
 
 
 class DeduplicateArticles(beam.PTransform):
-    """Article -> {`documents`: kept articles (content_hash set), `duplicates`: Duplicate, `rejected`}.
+    """Article -> {`documents`: kept articles (content_hash set), `duplicates`: Duplicate, `rejected`, `index`:
+    the kept articles' dedup-index fields (doc_id, content hash, published_at, signature, sketch), computed
+    once here rather than again by the writer (`transforms/lake_dedup.index_row_of`)}.
 
     `spill` is where the articles, the tables' batches and the candidates' sketches wait (default: inline, in
     the PCollections); `shards` is how many hash buckets each table is split into; `rounds` how many
@@ -703,12 +729,12 @@ class DeduplicateArticles(beam.PTransform):
                           | "DecideBands" >> beam.FlatMap(_decide_bands, spill).with_outputs("members", main="pairs"))
             sketches = ({"article": fingerprinted["articles"], "member": candidates["members"]}
                         | "JoinMembers" >> beam.CoGroupByKey()
-                        | "SketchMembers" >> beam.FlatMap(_sketch_member, spill))
+                        | "SketchMembers" >> beam.FlatMap(_sketch_member))
             to_parent = ({"sig": sketches, "parents": candidates["pairs"]} | "JoinChild" >> beam.CoGroupByKey()
                          | "AttachChildSignature" >> beam.FlatMap(_attach_child_signature))
             verified = ({"sig": sketches, "children": to_parent} | "JoinParent" >> beam.CoGroupByKey()
                         | "Verify" >> beam.FlatMap(_verify_against_parent, self.config.threshold,
-                                                   self.config.near_window_days, spill))
+                                                   self.config.near_window_days, spill, self.config.num_perm))
             links = (verified
                      | "EarliestParent" >> beam.CombinePerKey(min)
                      | "Link" >> beam.Map(_to_link)
@@ -724,5 +750,7 @@ class DeduplicateArticles(beam.PTransform):
         decisions = decided | "AllDecisions" >> beam.Flatten()
         routed = ({"article": fingerprinted["articles"], "decision": decisions}
                   | "JoinDecisions" >> beam.CoGroupByKey()
-                  | "Route" >> beam.ParDo(_RouteFn(spill)).with_outputs(DUPLICATES, REJECTED, main=DOCUMENTS))
-        return {DOCUMENTS: routed[DOCUMENTS], DUPLICATES: routed[DUPLICATES], REJECTED: routed[REJECTED]}
+                  | "Route" >> beam.ParDo(_RouteFn(spill, self.config.num_perm)).with_outputs(
+                      DUPLICATES, REJECTED, INDEX, main=DOCUMENTS))
+        return {DOCUMENTS: routed[DOCUMENTS], DUPLICATES: routed[DUPLICATES], REJECTED: routed[REJECTED],
+                INDEX: routed[INDEX]}

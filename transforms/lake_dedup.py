@@ -31,7 +31,7 @@ from wirewash.transforms.dedup import KIND_EXACT, KIND_NEAR, REASON_DUPLICATE_ID
 from wirewash.transforms.stateful_dedup import IndexEntry, NearIndex, fingerprint
 from wirewash.transforms.types import DUPLICATES, REJECTED, Article, Duplicate, Rejection
 
-__all__ = ["INDEX_SCHEMA", "index_row", "LakeIndex", "DedupAgainstLake", "read_index_ids"]
+__all__ = ["INDEX_SCHEMA", "index_row", "index_row_of", "LakeIndex", "DedupAgainstLake", "read_index_ids"]
 
 NAMESPACE = "lake_dedup"
 INDEX_SCHEMA = pa.schema([
@@ -46,7 +46,14 @@ INDEX_SCHEMA = pa.schema([
 def index_row(article: Article, config: DedupConfig) -> dict:
     """The index row of a kept document (the same fingerprint as the dedup stages compute)."""
     digest, signature, sketch = fingerprint(article, config)
-    return {"doc_id": article.doc_id, "content_hash": digest, "published_at": article.published_at,
+    return index_row_of((article.doc_id, digest, article.published_at, signature, sketch))
+
+
+def index_row_of(fields: tuple) -> dict:
+    """(doc_id, content hash, published_at, signature, sketch), as the batch dedup stage hands them for each
+    kept document (its `index` output: nothing computed twice) -> the index row."""
+    doc_id, digest, published_at, signature, sketch = fields
+    return {"doc_id": doc_id, "content_hash": digest, "published_at": published_at,
             "signature": signature, "sketch": sketch}
 
 
