@@ -12,6 +12,10 @@ a slogan, a byline template) in any language. This module learns it from the dat
 3. The surviving keys, grouped per source, are a small side input; the boilerplate stage drops those lines
    (counted as `removed_repeated_line`).
 
+A stream has no end to count to: there (`LearnFromStream`) the same keys are counted one article at a time in
+a capped table kept in Beam state (`StreamCounts`), and each article is cleaned with what the articles before
+it, in earlier windows or the same one, taught.
+
 Across sources, two more kinds are learned the same way (one combine, counts capped, bounded memory):
 
 - a *shared line*: a short line (at most `SHARED_MAX_WORDS` words, numbers made 0) that recurs in at least
@@ -294,6 +298,7 @@ class LearnRepeatedLines(beam.PTransform):
 # Streaming: the same counts, kept in state, learned as the stream arrives
 # ---------------------------------------------------------------------------------------------------------
 
+# About 200 bytes an entry: 100,000 entries are ~20 MB. A 5,000-record generated corpus fills 14,897 of them.
 DEFAULT_STREAM_MAX_KEYS = 100_000
 STREAM_SNAPSHOT_EVERY = 1000  # articles between two compactions of the state's log into one snapshot
 STREAM_KEY = "furniture"
@@ -390,7 +395,8 @@ class _LearnFromStreamFn(beam.DoFn):
         self.max_keys = max_keys
 
     def _load(self, log, token) -> StreamCounts:
-        counts = _STREAM_CACHE.pop(token.read(), None) if token.read() is not None else None
+        version = token.read()
+        counts = _STREAM_CACHE.pop(version, None) if version is not None else None
         if counts is None:
             Metrics.counter(NAMESPACE, "stream_counts_rebuilds").inc()
             counts = StreamCounts(self.min_support, self.max_keys)
