@@ -119,7 +119,20 @@ def test_a_time_is_no_label_worth_learning():
     ("Quảng cáo", True),
     ("Đăng ký nhận bản tin của chúng tôi", True),
     ("Folgen Sie uns auf Instagram", True),
-    ("Theo dõi chúng tôi trên Facebook", False),            # "Theo ..." opens a source credit (_EDGE_KEEP)
+    # prompts shaped like a credit or a contact (KEEP_AT_EDGE) but speaking as the site or to the reader
+    ("Theo dõi chúng tôi trên Facebook", True),             # "follow us": opens like the credit "Theo <source>"
+    ("Follow us at www.example.com", True),
+    ("Folgen Sie uns: https://example.de/social", True),
+    ("Suivez-nous sur www.example.fr", True),
+    ("Liên hệ với chúng tôi: 0901 234 567", True),
+    ("Contact us on 020 7946 0958", True),
+    # credits and contacts stay out
+    ("Theo Reuters", False),
+    ("Quelle: dpa", False),
+    ("Nguồn: VnExpress", False),
+    ("Hotline: 0800 123 456", False),
+    ("According to the ministry", False),
+    ("Mit Material von AFP", False),
     ("Already a subscriber? Log in", True),
     ("Publicité", True),                                    # one capitalised word: a label as often as a name
     ("We use cookies to give you the best experience.", True),    # a sentence, but addressed to the reader
@@ -229,11 +242,13 @@ def test_stream_counts_learn_a_site_line_after_support_and_not_a_quote_or_copies
 
 
 def test_stream_counts_learn_shared_lines_across_sources_never_prose():
-    articles = [stream_article(i, source=f"site-{i % 4}.example", extra=f"{FOLLOW_ES}\n\n{QUOTE}\n\n")
-                for i in range(8)]
+    follow_vi, credit = "Theo dõi chúng tôi trên Facebook", "Theo Reuters"  # a prompt shaped like a credit; a credit
+    articles = [stream_article(i, source=f"site-{i % 4}.example",
+                               extra=f"{FOLLOW_ES}\n\n{QUOTE}\n\n{follow_vi}\n\n{credit}\n\n") for i in range(8)]
     follow, quote = (SHARED, line_key(fold_line(FOLLOW_ES))), (SHARED, line_key(fold_line(QUOTE)))
+    prompt, source = (SHARED, line_key(fold_line(follow_vi))), (SHARED, line_key(fold_line(credit)))
     assert counted(articles[:7]).learned_of([follow]) == {}           # 7 stories < 8
-    assert counted(articles).learned_of([follow, quote]) == {SHARED: frozenset({follow[1]})}
+    assert counted(articles).learned_of([follow, quote, prompt, source]) == {SHARED: frozenset({follow[1], prompt[1]})}
 
 
 def test_stream_counts_stay_bounded_forget_the_oldest_and_replay_identically():

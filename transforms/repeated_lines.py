@@ -84,6 +84,12 @@ _READER = compile_linear(
     r"\b(you|your|yours|sie|ihr|ihre|ihnen|du|dein|deine|dich|dir|vous|votre|vos|tu|ton|tes|usted|ustedes|tú|"
     r"tus|você|vocês|voi|vostro|vostra|tuo|tua|jij|jouw|uw|bạn|anda|kamu|вы|ваш|ваша|ваше|ваши|вас|вам|ты|"
     r"твой|ty|twój|wy|siz|sen)\b")
+# First-person plural (folded): the site speaking of itself ("follow us", "unser Newsletter", "chúng tôi").
+# A credit names a source and speaks neither as the site nor to the reader.
+_SITE_VOICE = compile_linear(
+    r"\b(us|our|ours|uns|unser|unsere|unseren|unserem|unserer|unseres|nous|notre|nos|nosotros|nuestro|nuestra|"
+    r"nuestros|nuestras|noi|nostro|nostra|nostri|nostre|nosso|nossa|nossos|nossas|ons|onze|chúng tôi|chúng ta|"
+    r"kami|kita|нас|наш|наша|наше|наши|nasz|nasza|nasze|naszą|naszych|bizi|bizim)\b")
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
@@ -126,14 +132,23 @@ def addresses_the_reader(line: str) -> bool:
     return _READER.search(line)
 
 
+def is_prompt(folded: str) -> bool:
+    """Whether a folded line speaks to the reader (`addresses_the_reader`) or as the site ("us", "our",
+    "chúng tôi": `_SITE_VOICE`, several languages): a prompt, not a credit, even when it opens like one
+    ("Theo dõi chúng tôi trên Facebook", follow us, opens like the credit "Theo <source>") or holds an address
+    ("Follow us at www...", "Suivez-nous sur https://...")."""
+    return bool(_READER.search(folded) or _SITE_VOICE.search(folded))
+
+
 def may_be_shared(line: str, folded: str) -> bool:
     """Whether a line may be learned as shared across sources: not name-like, not ending like a sentence
     unless it addresses the reader (a cookie notice, "Sign up to get..."; a stock sentence of prose such as
-    "The company declined to comment." never does), no credit or contact (`KEEP_AT_EDGE`). Cheapest test first."""
+    "The company declined to comment." never does), no credit or contact (`KEEP_AT_EDGE`) unless it is a
+    prompt (`is_prompt`: a follow or contact prompt shaped like a credit). Cheapest test first."""
     stripped = line.strip()
     if is_name_like(stripped) or (SENTENCE_END.search(stripped) and not addresses_the_reader(folded)):
         return False
-    return not KEEP_AT_EDGE.search(stripped)
+    return not KEEP_AT_EDGE.search(stripped) or is_prompt(folded)
 
 
 def shared_line_key(line: str, folded: str) -> Optional[int]:
