@@ -8,7 +8,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from wirewash.transforms.boilerplate import StripBoilerplate, fold_line, load_rules, match_line, strip_boilerplate
-from wirewash.transforms.repeated_lines import (LABELS, SHARED, LearnRepeatedLines, StreamCounts, is_name_like, label_key,
+from wirewash.transforms.repeated_lines import (LABELS, SHARED, LearnFromStream, LearnRepeatedLines, StreamCounts, is_name_like, label_key,
                                                  learning_keys, line_key, line_label, shared_line_key, site_key,
                                                  story_fingerprint)
 from wirewash.transforms.types import Article
@@ -268,6 +268,10 @@ def test_stream_counts_stay_bounded_forget_the_oldest_and_replay_identically():
     assert ("site-2.example", line_key(fold_line(own_line(59)))) in counts.entries
     tiny = counted(articles, StreamCounts(min_support=5, max_keys=1))
     assert len(tiny.entries) == 1 and not tiny.learned.get("site-1.example")
+    for bad in (lambda: StreamCounts(max_keys=0), lambda: LearnFromStream(max_keys=0),
+                lambda: StripBoilerplate(max_keys=0)):
+        with pytest.raises(ValueError, match="max_keys"):
+            bad()
 
 
 def _stream_options():

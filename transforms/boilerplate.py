@@ -669,6 +669,8 @@ class StripBoilerplate(beam.PTransform):
                  edges: bool = True, spill: Optional[Spill] = None, max_keys: int = DEFAULT_STREAM_MAX_KEYS):
         super().__init__()
         rule_files = tuple(rule_files)
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be at least 1, got {max_keys}")
         self.max_keys = max_keys
         load_rules(extra_files=rule_files)  # fails here, naming the file, rather than on a worker
         self.rule_texts = tuple(open(path, encoding="utf-8").read() for path in rule_files)

@@ -456,6 +456,7 @@ class LearnFromStream(beam.PTransform):
 
     def __init__(self, min_support: int = DEFAULT_MIN_SUPPORT, max_keys: int = DEFAULT_STREAM_MAX_KEYS):
         super().__init__()
+        StreamCounts(min_support, max_keys)  # a bad bound fails here, not on a worker
         self.min_support = min_support
         self.max_keys = max_keys
 
