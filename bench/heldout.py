@@ -1,6 +1,7 @@
 """Held-out boilerplate wording (issue 20): rules "fitted" to one half, scored on the other.
 
-    python bench/heldout.py --work /tmp/heldout [--n 2000] [--sample 12000] [--seed 7]
+    python bench/heldout.py --work /tmp/heldout [--n 2000] [--sample 12000] [--seed 7] [--no-extraction]
+                            [--runs a-b,b-a,all-a,all-b] [--out heldout.json] [--stream-files K]
 
 The packaged rules were written looking at every wording of the dev pool, so a corpus of either
 `--boilerplate-half` is wording they have seen. To measure what a user's unfamiliar wording gets, this
@@ -11,10 +12,17 @@ left out of "the rules fitted to A". Then, per direction:
 1. `make_corpus.py --boilerplate-half B --n N` -> corpus + truth;
 2. a copy of this checkout whose `transforms/rules/boilerplate.toml` holds the rules fitted to A, run with
    `PYTHONPATH` (worker processes inherit it): `wirewash run`;
-3. `score_lake.py corpus`.
+3. `score_lake.py corpus`;
+4. unless `--no-extraction`: the pool's extraction pages (`score_lake.py extraction-input`) run through the
+   same checkout and scored (`score_lake.py extraction`: aeb, fundus, snippets_right).
 
-Prints boilerplate_removed and content_kept for a->b, b->a, and both halves with all rules; writes
-WORK/heldout.json. Everything the cleaner learns from the run (repeated lines, shapes) is untouched: only the
+Prints boilerplate_removed, content_kept and the extraction figures for a->b, b->a, and both halves with all
+rules (`--runs` picks some of them); writes WORK/heldout.json (`--out`) with every score of each run.
+
+With `--stream-files K`, step 2 is a stream instead (`wirewash run --streaming` on a watched folder): the
+corpus is cut into K files, moved into the folder one after the other (each once the stream has read the one
+before), then the stream is drained (SIGINT) and scored the same way. What the cleaner learns, it learns as the
+files arrive (`LearnFromStream`). The extraction pages stay a batch run. Everything the cleaner learns from the run (repeated lines, shapes) is untouched: only the
 phrase list is fitted.
 """
 from __future__ import annotations
@@ -23,8 +31,10 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -92,6 +102,43 @@ def run(cmd, env=None, cwd=None) -> str:
     return proc.stdout
 
 
+def summary(lake: Path) -> dict:
+    try:
+        return json.loads((lake / "_SUMMARY.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def stream_run(corpus: Path, lake: Path, watch: Path, files: int, env: dict, cwd: Path) -> None:
+    """`wirewash run --streaming` on `watch`, fed `corpus` in `files` parts one after the other, then drained."""
+    rows = corpus.read_bytes().splitlines(keepends=True)
+    if watch.exists():
+        shutil.rmtree(watch)
+    watch.mkdir(parents=True)
+    if lake.exists():
+        shutil.rmtree(lake)
+    proc = subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "wirewash.pipeline.cli", "run", "--streaming",
+                             "--input", f"{watch}/*.jsonl", "--output", str(lake), "--window_seconds", "5",
+                             "--quiet"], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        step = -(-len(rows) // files)
+        for part in range(files):
+            chunk = rows[part * step:(part + 1) * step]
+            tmp = watch / f".part-{part:03d}.tmp"
+            tmp.write_bytes(b"".join(chunk))
+            os.rename(tmp, watch / f"part-{part:03d}.jsonl")
+            wanted = min(len(rows), (part + 1) * step)
+            while summary(lake).get("records_read", 0) < wanted:
+                if proc.poll() is not None:
+                    raise SystemExit(f"the stream exited ({proc.returncode}):\n{proc.stderr.read()[-3000:]}")
+                time.sleep(1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=600)[1]
+    if proc.returncode != 0:
+        raise SystemExit(f"the stream failed ({proc.returncode}):\n{err[-3000:]}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pool", default=str(REPO.parent / "shared" / "corpus"))
@@ -100,7 +147,13 @@ def main(argv=None) -> int:
     parser.add_argument("--sample", type=int, default=12000, help="records per half for the wording sample")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--work", required=True)
+    parser.add_argument("--no-extraction", action="store_true", help="skip the extraction pages")
+    parser.add_argument("--runs", default="a-b,b-a,all-a,all-b", help="which runs (default: all four)")
+    parser.add_argument("--out", default="heldout.json", help="result file name inside --work")
+    parser.add_argument("--stream-files", type=int, default=0,
+                        help="run the corpus as a stream fed this many files (default 0: a batch run)")
     args = parser.parse_args(argv)
+    wanted = set(args.runs.split(","))
     pool = Path(args.pool).resolve()
     tools = Path(args.tools).resolve() if args.tools else pool.parent / "tools"
     work = Path(args.work).resolve()
@@ -121,30 +174,51 @@ def main(argv=None) -> int:
         lines[half] = injected_lines(sample)
 
     tables = tomllib.loads((REPO / "transforms" / "rules" / "boilerplate.toml").read_text("utf-8"))["rules"]
+    pages = work / "pages.jsonl"
+    if not args.no_extraction and not pages.exists():
+        run([sys.executable, tools / "score_lake.py", "extraction-input", pool, pages])
     results = {}
     for fit, test in (("a", "b"), ("b", "a"), (None, "a"), (None, "b")):
+        if f"{fit or 'all'}-{test}" not in wanted:
+            continue
         if fit:
             fitted, dropped = fitted_tables(tables, lines[fit], lines[test])
-            tree = work / f"fit_{fit}"
-            if tree.exists():
-                shutil.rmtree(tree)
-            for part in ("pipeline", "transforms"):  # a copy of the package whose packaged rules are the fitted ones
-                shutil.copytree(REPO / part, tree / "wirewash" / part, ignore=shutil.ignore_patterns("__pycache__"))
-            (tree / "wirewash" / "transforms" / "rules" / "boilerplate.toml").write_text(toml_rules(fitted), "utf-8")
-            # PYTHONPATH comes before the editable install's finder, so `wirewash.*` is imported from the copy.
-            env = dict(os.environ, PYTHONPATH=str(tree))
-            label, cwd = f"{fit}->{test}", tree
+            rules_text, label = toml_rules(fitted), f"{fit}->{test}"
         else:
-            env, dropped, label, cwd = None, 0, f"all rules, half {test}", REPO
+            dropped, label = 0, f"all rules, half {test}"
+            rules_text = (REPO / "transforms" / "rules" / "boilerplate.toml").read_text("utf-8")
+        # A copy of the package (whose packaged rules are the fitted ones): every run imports this checkout as it
+        # was when the run began, even while the checkout changes.
+        tree = work / f"fit_{fit or 'all'}"
+        if tree.exists():
+            shutil.rmtree(tree)
+        for part in ("pipeline", "transforms"):
+            shutil.copytree(REPO / part, tree / "wirewash" / part, ignore=shutil.ignore_patterns("__pycache__"))
+        (tree / "wirewash" / "transforms" / "rules" / "boilerplate.toml").write_text(rules_text, "utf-8")
+        # PYTHONPATH comes before the editable install's finder, so `wirewash.*` is imported from the copy.
+        env, cwd = dict(os.environ, PYTHONPATH=str(tree)), tree
         lake = work / f"lake_{fit or 'all'}_{test}"
-        run(nice + [sys.executable, "-m", "wirewash.pipeline.cli", "run", "--input", work / f"corpus_{test}.jsonl",
-                    "--output", lake, "--overwrite", "--quiet"], env=env, cwd=cwd)
+        if args.stream_files:
+            lake = work / f"stream_lake_{fit or 'all'}_{test}"
+            stream_run(work / f"corpus_{test}.jsonl", lake, work / f"watch_{fit or 'all'}_{test}", args.stream_files,
+                       env, cwd)
+        else:
+            run(nice + [sys.executable, "-m", "wirewash.pipeline.cli", "run", "--input", work / f"corpus_{test}.jsonl",
+                        "--output", lake, "--overwrite", "--quiet"], env=env, cwd=cwd)
         scores = json.loads(run([sys.executable, tools / "score_lake.py", "corpus", work / f"corpus_{test}.jsonl",
                                  work / f"truth_{test}.jsonl", lake, "--json"]))
-        results[label] = {"patterns_left_out": dropped, **{k: scores.get(k) for k in (
-            "boilerplate_removed", "content_kept", "accounted", "exact_recall", "lang_accuracy")}}
-        print(label, results[label], flush=True)
-    (work / "heldout.json").write_text(json.dumps(results, indent=2))
+        extraction = {}
+        if not args.no_extraction:
+            pages_lake = work / f"pages_lake_{fit or 'all'}_{test}"
+            run(nice + [sys.executable, "-m", "wirewash.pipeline.cli", "run", "--input", pages, "--output", pages_lake,
+                        "--overwrite", "--quiet"], env=env, cwd=cwd)
+            extraction = json.loads(run([sys.executable, tools / "score_lake.py", "extraction", pool, pages_lake,
+                                         "--json"]))
+        results[label] = {"patterns_left_out": dropped, "corpus": scores, "extraction": extraction}
+        print(label, {"patterns_left_out": dropped, **{k: scores.get(k) for k in (
+            "boilerplate_removed", "content_kept", "accounted", "exact_recall", "lang_accuracy")},
+            **{k: extraction.get(k) for k in ("aeb", "fundus", "snippets_right")}}, flush=True)
+    (work / args.out).write_text(json.dumps(results, indent=2))
     return 0
 
 

@@ -8,8 +8,9 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from wirewash.transforms.boilerplate import StripBoilerplate, fold_line, load_rules, match_line, strip_boilerplate
-from wirewash.transforms.repeated_lines import (LABELS, SHARED, LearnRepeatedLines, is_name_like, label_key, line_key,
-                                       line_label, shared_line_key, site_key, story_fingerprint)
+from wirewash.transforms.repeated_lines import (LABELS, SHARED, LearnFromStream, LearnRepeatedLines, StreamCounts, is_name_like, label_key,
+                                                 learning_keys, line_key, line_label, shared_line_key, site_key,
+                                                 story_fingerprint)
 from wirewash.transforms.types import Article
 
 STORIES = [
@@ -118,7 +119,20 @@ def test_a_time_is_no_label_worth_learning():
     ("Quảng cáo", True),
     ("Đăng ký nhận bản tin của chúng tôi", True),
     ("Folgen Sie uns auf Instagram", True),
-    ("Theo dõi chúng tôi trên Facebook", False),            # "Theo ..." opens a source credit (_EDGE_KEEP)
+    # prompts shaped like a credit or a contact (KEEP_AT_EDGE) but speaking as the site or to the reader
+    ("Theo dõi chúng tôi trên Facebook", True),             # "follow us": opens like the credit "Theo <source>"
+    ("Follow us at www.example.com", True),
+    ("Folgen Sie uns: https://example.de/social", True),
+    ("Suivez-nous sur www.example.fr", True),
+    ("Liên hệ với chúng tôi: 0901 234 567", True),
+    ("Contact us on 020 7946 0958", True),
+    # credits and contacts stay out
+    ("Theo Reuters", False),
+    ("Quelle: dpa", False),
+    ("Nguồn: VnExpress", False),
+    ("Hotline: 0800 123 456", False),
+    ("According to the ministry", False),
+    ("Mit Material von AFP", False),
     ("Already a subscriber? Log in", True),
     ("Publicité", True),                                    # one capitalised word: a label as often as a name
     ("We use cookies to give you the best experience.", True),    # a sentence, but addressed to the reader
@@ -195,3 +209,110 @@ def test_strip_boilerplate_uses_shared_keys_only_for_lines_of_their_shape():
     cleaned, removed = strip_boilerplate("Nhấn để xem\n\nBody line stays.\n\nTin vắn: other news", RULES,
                                          shared=shared, labels=labels, edges=False)
     assert (cleaned, removed) == ("Body line stays.", ["shared_line", "shared_label"])
+
+
+# --- streaming: the counts kept in state, learned as articles arrive ------------------------------------------
+
+QUOTE = "„Wir werden weiterkämpfen“, sagte die Ministerin."  # a quoted sentence two stories repeat: content
+FOLLOW_ES = "Tócanos la campana para no perderte nada"  # furniture worded alike by several sites (no rule)
+
+
+def stream_article(i: int, source: str = "site-a.example", extra: str = "") -> Article:
+    """A distinct story (its own long line), the site's counter line, and `extra` lines."""
+    text = f"{_story(i)} Item {i * 7919}.\n\n{SECOND[i % len(SECOND)]}\n\n{extra}{SITE_LINE.format(n=i * 3)}"
+    return Article(f"st{i}-{source}", f"in:{i}", "text", url=f"https://{source}/a/{i}", source=source, text=text)
+
+
+def counted(articles, counts=None) -> StreamCounts:
+    counts = counts or StreamCounts(min_support=5)
+    for a in articles:
+        counts.add(*learning_keys(a))
+    return counts
+
+
+def test_stream_counts_learn_a_site_line_after_support_and_not_a_quote_or_copies():
+    site_line = ("site-a.example", line_key(fold_line(SITE_LINE.format(n=1))))
+    quote = ("site-a.example", line_key(fold_line(QUOTE)))
+    counts = counted([stream_article(i, extra=QUOTE + "\n\n" if i < 2 else "") for i in range(4)])
+    assert counts.learned_of([site_line]) == {}                       # 4 stories < 5
+    counts = counted([stream_article(4)], counts)
+    assert counts.learned_of([site_line, quote]) == {"site-a.example": frozenset({site_line[1]})}
+    copies = counted([stream_article(0)._replace(doc_id=f"copy{k}") for k in range(9)])  # one story, 9 copies
+    assert copies.learned_of([site_line]) == {}
+
+
+def test_stream_counts_learn_shared_lines_across_sources_never_prose():
+    follow_vi, credit = "Theo dõi chúng tôi trên Facebook", "Theo Reuters"  # a prompt shaped like a credit; a credit
+    articles = [stream_article(i, source=f"site-{i % 4}.example",
+                               extra=f"{FOLLOW_ES}\n\n{QUOTE}\n\n{follow_vi}\n\n{credit}\n\n") for i in range(8)]
+    follow, quote = (SHARED, line_key(fold_line(FOLLOW_ES))), (SHARED, line_key(fold_line(QUOTE)))
+    prompt, source = (SHARED, line_key(fold_line(follow_vi))), (SHARED, line_key(fold_line(credit)))
+    assert counted(articles[:7]).learned_of([follow]) == {}           # 7 stories < 8
+    assert counted(articles).learned_of([follow, quote, prompt, source]) == {SHARED: frozenset({follow[1], prompt[1]})}
+
+
+def test_stream_counts_stay_bounded_forget_the_oldest_and_replay_identically():
+    def own_line(i: int) -> str:  # a short line of this story only ("Notiz bcd")
+        return "Notiz " + "".join(chr(97 + (i // 26 ** k) % 26) for k in range(3)) + "\n\n"
+
+    articles = [stream_article(i, source=f"site-{i % 3}.example", extra=own_line(i)) for i in range(60)]
+    counts = counted(articles, StreamCounts(min_support=5, max_keys=40))
+    assert len(counts.entries) == 40 and counts.evicted > 0
+    again = counted(articles, StreamCounts(min_support=5, max_keys=40))
+    assert again.snapshot() == counts.snapshot()
+    restored = StreamCounts.restore(counts.snapshot())
+    assert restored.snapshot() == counts.snapshot() and restored.learned == counts.learned
+    # The site line keeps its place (seen again and again); the first story's own lines were forgotten.
+    assert ("site-0.example", line_key(fold_line(SITE_LINE.format(n=0)))) in counts.entries
+    assert ("site-0.example", line_key(fold_line(own_line(0)))) not in counts.entries
+    assert ("site-2.example", line_key(fold_line(own_line(59)))) in counts.entries
+    tiny = counted(articles, StreamCounts(min_support=5, max_keys=1))
+    assert len(tiny.entries) == 1 and not tiny.learned.get("site-1.example")
+    for bad in (lambda: StreamCounts(max_keys=0), lambda: LearnFromStream(max_keys=0),
+                lambda: StripBoilerplate(max_keys=0)):
+        with pytest.raises(ValueError, match="max_keys"):
+            bad()
+
+
+def _stream_options():
+    from apache_beam.options.pipeline_options import PipelineOptions
+    return PipelineOptions(["--streaming", "--runner=BundleBasedDirectRunner"])
+
+
+_STREAM_OUT: list = []
+
+
+@pytest.mark.parametrize("cache_size, snapshot_every", [(4, 1000), (0, 3)],
+                         ids=["cached-counts", "counts-rebuilt-from-state-and-snapshots"])
+def test_a_stream_removes_in_later_windows_what_earlier_windows_taught(monkeypatch, cache_size, snapshot_every):
+    """Window 1: ten stories of one site with its counter line, two quoting one sentence, eight of four
+    sites with a follow prompt worded alike. An hour later: the site's line and the shared prompt are
+    removed from new stories (of the site, and of a site never seen); the quoted sentence stays."""
+    import wirewash.transforms.repeated_lines as repeated_lines
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms import window
+
+    monkeypatch.setattr(repeated_lines, "_STREAM_CACHE_SIZE", cache_size)
+    monkeypatch.setattr(repeated_lines, "STREAM_SNAPSHOT_EVERY", snapshot_every)
+    first = [stream_article(i, extra=QUOTE + "\n\n" if i < 2 else "") for i in range(10)]
+    first += [stream_article(20 + i, source=f"site-{i % 4}.example", extra=f"{FOLLOW_ES}\n\n") for i in range(8)]
+    assert match_line(RULES, FOLLOW_ES) is None and match_line(RULES, SITE_LINE.format(n=3)) is None
+    later = [stream_article(40, extra=QUOTE + "\n\n"),
+             stream_article(41, source="new-site.example", extra=f"{FOLLOW_ES}\n\n{QUOTE}\n\n")]
+    stream = (TestStream(coder=beam.coders.PickleCoder())
+              .add_elements([window.TimestampedValue(a, i) for i, a in enumerate(first)])
+              .advance_watermark_to(3600)
+              .add_elements([window.TimestampedValue(a, 3600 + i) for i, a in enumerate(later)])
+              .advance_watermark_to_infinity())
+    _STREAM_OUT.clear()
+    with beam.Pipeline(options=_stream_options()) as p:
+        out = p | stream | StripBoilerplate(min_support=5, edges=False)
+        _ = out["articles"] | beam.Map(lambda a: _STREAM_OUT.append((a.doc_id, a.text, a.removed_by_rule)))
+    done = {doc_id: (text, rules) for doc_id, text, rules in _STREAM_OUT}
+    assert len(done) == len(first) + len(later)
+    text, rules = done["st40-site-a.example"]
+    assert "Lượt thích" not in text and QUOTE in text and rules == ("repeated_line",)
+    text, rules = done["st41-new-site.example"]
+    # the counter line is worded alike on the four sites too: shared furniture, for a site never seen
+    assert FOLLOW_ES not in text and "Lượt thích" not in text and QUOTE in text
+    assert rules == ("shared_line", "shared_line")

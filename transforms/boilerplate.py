@@ -31,9 +31,9 @@ from wirewash.transforms.guard import isolated
 from wirewash.transforms.linear_regex import LinearPattern, LiteralSet, PatternError, compile_linear
 from wirewash.transforms.regex_tree import OPS
 from wirewash.transforms.regex_tree import parse as parse_pattern
-from wirewash.transforms.repeated_lines import (DEFAULT_MIN_SUPPORT, LABEL_RULE, LABELS, SHARED, SHARED_RULE,
-                                                 LearnRepeatedLines, label_key, line_key, line_label, may_be_shared,
-                                                 site_key)
+from wirewash.transforms.repeated_lines import (DEFAULT_MIN_SUPPORT, DEFAULT_STREAM_MAX_KEYS, LABEL_RULE, LABELS,
+                                                 SHARED, SHARED_RULE, LearnFromStream, LearnRepeatedLines, label_key,
+                                                 line_key, line_label, may_be_shared, site_key)
 from wirewash.transforms.repeated_lines import RULE_NAME as LEARNED_RULE
 from wirewash.transforms.spill import Spill
 from wirewash.transforms.text import KEEP_AT_EDGE, SENTENCE_END, fold_line, fold_words, raw_fold
@@ -679,6 +679,14 @@ class _StripBoilerplateFn(beam.DoFn):
                                removed_by_rule=article.removed_by_rule + tuple(removed))
 
 
+class _StripLearnedFn(_StripBoilerplateFn):
+    """(article, learned dict for its lines) from `LearnFromStream` -> as `_StripBoilerplateFn`."""
+
+    def process(self, element):
+        article, learned = element
+        yield from super().process(article, learned)
+
+
 class StripBoilerplate(beam.PTransform):
     """Article -> {`articles`: boilerplate lines removed, `boilerplate_lines_removed` / `removed_by_rule` set;
     `rejected`: articles that were nothing but boilerplate}. Rules compile once per worker (`setup`); user
@@ -686,14 +694,19 @@ class StripBoilerplate(beam.PTransform):
 
     With `learn` (the default), lines recurring in at least `min_support` distinct stories of one source are
     learned from these same articles first (one combine over line hashes, see `transforms/repeated_lines.py`)
-    and removed as `repeated_line` (batch only: an unbounded input is not learned from). `edges` turns the
+    and removed as `repeated_line` (likewise the lines and labels shared across sources). On an unbounded
+    input the same counts are kept in state (`LearnFromStream`, at most `max_keys` entries) and each article
+    is cleaned with what the articles before it (and itself) taught. `edges` turns the
     `edge_fragment` pass on or off (it runs on text records only, `edge_pass_applies`). `spill` is where the
     articles wait for the learned lines (default: inline, in the PCollection)."""
 
     def __init__(self, rule_files: Iterable[str] = (), learn: bool = True, min_support: Optional[int] = None,
-                 edges: bool = True, spill: Optional[Spill] = None):
+                 edges: bool = True, spill: Optional[Spill] = None, max_keys: int = DEFAULT_STREAM_MAX_KEYS):
         super().__init__()
         rule_files = tuple(rule_files)
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be at least 1, got {max_keys}")
+        self.max_keys = max_keys
         load_rules(extra_files=rule_files)  # fails here, naming the file, rather than on a worker
         self.rule_texts = tuple(open(path, encoding="utf-8").read() for path in rule_files)
         self.learn = learn
@@ -702,8 +715,8 @@ class StripBoilerplate(beam.PTransform):
         self.spill = spill or Spill()
 
     def expand(self, articles):
-        # Learning needs the whole batch before the first line is stripped: an unbounded (streaming) input
-        # has no such moment, so it gets the rules and the edge pass only.
+        # Batch learning needs the whole batch before the first line is stripped; an unbounded (streaming)
+        # input has no such moment, so there the counts are kept in state and grow as articles arrive.
         if self.learn and getattr(articles, "is_bounded", True):
             learned = articles | "LearnRepeatedLines" >> LearnRepeatedLines(self.min_support)
             # The articles wait for the learned lines parked: the fetch is inside the stripping DoFn, which
@@ -712,6 +725,10 @@ class StripBoilerplate(beam.PTransform):
             parked = articles | "Park" >> beam.Map(self.spill.park_article)
             results = parked | "StripLines" >> beam.ParDo(fn, beam.pvalue.AsSingleton(
                 learned, default_value={})).with_outputs(REJECTED, REMOVED_LINES, main="main")
+        elif self.learn:  # a stream: the counts live in state, each article cleaned with what came before it
+            with_learned = articles | "LearnFromStream" >> LearnFromStream(self.min_support, self.max_keys)
+            fn = _StripLearnedFn((), self.rule_texts, self.edges)
+            results = with_learned | "StripLines" >> beam.ParDo(fn).with_outputs(REJECTED, REMOVED_LINES, main="main")
         else:
             fn = _StripBoilerplateFn((), self.rule_texts, self.edges)
             results = articles | "StripLines" >> beam.ParDo(fn).with_outputs(REJECTED, REMOVED_LINES, main="main")
