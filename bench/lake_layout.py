@@ -5,7 +5,7 @@
 Generates the corpus (`../shared/tools/make_corpus.py`, seed 7) into `bench/_work/` unless `--corpus` is
 given, builds one lake per granularity with `wirewash run --partition_by G`, copies its documents into one
 zstd Parquet file (DuckDB `COPY`, the same rows), then times two queries on each, warm (one connection, the
-first run discarded), median of `--runs`:
+first run discarded), median of `--runs`, the lake, the one file and the reference taking turns:
 
 - full scan: `SELECT lang, count(*), sum(n_words) ... WHERE lang IN ('en', 'vi') GROUP BY lang`
 - one language, one month: `SELECT count(*), sum(n_words) ... WHERE lang = L AND <that month>` on the
@@ -76,14 +76,18 @@ def disk_bytes(paths) -> int:
     return sum(os.path.getsize(p) for p in paths)
 
 
-def median_seconds(con, sql: str, runs: int) -> float:
-    con.execute(sql).fetchall()  # warm-up
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
+def interleaved_medians(con, queries: list, runs: int) -> list:
+    """Median seconds of each query, warm (each run once first), the queries taking turns round after round,
+    so that a change in the machine's load falls on all of them alike."""
+    for sql in queries:
         con.execute(sql).fetchall()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    times = [[] for _ in queries]
+    for _ in range(runs):
+        for i, sql in enumerate(queries):
+            started = time.perf_counter()
+            con.execute(sql).fetchall()
+            times[i].append(time.perf_counter() - started)
+    return [statistics.median(t) for t in times]
 
 
 def measure(lake: Path, runs: int, granularity: str) -> dict:
@@ -120,9 +124,8 @@ def measure(lake: Path, runs: int, granularity: str) -> dict:
         on_lake, on_one, on_ref = (sql.format(src=src, lang=lang, month_filter=where)
                                    for src in (lake_src, one_src, ref_src))
         assert con.execute(on_lake).fetchall() == con.execute(on_one).fetchall(), f"{name}: different answers"
-        result[f"{name}_lake_s"] = median_seconds(con, on_lake, runs)
-        result[f"{name}_one_s"] = median_seconds(con, on_one, runs)
-        result[f"{name}_reference_s"] = median_seconds(con, on_ref, runs)
+        (result[f"{name}_lake_s"], result[f"{name}_one_s"],
+         result[f"{name}_reference_s"]) = interleaved_medians(con, [on_lake, on_one, on_ref], runs)
     one.unlink()
     shutil.rmtree(reference)
     return result
@@ -159,7 +162,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--corpus", type=Path, help="an existing JSONL corpus instead of a generated one")
     parser.add_argument("--partition_by", default="ingest", help="comma-separated: ingest, day, month, year")
-    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--runs", type=int, default=31)
     parser.add_argument("--json", type=Path, help="write every measurement here")
     parser.add_argument("--reuse", action="store_true", help="measure the lakes already built in bench/_work/")
     args = parser.parse_args()

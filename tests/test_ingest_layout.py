@@ -328,3 +328,43 @@ def test_a_stream_writes_the_ingest_layout(tmp_path):
     assert len(files) == 2 and all(re.match(r"documents/ingest_date=\d{4}-\d{2}-\d{2}/part-", f) for f in files)
     assert lake_contract(lake) == []
     assert sorted(r[0] for r in run_query(str(lake), "SELECT lang FROM documents")[1]) == ["en", "vi"]
+
+
+@pytest.mark.slow
+def test_spark_ddl_runs_on_the_ingest_layout(lakes, tmp_path):
+    """The Spark DDL of an ingest lake, executed by Spark 4 (pyspark, local mode): `SELECT *` gives the rows of
+    `wirewash query` (`lang` and `date` from the files, `ingest_date` from the folder, the list column a list),
+    Spark prunes on `ingest_date`, and writes nothing into the lake."""
+    pytest.importorskip("pyspark", reason="needs pyspark (pip install -e '.[test]')")
+    if not shutil.which("java"):
+        pytest.skip("needs Java 17+ on PATH for pyspark (apt-get install openjdk-17-jre-headless)")
+    import signal
+
+    from pyspark.sql import SparkSession
+
+    from wirewash.pipeline.ddl import lake_ddl
+    from tests.test_ddl import fingerprint, statements
+
+    lake = lakes[INGEST]
+    before = fingerprint(lake)
+    sigint = signal.getsignal(signal.SIGINT)  # SparkContext installs its own and stop() leaves it in place
+    spark = (SparkSession.builder.master("local[1]").appName("wirewash-ingest-ddl-test")
+             .config("spark.ui.enabled", "false").config("spark.sql.session.timeZone", "UTC")
+             .config("spark.sql.warehouse.dir", str(tmp_path / "warehouse"))
+             .config("spark.driver.extraJavaOptions", f"-Djava.io.tmpdir={tmp_path}")
+             .getOrCreate())
+    try:
+        for sql in statements(lake_ddl(str(lake), "spark", schema="ingest")):
+            spark.sql(sql)
+        got = sorted((r["doc_id"], r["lang"], r["date"], r["ingest_date"], tuple(r["other_langs"]))
+                     for r in spark.sql("SELECT * FROM ingest.documents").collect())
+        want = sorted((d, lang, day, ingest, tuple(other)) for d, lang, day, ingest, other in run_query(
+            str(lake), "SELECT doc_id, lang, date, ingest_date, other_langs FROM documents")[1])
+        assert got == want and len(got) > 10
+        assert spark.sql("SELECT count(*) AS n FROM ingest.documents WHERE ingest_date = '2024-05-02'"
+                         ).collect()[0]["n"] == 0
+        assert spark.sql("SELECT count(*) AS n FROM ingest.duplicates").collect()[0]["n"] == summary(lake)["duplicates"]
+    finally:
+        spark.stop()
+        signal.signal(signal.SIGINT, sigint)
+    assert fingerprint(lake) == before
