@@ -73,6 +73,10 @@ LAYOUTS = tuple(PARTITION_BY) + (INGEST,)
 # zstd level of every lake file: DuckDB's default; Arrow's (1) left the ingest layout's one file 1.47x the size
 # DuckDB writes for the same rows, level 3 1.07x, for ~25% more time writing it (docs/performance.md).
 COMPRESSION_LEVEL = 3
+# Columns written without min/max statistics: long free text and binary sketches, never a useful filter range.
+# Their statistics (up to 4 KB a value, in the footer and in every page header) were more than half the bytes
+# of a small partition file (docs/performance.md).
+NO_STATISTICS = frozenset({"text", "title", "url", "excerpt", "error", "signature", "sketch"})
 # Row groups inside a file: small enough that DuckDB scans a file on several threads and prunes on the
 # sorted columns' statistics, large enough that the footer stays small.
 ROW_GROUP_ROWS = 8192
@@ -231,10 +235,12 @@ def sort_rows(table: str, data: pa.Table) -> pa.Table:
 
 
 def write_parquet(table: str, data: pa.Table, handle) -> None:
-    """One lake file: sorted rows, zstd, small row groups, dictionaries only where values repeat."""
+    """One lake file: sorted rows, zstd, small row groups, dictionaries only where values repeat, statistics
+    only where a filter can use them."""
     pq.write_table(sort_rows(table, data), handle, compression="zstd", compression_level=COMPRESSION_LEVEL,
                    row_group_size=ROW_GROUP_ROWS,
-                   use_dictionary=[c for c in DICTIONARY_COLUMNS if c in data.column_names])
+                   use_dictionary=[c for c in DICTIONARY_COLUMNS if c in data.column_names],
+                   write_statistics=[c for c in data.column_names if c not in NO_STATISTICS])
 
 
 def _timestamp(iso: Optional[str]) -> Optional[datetime]:

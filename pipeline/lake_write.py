@@ -46,7 +46,7 @@ NAMESPACE = "write"
 
 class StagedFile(NamedTuple):
     table: str
-    partition: str  # "" or "lang=xx/date=<period>"
+    partition: str  # "", "lang=xx/date=<period>" or "ingest_date=<day>"
     path: str
     rows: int
     size: int = 0  # bytes of the Parquet file
