@@ -136,7 +136,7 @@ REJECTED_SCHEMA = pa.schema([
 SCHEMAS = {DOCUMENTS: DOCUMENTS_SCHEMA, DUPLICATES: DUPLICATES_SCHEMA, REJECTED: REJECTED_SCHEMA, INDEX: INDEX_SCHEMA}
 # The documents of the ingest layout: the same columns, then `lang` and `date` (the folder layouts' values).
 IN_FILE_COLUMNS = ("lang", "date")
-DOCUMENTS_IN_FILE_SCHEMA = DOCUMENTS_SCHEMA.append(pa.field("lang", pa.string())).append(pa.field("date", pa.string()))
+DOCUMENTS_IN_FILE_SCHEMA = pa.schema(list(DOCUMENTS_SCHEMA) + [pa.field(c, pa.string()) for c in IN_FILE_COLUMNS])
 
 # The closed set of `lang=` partition values (besides `und`): ISO 639-1, plus the ISO 639-2/3 codes that
 # language detectors (CLD2, CLD3, langid, lingua) use for languages without a two-letter code.

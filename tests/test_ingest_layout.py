@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from wirewash.pipeline.cli import main
 from wirewash.pipeline.lake import (DOCUMENTS_SCHEMA, INGEST, LANGUAGES, LAYOUTS, PARTITION_BY, SORT_KEYS, TABLES,
                                     document_row, file_schema, lang_and_date, partition_of, sort_rows, valid_partition)
+from wirewash.pipeline import query
 from wirewash.pipeline.query import run_query
 from wirewash.transforms.types import Article
 from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI, summary, write_jsonl
@@ -118,6 +119,7 @@ def test_ingest_folders_are_validated():
     assert valid_partition("ingest_date=2024-02-29") and not valid_partition("ingest_date=2023-02-29")
     assert not valid_partition("ingest_date=2024-02") and not valid_partition("ingest_date=../x")
     assert partition_of(ART, INGEST, datetime(2024, 1, 1, 23, 30)) == "ingest_date=2024-01-01"  # naive: UTC
+    assert query.INGEST == INGEST  # query.py names it without importing Beam
 
 
 @given(st.lists(st.tuples(st.sampled_from(["en", "vi", "de", "und"]), st.sampled_from(["2024-01-02", "2023-12-31",
