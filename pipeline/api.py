@@ -24,7 +24,7 @@ import apache_beam as beam
 
 from wirewash.pipeline.build import IngestArticles
 from wirewash.pipeline.io import DEFAULT_MAX_RECORD_BYTES, REASON_TOO_LARGE, ReadArticles
-from wirewash.pipeline.lake import DEFAULT_PARTITION_BY, check_output_location
+from wirewash.pipeline.lake import DEFAULT_PARTITION_BY, LAYOUTS, check_output_location
 from wirewash.pipeline.lake_write import WriteLake
 from wirewash.pipeline.records import (JSON_FIELDS, REASON_NOT_AN_OBJECT, REASON_WRONG_TYPE, guarded_parse,
                                        parse_json_record, stable_id)
@@ -166,6 +166,8 @@ class WriteToLake(beam.PTransform):
     def __init__(self, output: str, overwrite: bool = False, partition_by: str = DEFAULT_PARTITION_BY,
                  ingested_at: Optional[str] = None, dedup: DedupConfig = DedupConfig()):
         super().__init__()
+        if partition_by not in LAYOUTS:
+            raise ValueError(f"partition_by {partition_by!r}: choose from {', '.join(LAYOUTS)}")
         self.output = output
         self.overwrite = overwrite
         self.partition_by = partition_by

@@ -437,8 +437,8 @@ def query_command(argv: list[str]) -> int:
 
     parser = _Parser(
         prog="wirewash query",
-        description="Run one SQL SELECT over a lake with DuckDB. Tables: documents (with partition columns lang "
-                    "and date, both text), duplicates, rejected. The lake is opened read-only; the result "
+        description="Run one SQL SELECT over a lake with DuckDB. Tables: documents (with columns lang and date, "
+                    "both text, and ingest_date in the ingest layout), duplicates, rejected. The lake is opened read-only; the result "
                     "streams in batches.")
     parser.add_argument("lake", help="lake folder written by wirewash run")
     parser.add_argument("sql", help="one SQL statement, e.g. \"SELECT lang, count(*) FROM documents GROUP BY lang\"")
@@ -528,7 +528,7 @@ def ddl_command(argv: list[str]) -> int:
     parser = _Parser(
         prog="wirewash ddl",
         description="Print the SQL that declares the lake's three tables as external tables (partition columns "
-                    "lang and date declared), for DuckDB, BigQuery, Athena or Spark SQL.")
+                    "lang and date declared, or ingest_date in the ingest layout), for DuckDB, BigQuery, Athena or Spark SQL.")
     parser.add_argument("lake", help="lake folder written by wirewash run (read for its schema)")
     parser.add_argument("--dialect", choices=DIALECTS, default="duckdb", help="SQL dialect (default: duckdb)")
     parser.add_argument("--location", metavar="URI",

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from wirewash.pipeline.lake import (INDEX, MERGE_MAX_BYTES, RENAME_BATCH, SCHEMAS, STAGING_DIR, STAGING_MARKER,
-                                    SUMMARY_FILE, TABLES, LakeExistsError, read_summary, remove_staging)
+from wirewash.pipeline.lake import (INDEX, MERGE_MAX_BYTES, RENAME_BATCH, STAGING_DIR, STAGING_MARKER, SUMMARY_FILE,
+                                    TABLES, LakeExistsError, file_schema, read_summary, remove_staging)
 from wirewash.pipeline.lake_summary import write_summary
 from wirewash.pipeline.lake_write import StagedFile, _ensure_dir, _write_staged, merge_groups
 
@@ -53,6 +53,7 @@ def compact(output: str, max_bytes: int = MERGE_MAX_BYTES) -> dict:
     FileSystems.mkdirs(staging)
     with FileSystems.create(FileSystems.join(output, STAGING_DIR, STAGING_MARKER)) as handle:
         handle.write(b"wirewash staging\n")
+    layout = (previous.get("layout") or {}).get("partition_by", "day")  # the ingest layout's files hold lang, date
     manifests = {t: list(previous["files"].get(t, [])) for t in TABLES}
     if "index" in previous:
         manifests[INDEX] = list(previous["index"]["files"])
@@ -68,7 +69,7 @@ def compact(output: str, max_bytes: int = MERGE_MAX_BYTES) -> dict:
             parts = []
             for rel in group:
                 with FileSystems.open(FileSystems.join(output, rel)) as handle:
-                    parts.append(pq.read_table(handle, schema=SCHEMAS[table]))
+                    parts.append(pq.read_table(handle, schema=file_schema(table, layout)))
             merged = pa.concat_tables(parts)
             if merged.num_rows != sum(rows[rel] for rel in group):
                 raise RuntimeError(f"compaction of {posixpath.dirname(group[0])} lost rows; nothing changed")

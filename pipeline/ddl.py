@@ -3,6 +3,8 @@
 `documents` is hive-partitioned: `lang` and `date` live only in the folder names
 (`documents/lang=en/date=2024-01/part-*.parquet`), never in the files, so every dialect declares them as
 partition columns, typed as strings (`date` is a day, a month or a year, or `unknown`, depending on the lake).
+In the ingest layout (`--partition_by ingest`) `lang` and `date` are ordinary string columns of the files and
+the one partition column is `ingest_date` (`documents/ingest_date=2024-01-31/part-*.parquet`), a string too.
 `duplicates` and `rejected` are plain folders of Parquet files. Columns are declared explicitly, with the
 types of the lake's own Parquet files (the schemas in `pipeline/lake.py` when a table has no file), so an empty
 table is declared too; list columns (`other_langs`) are arrays in every dialect.
@@ -36,13 +38,14 @@ from typing import Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from wirewash.pipeline.query import TABLES, documents_select, lake_snapshot
+from wirewash.pipeline.query import INGEST, TABLES, documents_select, lake_snapshot, layout_of
 
 __all__ = ["DIALECTS", "PARTITION_COLUMNS", "lake_ddl", "table_schema", "column_type", "DdlError"]
 
 DOCUMENTS = "documents"
 DIALECTS = ("duckdb", "bigquery", "athena", "spark")
 PARTITION_COLUMNS = ("lang", "date")
+INGEST_PARTITION_COLUMNS = ("ingest_date",)  # the ingest layout: `lang` and `date` are columns of the files
 DEFAULT_SCHEMA = "wirewash"
 REQUIRED_SCHEME = {"bigquery": ("gs://", "Cloud Storage"), "athena": ("s3://", "Amazon S3")}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -81,16 +84,23 @@ def column_type(arrow_type: pa.DataType, dialect: str) -> str:
         raise DdlError(f"no {dialect} type for the lake's column type {arrow_type}") from None
 
 
-def table_schema(files: list, table: str) -> pa.Schema:
+def table_schema(files: list, table: str, layout: str = "day") -> pa.Schema:
     """The table's columns as written (its first Parquet file; the lake's schema when it has none), without
-    the hive partition columns."""
+    the hive partition columns (the ingest layout's files hold `lang` and `date`: kept)."""
     if files:
         schema = pq.read_schema(files[0])
     else:
-        from wirewash.pipeline.lake import SCHEMAS  # imports Beam: only when a table has no file
+        from wirewash.pipeline.lake import file_schema  # imports Beam: only when a table has no file
 
-        schema = SCHEMAS[table]
-    return pa.schema([f for f in schema if f.name not in PARTITION_COLUMNS]).remove_metadata()
+        schema = file_schema(table, layout)
+    return pa.schema([f for f in schema if f.name not in partition_columns(table, layout)]).remove_metadata()
+
+
+def partition_columns(table: str, layout: str) -> tuple:
+    """The hive partition columns (folder names, never in the files) of a table in a layout."""
+    if table != DOCUMENTS:
+        return ()
+    return INGEST_PARTITION_COLUMNS if layout == INGEST else PARTITION_COLUMNS
 
 
 def _quote(value: str) -> str:
@@ -106,19 +116,19 @@ def _columns(schema: pa.Schema, dialect: str, quote: str) -> list[str]:
     return [f"{quote}{f.name}{quote} {column_type(f.type, dialect)}" for f in schema]
 
 
-def _duckdb(location: str, schemas: dict, empty: set) -> list[str]:
+def _duckdb(location: str, schemas: dict, empty: set, layout: str) -> list[str]:
     statements = []
     for table in TABLES:
         if table in empty:
             # DuckDB cannot read an empty glob: an empty view with the table's columns.
             cols = _columns(schemas[table], "duckdb", '"')
-            if table == DOCUMENTS:
-                cols += [f'"{c}" VARCHAR' for c in PARTITION_COLUMNS]
+            cols += [f'"{c}" VARCHAR' for c in partition_columns(table, layout)]
             select = ", ".join(f"CAST(NULL AS {c.split(' ', 1)[1]}) AS {c.split(' ', 1)[0]}" for c in cols)
             statements.append(f"-- {table}: no file yet in this lake (run wirewash ddl again once it has some)\n"
                               f"CREATE OR REPLACE VIEW {table} AS SELECT {select} WHERE false;")
         elif table == DOCUMENTS:
-            select = documents_select(_quote(location + "/documents/*/*/*.parquet"), location)
+            depth = "/*" * (len(partition_columns(table, layout)) + 1)
+            select = documents_select(_quote(f"{location}/documents{depth}.parquet"), location, layout)
             statements.append(f"CREATE OR REPLACE VIEW {table} AS {select};")
         else:
             statements.append(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet("
@@ -127,13 +137,18 @@ def _duckdb(location: str, schemas: dict, empty: set) -> list[str]:
     return statements
 
 
-def _bigquery(location: str, schema: str, schemas: dict) -> list[str]:
+def _partition_list(table: str, layout: str, dialect: str, quote: str) -> list[str]:
+    return [f"{quote}{c}{quote} {column_type(pa.string(), dialect)}" for c in partition_columns(table, layout)]
+
+
+def _bigquery(location: str, schema: str, schemas: dict, layout: str) -> list[str]:
     statements = [f"-- the dataset must be in the bucket's location (add OPTIONS (location = '...') if not the "
                   f"default)\nCREATE SCHEMA IF NOT EXISTS `{schema}`;"]
     for table in TABLES:
         prefix = f"{location}/{table}"
         cols = ",\n  ".join(_columns(schemas[table], "bigquery", "`"))
-        partition = "WITH PARTITION COLUMNS (\n  `lang` STRING,\n  `date` STRING\n)\n" if table == DOCUMENTS else ""
+        keys = _partition_list(table, layout, "bigquery", "`")
+        partition = "WITH PARTITION COLUMNS (\n  " + ",\n  ".join(keys) + "\n)\n" if keys else ""
         options = ["format = 'PARQUET'", f"uris = [{_quote(prefix + ('/*' if table == DOCUMENTS else '/*.parquet'))}]",
                    "enable_list_inference = true"]
         if table == DOCUMENTS:
@@ -143,30 +158,33 @@ def _bigquery(location: str, schema: str, schemas: dict) -> list[str]:
     return statements
 
 
-def _athena(location: str, schema: str, schemas: dict) -> list[str]:
+def _athena(location: str, schema: str, schemas: dict, layout: str) -> list[str]:
     statements = [f"CREATE DATABASE IF NOT EXISTS `{schema}`;"]
     for table in TABLES:
         cols = ",\n  ".join(_columns(schemas[table], "athena", "`"))
-        partition = "PARTITIONED BY (\n  `lang` string,\n  `date` string\n)\n" if table == DOCUMENTS else ""
+        keys = _partition_list(table, layout, "athena", "`")
+        partition = "PARTITIONED BY (\n  " + ",\n  ".join(keys) + "\n)\n" if keys else ""
         statements.append(f"CREATE EXTERNAL TABLE IF NOT EXISTS `{schema}`.`{table}` (\n  {cols}\n)\n{partition}"
                           f"STORED AS PARQUET\nLOCATION {_quote(location + '/' + table + '/')};")
-    statements.append(f"-- load the lang=/date= folders as partitions (again after each run)\n"
-                      f"MSCK REPAIR TABLE `{schema}`.`{DOCUMENTS}`;")
+    statements.append(_repair(schema, layout))
     return statements
 
 
-def _spark(location: str, schema: str, schemas: dict) -> list[str]:
+def _repair(schema: str, layout: str) -> str:
+    folders = "ingest_date=" if layout == INGEST else "lang=/date="
+    return (f"-- load the {folders} folders as partitions (again after each run)\n"
+            f"MSCK REPAIR TABLE `{schema}`.`{DOCUMENTS}`;")
+
+
+def _spark(location: str, schema: str, schemas: dict, layout: str) -> list[str]:
     statements = [f"CREATE DATABASE IF NOT EXISTS `{schema}`;"]
     for table in TABLES:
-        cols = _columns(schemas[table], "spark", "`")
-        partition = ""
-        if table == DOCUMENTS:
-            cols += ["`lang` STRING", "`date` STRING"]
-            partition = "PARTITIONED BY (`lang`, `date`)\n"
+        keys = partition_columns(table, layout)
+        cols = _columns(schemas[table], "spark", "`") + _partition_list(table, layout, "spark", "`")
+        partition = "PARTITIONED BY (" + ", ".join(f"`{c}`" for c in keys) + ")\n" if keys else ""
         statements.append(f"CREATE TABLE IF NOT EXISTS `{schema}`.`{table}` (\n  " + ",\n  ".join(cols) + "\n)\n"
                           f"USING PARQUET\n{partition}LOCATION {_quote(location + '/' + table)};")
-    statements.append(f"-- load the lang=/date= folders as partitions (again after each run)\n"
-                      f"MSCK REPAIR TABLE `{schema}`.`{DOCUMENTS}`;")
+    statements.append(_repair(schema, layout))
     return statements
 
 
@@ -199,15 +217,16 @@ def lake_ddl(lake: str, dialect: str, location: Optional[str] = None, schema: Op
     lake = snapshot.lake
     _check_location(dialect, location or lake, location is not None)
     target = (location or lake).rstrip("/")
-    schemas = {table: table_schema(snapshot.files[table], table) for table in TABLES}
+    layout = layout_of(snapshot.summary)
+    schemas = {table: table_schema(snapshot.files[table], table, layout) for table in TABLES}
     header = f"-- wirewash lake {_comment(lake)} as {dialect} tables" + (
         f", read from {_comment(target)}" if target != lake else "")
     if dialect == "duckdb":
-        body = _duckdb(target, schemas, {t for t in TABLES if not snapshot.files[t]})
+        body = _duckdb(target, schemas, {t for t in TABLES if not snapshot.files[t]}, layout)
     elif dialect == "bigquery":
-        body = _bigquery(target, schema, schemas)
+        body = _bigquery(target, schema, schemas, layout)
     elif dialect == "athena":
-        body = _athena(target, schema, schemas)
+        body = _athena(target, schema, schemas, layout)
     else:
-        body = _spark(target, schema, schemas)
+        body = _spark(target, schema, schemas, layout)
     return "\n\n".join([header] + body)

@@ -5,14 +5,18 @@ window (pipeline/windowed_lake.py); its `_SUMMARY.json` is pipeline/lake_summary
 pipeline/compact.py.
 
 Layout (explicit Arrow schemas below, zstd, rows sorted within a file, row groups of ROW_GROUP_ROWS):
-    LAKE/documents/lang=<code>/date=<period|unknown>/part-*.parquet   period: YYYY-MM (default), YYYY-MM-DD or YYYY
+    LAKE/documents/lang=<code>/date=<period|unknown>/part-*.parquet   period: YYYY-MM-DD (default), YYYY-MM or YYYY
+    LAKE/documents/ingest_date=<YYYY-MM-DD>/part-*.parquet            `--partition_by ingest`: lang, date in the files
     LAKE/duplicates/part-*.parquet
     LAKE/rejected/part-*.parquet
     LAKE/_index/part-*.parquet      the dedup index (transforms/lake_dedup.py): what `--append` dedups against
     LAKE/_SUMMARY.json              counts, the `files` manifest, `runs`
     LAKE/_WIREWASH_LAKE             the marker: this folder is a wirewash lake
 Partition columns (`lang`, `date`) live in the folder names only, as BigQuery, Athena and Spark expect; the
-values come from validated fields (`lang` a 2-3 letter code or `und`, `date` a real period or `unknown`).
+values come from validated fields (`lang` a 2-3 letter code or `und`, `date` a real period or `unknown`). The
+ingest layout (INGEST) keeps the same `lang` and `date` values (days) as ordinary columns of the files, rows
+sorted by them, under one `ingest_date=` folder per UTC day of `ingested_at`: few large files, pruned by
+row-group statistics instead of folders (docs/data-model.md says when to choose which).
 
 Only a wirewash lake is ever replaced: the marker is written before a commit's first file moves in, and a
 folder holding `documents/` (or the others) without the marker or a summary is refused, never deleted. When a
@@ -44,7 +48,8 @@ from wirewash.transforms.types import (DOCUMENTS, DUPLICATES, REJECTED, TABLES, 
 
 __all__ = ["DOCUMENTS_SCHEMA", "DUPLICATES_SCHEMA", "REJECTED_SCHEMA", "partition_of", "LakeExistsError", "check_output_location", "SUMMARY_FILE", "TABLES", "LANGUAGES",
            "valid_partition", "short_error", "remove_staging", "PARTITION_BY", "DEFAULT_PARTITION_BY",
-           "MARKER_FILE", "REPORT_FILE", "is_lake", "sort_rows", "write_parquet", "manifest_files"]
+           "MARKER_FILE", "REPORT_FILE", "is_lake", "sort_rows", "write_parquet", "manifest_files", "INGEST", "LAYOUTS",
+           "file_schema", "lang_and_date", "in_file_layout"]
 
 SUMMARY_FILE = "_SUMMARY.json"
 REPORT_FILE = "_REPORT.html"  # written by `wirewash report`; part of the lake, removed with it
@@ -60,12 +65,27 @@ STAGING_MARKER = ".wirewash"  # inside _staging/: that folder is ours (a plain r
 # month or year (far fewer files on multi-year corpora) on request. See docs/data-model.md.
 PARTITION_BY = {"day": 10, "month": 7, "year": 4}
 DEFAULT_PARTITION_BY = "day"
+# The scan layout: one `ingest_date=YYYY-MM-DD` folder per UTC day of `ingested_at` (one file per run or stream
+# pane there, more only past the merge caps), `lang` and `date` (a day, or `unknown`) stored in the files.
+INGEST = "ingest"
+INGEST_FOLDER = "ingest_date"
+LAYOUTS = tuple(PARTITION_BY) + (INGEST,)
+# zstd level of every lake file: DuckDB's default; Arrow's (1) left the ingest layout's one file 1.47x the size
+# DuckDB writes for the same rows, level 3 1.07x, for ~25% more time writing it (docs/performance.md).
+COMPRESSION_LEVEL = 3
+# Columns written without min/max statistics: long free text and binary sketches, never a useful filter range.
+# Their statistics (up to 4 KB a value, in the footer and in every page header) were more than half the bytes
+# of a small partition file (docs/performance.md).
+NO_STATISTICS = frozenset({"text", "title", "url", "excerpt", "error", "signature", "sketch"})
 # Row groups inside a file: small enough that DuckDB scans a file on several threads and prunes on the
 # sorted columns' statistics, large enough that the footer stays small.
 ROW_GROUP_ROWS = 8192
 # Sort order within a file (row-group statistics on the leading columns prune range queries).
 SORT_KEYS = {
     "documents": [("published_at", "ascending"), ("source", "ascending"), ("doc_id", "ascending")],
+    # documents holding `lang` and `date` (the ingest layout): a language's month is a few adjacent row groups
+    "documents_in_file": [("lang", "ascending"), ("date", "ascending"), ("published_at", "ascending"),
+                          ("doc_id", "ascending")],
     "duplicates": [("duplicate_of", "ascending"), ("doc_id", "ascending")],
     "rejected": [("stage", "ascending"), ("reason", "ascending"), ("source_location", "ascending")],
     INDEX: [("doc_id", "ascending")],
@@ -74,7 +94,7 @@ SORT_KEYS = {
 MERGE_MAX_BYTES = 32 << 20  # about 100 MB of rows in memory while merging (read, then sorted)
 # Dictionary-encode only the columns whose values repeat: on the unique ones (ids, texts, hashes, URLs) a
 # dictionary is built and thrown away, which cost ~40% of writing a small partition file.
-DICTIONARY_COLUMNS = ["source", "format", "lang", "stage", "reason", "kind", "other_langs", "ingested_at",
+DICTIONARY_COLUMNS = ["source", "format", "lang", "date", "stage", "reason", "kind", "other_langs", "ingested_at",
                       "published_at"]
 RENAME_BATCH = 1000  # files per rename or delete call (object stores work in batches)
 
@@ -114,6 +134,9 @@ REJECTED_SCHEMA = pa.schema([
     pa.field("ingested_at", UTC_TS),
 ])
 SCHEMAS = {DOCUMENTS: DOCUMENTS_SCHEMA, DUPLICATES: DUPLICATES_SCHEMA, REJECTED: REJECTED_SCHEMA, INDEX: INDEX_SCHEMA}
+# The documents of the ingest layout: the same columns, then `lang` and `date` (the folder layouts' values).
+IN_FILE_COLUMNS = ("lang", "date")
+DOCUMENTS_IN_FILE_SCHEMA = pa.schema(list(DOCUMENTS_SCHEMA) + [pa.field(c, pa.string()) for c in IN_FILE_COLUMNS])
 
 # The closed set of `lang=` partition values (besides `und`): ISO 639-1, plus the ISO 639-2/3 codes that
 # language detectors (CLD2, CLD3, langid, lingua) use for languages without a two-letter code.
@@ -128,6 +151,7 @@ ast bal bho ceb chr ckb fil gom haw hmn ilo kab kha lif mai mfe mni nso ory sat 
 """.split())
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _PARTITION = re.compile(r"^lang=([a-z]{2,3})/date=(\d{4}(?:-\d{2}(?:-\d{2})?)?|unknown)$")
+_INGEST_PARTITION = re.compile(r"^ingest_date=(\d{4}-\d{2}-\d{2})$")
 
 
 class LakeExistsError(RuntimeError):
@@ -139,25 +163,58 @@ class LakeExistsError(RuntimeError):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def partition_of(article: Article, partition_by: str = DEFAULT_PARTITION_BY) -> str:
-    """`lang=<code>/date=<period>`, from validated values only: a language outside LANGUAGES becomes `und`, a
-    date that is not a real day between 1800 and 2200 becomes `unknown`; a real day is cut to the period of
-    `partition_by` (day `YYYY-MM-DD`, month `YYYY-MM`, year `YYYY`)."""
+def in_file_layout(partition_by: str) -> bool:
+    """True for the layouts that store `lang` and `date` in the documents files (not in folder names)."""
+    return partition_by == INGEST
+
+
+def file_schema(table: str, partition_by: str = DEFAULT_PARTITION_BY) -> pa.Schema:
+    """The Arrow schema of a table's files in a layout (documents of the ingest layout add `lang`, `date`)."""
+    return DOCUMENTS_IN_FILE_SCHEMA if table == DOCUMENTS and in_file_layout(partition_by) else SCHEMAS[table]
+
+
+def lang_and_date(article: Article, granularity: str = "day") -> tuple[str, str]:
+    """(lang, period) from validated values only: a language outside LANGUAGES becomes `und`, a date that is
+    not a real day between 1800 and 2200 becomes `unknown`; a real day is cut to the period of `granularity`
+    (day `YYYY-MM-DD`, month `YYYY-MM`, year `YYYY`; the ingest layout stores days)."""
     lang = article.lang if article.lang in LANGUAGES else UNDETERMINED_LANGUAGE
     day = UNKNOWN_DATE
     if isinstance(article.published_at, str):
         candidate = article.published_at[:10]
         try:
             if _DATE.match(candidate) and MIN_YEAR <= datetime.strptime(candidate, "%Y-%m-%d").year <= MAX_YEAR:
-                day = candidate[:PARTITION_BY[partition_by]]
+                day = candidate[:PARTITION_BY.get(granularity, PARTITION_BY["day"])]
         except ValueError:
             pass
-    return f"lang={lang}/date={day}"
+    return lang, day
+
+
+def ingest_day(ingested_at: datetime) -> str:
+    """The UTC day of an ingest time (a naive time is taken as UTC)."""
+    if ingested_at.tzinfo is None:
+        ingested_at = ingested_at.replace(tzinfo=timezone.utc)
+    return ingested_at.astimezone(timezone.utc).date().isoformat()
+
+
+def partition_of(article: Article, partition_by: str = DEFAULT_PARTITION_BY,
+                 ingested_at: Optional[datetime] = None) -> str:
+    """The documents folder of an article: `lang=<code>/date=<period>` (see `lang_and_date`), or for the ingest
+    layout `ingest_date=<UTC day of ingested_at>`."""
+    if in_file_layout(partition_by):
+        return f"{INGEST_FOLDER}={ingest_day(ingested_at)}"
+    lang, period = lang_and_date(article, partition_by)
+    return f"lang={lang}/date={period}"
 
 
 def valid_partition(partition: str) -> bool:
     """True for a documents partition path built from the closed sets (the commit re-checks every one): the
-    period is a real day, month or year between 1800 and 2200, or `unknown`."""
+    period is a real day, month or year between 1800 and 2200, or `unknown`; an ingest folder a real day."""
+    ingest = _INGEST_PARTITION.match(partition)
+    if ingest:
+        try:
+            return MIN_YEAR <= datetime.strptime(ingest.group(1), "%Y-%m-%d").year <= MAX_YEAR
+        except ValueError:
+            return False
     match = _PARTITION.match(partition)
     if not match or not (match.group(1) in LANGUAGES or match.group(1) == UNDETERMINED_LANGUAGE):
         return False
@@ -171,23 +228,27 @@ def valid_partition(partition: str) -> bool:
 
 
 def sort_rows(table: str, data: pa.Table) -> pa.Table:
-    """The rows of one file in the lake's order (SORT_KEYS): equal input rows give equal files."""
-    return data.sort_by(SORT_KEYS[table]) if data.num_rows > 1 else data
+    """The rows of one file in the lake's order (SORT_KEYS; documents holding `lang` and `date` by those
+    first): equal input rows give equal files."""
+    keys = SORT_KEYS["documents_in_file" if table == DOCUMENTS and "lang" in data.column_names else table]
+    return data.sort_by(keys) if data.num_rows > 1 else data
 
 
 def write_parquet(table: str, data: pa.Table, handle) -> None:
-    """One lake file: sorted rows, zstd, small row groups, dictionaries only where values repeat."""
-    schema = SCHEMAS[table]
-    pq.write_table(sort_rows(table, data), handle, compression="zstd", row_group_size=ROW_GROUP_ROWS,
-                   use_dictionary=[c for c in DICTIONARY_COLUMNS if c in schema.names])
+    """One lake file: sorted rows, zstd, small row groups, dictionaries only where values repeat, statistics
+    only where a filter can use them."""
+    pq.write_table(sort_rows(table, data), handle, compression="zstd", compression_level=COMPRESSION_LEVEL,
+                   row_group_size=ROW_GROUP_ROWS,
+                   use_dictionary=[c for c in DICTIONARY_COLUMNS if c in data.column_names],
+                   write_statistics=[c for c in data.column_names if c not in NO_STATISTICS])
 
 
 def _timestamp(iso: Optional[str]) -> Optional[datetime]:
     return datetime.fromisoformat(iso).astimezone(timezone.utc) if iso else None
 
 
-def document_row(article: Article, ingested_at: datetime) -> dict:
-    return {
+def document_row(article: Article, ingested_at: datetime, partition_by: str = DEFAULT_PARTITION_BY) -> dict:
+    row = {
         "doc_id": article.doc_id, "url": article.url, "source": article.source, "title": article.title,
         "published_at": _timestamp(article.published_at), "lang_prob": article.lang_prob, "text": article.text,
         "n_chars": len(article.text), "n_words": len(article.text.split()), "content_hash": article.content_hash,
@@ -195,11 +256,14 @@ def document_row(article: Article, ingested_at: datetime) -> dict:
         "source_location": article.source_location, "ingested_at": ingested_at,
         "other_langs": list(article.other_langs),
     }
+    if in_file_layout(partition_by):
+        row["lang"], row["date"] = lang_and_date(article)
+    return row
 
 
-def row_of(table: str, element, ingested_at: datetime) -> dict:
+def row_of(table: str, element, ingested_at: datetime, partition_by: str = DEFAULT_PARTITION_BY) -> dict:
     if table == DOCUMENTS:
-        return document_row(element, ingested_at)
+        return document_row(element, ingested_at, partition_by)
     row = element._asdict()
     row["ingested_at"] = ingested_at
     return {name: row.get(name) for name in SCHEMAS[table].names}
@@ -261,8 +325,9 @@ def check_output_location(output: str, overwrite: bool, append: bool = False) ->
 
 
 def lake_layout(output: str, requested: str, explicit: set = frozenset()) -> str:
-    """The partition granularity of an append: the lake's own (lakes from before `layout` used days); a
-    different one given explicitly (`explicit` holds the flags given) is an error."""
+    """The layout of an append (`--partition_by`: a granularity, or the ingest layout): the lake's own (lakes
+    from before `layout` used days); a different one given explicitly (`explicit` holds the flags given) is
+    an error."""
     summary = read_summary(output)
     if summary is None:
         return requested

@@ -28,9 +28,9 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from wirewash.pipeline.lake import (DEFAULT_PARTITION_BY, DOCUMENTS, DUPLICATES, INDEX, MERGE_MAX_BYTES, REJECTED,
-                                    RENAME_BATCH, REPORT_FILE, SCHEMAS, STAGING_DIR, SUMMARY_FILE, TABLES,
+                                    RENAME_BATCH, REPORT_FILE, STAGING_DIR, SUMMARY_FILE, TABLES,
                                     LakeExistsError, _existing, _lake_files, _not_a_lake, _relative, _write_marker,
-                                    is_lake, partition_of, read_summary, remove_lake, remove_staging, row_of,
+                                    file_schema, is_lake, partition_of, read_summary, remove_lake, remove_staging, row_of,
                                     valid_partition, write_parquet)
 from wirewash.pipeline.lake_summary import (_dedup_settings, _fact_of, _SummaryFn, _violation_facts, lake_summary,
                                             summarize, unread_input, write_summary)
@@ -46,7 +46,7 @@ NAMESPACE = "write"
 
 class StagedFile(NamedTuple):
     table: str
-    partition: str  # "" or "lang=xx/date=<period>"
+    partition: str  # "", "lang=xx/date=<period>" or "ingest_date=<day>"
     path: str
     rows: int
     size: int = 0  # bytes of the Parquet file
@@ -80,7 +80,7 @@ class _WriteStagedFn(beam.DoFn):
         self.partition_by = partition_by
 
     def setup(self):
-        self.schema = SCHEMAS[self.table]
+        self.schema = file_schema(self.table, self.partition_by)
         self.ingested = datetime.fromisoformat(self.ingested_at)
         self.folder_ready = False
 
@@ -89,8 +89,9 @@ class _WriteStagedFn(beam.DoFn):
         self.sizes = Counter()
 
     def process(self, element):
-        partition = partition_of(element, self.partition_by) if self.table == DOCUMENTS else ""
-        self.buffers[partition].append(element if self.table == INDEX else row_of(self.table, element, self.ingested))
+        partition = partition_of(element, self.partition_by, self.ingested) if self.table == DOCUMENTS else ""
+        self.buffers[partition].append(element if self.table == INDEX else
+                                       row_of(self.table, element, self.ingested, self.partition_by))
         self.sizes[partition] += len(element.text) if self.table == DOCUMENTS else 200
         if len(self.buffers[partition]) >= MAX_ROWS_PER_FILE or self.sizes[partition] >= MAX_BYTES_PER_FILE:
             yield self._flush(partition)

@@ -155,9 +155,11 @@ class WirewashOptions(PipelineOptions):
             help="add this run to the lake already in --output: its articles are deduplicated against the "
                  "lake's documents (from the lake's dedup index), and the run becomes visible all at once")
         parser.add_argument(
-            "--partition_by", choices=("day", "month", "year"), default=None,
-            help="granularity of the documents' `date` partition (publication period): day YYYY-MM-DD, month "
-                 "YYYY-MM or year YYYY. Default: day, the lake contract (an --append keeps the lake's own)")
+            "--partition_by", choices=("day", "month", "year", "ingest"), default=None,
+            help="documents layout: lang=/date= folders with the publication day YYYY-MM-DD, month YYYY-MM or "
+                 "year YYYY; or ingest: one ingest_date=YYYY-MM-DD folder per ingest day, lang and date (a day) "
+                 "stored in the files, sorted (few large files: fast scans, not the folder contract). Default: "
+                 "day, the lake contract (an --append keeps the lake's own)")
         parser.add_argument(
             "--rules", action="append", default=None, metavar="TOML",
             help="extra boilerplate rule file(s), same format as transforms/rules/boilerplate.toml")

@@ -11,7 +11,8 @@ folder `<cwd>/.tmp/` would otherwise be readable too) and its configuration lock
 allow-list would still let `COPY ... TO` write inside the lake, so only one SELECT statement is accepted
 (`EXPLAIN ANALYZE COPY` runs the COPY: refused too). A lake without `_SUMMARY.json` was interrupted before
 its commit finished: refused. `lang` and `date` are always VARCHAR (`date` is a day, a month, a year or
-`unknown`, depending on the lake), so a query means the same on every lake.
+`unknown`, depending on the lake), so a query means the same on every lake: read from the folder names, or
+from the files in the ingest layout (`--partition_by ingest`), whose view adds its folder, `ingest_date`.
 
 Results stream in batches of BATCH_ROWS (never the whole result in memory); a timer thread interrupts a
 query that runs longer than its timeout.
@@ -33,13 +34,15 @@ from wirewash.transforms.types import TABLES
 
 __all__ = ["open_lake", "lake_snapshot", "run_query", "export", "format_rows", "check_read_only",
            "check_out_path", "Snapshot", "LakeNotFoundError", "QueryNotAllowedError", "QueryTimeoutError",
-           "ResultNotWritableError", "LakeChangedError", "documents_select", "TABLES", "FORMATS", "DEFAULT_TIMEOUT", "BATCH_ROWS"]
+           "ResultNotWritableError", "LakeChangedError", "documents_select", "layout_of", "TABLES", "FORMATS", "DEFAULT_TIMEOUT", "BATCH_ROWS"]
 
 # The lake's summary file (as in pipeline/lake.py). Not imported from there: that module imports Apache Beam,
 # which would add over a second to the start of every `wirewash query`, `report` and `ddl` (the tables' names
 # come from transforms/types.py, which imports nothing).
 SUMMARY_FILE = "_SUMMARY.json"
 PARTITION_TYPES = "{'lang': 'VARCHAR', 'date': 'VARCHAR'}"
+INGEST = "ingest"  # the layout keeping `lang` and `date` in the files (pipeline/lake.py)
+INGEST_TYPES = "{'ingest_date': 'VARCHAR'}"
 FORMATS = ("table", "csv", "json", "parquet")
 DEFAULT_TIMEOUT = 600.0  # seconds; generous: a full scan of a large lake takes seconds
 BATCH_ROWS = 10_000
@@ -162,11 +165,26 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def documents_select(source: str, root: str) -> str:
-    """SELECT over `read_parquet(source)` of the documents files, with `lang` and `date` as VARCHAR from their
-    folders. DuckDB's hive partitioning reads every `key=value` folder of the whole path, so when the lake's
-    own path (`root`) holds one (`/data/lang=x/lake`), the columns are cut from the file names instead (still
-    pruned per file by DuckDB's file filters)."""
+def layout_of(summary: dict) -> str:
+    """The lake's documents layout from its summary (`layout.partition_by`; lakes without it used days)."""
+    layout = summary.get("layout") if isinstance(summary, dict) else None
+    value = layout.get("partition_by") if isinstance(layout, dict) else None
+    return value if isinstance(value, str) else "day"
+
+
+def documents_select(source: str, root: str, layout: str = "day") -> str:
+    """SELECT over `read_parquet(source)` of the documents files, with `lang` and `date` as VARCHAR: from their
+    folders, or from the files in the ingest layout (INGEST), whose `ingest_date` folder is a VARCHAR column
+    after them. DuckDB's hive partitioning reads every `key=value` folder of the whole path, so when the
+    lake's own path (`root`) holds one (`/data/lang=x/lake`), the folder columns are cut from the file names
+    instead (still pruned per file by DuckDB's file filters)."""
+    if layout == INGEST:
+        if "=" not in root:
+            return (f"SELECT * FROM read_parquet({source}, union_by_name = true, hive_partitioning = true, "
+                    f"hive_types = {INGEST_TYPES})")
+        return ("SELECT * EXCLUDE (filename), regexp_extract(filename, '/ingest_date=([^/]*)/[^/]*$', 1) AS "
+                f"ingest_date FROM read_parquet({source}, union_by_name = true, hive_partitioning = false, "
+                "filename = true)")
     if "=" not in root:
         return (f"SELECT * EXCLUDE (lang, date), lang, date FROM read_parquet({source}, union_by_name = true, "
                 f"hive_partitioning = true, hive_types = {PARTITION_TYPES})")
@@ -175,8 +193,9 @@ def documents_select(source: str, root: str) -> str:
             f"FROM read_parquet({source}, union_by_name = true, hive_partitioning = false, filename = true)")
 
 
-def _empty_table(table: str):
-    """An empty Arrow table with the table's columns (the lake's schemas; imported only when needed)."""
+def _empty_table(table: str, layout: str = "day"):
+    """An empty Arrow table with the table's columns as the views show them (the lake's schemas; imported only
+    when needed): documents end with `lang`, `date` (and `ingest_date` in the ingest layout)."""
     import pyarrow as pa
 
     from wirewash.pipeline.lake import SCHEMAS
@@ -184,6 +203,8 @@ def _empty_table(table: str):
     schema = SCHEMAS[table]
     if table == "documents":
         schema = schema.append(pa.field("lang", pa.string())).append(pa.field("date", pa.string()))
+        if layout == INGEST:
+            schema = schema.append(pa.field("ingest_date", pa.string()))
     return schema.empty_table()
 
 
@@ -222,11 +243,11 @@ def _define_views(con, snapshot: Snapshot, spill: str) -> None:
         files = snapshot.files[table]
         if files:
             listing = "[" + ", ".join(_sql_string(f) for f in files) + "]"
-            select = (documents_select(listing, snapshot.lake) if table == "documents" else
-                      f"SELECT * FROM read_parquet({listing}, union_by_name = true, hive_partitioning = false)")
+            select = (documents_select(listing, snapshot.lake, layout_of(snapshot.summary)) if table == "documents"
+                      else f"SELECT * FROM read_parquet({listing}, union_by_name = true, hive_partitioning = false)")
             con.execute(f"CREATE VIEW {table} AS {select}")
         else:
-            con.register(table, _empty_table(table))
+            con.register(table, _empty_table(table, layout_of(snapshot.summary)))
     # Views keep working; no new file access, no settings change, from here on.
     con.execute(f"SET allowed_directories = [{_sql_string(snapshot.lake + os.sep)}]")
     con.execute("SET enable_external_access = false")

@@ -18,6 +18,7 @@ import os
 from datetime import datetime, timezone
 from typing import Optional
 
+from wirewash.pipeline.query import INGEST, layout_of
 from wirewash.pipeline.report_charts import COLORS, bar_chart, column_chart, funnel_chart, parse_date_label, timeline
 from wirewash.pipeline.report_data import (COLUMN_MEANINGS, EXCERPT, INVARIANT_CHECKS, TOP_ROWS,
                                            collect)
@@ -410,19 +411,28 @@ def _dictionary_section(data: dict) -> str:
         meanings = COLUMN_MEANINGS[table]
         rows = [(f"<code>{_e(name)}</code>", _e(kind), _e(meanings.get(name, "-"))) for name, kind in columns]
         out.append(f"<h3><code>{table}</code></h3>" + _table(["column", "type", "meaning"], rows, raw=(0, 1, 2)))
-    return ("<p class=\"note\">Types as DuckDB reads the Parquet files; <code>lang</code> and <code>date</code> are "
-            "partition folders, not stored in the files.</p>" + "".join(out))
+    where = ("columns of the files (ingest layout; its partition folder is <code>ingest_date</code>)"
+             if _layout(data) == INGEST else "partition folders, not stored in the files")
+    return (f"<p class=\"note\">Types as DuckDB reads the Parquet files; <code>lang</code> and <code>date</code> are "
+            f"{where}.</p>" + "".join(out))
+
+
+def _layout(data: dict) -> str:
+    return layout_of(data["summary"])
 
 
 def _timeline_section(data: dict, summary: dict) -> tuple[str, str]:
     unit, buckets = timeline(data["days"])
     folders = (summary.get("layout") or {}).get("partition_by")
+    held = "the lake's <code>date</code> column holds days" if folders == INGEST else (
+        f"the lake's <code>date=</code> folders hold {folders}s")
+    folders = "day" if folders == INGEST else folders
     note = (f'<p class="note">One column per publication {unit} (UTC)'
-            + (f"; the lake's <code>date=</code> folders hold {folders}s" if folders else "")
+            + (f"; {held}" if folders else "")
             + (f", grouped by {unit} to fit the span" if folders and folders != unit else "") + ".</p>")
     if data["unknown_days"]:
-        note += (f"<p>{_n(data['unknown_days'])} documents have no publication date (partition "
-                 "<code>date=unknown</code>).</p>")
+        note += (f"<p>{_n(data['unknown_days'])} documents have no publication date (<code>date</code> "
+                 "<code>unknown</code>).</p>")
     return unit, column_chart(buckets, f"documents per publication {unit} (UTC)") + note
 
 

@@ -51,8 +51,11 @@ COLUMN_MEANINGS = {
         "source_location": "file:line (JSONL) or file (one article per file) of the input record",
         "ingested_at": "when the run started (or --ingested_at)",
         "other_langs": "further languages detected in the text, when it mixes several",
-        "lang": "partition folder: ISO 639-1 code, or und when too short or unsure",
-        "date": "partition folder: publication period (UTC) at the lake's granularity, or unknown",
+        "lang": "ISO 639-1 code, or und when too short or unsure (a partition folder; in the ingest layout a "
+                "column of the files)",
+        "date": "publication period (UTC) at the lake's granularity, or unknown (a partition folder; in the "
+                "ingest layout a column of the files, a day)",
+        "ingest_date": "ingest layout only: the partition folder, the UTC day of ingested_at",
     },
     "duplicates": {
         "doc_id": "the copy that was dropped",
@@ -78,7 +81,8 @@ INVARIANT_CHECKS = {
     "reconciled": "records read = documents + duplicates + rejected, each equal to the rows in the files",
     "dangling_duplicate_of": "every duplicate_of is a doc_id in documents",
     "duplicate_doc_ids": "doc_ids are unique in documents",
-    "invalid_partitions": "every partition folder is lang=<known code or und>/date=<valid period or unknown>",
+    "invalid_partitions": "every partition folder is lang=<known code or und>/date=<valid period or unknown> "
+                          "(ingest layout: ingest_date=<valid day>)",
     "unread_input": "every input file was read to its end",
 }
 

@@ -28,9 +28,9 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from wirewash.pipeline.ingest import READ
 from wirewash.pipeline.ingest import STREAM_NAMESPACE as NAMESPACE
-from wirewash.pipeline.lake import (DEFAULT_PARTITION_BY, DOCUMENTS, DUPLICATES, INDEX, REJECTED, SCHEMAS, STAGING_DIR,
-                                    STAGING_MARKER, SUMMARY_FILE, TABLES, _lake_files, _relative, manifest_files,
-                                    partition_of, row_of, write_parquet)
+from wirewash.pipeline.lake import (DEFAULT_PARTITION_BY, DOCUMENTS, DUPLICATES, INDEX, REJECTED, STAGING_DIR,
+                                    STAGING_MARKER, SUMMARY_FILE, TABLES, _lake_files, _relative, file_schema,
+                                    manifest_files, partition_of, row_of, write_parquet)
 from wirewash.pipeline.lake_summary import _dedup_settings, _fact_of, summarize, write_summary
 from wirewash.pipeline.progress import window_committed
 from wirewash.transforms.dedup import DedupConfig
@@ -47,9 +47,16 @@ def file_name(window_start: float, window_end: float, pane: int, shard: int, sha
     return f"part-{start}-{end}-p{pane:04d}-{shard:03d}-of-{shards:03d}.parquet"
 
 
-def destination_of(table: str, element, partition_by: str = DEFAULT_PARTITION_BY) -> str:
+def destination_of(table: str, element, partition_by: str = DEFAULT_PARTITION_BY,
+                   ingested_at: Optional[datetime] = None) -> str:
     """The lake folder of one output record (documents are hive-partitioned, the other tables are not)."""
-    return posixpath.join(DOCUMENTS, partition_of(element, partition_by)) if table == DOCUMENTS else table
+    return posixpath.join(DOCUMENTS, partition_of(element, partition_by, ingested_at)) if table == DOCUMENTS else table
+
+
+def placed_row(table: str, element, partition_by: str = DEFAULT_PARTITION_BY) -> tuple:
+    """(destination, row) of one output record, ingested now (the ingest layout's folder is that UTC day)."""
+    now = datetime.now(timezone.utc)
+    return destination_of(table, element, partition_by, now), row_of(table, element, now, partition_by)
 
 
 def merge_counts(total: dict, delta: dict) -> dict:
@@ -71,8 +78,9 @@ def windowing(window_seconds: float, allowed_lateness: float) -> beam.WindowInto
 class _ParquetBatchSink(fileio.FileSink):
     """A FileSink of row batches (lists of dicts) for one table: one Parquet file (zstd) per open()."""
 
-    def __init__(self, table: str):
+    def __init__(self, table: str, partition_by: str = DEFAULT_PARTITION_BY):
         self.table = table
+        self.schema = file_schema(table, partition_by)
 
     def open(self, fh):
         self._fh, self._rows = fh, []
@@ -82,7 +90,7 @@ class _ParquetBatchSink(fileio.FileSink):
 
     def flush(self):
         if self._rows:
-            write_parquet(self.table, pa.Table.from_pylist(self._rows, schema=SCHEMAS[self.table]), self._fh)
+            write_parquet(self.table, pa.Table.from_pylist(self._rows, schema=self.schema), self._fh)
             self._rows = []
 
 
@@ -216,8 +224,7 @@ class WriteWindowedLake(beam.PTransform):
             facts.append(windowed | f"Facts{table.title()}" >> beam.Map(_fact_of(table)))
             batches.append(
                 windowed
-                | f"Rows{table.title()}" >> beam.Map(
-                    lambda e, t=table: (destination_of(t, e, partition_by), row_of(t, e, datetime.now(timezone.utc))))
+                | f"Rows{table.title()}" >> beam.Map(lambda e, t=table: placed_row(t, e, partition_by))
                 .with_output_types(Tuple[str, Any])
                 | f"Group{table.title()}" >> beam.GroupByKey()
                 | f"Pane{table.title()}" >> beam.ParDo(_PaneBatchFn(output)))
@@ -233,7 +240,7 @@ class WriteWindowedLake(beam.PTransform):
             | "AllBatches" >> beam.Flatten()
             | "WriteFiles" >> fileio.WriteToFiles(
                 path=output, destination=lambda batch: batch[0],
-                sink=lambda destination: _ParquetBatchSink(_table_of(destination)),
+                sink=lambda destination: _ParquetBatchSink(_table_of(destination), partition_by),
                 file_naming=_final_name,
                 temp_directory=StaticValueProvider(str, FileSystems.join(self.staging, "files")))
         )

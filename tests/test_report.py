@@ -154,7 +154,7 @@ def test_data_dictionary_describes_every_column_with_its_type(report):
     column's type as the Parquet files hold it."""
     for table, schema in SCHEMAS.items():
         if table in COLUMN_MEANINGS:
-            extra = {"lang", "date"} if table == "documents" else set()
+            extra = {"lang", "date", "ingest_date"} if table == "documents" else set()
             assert set(COLUMN_MEANINGS[table]) == set(schema.names) | extra, table
     data = collect(str(report.parent), reread=False)
     page = render_report(data)
@@ -348,10 +348,10 @@ DATED = [
 ]
 
 
-def _run(folder: Path, records: list) -> Path:
+def _run(folder: Path, records: list, *flags: str) -> Path:
     lake = folder / "lake"
     assert main(["run", "--input", str(write_jsonl(folder / "in.jsonl", records)), "--output", str(lake),
-                 "--quiet"]) == 0
+                 "--quiet", *flags]) == 0
     return lake
 
 
@@ -389,6 +389,16 @@ def _shape(name: str, folder: Path, seeds: Path) -> Path:
         return lake
     if name == "no-documents":
         return _run(folder, ["{not json", {"id": "x", "text": " "}])
+    if name == "ingest-undated":  # --partition_by ingest: lang and date in the files, ingest_date folders
+        return _run(folder, RECORDS, "--partition_by", "ingest")
+    if name == "ingest-appended":
+        lake = _run(folder, DATED, "--partition_by", "ingest")
+        later = [{"id": "vi-3", "source": "e.example", "published": "2024-02-10", "text": ARTICLE_VI}, {"id": "z", "text": " "}]
+        assert main(["run", "--input", str(write_jsonl(folder / "later.jsonl", later)), "--output", str(lake),
+                     "--append", "--quiet"]) == 0
+        return lake
+    if name == "ingest-no-documents":
+        return _run(folder, ["{not json", {"id": "x", "text": " "}], "--partition_by", "ingest")
     lake = folder / "lake"
     assert main(["run", "--input", str(seeds), "--output", str(lake), "--quiet"]) == 0
     # the commit makes every table's folder, empty or not
@@ -408,6 +418,9 @@ SHAPES = {  # name: (documents, duplicates, rejected, undated documents, unit of
     "no-documents": (0, 0, 2, 0, "day"),
     "absent-folders": (5, 0, 0, 5, "day"),
     "empty-folders": (5, 0, 0, 5, "day"),
+    "ingest-undated": (3, 3, 2, 1, "day"),
+    "ingest-appended": (3, 2, 2, 0, "day"),
+    "ingest-no-documents": (0, 0, 2, 0, "day"),
 }
 
 
@@ -428,7 +441,8 @@ def test_every_command_works_on_every_lake_shape(shape, tmp_path, seeds_dir, cap
     assert f"<h2>Documents per {unit}</h2>" in page and f"documents per publication {unit} (UTC)" in page
     check_in_browser(lake / REPORT_FILE, tmp_path)
     history = page[page.index('<section id="history">'):page.index('<section id="languages">')]
-    assert history.count("<tr>") == (3 if shape == "appended" else 0)
+    assert history.count("<tr>") == (3 if shape.endswith("appended") else 0)
+    assert ("partition folder is <code>ingest_date</code>" in page) == shape.startswith("ingest")
     if data["days"]:
         assert {label for label, _ in timeline(data["days"])[1]} >= {d for d, _ in data["days"]}
     sql = "SELECT typeof(lang), typeof(date), count(*) FROM documents WHERE date = 'unknown' GROUP BY ALL"
@@ -445,8 +459,10 @@ def test_every_command_works_on_every_lake_shape(shape, tmp_path, seeds_dir, cap
     assert [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("documents", "duplicates", "rejected")
             ] == [n_docs, n_dups, n_rej]
     assert con.execute("SELECT count(*) FROM documents WHERE date = 'unknown'").fetchone()[0] == undated
-    assert dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
-                            "WHERE table_name = 'documents'").fetchall())["other_langs"] == "VARCHAR[]"
+    declared = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                "WHERE table_name = 'documents'").fetchall())
+    assert declared["other_langs"] == "VARCHAR[]" and declared["lang"] == declared["date"] == "VARCHAR"
+    assert ("ingest_date" in declared) == shape.startswith("ingest")
 
 
 def test_timeline_follows_the_folders_granularity():
