@@ -715,16 +715,6 @@ def test_cli_rejects_bad_streaming_options_in_one_sentence(tmp_path, capsys, arg
     assert message in capsys.readouterr().err
 
 
-def test_a_streaming_append_is_refused_before_the_output_folder_is_made(tmp_path, capsys):
-    """The mode is decided once, with the other option checks (pipeline/settings.py): a stream's --append
-    is one sentence, and nothing is created."""
-    argv = ["run", "--streaming", "--append", "--input", str(tmp_path / "in" / "*.jsonl"), "--output",
-            str(tmp_path / "lake")]
-    assert main(argv) == 2
-    assert "--append is for batch runs" in capsys.readouterr().err
-    assert not (tmp_path / "lake").exists()
-
-
 def test_batch_and_streaming_runs_build_one_ingest_composite(tmp_path):
     """Batch and streaming share the stages' wiring: both pipelines apply pipeline/ingest.py's IngestArticles as
     `Ingest` (only the dedup inside differs: whole-input batch dedup, stateful streaming dedup)."""
