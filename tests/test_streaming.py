@@ -428,6 +428,7 @@ def test_the_running_summary_never_counts_rows_whose_files_are_not_in_place(tmp_
     for read, counted, rows, all_listed_exist in seen:
         assert all_listed_exist and counted == rows, (read, counted, rows)
     assert seen[-1][0] == 21 and seen[-1][1] == {"documents": 13, "duplicates": 4, "rejected": 4}
+    assert any("-p0001-" in p.name for p in (lake / "documents").rglob("*.parquet"))  # the late pane's file
     assert finalize_lake(str(lake), staging, dedup=DedupConfig())["reconciled"]
 
 
