@@ -8,6 +8,7 @@ read = documents + duplicates + rejected.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import posixpath
@@ -61,6 +62,7 @@ def build_pipeline(options: PipelineOptions, settings: Optional[RunSettings] = N
     # one writer per lake (pipeline/writer_lock.py): taken before anything in the lake is touched, so that a
     # run never clears a running stream's staging folder; released by the commit (or the stream's finalize)
     writer_lock.acquire(settings.output, _mode(settings), run_id)
+    atexit.register(writer_lock.release, settings.output, run_id)  # a run that failed or stopped (not a kill)
     try:
         check_output_location(settings.output, settings.overwrite, settings.append)  # makes the folder, _staging/
         if settings.append:  # the lake's own granularity and index; a different explicit granularity is a mistake
