@@ -15,6 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from wirewash.pipeline.lake import (INDEX, MERGE_MAX_BYTES, RENAME_BATCH, STAGING_DIR, STAGING_MARKER, SUMMARY_FILE,
                                     TABLES, LakeExistsError, file_schema, read_summary, remove_staging)
+from wirewash.pipeline import writer_lock
 from wirewash.pipeline.lake_summary import write_summary
 from wirewash.pipeline.lake_write import StagedFile, _ensure_dir, _write_staged, merge_groups
 
@@ -40,16 +41,25 @@ def compact(output: str, max_bytes: int = MERGE_MAX_BYTES) -> dict:
     is replaced by one whose `files` lists them instead of the old ones (one atomic rename: a reader of the
     manifest sees the old set or the new set, never both), and only then are the old files deleted. Returns
     {"merged": old files replaced, "written": new files}. Raises LakeExistsError when `output` is not a
-    committed lake, or is a stream still being written."""
+    committed lake, and LakeBusyError while another run (a stream, an append) writes it."""
+    if read_summary(output) is None:
+        raise LakeExistsError(f"{output} holds no committed wirewash lake ({SUMMARY_FILE} missing)")
+    run_id = f"compact-{uuid.uuid4().hex}"
+    writer_lock.acquire(output, "compaction", run_id)  # refused while a stream or a run writes the lake
+    try:
+        return _compact(output, max_bytes, run_id)
+    finally:
+        writer_lock.release(output, run_id)
+
+
+def _compact(output: str, max_bytes: int, run_id: str) -> dict:
     previous = read_summary(output)
     if previous is None:
         raise LakeExistsError(f"{output} holds no committed wirewash lake ({SUMMARY_FILE} missing)")
-    if previous.get("streaming", {}).get("final") is False:
-        raise LakeExistsError(f"{output} is a streaming lake still being written; compact it after the stream stops")
     if "files" not in previous:
         raise LakeExistsError(f"{output} was written before the files manifest existed; rerun it with --overwrite "
                               "to compact it")
-    staging = FileSystems.join(output, STAGING_DIR, f"compact-{uuid.uuid4().hex}")
+    staging = FileSystems.join(output, STAGING_DIR, run_id)
     FileSystems.mkdirs(staging)
     with FileSystems.create(FileSystems.join(output, STAGING_DIR, STAGING_MARKER)) as handle:
         handle.write(b"wirewash staging\n")

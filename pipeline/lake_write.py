@@ -34,11 +34,12 @@ from wirewash.pipeline.lake import (DEFAULT_PARTITION_BY, DOCUMENTS, DUPLICATES,
                                     valid_partition, write_parquet)
 from wirewash.pipeline.lake_summary import (_dedup_settings, _fact_of, _SummaryFn, _violation_facts, lake_summary,
                                             summarize, unread_input, write_summary)
+from wirewash.pipeline import writer_lock
 from wirewash.pipeline.lifetime import claim
 from wirewash.transforms.dedup import DedupConfig
 from wirewash.transforms.lake_dedup import index_row, index_row_of, read_index_ids
 
-__all__ = ["WriteLake", "commit", "merge_groups", "StagedFile"]
+__all__ = ["WriteLake", "commit", "merge_groups", "StagedFile", "remove_orphans"]
 
 
 NAMESPACE = "write"
@@ -202,7 +203,7 @@ def commit(staged: list, output: str, staging: str, facts: dict, records_read: i
     if existing and overwrite:
         remove_lake(output)
     if previous is not None:
-        _remove_orphans(output, previous)
+        remove_orphans(output, previous)
     written = Counter()
     invalid_partitions = sum(1 for item in staged if item.table == DOCUMENTS and not valid_partition(item.partition))
     sources, targets = [], []
@@ -241,6 +242,7 @@ def commit(staged: list, output: str, staging: str, facts: dict, records_read: i
         summary["index"] = {"files": sorted(files[INDEX]), "rows": (previous or {}).get("index", {}).get("rows", 0)
                             + written[INDEX], "dedup": _dedup_settings(dedup)}
     write_summary(output, staging, summary)
+    writer_lock.release(output, (run or {}).get("run_id", ""))  # taken when the run was built (build.py)
     if append:  # the report described the lake before this run
         report = FileSystems.join(output, REPORT_FILE)
         if FileSystems.exists(report):
@@ -249,7 +251,7 @@ def commit(staged: list, output: str, staging: str, facts: dict, records_read: i
     return summary
 
 
-def _remove_orphans(output: str, previous: dict) -> None:
+def remove_orphans(output: str, previous: dict) -> None:
     """Before an append moves its files in: the Parquet files of the tables and index that the committed
     manifest does not list (moved in by a commit killed before its summary) are deleted, never counted."""
     listed = {f for t in TABLES for f in previous.get("files", {}).get(t, [])}

@@ -107,7 +107,7 @@ def _found_files(lake: str, table: str) -> list[str]:
 
 def lake_snapshot(lake: str) -> Snapshot:
     """Reads `LAKE/_SUMMARY.json` once and returns the files it commits (`files`: {table: [paths]}), or, when
-    it has no `files` key (older lakes) or is a stream still being written, the Parquet files found under each
+    it has no `files` key (older lakes), the Parquet files found under each
     table's folder (a missing folder is an empty table), provided the summary file is still the same one after the listing. Raises
     LakeNotFoundError for a folder that is not a complete lake, or a damaged summary."""
     lake = os.path.abspath(lake)
@@ -115,10 +115,9 @@ def lake_snapshot(lake: str) -> Snapshot:
     for _ in range(3):
         summary, raw_stat = _read_summary(lake, path)
         listed = summary.get("files")
-        # A stream still being written lists its files per summary pane, ahead of the file sink's renames:
-        # read what is on disk instead (each file is renamed into place whole), as for older lakes.
-        streaming = summary.get("streaming")
-        if isinstance(listed, dict) and not (isinstance(streaming, dict) and streaming.get("final") is False):
+        # A stream's summary, like a batch one, is written after the files it lists are in place (each pane's
+        # commit, pipeline/windowed_lake.py): its list is the snapshot, a pane whole or not at all.
+        if isinstance(listed, dict):
             files = {}
             for table in TABLES:
                 names = listed.get(table) or []

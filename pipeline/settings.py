@@ -106,8 +106,6 @@ def settings_from_options(options: PipelineOptions) -> RunSettings:
     if opts.append and opts.overwrite:
         raise ValueError("--append adds to the lake in --output and --overwrite replaces it: choose one")
     streaming = bool(options.view_as(StandardOptions).streaming)  # the mode, decided here once
-    if streaming and opts.append:
-        raise ValueError("--append is for batch runs: a stream adds to its own lake as it goes")
     patterns = opts.input or [default_input()]
     not_read: list = []
     files = [] if streaming else match_inputs(patterns, not_read)  # a stream's input is watched, not listed now

@@ -196,16 +196,20 @@ def visible_files(lake: Path) -> list[Path]:
 
 def assert_clean(lake: Path) -> None:
     """Nothing half-written is visible: every file outside _staging is a finished Parquet file (or the
-    summary, or the empty lake marker), named as committed files are."""
+    summary, the empty lake marker or the writer lock), named as committed files are."""
     import pyarrow.parquet as pq
 
     from wirewash.pipeline.lake import MARKER_FILE
+    from wirewash.pipeline.writer_lock import LOCK_FILE
 
     for path in visible_files(lake):
         if path.name == "_SUMMARY.json":
             json.loads(path.read_text())
             continue
         if path.name == MARKER_FILE:
+            continue
+        if path.name == LOCK_FILE:  # the stream's writer lock (one writer per lake), while it runs
+            json.loads(path.read_text())
             continue
         assert path.name.startswith("part-") and path.suffix == ".parquet", path
         pq.ParquetFile(path).metadata  # a truncated file has no footer and raises
