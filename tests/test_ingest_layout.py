@@ -319,12 +319,13 @@ def test_a_stream_writes_the_ingest_layout(tmp_path):
                              at(("documents", article("s-vi", ARTICLE_VI, "vi")), 12), at((READ, None), 12)])
               .advance_watermark_to_infinity())
     staging = staging_of(str(lake), "stream")
+    run = {"run_id": "stream", "mode": "streaming"}  # one record for the panes and the end, as a real run
     with beam.Pipeline(options=streaming_options()) as p:
         routed = p | stream | beam.FlatMap(_route).with_outputs(READ, "documents", "duplicates", "rejected")
         _ = {t: routed[t] for t in ("documents", "duplicates", "rejected", READ)} | WriteWindowedLake(
-            str(lake), staging, window_seconds=10, allowed_lateness=60, partition_by=INGEST, dedup=DedupConfig())
-    final = finalize_lake(str(lake), staging, INGEST, run={"run_id": "stream", "mode": "streaming"},
-                          dedup=DedupConfig())
+            str(lake), staging, window_seconds=10, allowed_lateness=60, partition_by=INGEST, dedup=DedupConfig(),
+            run=run)
+    final = finalize_lake(str(lake), staging, INGEST, run=run, dedup=DedupConfig())
     assert final["reconciled"] and final["layout"]["partition_by"] == INGEST
     files = final["files"]["documents"]
     assert len(files) == 2 and all(re.match(r"documents/ingest_date=\d{4}-\d{2}-\d{2}/part-", f) for f in files)
