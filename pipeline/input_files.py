@@ -109,7 +109,8 @@ def match_inputs(patterns: Iterable[str], not_read: Optional[list] = None) -> li
     Raises InputError naming the argument that matches nothing.
     """
     found: dict[str, InputFile] = {}
-    for pattern in patterns:
+    for given in patterns:
+        pattern = _local_glob_from_cwd(given)
         is_dir = not any(ch in pattern for ch in "*?[") and _is_directory(pattern)
         if is_dir:
             base = pattern.rstrip("/") + "/"
@@ -120,7 +121,7 @@ def match_inputs(patterns: Iterable[str], not_read: Optional[list] = None) -> li
         try:
             results = FileSystems.match(globs) if globs else []
         except Exception as err:  # Beam raises BeamIOError with per-pattern causes
-            raise InputError(f"cannot list input {pattern!r}: {err}") from err
+            raise InputError(f"cannot list input {given!r}: {err}") from err
         local = "://" not in pattern
         if local and is_dir:  # symlinks and non-UTF-8 names handled here (Beam's listing skips linked folders)
             matched = walk_local_folder(base)
@@ -140,10 +141,18 @@ def match_inputs(patterns: Iterable[str], not_read: Optional[list] = None) -> li
             files.append(InputFile(path, readable_name(rel or posixpath.basename(path)), fmt, problem))
         if not files:
             what = "no .jsonl, .jsonl.gz, .txt, .html or .htm files in folder" if is_dir else "nothing matches"
-            raise InputError(f"{what} {pattern!r}")
+            raise InputError(f"{what} {given!r}")
         for f in files:
             found.setdefault(f.path, f)
     return sorted(found.values())
+
+
+def _local_glob_from_cwd(pattern: str) -> str:
+    """A relative local glob (`*.jsonl`, `in/*.txt`) made absolute from the working folder: Beam's local listing
+    matches nothing for a relative glob. Files, folders, absolute and remote patterns are returned as given."""
+    if "://" in pattern or os.path.isabs(pattern) or not any(ch in pattern for ch in "*?["):
+        return pattern
+    return os.path.join(os.getcwd(), pattern)
 
 
 def _inside(real: str, real_root: str) -> bool:

@@ -222,3 +222,17 @@ def test_a_bare_relative_input_name_never_walks_the_filesystem_root(tmp_path, mo
     monkeypatch.setattr(os, "walk", lambda top, *a, **k: walked.append(str(top)) or real_walk(top, *a, **k))
     assert [f.rel_path for f in match_inputs(["in.jsonl"])] == ["in.jsonl"]
     assert "/" not in walked, walked
+
+
+def test_a_relative_glob_matches_from_the_working_folder(tmp_path, monkeypatch):
+    """`--input '*.jsonl'` and `--input 'in/*.txt'` match like the shell would, from the working folder (Beam's
+    local listing alone matched nothing for a relative glob); a glob matching nothing still names the argument."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "a.jsonl").write_text("{}\n")
+    (tmp_path / "in" / "b.txt").write_text("Title\n\nBody.\n")
+    monkeypatch.chdir(tmp_path)
+    assert [f.name for f in match_inputs(["*.jsonl"])] == ["a.jsonl"]
+    assert [f.name for f in match_inputs(["in/*.txt"])] == ["b.txt"]
+    assert [f.path for f in match_inputs(["in/*.txt"])] == [str(tmp_path / "in" / "b.txt")]
+    with pytest.raises(InputError, match=r"nothing matches '\*\.html'"):
+        match_inputs(["*.html"])
