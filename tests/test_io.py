@@ -231,8 +231,8 @@ def test_a_relative_glob_matches_from_the_working_folder(tmp_path, monkeypatch):
     (tmp_path / "a.jsonl").write_text("{}\n")
     (tmp_path / "in" / "b.txt").write_text("Title\n\nBody.\n")
     monkeypatch.chdir(tmp_path)
-    assert [f.name for f in match_inputs(["*.jsonl"])] == ["a.jsonl"]
-    assert [f.name for f in match_inputs(["in/*.txt"])] == ["b.txt"]
+    assert [f.rel_path for f in match_inputs(["*.jsonl"])] == ["a.jsonl"]
+    assert [f.rel_path for f in match_inputs(["in/*.txt"])] == ["b.txt"]
     assert [f.path for f in match_inputs(["in/*.txt"])] == [str(tmp_path / "in" / "b.txt")]
     with pytest.raises(InputError, match=r"nothing matches '\*\.html'"):
         match_inputs(["*.html"])
