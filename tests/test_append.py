@@ -162,9 +162,9 @@ def test_a_batch_append_onto_a_streaming_lake(tmp_path):
     from apache_beam.testing.test_stream import TestStream
 
     from wirewash.pipeline.ingest import READ
-    from wirewash.pipeline.windowed_lake import WriteWindowedLake, finalize_lake, staging_of
+    from wirewash.pipeline.windowed_lake import finalize_lake, staging_of
     from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI
-    from tests.test_streaming import _route, article, at, streaming_options
+    from tests.test_streaming import article, at, write_test_stream
     from wirewash.transforms.dedup import DedupConfig
 
     lake = tmp_path / "lake"
@@ -173,10 +173,7 @@ def test_a_batch_append_onto_a_streaming_lake(tmp_path):
                              at(("documents", article("s-vi", ARTICLE_VI, "vi")), 2), at((READ, None), 2)])
               .advance_watermark_to_infinity())
     staging = staging_of(str(lake), "stream")
-    with beam.Pipeline(options=streaming_options()) as p:
-        routed = p | stream | beam.FlatMap(_route).with_outputs(READ, "documents", "duplicates", "rejected")
-        _ = {t: routed[t] for t in ("documents", "duplicates", "rejected", READ)} | WriteWindowedLake(
-            str(lake), staging, window_seconds=10, allowed_lateness=60, dedup=DedupConfig())
+    write_test_stream(stream, lake, staging, dedup=DedupConfig())
     streamed = finalize_lake(str(lake), staging, dedup=DedupConfig())
     assert streamed["reconciled"] and streamed["index"]["rows"] == 2
     new = write_jsonl(tmp_path / "new.jsonl", [{"id": "b-en-copy", "text": ARTICLE_EN},

@@ -309,9 +309,9 @@ def test_a_stream_writes_the_ingest_layout(tmp_path):
     from apache_beam.testing.test_stream import TestStream
 
     from wirewash.pipeline.ingest import READ
-    from wirewash.pipeline.windowed_lake import WriteWindowedLake, finalize_lake, staging_of
+    from wirewash.pipeline.windowed_lake import finalize_lake, staging_of
     from wirewash.transforms.dedup import DedupConfig
-    from tests.test_streaming import _route, article, at, streaming_options
+    from tests.test_streaming import article, at, write_test_stream
 
     lake = tmp_path / "lake"
     stream = (TestStream(coder=beam.coders.PickleCoder())
@@ -320,11 +320,7 @@ def test_a_stream_writes_the_ingest_layout(tmp_path):
               .advance_watermark_to_infinity())
     staging = staging_of(str(lake), "stream")
     run = {"run_id": "stream", "mode": "streaming"}  # one record for the panes and the end, as a real run
-    with beam.Pipeline(options=streaming_options()) as p:
-        routed = p | stream | beam.FlatMap(_route).with_outputs(READ, "documents", "duplicates", "rejected")
-        _ = {t: routed[t] for t in ("documents", "duplicates", "rejected", READ)} | WriteWindowedLake(
-            str(lake), staging, window_seconds=10, allowed_lateness=60, partition_by=INGEST, dedup=DedupConfig(),
-            run=run)
+    write_test_stream(stream, lake, staging, partition_by=INGEST, dedup=DedupConfig(), run=run)
     final = finalize_lake(str(lake), staging, INGEST, run=run, dedup=DedupConfig())
     assert final["reconciled"] and final["layout"]["partition_by"] == INGEST
     files = final["files"]["documents"]

@@ -346,6 +346,16 @@ def _route(element):
         yield beam.pvalue.TaggedOutput(kind, value)
 
 
+def write_test_stream(events, lake, staging: str, **windowed) -> None:
+    """Runs a TestStream of (table or READ, value) events through WriteWindowedLake into `lake` (windows of
+    10 s, 60 s of lateness; `windowed` adds or overrides its arguments: partition_by, dedup, run...)."""
+
+    with beam.Pipeline(options=streaming_options()) as p:
+        routed = p | events | beam.FlatMap(_route).with_outputs(READ, "documents", "duplicates", "rejected")
+        _ = {t: routed[t] for t in ("documents", "duplicates", "rejected", READ)} | WriteWindowedLake(
+            str(lake), staging, **{"window_seconds": 10, "allowed_lateness": 60, **windowed})
+
+
 def test_windowed_lake_late_pane_empty_windows_and_summary(tmp_path):
     """Rows land in files per window and pane (a late record gets its own file, nothing overwritten), empty
     windows write nothing, and the running summary reconciles with the committed files."""
@@ -364,10 +374,7 @@ def test_windowed_lake_late_pane_empty_windows_and_summary(tmp_path):
               .add_elements([at(("documents", doc(4)), 44), at((READ, None), 44)])
               .advance_watermark_to_infinity())
     staging = staging_of(str(lake), "test")
-    with beam.Pipeline(options=streaming_options()) as p:
-        routed = p | stream | beam.FlatMap(_route).with_outputs(READ, "documents", "duplicates", "rejected")
-        _ = {t: routed[t] for t in ("documents", "duplicates", "rejected", READ)} | WriteWindowedLake(
-            str(lake), staging, window_seconds=10, allowed_lateness=60)
+    write_test_stream(stream, lake, staging)
     summary = finalize_lake(str(lake), staging)
     names = sorted(p.relative_to(lake).as_posix() for p in lake.rglob("*.parquet"))
     windows = {n.rsplit("/", 1)[-1].split("-p")[0] for n in names}
@@ -420,10 +427,7 @@ def test_the_running_summary_never_counts_rows_whose_files_are_not_in_place(tmp_
     events = (events.add_elements([doc(99, 5), at((READ, None), 5)])  # late, in the first window
               .advance_watermark_to_infinity())
     staging = staging_of(str(lake), "test")
-    with beam.Pipeline(options=streaming_options()) as p:
-        routed = p | events | beam.FlatMap(_route).with_outputs(READ, "documents", "duplicates", "rejected")
-        _ = {t: routed[t] for t in ("documents", "duplicates", "rejected", READ)} | WriteWindowedLake(
-            str(lake), staging, window_seconds=10, allowed_lateness=60, dedup=DedupConfig())
+    write_test_stream(events, lake, staging, dedup=DedupConfig())
     assert len(seen) >= 5
     for read, counted, rows, all_listed_exist in seen:
         assert all_listed_exist and counted == rows, (read, counted, rows)
