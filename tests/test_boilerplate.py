@@ -565,3 +565,113 @@ def test_the_word_gate_stops_exactly_above_the_largest_limit(monkeypatch):
         expected = "any" if n % 5 + 1 <= 3 else None
         assert match_line(rules, line) == expected == plain_match_line(rules, line), line
         assert len(rules.decisions) <= 4
+
+
+# Kind patterns (issue 20, held-out wording): each pattern holds one kind of furniture in several languages, so that
+# a wording nobody wrote down is caught by the kind.
+@pytest.mark.parametrize("line, rule", [
+    # the account wall: an account verb and what it unlocks
+    ("Subscribe today to our digital edition for the full story.", "paywall"),
+    ("Jetzt registrieren und weiterlesen", "paywall"),
+    ("Abonnez-vous pour lire la suite de cet article", "paywall"),
+    ("Suscríbete y sigue leyendo la nota completa", "paywall"),
+    ("Para ler a matéria completa, assine o jornal.", "paywall"),
+    ("To read the rest of this article, please log in.", "paywall"),
+    ("Sie sind derzeit nicht angemeldet.", "paywall"),
+    ("Cet article est réservé aux abonnés.", "paywall"),
+    # reproduction rights
+    ("Reproduction of this article without written permission is prohibited.", "copyright"),
+    ("Nachdruck nur mit schriftlicher Genehmigung des Verlags.", "copyright"),
+    ("Reproduction interdite sans autorisation.", "copyright"),
+    ("Prohibida su reproducción total o parcial.", "copyright"),
+    ("All content on this page is the exclusive property of Example Media.", "copyright"),
+    # the fine print: advertising disclosures, liability disclaimers
+    ("Dieser Artikel enthält Affiliate-Links.", "disclosure"),
+    ("This post contains sponsored links.", "disclosure"),
+    ("Cet article contient des liens d'affiliation.", "disclosure"),
+    ("Alle Preise ohne Gewähr", "disclosure"),
+    ("Änderungen und Irrtümer vorbehalten.", "disclosure"),
+    ("Salvo error u omisión.", "disclosure"),
+    ("Information without guarantee", "disclosure"),
+    # the site's own channels and reader submissions
+    ("Submit your photos to our newsroom", "promo"),
+    ("Schicken Sie uns Ihre Hinweise per E-Mail", "promo"),
+    ("Envíanos tu denuncia por WhatsApp", "promo"),
+    ("Folgen Sie unserem WhatsApp-Kanal", "promo"),
+    ("Join our Telegram channel for breaking news", "promo"),
+    ("Entre no nosso grupo do WhatsApp", "promo"),
+    # the comment section: counts, status, prompts
+    ("12 Kommentare", "comments"),
+    ("Commentaires (3)", "comments"),
+    ("Noch keine Kommentare", "comments"),
+    ("Sagen Sie uns Ihre Meinung in den Kommentaren!", "comments"),
+    ("Dites-nous ce que vous en pensez dans les commentaires", "comments"),
+    ("Cuéntanos en los comentarios qué opinas", "comments"),
+    # pointers to more information on a website
+    ("Weitere Informationen unter www.example.de", "read_more"),
+    ("More information on our website", "read_more"),
+    ("Más información en https://example.es", "read_more"),
+    ("Zusatzinformationen:", "read_more"),
+    # contact labels and press officers
+    ("Ufficio stampa:", "contact"),
+    ("Porte-parole : Jean Martin", "contact"),
+    ("Press officer Jane Doe", "contact"),
+    # "more about <topic>" headings
+    ("Más sobre Economía", "related"),
+    ("Mehr zu Fußball", "related"),
+    ("Plus sur l'Europe", "related"),
+])
+def test_kind_patterns_catch_unseen_wordings(line, rule):
+    assert match_line(RULES, line) == rule
+
+
+@pytest.mark.parametrize("line", [
+    # news sentences about the same subjects, and a blog speaking to its readers: prose, kept
+    "The newspaper said it would subscribe to the wire service for the full season of coverage, at a cost of $2m.",
+    "Subscriptions rose by 12% last year as readers paid for the full story behind the headlines, the company said.",
+    "The court ruled that the reprint of the photographs without permission had violated the photographer's rights, "
+    "and awarded damages.",
+    "Der Verlag hatte den Nachdruck des Romans ohne Genehmigung der Erben veröffentlicht, sagte die Richterin.",
+    "Le tribunal a jugé que la reproduction de l'œuvre sans autorisation constituait une contrefaçon.",
+    "Die Preise sind ohne Gewähr auf Vollständigkeit von der Behörde veröffentlicht worden, heißt es im Bericht.",
+    "Wenn ihr Fragen habt, schreibt mir gern – ich freue mich über jede Nachricht von euch!",
+    "We hope you enjoy this release as much as we enjoyed building it.",
+    "The ministry said its Telegram channel had been hacked on Tuesday and false statements were posted.",
+    "Hunderte Leser diskutierten in den Kommentaren über den Vorschlag, der im Stadtrat umstritten ist.",
+    "Mehr Informationen über die Ursache des Unfalls lagen der Polizei am Abend noch nicht vor.",
+    "More about the plan will be announced next week, the minister told reporters in Brussels.",
+])
+def test_kind_patterns_keep_prose_on_the_same_subjects(line):
+    assert match_line(RULES, line) is None
+
+
+@pytest.mark.parametrize("line, mixed", [
+    ("Yоur соntеnt іѕ dеlіvеrеd tо thоuѕаndѕ оf rеаdеrѕ!", True),  # о, е, і, ѕ, а: Cyrillic look-alikes
+    ("Соntасt uѕ аt ads@example.com оr саll 555-0100.", True),
+    ("Besuchen Sie unsеren Shоp für аlle Angebоte", True),
+    ("Apple представила новый iPhone 15 и iPad Pro.", False),  # a word of each script: no join
+    ("Компания запустила Google-поиск для бизнеса", False),
+    ("Москва — столица России.", False),
+    ("Nguyễn Văn An đến Hà Nội hôm qua.", False),
+    ("Plain ASCII English line.", False),
+    ("Только одно слoво с латинской буквой", False),  # one join: a typo, not an obfuscated line
+])
+def test_mixed_script_lines_are_look_alike_text(line, mixed):
+    assert boilerplate.is_mixed_script(line) == mixed
+
+
+def test_a_mixed_script_line_is_removed_and_counted():
+    text = "Kingston, Jamaica. The minister opened the new port on Monday.\n" \
+           "Соntасt uѕ аt ads@example.com оr саll 555-0100.\n" \
+           "Москва — столица России, сказал он."
+    cleaned, removed = strip_boilerplate(text, RULES, edges=False)
+    assert removed == [boilerplate.MIXED_RULE]
+    assert "Соntасt" not in cleaned and "Москва" in cleaned and "minister" in cleaned
+
+
+def test_a_kind_pattern_of_many_alternatives_is_still_gated():
+    """Up to `MAX_NEEDLES` (32) literal strings gate a pattern: a kind pattern in several languages lists more words
+    than one language's pattern did, and without a gate it would be tried on every line."""
+    words = [f"{chr(97 + i)}{i:02d}x" for i in range(20)]  # no common prefix: 20 needles
+    assert required_substrings(r"\b(" + "|".join(words) + r")\b") == tuple(sorted(words))
+    assert required_substrings(r"\b(" + "|".join(f"{chr(97 + i % 26)}{i:02d}x" for i in range(40)) + r")\b") == ()

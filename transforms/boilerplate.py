@@ -47,7 +47,7 @@ STAGE = "boilerplate"
 REASON_EMPTY = "empty_after_cleaning"
 DEFAULT_MAX_WORDS = 30
 DECISION_CACHE_LINES = 1 << 15  # rule decisions kept per rule set (lines of at most the rules' max_words words)
-MAX_NEEDLES = 12  # a pattern needing one of more literal strings than this is simply tried (`required_substrings`)
+MAX_NEEDLES = 32  # a pattern needing one of more literal strings than this is simply tried (`required_substrings`)
 RULES_PACKAGE_FILE = "boilerplate.toml"
 EDGE_RULE = "edge_fragment"
 EDGE_MAX_WORDS = 12      # a longer line at the edge is prose even without a full stop
@@ -74,6 +74,13 @@ BLOCK_MAX_CHARS = 160
 FRAME_RULES = frozenset({"newsletter", "follow", "share", "cookie", "views", "rating", "comments", "related",
                          "ui_meta", "copyright", "print", "dateline"})
 
+MIXED_RULE = "mixed_script"
+MIXED_MIN_JOINS = 3  # letter pairs that join Latin and Cyrillic inside a word ("Yоur соntеnt іѕ": о, е, і are Cyrillic)
+# A Latin letter touching a Cyrillic one inside a word: look-alike letters swapped in to get past filters, which is
+# what injected ads and spam do ("Соntасt uѕ аt ..."); real text in either script keeps its words in one script,
+# and a word of each script in one line ("iPhone-Nutzer", "Apple представила iPhone") joins none.
+_MIXED_SCRIPT = re.compile(r"[A-Za-z][\u0400-\u04ff]|[\u0400-\u04ff][A-Za-z]")
+_CYRILLIC = re.compile(r"[\u0400-\u04ff]")  # the cheap test first: most lines hold no Cyrillic letter
 _INNER_END = re.compile(r"\w[.!?…。！？]\s+\S")  # a sentence ends inside the line ("... reunification. REUTERS")
 _NON_ASCII_LETTER = re.compile(r"[^\W\d_\x00-\x7f]")  # a letter outside ASCII (what `_body_letters` counts)
 # "Nguyễn Văn An - Trần Thị Mai": author pairs in title case.
@@ -109,6 +116,14 @@ def plain_match_line(rules: "RuleSet", line: str) -> Optional[str]:
     it to)."""
     folded = fold_line(line)
     return rules.match(folded, raw_fold(line) if rules.has_raw else None) if folded else None
+
+
+def is_mixed_script(line: str) -> bool:
+    """Whether a line writes its words in look-alike letters of two scripts: at least `MIXED_MIN_JOINS` places where
+    a Latin letter and a Cyrillic one touch inside a word. Lines without a Cyrillic letter are never (cheap tests
+    first: the check runs on every line no rule removed)."""
+    return (not line.isascii() and _CYRILLIC.search(line) is not None
+            and len(_MIXED_SCRIPT.findall(line)) >= MIXED_MIN_JOINS)
 
 
 def is_fragment(line: str, max_words: int = EDGE_MAX_WORDS) -> bool:
@@ -419,7 +434,7 @@ def strip_boilerplate(text: str, rules: RuleSet,
                       shared: frozenset = frozenset(), labels: frozenset = frozenset()) -> tuple[str, list[str]]:
     """(text without boilerplate lines, names of the rules that removed lines, one per line removed).
 
-    Each line goes through the rules, then the `learned` line keys of its source (`repeated_line`), the
+    Each line goes through the rules, then the look-alike letters test (`is_mixed_script`: `mixed_script`), then the `learned` line keys of its source (`repeated_line`), the
     line keys and labels learned across sources (`shared`: `shared_line`, `labels`: `shared_label`, see
     `transforms/repeated_lines.py`); with
     `edges`, the fragments left at the top and bottom go too (`edge_fragment`), but never a line that is
@@ -431,6 +446,8 @@ def strip_boilerplate(text: str, rules: RuleSet,
     for line in lines:
         folded = fold_line(line)
         rule = match_line(rules, line)  # folds the line again: a cache hit
+        if rule is None and folded and is_mixed_script(line):
+            rule = MIXED_RULE
         if rule is None and folded:
             key = line_key(folded) if learned or shared else None
             if key is not None and key in learned:
