@@ -443,10 +443,11 @@ def strip_boilerplate(text: str, rules: RuleSet,
     """
     lines = text.splitlines()
     verdict: list[Optional[str]] = []
+    cyrillic = _CYRILLIC.search(text) is not None  # one scan of the text: most hold no line `is_mixed_script` takes
     for line in lines:
         folded = fold_line(line)
         rule = match_line(rules, line)  # folds the line again: a cache hit
-        if rule is None and folded and is_mixed_script(line):
+        if rule is None and cyrillic and folded and is_mixed_script(line):
             rule = MIXED_RULE
         if rule is None and folded:
             key = line_key(folded) if learned or shared else None
