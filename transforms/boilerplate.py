@@ -4,7 +4,8 @@ Keeps every line that no rule matches, unchanged; drops whole lines that a rule 
 `transforms/rules/boilerplate.toml` (plus any user rule file) matches: newsletter prompts, "Read more"
 links, photo credits, follow/share bars, cookie notices, view counters, ratings, comment prompts, ads,
 "related" headings, UI labels, copyright lines, dates standing alone, paywall and app or channel prompts,
-donation appeals, affiliate and advertising disclosures; then lines learned from the data
+donation appeals, affiliate and advertising disclosures; then lines written in look-alike Latin and Cyrillic
+letters (`mixed_script`, `is_mixed_script`); then lines learned from the data
 (`transforms/repeated_lines.py`: recurring across many stories of one source, rule `repeated_line`); then
 `furniture_block`: the rest of a header or footer, i.e. the short lines between a framing furniture line (share,
 comments, copyright...) and the end of the text; then `edge_fragment`: short fragments (no sentence, a few
