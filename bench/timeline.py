@@ -302,7 +302,7 @@ def main(argv=None) -> int:
     print(f"{corpus.name}: {summary['records_read']} records, {args.workers} worker(s); load {load_before:.1f} "
           f"before, {os.getloadavg()[0]:.1f} after; documents {summary['documents']}, duplicates "
           f"{summary['duplicates']}, rejected {summary['rejected']}")
-    print("| phase | wall s | launcher CPU s | workers CPU s | other CPU s | CPU / wall | parts (n: s) |")
+    print(f"| phase | wall s | launcher CPU s | workers CPU s | other CPU s | CPU / wall | parts (n: s) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
         print(f"| {short_stage(r['phase'])} | {r['wall']:.2f} | {r['launcher']:.2f} | {r['workers']:.2f} | "

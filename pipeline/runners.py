@@ -24,7 +24,6 @@ import os
 import shlex
 import sys
 import threading
-import weakref
 from typing import Any, Optional
 
 from apache_beam import pvalue
@@ -310,7 +309,6 @@ LOCAL_STREAMING_RUNNER = "BundleBasedDirectRunner"  # what a local streaming run
 # cost more than they save; the in-process runner is faster.
 MULTIPROCESS_MIN_BYTES = 4 << 20
 WORKER_COMMAND = "-m wirewash.pipeline.worker"
-WARM_WORKERS = True  # start the worker processes before the graph is built (`start_warm_workers`)
 # glibc's malloc keeps memory the local runner's threads have freed: it gives every thread that allocates under
 # contention its own arena (up to 8 per core) and rarely hands an arena's free pages back, and after a large
 # block is freed it raises its mmap threshold (up to 32 MB), so later multi-MB data-plane buffers come from
@@ -396,64 +394,10 @@ def resolve_runner(options: PipelineOptions, input_bytes: int = 0,
     direct.direct_running_mode = "in_memory"
     direct.direct_num_workers = workers
     command = f"{shlex.quote(sys.executable)} {WORKER_COMMAND}"
-    warm = None
     if os.name == "posix":  # Beam starts the command through the shell; workers follow this process
-        warm = start_warm_workers(workers) if WARM_WORKERS else None
-        if warm is not None:  # what Beam starts hands its connection details to a worker already up
-            command = f"{command} --relay {shlex.quote(warm.path)}"
         # `exec`: the worker replaces the shell, so the shell cannot die of a terminal's Ctrl-C before it
         command = f"{WORKER_MALLOC_ENV} {LAUNCHER_ENV}={os.getpid()} exec {command}"
-    runner = FnApiRunner(default_environment=SubprocessSDKEnvironment.from_command_string(command))
-    if warm is not None:  # ends the warm workers no run took (a build that failed) with the runner, or at exit
-        runner._wirewash_warm = weakref.finalize(runner, warm.close)
-    return runner
-
-
-class WarmWorkers:
-    """Worker processes started ahead of the run (`python -m wirewash.pipeline.worker --warm`), each waiting
-    on `path`, a listening Unix socket in a private folder, for the relay the FnApiRunner starts
-    (pipeline/worker.py). `close()` stops listening, kills the ones no relay took and removes the folder."""
-
-    def __init__(self, count: int):
-        import socket
-        import subprocess
-        import tempfile
-
-        from wirewash.pipeline.worker import WARM_FD_ENV
-
-        self.folder = tempfile.mkdtemp(prefix="wirewash-workers-")
-        self.path = os.path.join(self.folder, "warm.sock")
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(self.path)
-        self.listener.listen(count)
-        env = dict(os.environ, MALLOC_ARENA_MAX=str(MALLOC_ARENAS), MALLOC_MMAP_THRESHOLD_=str(MALLOC_MMAP_THRESHOLD))
-        env[LAUNCHER_ENV] = str(os.getpid())
-        env[WARM_FD_ENV] = str(self.listener.fileno())
-        self.processes = [subprocess.Popen([sys.executable, "-m", "wirewash.pipeline.worker", "--warm"], env=env,
-                                           pass_fds=(self.listener.fileno(),), stdin=subprocess.DEVNULL)
-                          for _ in range(count)]
-
-    def close(self) -> None:
-        import shutil
-
-        self.listener.close()
-        for process in self.processes:
-            if process.poll() is None:
-                try:
-                    process.wait(0.05)  # a worker finishing its run ends by itself
-                except Exception:  # noqa: BLE001 - still running: never taken by a relay
-                    process.kill()
-                    process.wait()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def start_warm_workers(count: int) -> Optional[WarmWorkers]:
-    """`count` warm workers (see WarmWorkers), or None where they cannot be started (no Unix sockets): the
-    runner then starts its workers itself, as before."""
-    try:
-        return WarmWorkers(count)
-    except OSError:
-        return None
+    return FnApiRunner(default_environment=SubprocessSDKEnvironment.from_command_string(command))
 
 
 def is_local_runner(runner: Any) -> bool:

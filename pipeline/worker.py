@@ -5,14 +5,6 @@ instead of `python -m apache_beam.runners.worker.sdk_worker_main`. Same worker; 
 filtered: the import-time "apitools not found" and the start-up INFO/WARNING lines stay hidden, errors still
 show. Everything the worker logs also reaches the launching process through Beam's logging service.
 
-Started early (`--warm`): `resolve_runner` starts the worker processes as soon as it knows a run is
-multi-process, before the pipeline's graph is built, so that their start-up (the interpreter, Beam's and
-wirewash's imports: ~0.8 s on an idle core, more under load) runs while the launcher builds the graph. A
-warm worker waits on a listening socket the launcher made; what the FnApiRunner starts is then a relay
-(`--relay PATH`: a bare interpreter, no Beam import) that hands its environment (the control address, the
-pipeline options, the worker id) to one warm worker, waits for it and exits with its status. A relay that
-finds no warm worker runs the worker itself.
-
 A worker never outlives its launcher (whose pid `resolve_runner` passes in WIREWASH_LAUNCHER_PID): it ends
 itself once the launcher is gone, however the launcher ended (pipeline/lifetime.py). Ctrl-C, which a terminal
 sends to the whole process group, is left to the launcher: it stops the run, ends the workers and reports the
@@ -20,17 +12,10 @@ interruption, once.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import socket
 import sys
-
-WARM_FD_ENV = "WIREWASH_WARM_FD"  # the launcher's listening socket, inherited by a warm worker
-# What a warm worker imports while it waits: Beam's harness and the modules the run's DoFns come from.
-PRELOAD = ("apache_beam.runners.worker.sdk_worker_main", "wirewash.pipeline.ingest", "wirewash.pipeline.lake_write",
-           "trafilatura")
 
 
 def _quiet_stderr() -> None:
@@ -59,77 +44,13 @@ def _follow_launcher() -> None:
     signal.signal(signal.SIGINT, on_sigint)
 
 
-def _harness() -> None:
-    from apache_beam.runners.worker import sdk_worker_main
-
-    sdk_worker_main.main(sys.argv)
-
-
 def main() -> None:
     _quiet_stderr()
     _follow_launcher()
-    _harness()
+    from apache_beam.runners.worker import sdk_worker_main
+
+    sdk_worker_main.main(sys.argv)
     _exit_now()
-
-
-def warm() -> None:
-    """`--warm`: imports what a worker needs, takes one relay's connection from the inherited listening
-    socket, runs the harness with the relay's environment, sends the relay its exit status."""
-    _quiet_stderr()
-    _follow_launcher()
-    _prepare()
-    listener = socket.socket(fileno=int(os.environ.pop(WARM_FD_ENV)))
-    connection, _ = listener.accept()
-    listener.close()
-    with connection.makefile("rb") as incoming:
-        os.environ.update(json.loads(incoming.readline()))
-    status = 1
-    try:
-        _harness()
-        status = 0
-    finally:
-        try:
-            connection.sendall(b"%d\n" % status)
-            connection.close()
-        except OSError:
-            pass
-        if status == 0:
-            _exit_now()
-
-
-def _prepare() -> None:
-    """What every worker's DoFns set up first, done while the launcher builds the graph: the imports, then
-    langdetect's profiles and the packaged boilerplate rules (both cached per process; ~0.25 s and ~0.5 s of
-    CPU). Best effort: whatever fails here fails again, properly reported, in the DoFn's own setup."""
-    import importlib
-
-    try:
-        for module in PRELOAD:
-            importlib.import_module(module)
-        from wirewash.transforms.boilerplate import load_rules
-        from wirewash.transforms.language import load_langdetect
-
-        load_langdetect()
-        load_rules()
-    except Exception:  # noqa: BLE001 - see above
-        pass
-
-
-def relay(path: str) -> int:
-    """`--relay PATH`: hands this process's environment to a warm worker listening at PATH and returns its
-    exit status (1 if it vanished); with no warm worker there, runs the worker here (`main`)."""
-    _follow_launcher()
-    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        connection.connect(path)
-    except OSError:
-        connection.close()
-        main()
-        return 0
-    with connection:
-        connection.sendall(json.dumps(dict(os.environ)).encode("utf-8") + b"\n")
-        answer = connection.makefile("rb").readline().strip()
-    return int(answer) if answer.isdigit() else 1
 
 
 def _exit_now() -> None:
@@ -154,9 +75,4 @@ def _exit_now() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--warm"]:
-        warm()
-    elif sys.argv[1:2] == ["--relay"] and len(sys.argv) > 2:
-        sys.exit(relay(sys.argv[2]))
-    else:
-        main()
+    main()

@@ -444,15 +444,8 @@ def start_run(pages: Path, lake: Path, mode: str) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "wirewash.pipeline.cli", "run", "--input", str(pages), "--output",
                              str(lake), "--quiet", *FIXED, *MODES[mode]], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
-    def at_work(pid: int) -> bool:  # workers started before the graph is built (`--warm`) wait, idle
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                return b"--warm" not in handle.read()
-        except OSError:
-            return False
-
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None and not any(map(at_work, descendants(proc.pid))):
+    while time.monotonic() < deadline and proc.poll() is None and not descendants(proc.pid):
         time.sleep(0.02)
     time.sleep(0.5)  # pages are being extracted
     assert proc.poll() is None, "the run ended before the signal: " + proc.stderr.read().decode()[-500:]

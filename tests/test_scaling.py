@@ -116,26 +116,3 @@ def test_a_worker_exits_at_once_when_its_harness_returns(tmp_path):
             break
         time.sleep(0.1)
     assert not os.path.exists(f"/proc/{child}")
-
-
-def test_the_runner_takes_the_workers_started_before_the_graph(tmp_path):
-    """A multi-process run's workers are started by `resolve_runner`, before the graph is built (they import
-    Beam while the launcher builds it); the processes the FnApiRunner starts only relay to them. Each warm
-    worker serves the run and ends by itself (status 0); one no relay took would be killed at close (-9)."""
-    import os
-
-    import apache_beam as beam
-    from apache_beam.testing.util import assert_that, equal_to
-
-    if os.name != "posix":
-        pytest.skip("warm workers need Unix sockets")
-    options = _options("--direct_running_mode=multi_processing", "--direct_num_workers=2")
-    runner = resolve_runner(options, 0)
-    warm = runner._wirewash_warm.peek()[1].__self__  # weakref.finalize(runner, warm.close)
-    assert "--relay" in runner._default_environment.command_string and len(warm.processes) == 2
-    with beam.Pipeline(runner=runner, options=options) as pipeline:
-        assert_that(pipeline | beam.Create(range(20)) | beam.Reshuffle() | beam.Map(lambda x: x * 2),
-                    equal_to([x * 2 for x in range(20)]))
-    assert [process.wait(30) for process in warm.processes] == [0, 0]
-    runner._wirewash_warm()
-    assert not os.path.exists(warm.folder)
