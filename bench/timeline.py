@@ -21,7 +21,11 @@ The phases printed:
 
 Start-up + finish is everything before the stage that reads the records (its first stage lists the
 files while the workers import Beam) plus the finish. Each phase has wall seconds, CPU seconds of the
-launcher and of the workers, and CPU / wall (2.0 = both cores busy). CPU between samples is interpolated, so a phase of under ~0.5 s is approximate; the totals are exact
+launcher and of the workers, CPU / wall (2.0 = both cores busy), and an idle-machine model: the phase's
+wall if every process ran whenever it had work (`modeled_wall`: the busiest serial chain's CPU, or all of
+the phase's CPU over the cores, whichever is more). On a loaded machine the measured walls say little; the
+model, built from CPU seconds, shows what is serial (one process working while the others wait) or
+unbalanced (one worker's part longer than the other's) whatever the load. It cannot see waits on disk. CPU between samples is interpolated, so a phase of under ~0.5 s is approximate; the totals are exact
 to the last sample. The machine is shared: compare CPU seconds, interleave runs, and note the load (printed).
 """
 from __future__ import annotations
@@ -36,9 +40,11 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 SAMPLE_SECONDS = 0.25
+CORES = os.cpu_count() or 1
 INGESTED_AT = "2026-01-01T00:00:00+00:00"
 
 
@@ -140,7 +146,7 @@ def child(argv: list[str]) -> int:
 # Parent: sampling and the table
 # ---------------------------------------------------------------------------------------------------------
 
-def _sample(root_pid: int, samples: dict, labels: dict, stop: threading.Event) -> None:
+def _sample(root_pid: int, samples: dict, labels: dict, parents: dict, stop: threading.Event) -> None:
     """samples[pid] = [(t, cpu seconds, rss bytes)...] for the process and its descendants until `stop`."""
     import psutil
 
@@ -155,6 +161,7 @@ def _sample(root_pid: int, samples: dict, labels: dict, stop: threading.Event) -
                 with proc.oneshot():
                     times = proc.cpu_times()
                     rss = proc.memory_info().rss
+                    parents.setdefault(proc.pid, proc.ppid())
                     if proc.pid not in labels or labels[proc.pid] == "shell":
                         cmd = " ".join(proc.cmdline())
                         labels[proc.pid] = ("launcher" if proc.pid == root_pid else
@@ -213,9 +220,30 @@ def short_stage(name: str) -> str:
     return (clean[0] if len(clean) == 1 else f"{clean[0]} .. {clean[-1]} ({len(clean)})")[:80]
 
 
-def table(events: list[dict], samples: dict, labels: dict, merge_below: float = 0.3) -> tuple[list[dict], dict]:
-    """Rows {phase, wall, launcher, workers, other, ratio, parts} and the totals. Stages shorter than
+def chains(samples: dict, parents: dict, root: int) -> dict:
+    """pid -> the process it runs serially with: the launcher's own child it descends from (a worker's page
+    subprocess belongs to its worker, which waits for it), or the launcher itself."""
+    def chain(pid: int) -> int:
+        seen = 0
+        while pid != root and parents.get(pid) not in (root, None) and seen < 20:
+            pid, seen = parents[pid], seen + 1
+        return pid
+    return {pid: chain(pid) for pid in samples}
+
+
+def modeled_wall(by_chain: dict, cores: int = CORES) -> float:
+    """What a phase would take on an idle machine if every process ran whenever it had work (CPU-bound):
+    its busiest serial chain's CPU seconds, or its CPU seconds spread over every core, whichever is more.
+    Load on a shared machine moves it little (CPU seconds, not wall); waiting on disk or on another process
+    it does not see."""
+    return max(max(by_chain.values(), default=0.0), sum(by_chain.values()) / cores)
+
+
+def table(events: list[dict], samples: dict, labels: dict, merge_below: float = 0.3,
+          chain_of: Optional[dict] = None) -> tuple[list[dict], dict]:
+    """Rows {phase, wall, launcher, workers, other, ratio, model, parts} and the totals. Stages shorter than
     `merge_below` seconds are summed into one row "short stages (N)"; "between stages" rows are summed."""
+    chain_of = chain_of or {pid: pid for pid in samples}
     parts: dict = {}
     for e in events:
         if e["event"] == "part":
@@ -226,8 +254,11 @@ def table(events: list[dict], samples: dict, labels: dict, merge_below: float = 
 
     rows, merged = [], {}
     for name, a, b in phases(events):
+        by_chain: dict = {}
+        for pid, series in samples.items():
+            by_chain[chain_of[pid]] = by_chain.get(chain_of[pid], 0.0) + cpu_at(series, b) - cpu_at(series, a)
         row = {"phase": name, "wall": b - a, "launcher": cpu("launcher", a, b), "workers": cpu("worker", a, b),
-               "other": cpu("other", a, b) + cpu("shell", a, b)}
+               "other": cpu("other", a, b) + cpu("shell", a, b), "model": modeled_wall(by_chain)}
         stage = name[len("stage "):] if name.startswith("stage ") else None
         if stage and parts.get(stage):
             spans = parts[stage]
@@ -235,8 +266,8 @@ def table(events: list[dict], samples: dict, labels: dict, merge_below: float = 
         if name == "between stages" or (stage and row["wall"] < merge_below):
             key = "between stages" if name == "between stages" else "short stages"
             m = merged.setdefault(key, {"phase": key, "wall": 0.0, "launcher": 0.0, "workers": 0.0, "other": 0.0,
-                                        "n": 0})
-            for k in ("wall", "launcher", "workers", "other"):
+                                        "model": 0.0, "n": 0})
+            for k in ("wall", "launcher", "workers", "other", "model"):
                 m[k] += row[k]
             m["n"] += 1
             continue
@@ -249,17 +280,24 @@ def table(events: list[dict], samples: dict, labels: dict, merge_below: float = 
     for row in rows:
         row["cpu"] = row["launcher"] + row["workers"] + row["other"]
         row["ratio"] = row["cpu"] / row["wall"] if row["wall"] > 0 else 0.0
-    total = {k: sum(r[k] for r in rows) for k in ("wall", "launcher", "workers", "other", "cpu")}
+        row["model_ratio"] = row["cpu"] / row["model"] if row["model"] > 0 else 0.0
+    total = {k: sum(r[k] for r in rows) for k in ("wall", "launcher", "workers", "other", "cpu", "model")}
     stage_rows = [r for r in rows if r["phase"].startswith(("stage ", "short stages", "between stages"))]
-    stages = {k: sum(r[k] for r in stage_rows) for k in ("wall", "cpu")}
+    stages = {k: sum(r[k] for r in stage_rows) for k in ("wall", "cpu", "model")}
     first = next((i for i, r in enumerate(rows) if FIRST_READING_STAGE in r["phase"]), 1)
     fixed = rows[:first] + [r for r in rows if r["phase"] == "finish"]
     total.update(ratio=total["cpu"] / total["wall"], stages_wall=stages["wall"], stages_cpu=stages["cpu"],
                  stages_ratio=stages["cpu"] / max(stages["wall"], 1e-9),
+                 stages_model=stages["model"], stages_model_ratio=stages["cpu"] / max(stages["model"], 1e-9),
+                 startup_finish_model=sum(r["model"] for r in rows[:next(
+                     (i for i, r in enumerate(rows) if FIRST_READING_STAGE in r["phase"]), 1)]
+                     + [r for r in rows if r["phase"] == "finish"]),
                  startup_finish_wall=sum(r["wall"] for r in fixed), startup_finish_cpu=sum(r["cpu"] for r in fixed),
                  reading_wall=total["wall"] - sum(r["wall"] for r in fixed),
-                 reading_cpu=total["cpu"] - sum(r["cpu"] for r in fixed))
+                 reading_cpu=total["cpu"] - sum(r["cpu"] for r in fixed),
+                 reading_model=total["model"] - sum(r["model"] for r in fixed))
     total["reading_ratio"] = total["reading_cpu"] / max(total["reading_wall"], 1e-9)
+    total["reading_model_ratio"] = total["reading_cpu"] / max(total["reading_model"], 1e-9)
     return rows, total
 
 
@@ -282,9 +320,10 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()[0]
     samples: dict = {}
     labels: dict = {}
+    parents: dict = {}
     stop = threading.Event()
     proc = subprocess.Popen(cmd, cwd=HERE.parent, env=env)
-    sampler = threading.Thread(target=_sample, args=(proc.pid, samples, labels, stop), daemon=True)
+    sampler = threading.Thread(target=_sample, args=(proc.pid, samples, labels, parents, stop), daemon=True)
     sampler.start()
     code = proc.wait()
     stop.set()
@@ -294,7 +333,7 @@ def main(argv=None) -> int:
         return 1
     events = [json.loads(line) for p in (events_path, Path(f"{events_path}.runner")) for line in open(p)]
     events.sort(key=lambda e: e["t"])
-    rows, total = table(events, samples, labels)
+    rows, total = table(events, samples, labels, chain_of=chains(samples, parents, proc.pid))
     summary = json.loads((lake / "_SUMMARY.json").read_text())
     peaks = {}
     for pid, series in samples.items():
@@ -302,17 +341,21 @@ def main(argv=None) -> int:
     print(f"{corpus.name}: {summary['records_read']} records, {args.workers} worker(s); load {load_before:.1f} "
           f"before, {os.getloadavg()[0]:.1f} after; documents {summary['documents']}, duplicates "
           f"{summary['duplicates']}, rejected {summary['rejected']}")
-    print(f"| phase | wall s | launcher CPU s | workers CPU s | other CPU s | CPU / wall | parts (n: s) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| phase | wall s | launcher CPU s | workers CPU s | other CPU s | CPU / wall | idle-machine model s "
+          "| CPU / model | parts (n: s) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
         print(f"| {short_stage(r['phase'])} | {r['wall']:.2f} | {r['launcher']:.2f} | {r['workers']:.2f} | "
-              f"{r['other']:.2f} | {r['ratio']:.2f} | {r.get('parts', '')} |")
+              f"{r['other']:.2f} | {r['ratio']:.2f} | {r['model']:.2f} | {r['model_ratio']:.2f} | {r.get('parts', '')} |")
     print(f"| **total** | {total['wall']:.2f} | {total['launcher']:.2f} | {total['workers']:.2f} | {total['other']:.2f} "
-          f"| {total['ratio']:.2f} | |")
+          f"| {total['ratio']:.2f} | {total['model']:.2f} | {total['cpu'] / total['model']:.2f} | |")
     print(f"stages (all): {total['stages_wall']:.2f} s wall, {total['stages_cpu']:.2f} s CPU, CPU / wall "
           f"{total['stages_ratio']:.2f}; from the first record read to the last stage's end: {total['reading_wall']:.2f} s "
           f"wall, CPU / wall {total['reading_ratio']:.2f}; start-up (to the first stage reading records) + finish: "
           f"{total['startup_finish_wall']:.2f} s wall, {total['startup_finish_cpu']:.2f} s CPU")
+    print(f"idle-machine model: stages {total['stages_model']:.2f} s, CPU / model {total['stages_model_ratio']:.2f}; from "
+          f"the first record read: CPU / model {total['reading_model_ratio']:.2f}; start-up + finish "
+          f"{total['startup_finish_model']:.2f} s")
     print("peak RSS MB: " + ", ".join(f"{k} {sorted(v, reverse=True)}" for k, v in peaks.items()))
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "total": total, "load": [load_before, os.getloadavg()[0]],
