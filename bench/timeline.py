@@ -25,8 +25,15 @@ launcher and of the workers, CPU / wall (2.0 = both cores busy), and an idle-mac
 wall if every process ran whenever it had work (`modeled_wall`: the busiest serial chain's CPU, or all of
 the phase's CPU over the cores, whichever is more). On a loaded machine the measured walls say little; the
 model, built from CPU seconds, shows what is serial (one process working while the others wait) or
-unbalanced (one worker's part longer than the other's) whatever the load. It cannot see waits on disk. CPU between samples is interpolated, so a phase of under ~0.5 s is approximate; the totals are exact
-to the last sample. The machine is shared: compare CPU seconds, interleave runs, and note the load (printed).
+unbalanced (one worker's part longer than the other's) whatever the load. It cannot see waits on disk or
+on another process (workers closed one after the other count as parallel). CPU between samples is
+interpolated, so a phase of under ~0.5 s is approximate; the totals are exact to the last sample. The
+machine is shared: compare CPU seconds, interleave runs, and note the load (printed).
+
+To compare two versions, run the same command with `PYTHONPATH` set to an exported copy of the other
+version (`git archive REV pipeline transforms seeds | tar -x -C /tmp/before/wirewash`, plus an empty
+`__init__.py`): the child and its workers then import that copy. With WIREWASH_TIMELINE_TRACE=1 the events
+also time the runner's closing of each worker (`GrpcWorkerHandler.close`, `stop_worker`).
 """
 from __future__ import annotations
 
