@@ -78,3 +78,41 @@ def test_multiprocess_decides_like_one_process(tmp_path, capfd):
     assert not (tmp_path / "two" / "_staging").exists()
     err = capfd.readouterr().err
     assert "apitools" not in err and "Prism" not in err and "Logging handler" not in err, err
+
+
+_EXIT_NOW = """
+import multiprocessing, sys, threading, time
+from wirewash.pipeline.worker import _exit_now
+
+if __name__ == "__main__":
+    child = multiprocessing.Process(target=time.sleep, args=(120,))
+    child.start()
+    print(child.pid, flush=True)
+    threading.Thread(target=time.sleep, args=(120,)).start()  # not a daemon: a normal exit would join it
+    sys.stderr.write("last words")  # unflushed on purpose
+    _exit_now()
+"""
+
+
+def test_a_worker_exits_at_once_when_its_harness_returns(tmp_path):
+    """`_exit_now` (what pipeline/worker.py does once Beam's harness has returned): its own child processes
+    killed, its output flushed, exit status 0, without waiting for what is left (a normal interpreter exit
+    would join the thread below for two minutes; the launcher waits for each worker in turn)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "exit_now.py"
+    script.write_text(_EXIT_NOW)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 60
+    assert done.stderr.endswith("last words")
+    child = int(done.stdout.split()[0])
+    for _ in range(50):  # killed and reaped: gone (a zombie would still be listed)
+        if not os.path.exists(f"/proc/{child}"):
+            break
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{child}")
