@@ -72,6 +72,7 @@ MAX_BUCKET_SIZE = 500
 SKETCH_SIZE = 1024  # bottom-k shingle hashes kept per document for verification (8 KB at most)
 KEY_TABLE_BATCH = 8192  # rows per parked batch of an id shard's table (about 1.5 MB)
 SHARDS = 64  # hash buckets of each dedup table (ids, content hashes, LSH bands): the unit of work per worker
+SEEN_PER_BUNDLE = 100_000  # candidate pairs and members a band step remembers, to send each once (`_DecideBandsFn`)
 RESOLVE_ROUNDS = 2  # pointer-jumping joins: chains of up to 2 links (nearly all) resolve in them, longer ones together
 NO_DATE = "~"  # sorts after every ISO date: undated copies are never preferred over dated ones
 
@@ -520,6 +521,31 @@ def _decide_bands(item, spill: Spill):
     yield from sorted(pairs)
 
 
+class _DecideBandsFn(beam.DoFn):
+    """`_decide_bands` over the band shards of a bundle, each candidate pair and each member sent on once:
+    a pair whose two documents share buckets in several shards, and a document in pairs of several shards,
+    are found once per shard (about four times per member on the dev corpus), and every copy would cross two
+    joins. The joins after it read a pair or a member once whatever its copies (`_attach_child_signature`
+    takes the distinct parents, `_sketch_member` the first date), so this only saves the copies' shuffling.
+    At most `SEEN_PER_BUNDLE` are remembered (then forgotten together): memory stays bounded."""
+
+    def __init__(self, spill: Spill):
+        self.spill = spill
+
+    def start_bundle(self):
+        self.seen = set()
+
+    def process(self, item):
+        for output in _decide_bands(item, self.spill):
+            seen = (output.tag, output.value) if isinstance(output, beam.pvalue.TaggedOutput) else output
+            if seen in self.seen:
+                continue
+            if len(self.seen) >= SEEN_PER_BUNDLE:
+                self.seen.clear()
+            self.seen.add(seen)
+            yield output
+
+
 def _sketch_member(item):
     """(loc, {article: [(parked article, parked prints)], member: [date, ...]}) -> (loc, (parked prints, date))
     for a document in a candidate pair: the only ones whose sketches are needed."""
@@ -726,7 +752,7 @@ class DeduplicateArticles(beam.PTransform):
         if self.config.near:
             candidates = (by_content["bands"]
                           | "GroupByBucket" >> beam.GroupByKey()
-                          | "DecideBands" >> beam.FlatMap(_decide_bands, spill).with_outputs("members", main="pairs"))
+                          | "DecideBands" >> beam.ParDo(_DecideBandsFn(spill)).with_outputs("members", main="pairs"))
             sketches = ({"article": fingerprinted["articles"], "member": candidates["members"]}
                         | "JoinMembers" >> beam.CoGroupByKey()
                         | "SketchMembers" >> beam.FlatMap(_sketch_member))
