@@ -561,3 +561,22 @@ def test_band_step_sends_each_pair_and_member_once_per_bundle(monkeypatch, remem
     assert len(found) == 2 * len(set(plain(found)))  # each shard found all of them
     if remembered > len(found):
         assert sorted(plain(sent)) == sorted(set(plain(found)))  # ...and each crossed once
+
+
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_with_a_spill_on_disk_the_band_step_verifies_its_pairs_without_the_sketch_joins(tmp_path, on_disk):
+    """On disk, the band rows carry their parked sketches' tokens and `VerifyBands` checks each pair where it
+    is found: none of the three joins by location that bring sketches to pairs inline (the decisions of both
+    paths are held equal to the reference by the tests above, `spill` being inline and on disk)."""
+    from wirewash.transforms.spill import Spill, make_spill_dir, remove_spill_dir
+
+    folder = make_spill_dir(str(tmp_path)) if on_disk else None
+    try:
+        pipeline = beam.Pipeline()
+        _ = (pipeline | beam.Create([Article("d1", "in.jsonl:1", "text", text=ARTICLE_EN)])
+             | DeduplicateArticles(DedupConfig(), Spill(folder)))
+        names = {t.unique_name for t in pipeline.to_runner_api().components.transforms.values()}
+    finally:
+        remove_spill_dir(folder)
+    joins = {n for n in names if any(j in n for j in ("JoinMembers", "JoinChild", "JoinParent"))}
+    assert (any("VerifyBands" in n for n in names), bool(joins)) == ((True, False) if on_disk else (False, True))
