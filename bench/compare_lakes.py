@@ -2,16 +2,19 @@
 
     python bench/compare_lakes.py LAKE_A LAKE_B
 
-Every column is compared (partition columns included), so equal lakes mean the same decisions: kept
+The lake's dedup index (`_index`: doc_id, content hash, date, signature, sketch) is compared too, when
+either lake has one. Every column is compared (partition columns included), so equal lakes mean the same decisions: kept
 documents and their content hashes, every duplicate's `duplicate_of`, kind and similarity, every rejection's
 stage and reason. Exits 1 and prints the differing rows' counts when they differ.
 """
 from __future__ import annotations
 
+import glob
 import sys
 
 import duckdb
 
+from wirewash.pipeline.lake import INDEX
 from wirewash.transforms.types import TABLES
 
 
@@ -19,7 +22,8 @@ def differences(lake_a: str, lake_b: str) -> dict:
     """{table: (rows in A, rows in B, rows only in A, rows only in B)}."""
     con = duckdb.connect()
     out = {}
-    for table in TABLES:
+    index = [INDEX] if any(glob.glob(f"{lake}/{INDEX}/**/*.parquet", recursive=True) for lake in (lake_a, lake_b)) else []
+    for table in (*TABLES, *index):
         a, b = (f"read_parquet('{lake}/{table}/**/*.parquet', hive_partitioning=true, union_by_name=true)"
                 for lake in (lake_a, lake_b))
         count = lambda sql: con.execute(f"select count(*) from ({sql})").fetchone()[0]  # noqa: E731

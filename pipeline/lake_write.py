@@ -121,6 +121,13 @@ class _WriteStagedFn(beam.DoFn):
         return staged
 
 
+class _MergeFactsFn(_SummaryFn):
+    """The tables' fact counts ({table: Counter}, one `_SummaryFn` output per table) -> their sum."""
+
+    def add_input(self, acc, counts):
+        return self.merge_accumulators([acc, counts])
+
+
 def _write_staged(table: str, partition: str, staging: str, data: pa.Table) -> StagedFile:
     """Writes one staged file (sorted, see `write_parquet`) and describes it. One flat folder per table: a
     partition is a prefix of the name, not two more folders to create and to remove after the commit."""
@@ -292,7 +299,10 @@ class WriteLake(beam.PTransform):
             pcoll = inputs[table]
             staged.append(pcoll | f"Stage{table.title()}" >> beam.ParDo(
                 _WriteStagedFn(table, self.staging, self.ingested_at, self.partition_by)))
-            facts.append(pcoll | f"Facts{table.title()}" >> beam.Map(_fact_of(table)))
+            # counted where the rows are (the combine runs before the shuffle): only one small dict per table
+            # and bundle crosses to the summary, not one fact per record
+            facts.append(pcoll | f"Facts{table.title()}" >> beam.Map(_fact_of(table))
+                         | f"Count{table.title()}Facts" >> beam.CombineGlobally(_SummaryFn()).without_defaults())
         if self.dedup is not None:
             # the batch dedup stage's own fingerprints when it hands them (`dedup_index`), else computed again
             if inputs.get("dedup_index") is not None:
@@ -301,7 +311,7 @@ class WriteLake(beam.PTransform):
                 rows = inputs[DOCUMENTS] | "IndexRows" >> beam.Map(index_row, self.dedup)
             staged.append(rows
                           | "StageIndex" >> beam.ParDo(_WriteStagedFn(INDEX, self.staging, self.ingested_at)))
-        summary_facts = facts | "AllFacts" >> beam.Flatten() | "Summarize" >> beam.CombineGlobally(_SummaryFn())
+        summary_facts = facts | "AllFacts" >> beam.Flatten() | "Summarize" >> beam.CombineGlobally(_MergeFactsFn())
         # Invariants on ids: only the keys are shuffled, never the texts.
         ids = {"docs": inputs[DOCUMENTS] | "DocIds" >> beam.Map(lambda a: (a.doc_id, 1)),
                "dups": inputs[DUPLICATES] | "DuplicateOf" >> beam.Map(lambda d: (d.duplicate_of, 1))}

@@ -539,3 +539,53 @@ def test_same_decisions_on_a_dask_cluster(runner_corpus, dask_scheduler, tmp_pat
     options = PipelineOptions([f"--runner={DASK_RUNNER}", f"--dask_client_address={dask_scheduler}",
                                "--dask_npartitions=3"])
     _check(decide_on(None, options, articles, tmp_path, Spill()), articles, expected)
+
+
+@pytest.mark.parametrize("remembered", [100_000, 3])
+def test_band_step_sends_each_pair_and_member_once_per_bundle(monkeypatch, remembered):
+    """Two band shards holding the same bucket (the same documents share two bands) give the same pairs and
+    members: `_DecideBandsFn` sends them on once, and nothing `_decide_bands` found is lost; with a tiny memory
+    (forgotten every 3 entries) copies may cross again, but still nothing is lost."""
+    import numpy as np
+
+    from wirewash.transforms import dedup
+    from wirewash.transforms.spill import Spill
+
+    monkeypatch.setattr(dedup, "SEEN_PER_BUNDLE", remembered)
+    spill = Spill()
+    orders = [sort_key(f"2024-01-0{i + 1}", f"id{i}", f"in.jsonl:{i + 1}") for i in range(4)]
+    shards = []
+    for band in (3, 7):  # the four documents share a bucket in two bands, which land in two shards
+        rows = np.array([[band, 12345]] * 4, dtype=np.uint64)
+        shards.append((band, [dedup._pack_rows(rows, orders, spill)]))
+    found = [out for shard in shards for out in dedup._decide_bands(shard, spill)]
+    fn = dedup._DecideBandsFn(spill)
+    fn.start_bundle()
+    sent = [out for shard in shards for out in fn.process(shard)]
+
+    def plain(outputs):
+        return [(o.tag, o.value) if isinstance(o, beam.pvalue.TaggedOutput) else o for o in outputs]
+
+    assert set(plain(sent)) == set(plain(found))
+    assert len(found) == 2 * len(set(plain(found)))  # each shard found all of them
+    if remembered > len(found):
+        assert sorted(plain(sent)) == sorted(set(plain(found)))  # ...and each crossed once
+
+
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_with_a_spill_on_disk_the_band_step_verifies_its_pairs_without_the_sketch_joins(tmp_path, on_disk):
+    """On disk, the band rows carry their parked sketches' tokens and `VerifyBands` checks each pair where it
+    is found: none of the three joins by location that bring sketches to pairs inline (the decisions of both
+    paths are held equal to the reference by the tests above, `spill` being inline and on disk)."""
+    from wirewash.transforms.spill import Spill, make_spill_dir, remove_spill_dir
+
+    folder = make_spill_dir(str(tmp_path)) if on_disk else None
+    try:
+        pipeline = beam.Pipeline()
+        _ = (pipeline | beam.Create([Article("d1", "in.jsonl:1", "text", text=ARTICLE_EN)])
+             | DeduplicateArticles(DedupConfig(), Spill(folder)))
+        names = {t.unique_name for t in pipeline.to_runner_api().components.transforms.values()}
+    finally:
+        remove_spill_dir(folder)
+    joins = {n for n in names if any(j in n for j in ("JoinMembers", "JoinChild", "JoinParent"))}
+    assert (any("VerifyBands" in n for n in names), bool(joins)) == ((True, False) if on_disk else (False, True))

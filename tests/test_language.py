@@ -193,3 +193,22 @@ def test_stage_sets_language_and_other_languages_and_the_lake_row_keeps_them():
                     equal_to([("mixed", "en", ("ru",)), ("hy", "hy", ())]))
     row = document_row(articles[0]._replace(other_langs=("ru",)), None)
     assert row["other_langs"] == ["ru"] and DOCUMENTS_SCHEMA.names[-1] == "other_langs"
+
+
+def test_profiles_load_with_the_collector_paused_then_frozen():
+    """`frozen_after` (around langdetect's profile load): no cycle collection runs inside the block, the
+    collector is on again after it (also when the block raises), and what the block built is frozen, so
+    later full collections (and the one at exit) no longer walk it."""
+    import gc
+
+    from wirewash.transforms.language import frozen_after
+
+    assert gc.isenabled()
+    before = gc.get_freeze_count()
+    with frozen_after():
+        assert not gc.isenabled()
+        built = [[i] for i in range(5000)]
+    assert gc.isenabled() and gc.get_freeze_count() >= before + len(built)
+    with pytest.raises(ValueError), frozen_after():
+        raise ValueError("a failed load")
+    assert gc.isenabled()

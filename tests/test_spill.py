@@ -45,6 +45,16 @@ def test_parked_bytes_come_back_as_they_were(spill):
     assert [spill.fetch_bytes(t) for t in reversed(tokens)] == [bytes([i]) * i for i in reversed(range(256))]
 
 
+def test_a_parked_batch_is_one_token_and_comes_back_equal_in_order(spill):
+    batch = [ARTICLE._replace(doc_id=f"d{i}", text=ARTICLE.text[:i * 7]) for i in range(50)]
+    token = spill.park_articles(batch)
+    assert isinstance(token, bytes) and len(token) == 32
+    back = spill.fetch_articles(token)
+    assert back == batch and all(type(a) is Article and type(a.removed_by_rule[0]) is tuple for a in back)
+    assert spill.fetch_articles(spill.park_articles([])) == []
+    assert Spill().fetch_articles(Spill().park_articles(batch)) == batch  # inline: the list itself
+
+
 def test_inline_spill_carries_the_value_itself():
     inline = Spill()
     assert not inline.on_disk

@@ -45,6 +45,7 @@ __all__ = ["StripBoilerplate", "RuleSet", "load_rules", "strip_boilerplate", "fo
 
 NAMESPACE = "boilerplate"
 STAGE = "boilerplate"
+PARK_BATCH = 64  # articles parked together while they wait for the learned lines (one token, one write)
 REASON_EMPTY = "empty_after_cleaning"
 DEFAULT_MAX_WORDS = 30
 DECISION_CACHE_LINES = 1 << 15  # rule decisions kept per rule set (lines of at most the rules' max_words words)
@@ -670,9 +671,8 @@ class _StripBoilerplateFn(beam.DoFn):
     def setup(self):
         self.rules = load_rules(self.rule_files, self.rule_texts)
 
-    @isolated(STAGE, REJECTED, article_of=lambda self, parked: self.spill.fetch_article(parked))
-    def process(self, parked, learned: Optional[dict] = None):
-        article = self.spill.fetch_article(parked)
+    @isolated(STAGE, REJECTED)
+    def process(self, article: Article, learned: Optional[dict] = None):
         Metrics.counter(NAMESPACE, "seen").inc()
         learned = learned or {}
         site_lines = learned.get(site_key(article), frozenset())
@@ -696,6 +696,15 @@ class _StripBoilerplateFn(beam.DoFn):
             Metrics.counter(NAMESPACE, "cleaned_documents").inc()
         yield article._replace(text=text, boilerplate_lines_removed=article.boilerplate_lines_removed + len(removed),
                                removed_by_rule=article.removed_by_rule + tuple(removed))
+
+
+class _StripParkedFn(_StripBoilerplateFn):
+    """A parked batch of articles (`Spill.park_articles`) -> each stripped as by `_StripBoilerplateFn`, one
+    record at a time: a record that makes the stage raise is rejected alone, the rest of its batch goes on."""
+
+    def process(self, parked, learned: Optional[dict] = None):
+        for article in self.spill.fetch_articles(parked):
+            yield from super().process(article, learned)
 
 
 class _StripLearnedFn(_StripBoilerplateFn):
@@ -738,10 +747,13 @@ class StripBoilerplate(beam.PTransform):
         # input has no such moment, so there the counts are kept in state and grow as articles arrive.
         if self.learn and getattr(articles, "is_bounded", True):
             learned = articles | "LearnRepeatedLines" >> LearnRepeatedLines(self.min_support)
-            # The articles wait for the learned lines parked: the fetch is inside the stripping DoFn, which
-            # is the first step after the wait (a separate fetch step would run before it).
-            fn = _StripBoilerplateFn((), self.rule_texts, self.edges, self.spill)
-            parked = articles | "Park" >> beam.Map(self.spill.park_article)
+            # The articles wait for the learned lines parked, PARK_BATCH to a token (one compressed write, one
+            # element to cross the boundary): the fetch is inside the stripping DoFn, which is the first step
+            # after the wait (a separate fetch step would run before it).
+            fn = _StripParkedFn((), self.rule_texts, self.edges, self.spill)
+            parked = (articles
+                      | "Batch" >> beam.BatchElements(min_batch_size=PARK_BATCH, max_batch_size=PARK_BATCH)
+                      | "Park" >> beam.Map(self.spill.park_articles))
             results = parked | "StripLines" >> beam.ParDo(fn, beam.pvalue.AsSingleton(
                 learned, default_value={})).with_outputs(REJECTED, REMOVED_LINES, main="main")
         elif self.learn:  # a stream: the counts live in state, each article cleaned with what came before it

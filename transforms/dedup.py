@@ -25,9 +25,12 @@ hash, the band hashes packed as integers, 26 at the default threshold: no signat
 tables are sharded by hash into `SHARDS` buckets, each shard a packed table (hash columns as numpy arrays,
 orders encoded, in batches) that one worker decides: by `doc_id` (`CombinePerKey`: the reused ids), then by
 content hash (the exact copies), then by LSH band hash (the buckets several documents share, and their
-candidate pairs); each step hands the next its surviving rows as one batch per target shard. The candidates
-meet their sketches in joins keyed by location (only the documents in a pair are sketched; the bottom-k
-sketch, up to 8 KB, is the largest fingerprint), each child keeps its earliest verified parent, and chains
+candidate pairs); each step hands the next its surviving rows as one batch per target shard. With a spill on
+disk (local runs) each row's order carries the token of its document's parked sketch, and the band step
+verifies its pairs where it finds them; inline, the candidates meet their sketches in joins keyed by
+location (only the documents in a pair are sketched; the bottom-k sketch, up to 8 KB, is the largest
+fingerprint, too large to copy into each of a document's band rows). Each child keeps its earliest verified
+parent, and chains
 resolve by pointer jumping: `RESOLVE_ROUNDS` joins, each moving every link to where its target points, then a
 check that every link ends at a root; the rare links of longer chains are gathered and finished together. The
 articles meet their decisions in a last join by location. Work and memory per worker fall as workers are
@@ -72,6 +75,8 @@ MAX_BUCKET_SIZE = 500
 SKETCH_SIZE = 1024  # bottom-k shingle hashes kept per document for verification (8 KB at most)
 KEY_TABLE_BATCH = 8192  # rows per parked batch of an id shard's table (about 1.5 MB)
 SHARDS = 64  # hash buckets of each dedup table (ids, content hashes, LSH bands): the unit of work per worker
+SKETCHES_PER_BUNDLE = 4096  # sketches (at most 8 KB each) the band step keeps while it verifies (`_VerifyBandsFn`)
+SEEN_PER_BUNDLE = 100_000  # candidate pairs and members a band step remembers, to send each once (`_DecideBandsFn`)
 RESOLVE_ROUNDS = 2  # pointer-jumping joins: chains of up to 2 links (nearly all) resolve in them, longer ones together
 NO_DATE = "~"  # sorts after every ISO date: undated copies are never preferred over dated ones
 
@@ -97,10 +102,14 @@ class _Key(NamedTuple):
     published: Optional[str]
     content_hash: str
     bands: bytes = b""
+    prints: bytes = b""  # with a spill on disk: the token of the parked `prints_of` (48 bytes); else empty
 
     @property
     def order(self) -> tuple:
-        return sort_key(self.published, self.doc_id, self.loc)
+        """The kept-copy order; with a `prints` token, the token follows it (it never decides: two records
+        never share a location), so that the band step can verify its pairs itself (`_VerifyBandsFn`)."""
+        order = sort_key(self.published, self.doc_id, self.loc)
+        return order + (self.prints,) if self.prints else order
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -390,10 +399,11 @@ class _FingerprintFn(beam.DoFn):
             signature, _ = split_prints(prints, self.config.num_perm)
             packed = array.array("Q", band_hashes(signature, self.bands, self.rows)).tobytes()
         shard = shard_of(xxhash.xxh3_64_intdigest(article.doc_id.encode("utf-8")), self.shards)
+        parked = self.spill.park_bytes(prints) if prints else b""
         yield beam.pvalue.TaggedOutput("keys", (shard, _Key(
-            article.source_location, article.doc_id, article.published_at, digest, packed)))
-        yield article.source_location, (self.spill.park_article(article._replace(content_hash=digest)),
-                                        self.spill.park_bytes(prints) if prints else b"")
+            article.source_location, article.doc_id, article.published_at, digest, packed,
+            parked if self.spill.on_disk else b"")))
+        yield article.source_location, (self.spill.park_article(article._replace(content_hash=digest)), parked)
 
 
 def _pack_rows(columns, orders: list, spill: Spill) -> bytes:
@@ -518,6 +528,65 @@ def _decide_bands(item, spill: Spill):
     for loc in sorted(dates):
         yield beam.pvalue.TaggedOutput("members", (loc, dates[loc]))
     yield from sorted(pairs)
+
+
+class _DecideBandsFn(beam.DoFn):
+    """`_decide_bands` over the band shards of a bundle, each candidate pair and each member sent on once:
+    a pair whose two documents share buckets in several shards, and a document in pairs of several shards,
+    are found once per shard (about four times per member on the dev corpus), and every copy would cross two
+    joins. The joins after it read a pair or a member once whatever its copies (`_attach_child_signature`
+    takes the distinct parents, `_sketch_member` the first date), so this only saves the copies' shuffling.
+    At most `SEEN_PER_BUNDLE` are remembered (then forgotten together): memory stays bounded."""
+
+    def __init__(self, spill: Spill):
+        self.spill = spill
+
+    def start_bundle(self):
+        self.seen = set()
+
+    def process(self, item):
+        for output in _decide_bands(item, self.spill):
+            seen = (output.tag, output.value) if isinstance(output, beam.pvalue.TaggedOutput) else output
+            if seen in self.seen:
+                continue
+            if len(self.seen) >= SEEN_PER_BUNDLE:
+                self.seen.clear()
+            self.seen.add(seen)
+            yield output
+
+
+class _VerifyBandsFn(beam.DoFn):
+    """(band-hash shard, its batches), the rows' orders carrying their parked prints tokens (a spill on disk,
+    `_Key.order`) -> (child loc, (parent order, parent loc, similarity)) for each candidate pair of the shard
+    that verifies (`_similar_enough`, as `_verify_against_parent` decides it): the pairs are checked where
+    they are found, so the joins that bring the sketches to them (`JoinMembers`, `JoinChild`, `JoinParent`)
+    are not needed. A pair found in several shards of a bundle is checked once (`SEEN_PER_BUNDLE`, as
+    `_DecideBandsFn`); a sketch read from the spill is kept for the bundle (`SKETCHES_PER_BUNDLE`)."""
+
+    def __init__(self, spill: Spill, threshold: float, window_days: float, num_perm: int):
+        self.spill, self.threshold, self.window_days, self.num_perm = spill, threshold, window_days, num_perm
+
+    def start_bundle(self):
+        self.seen = set()
+        self.sketch_of = functools.lru_cache(maxsize=SKETCHES_PER_BUNDLE)(
+            lambda token: split_prints(self.spill.fetch_bytes(token), self.num_perm)[1])
+
+    def process(self, item):
+        _, batches = item
+        rows, orders = _unpack_rows(batches, self.spill, "bands")
+        pairs, _ = bucket_pairs(rows, orders)
+        order_of = {order[2]: order for order in orders}
+        for child_loc, (parent_order, parent_loc) in sorted(pairs):
+            if (child_loc, parent_loc) in self.seen:
+                continue
+            if len(self.seen) >= SEEN_PER_BUNDLE:
+                self.seen.clear()
+            self.seen.add((child_loc, parent_loc))
+            child = order_of[child_loc]
+            similarity = _similar_enough((parent_order[3], parent_order[0]), (child[3], child[0]), self.threshold,
+                                         self.window_days, self.sketch_of)
+            if similarity is not None:
+                yield child_loc, (parent_order, parent_loc, similarity)
 
 
 def _sketch_member(item):
@@ -723,10 +792,16 @@ class DeduplicateArticles(beam.PTransform):
                       | "DecideExact" >> beam.FlatMap(_decide_exact, shards, self.bands if self.config.near else 0,
                                                       spill).with_outputs("exact", main="bands"))
 
-        if self.config.near:
+        if self.config.near and spill.on_disk:  # the rows carry their sketches' tokens: pairs verified in place
+            verified = (by_content["bands"]
+                        | "GroupByBucket" >> beam.GroupByKey()
+                        | "VerifyBands" >> beam.ParDo(_VerifyBandsFn(spill, self.config.threshold,
+                                                                     self.config.near_window_days,
+                                                                     self.config.num_perm)))
+        elif self.config.near:  # inline: the sketches travel to the pairs through joins by location
             candidates = (by_content["bands"]
                           | "GroupByBucket" >> beam.GroupByKey()
-                          | "DecideBands" >> beam.FlatMap(_decide_bands, spill).with_outputs("members", main="pairs"))
+                          | "DecideBands" >> beam.ParDo(_DecideBandsFn(spill)).with_outputs("members", main="pairs"))
             sketches = ({"article": fingerprinted["articles"], "member": candidates["members"]}
                         | "JoinMembers" >> beam.CoGroupByKey()
                         | "SketchMembers" >> beam.FlatMap(_sketch_member))
@@ -735,6 +810,7 @@ class DeduplicateArticles(beam.PTransform):
             verified = ({"sig": sketches, "children": to_parent} | "JoinParent" >> beam.CoGroupByKey()
                         | "Verify" >> beam.FlatMap(_verify_against_parent, self.config.threshold,
                                                    self.config.near_window_days, spill, self.config.num_perm))
+        if self.config.near:
             links = (verified
                      | "EarliestParent" >> beam.CombinePerKey(min)
                      | "Link" >> beam.Map(_to_link)

@@ -17,6 +17,8 @@ most `SAMPLE_CHARS`.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import re
 import threading
 import unicodedata
@@ -102,6 +104,24 @@ _LOCK = threading.Lock()
 _DETECT = None
 
 
+@contextlib.contextmanager
+def frozen_after():
+    """Runs a block that builds a large, long-lived heap (langdetect's 55 profiles: about a million small
+    objects) with the cycle collector paused, then moves every object the process holds by then into the
+    collector's permanent generation (`gc.freeze`). The collector otherwise walks that heap again and again:
+    while it is built (each new batch of objects triggers a collection) and in every later full collection,
+    the last one at exit included (~5% of a run's CPU). Frozen objects are still freed by reference counting;
+    only cycles among them wait for the process's end. Nothing the stages compute changes."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+        gc.freeze()
+
+
 def load_langdetect() -> Callable[[str], list]:
     """A `detect_langs`-like function with langdetect's profiles loaded once per process and seeded."""
     global _DETECT
@@ -111,7 +131,8 @@ def load_langdetect() -> Callable[[str], list]:
             # Our own factory through langdetect's public names (what its `init_factory` builds in the
             # private module global `_factory`): the profiles load once here, and nothing private is read.
             factory = DetectorFactory()
-            factory.load_profile(PROFILES_DIRECTORY)
+            with frozen_after():
+                factory.load_profile(PROFILES_DIRECTORY)
 
             def detect_langs(text: str) -> list:
                 detector = factory.create()

@@ -34,7 +34,7 @@ import pyarrow
 from wirewash.transforms.types import Article
 
 __all__ = ["Spill", "make_spill_dir", "remove_spill_dir", "remove_stale_spill_dirs", "pack_article",
-           "unpack_article", "SPILL_PREFIX"]
+           "unpack_article", "pack_articles", "unpack_articles", "SPILL_PREFIX"]
 
 SPILL_PREFIX = "wirewash-spill-"
 _TOKEN = struct.Struct("<QII")  # offset, stored length, unpacked length (0: stored as is); the file's id follows
@@ -52,6 +52,15 @@ def pack_article(article: Article) -> bytes:
 
 def unpack_article(packed: bytes) -> Article:
     return Article(*_PRIMITIVES.decode(packed))
+
+
+def pack_articles(articles: list) -> bytes:
+    """Several articles as one byte string (Beam's primitive encoding of their fields)."""
+    return _PRIMITIVES.encode([tuple(article) for article in articles])
+
+
+def unpack_articles(packed: bytes) -> list:
+    return [Article(*fields) for fields in _PRIMITIVES.decode(packed)]
 
 
 class _Writer:
@@ -142,6 +151,18 @@ class Spill:
         if self.folder is None:
             return token
         return unpack_article(self._read(token))
+
+    def park_articles(self, articles: list) -> Union[list, bytes]:
+        """A batch of articles -> one token for all (one compressed write; inline: the list itself)."""
+        if self.folder is None:
+            return list(articles)
+        return _writer(self.folder).append(pack_articles(articles), compress=True)
+
+    def fetch_articles(self, token: Union[list, bytes]) -> list:
+        """The articles a `park_articles` token stands for, in their order."""
+        if self.folder is None:
+            return token
+        return unpack_articles(self._read(token))
 
     def _read(self, token: bytes) -> bytes:
         offset, length, unpacked = _TOKEN.unpack_from(token)
