@@ -16,7 +16,6 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
