@@ -213,8 +213,6 @@ def stream_lake_summary(previous: Optional[dict], total: dict, partition_by: str
     summary = lake_summary(previous, run_summary, files, partition_by, record)
     if record is None:  # a stream written without a run record (a test, a library user): no entry in `runs`
         summary["runs"] = list((previous or {}).get("runs", []))
-    if previous is not None and "compactions" in previous:  # the lake's history stays
-        summary["compactions"] = previous["compactions"]
     if dedup is not None:
         index = (previous or {}).get("index", {})
         summary["index"] = {"files": sorted(list(index.get("files", [])) + total["files"][INDEX]),
