@@ -436,6 +436,29 @@ def test_the_running_summary_never_counts_rows_whose_files_are_not_in_place(tmp_
     assert finalize_lake(str(lake), staging, dedup=DedupConfig())["reconciled"]
 
 
+@pytest.mark.parametrize("record_at", ["end", "panes_and_end"])
+def test_a_run_record_given_at_the_end_keeps_the_streams_panes(tmp_path, record_at):
+    """Panes committed without a run record (a library user's stream) and the record given to `finalize_lake`
+    only: the final summary still counts the stream's panes, and `runs` gets one record carrying the stream's
+    counts, as when the panes carried it too."""
+    lake = tmp_path / "lake"
+    events = (TestStream(coder=beam.coders.PickleCoder())
+              .add_elements([at(("documents", article("a", ARTICLE_EN)), 1), at((READ, None), 1)])
+              .advance_watermark_to(12)
+              .add_elements([at(("documents", article("b", ARTICLE_DE, "de")), 15), at((READ, None), 15),
+                             at((READ, None), 15), at(("rejected", Rejection(None, "in.jsonl:r", "read", "bad_json")), 15)])
+              .advance_watermark_to_infinity())
+    run = {"run_id": "late", "mode": "streaming"}
+    staging = staging_of(str(lake), "late")
+    write_test_stream(events, lake, staging, **({"run": run} if record_at == "panes_and_end" else {}))
+    final = finalize_lake(str(lake), staging, run=run)
+    assert final["streaming"]["panes"] == 2 and final["reconciled"] and final["ok"]
+    assert (final["records_read"], final["documents"], final["rejected"]) == (3, 2, 1)
+    (record,) = final["runs"]
+    assert record["run_id"] == "late" and record["ok"]
+    assert (record["records_read"], record["documents"], record["rejected"]) == (3, 2, 1)
+
+
 def test_finalize_flags_rows_missing_from_the_files(tmp_path):
     """The final check compares the running counts with the committed files: a lost file is not reconciled."""
     lake = tmp_path / "lake"
