@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from wirewash.pipeline.manifest import INDEX_FOLDER, manifest_problem
 from wirewash.transforms.lake_dedup import INDEX_SCHEMA
 from wirewash.transforms.records import MAX_YEAR, MIN_YEAR
 from wirewash.transforms.types import (DOCUMENTS, DUPLICATES, REJECTED, TABLES, UNDETERMINED_LANGUAGE, UNKNOWN_DATE,
@@ -58,7 +59,7 @@ REPORT_FILE = "_REPORT.html"  # written by `wirewash report`; part of the lake, 
 MARKER_FILE = "_WIREWASH_LAKE"
 STAGING_DIR = "_staging"
 # The dedup index (transforms/lake_dedup.py): one row per document, no text; what `--append` dedups against.
-INDEX = "_index"
+INDEX = INDEX_FOLDER
 STAGING_MARKER = ".wirewash"  # inside _staging/: that folder is ours (a plain run may clear it)
 # `date` partition value: the publication period at this granularity (a string: YYYY-MM-DD, YYYY-MM or YYYY),
 # or `unknown`. Day by default: the lake contract (`../shared/tools/check_lake.py`) names day folders;
@@ -156,6 +157,10 @@ _INGEST_PARTITION = re.compile(r"^ingest_date=(\d{4}-\d{2}-\d{2})$")
 
 class LakeExistsError(RuntimeError):
     """The output folder already holds a lake and overwriting was not asked for."""
+
+
+class LakeDamagedError(LakeExistsError):
+    """The lake's `_SUMMARY.json` cannot be trusted (see `read_summary`): refused like an existing lake."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -379,12 +384,22 @@ def remove_lake(output: str) -> None:
 
 
 def read_summary(output: str) -> Optional[dict]:
-    """The committed `_SUMMARY.json` of a lake, or None."""
+    """The committed `_SUMMARY.json` of a lake, or None. Raises LakeDamagedError when it is not a JSON object
+    or its manifest lists a path outside the lake's tables (`manifest.manifest_problem`): every command that
+    writes a lake reads it here, and must never read, write or delete a file the lake does not hold."""
     path = FileSystems.join(output, SUMMARY_FILE)
     if not FileSystems.exists(path):
         return None
     with FileSystems.open(path) as handle:
-        return json.loads(handle.read().decode("utf-8"))
+        raw = handle.read()
+    try:
+        summary = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        summary = None
+    problem = manifest_problem(summary)
+    if problem:
+        raise LakeDamagedError(f"{path} {problem}: the lake is damaged; nothing was changed")
+    return summary
 
 
 def manifest_files(output: str) -> dict:

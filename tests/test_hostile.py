@@ -17,6 +17,8 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wirewash.pipeline.cli import main
 from wirewash.pipeline.input_files import InputFile, match_inputs
@@ -264,6 +266,61 @@ def test_query_still_reads_the_lake(small_lake, capsys):
     sql = "SELECT doc_id, lang, date FROM documents WHERE doc_id = 'good'"
     assert main(["query", str(small_lake), sql, "--format", "csv"]) == 0
     assert capsys.readouterr().out.splitlines() == ["doc_id,lang,date", "good,en,2023-05-01"]
+
+
+@pytest.mark.parametrize("listed", ["../../victim/{name}", "/victim/{name}", "documents/../../victim/{name}",
+                                    "file:///victim/{name}"])
+def test_a_summary_listing_files_outside_the_lake_changes_nothing(small_lake, tmp_path, capsys, listed):
+    """A crafted or damaged `_SUMMARY.json` naming files outside the lake: `compact` (which reads, rewrites and
+    deletes what the manifest lists) and an append refuse in one line (exit 2); the files outside and the lake
+    stay byte for byte as they were, and no writer lock is left."""
+    import shutil
+
+    root = tmp_path / "root"
+    lake = Path(shutil.copytree(small_lake, root / "a" / "lake"))
+    victim = root / "victim" if listed.startswith("..") or listed.startswith("documents") else None
+    outside = victim or tmp_path / "unused"
+    outside.mkdir(parents=True)
+    part = next((lake / "documents").rglob("*.parquet"))
+    names = []
+    for i in range(2):
+        shutil.copy(part, outside / f"v{i}.parquet")
+        names.append(listed.format(name=f"v{i}.parquet"))
+    state = json.loads((lake / "_SUMMARY.json").read_text())
+    state["files"]["documents"] = names
+    (lake / "_SUMMARY.json").write_text(json.dumps(state))
+
+    def fingerprint():
+        return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    before = fingerprint()
+    new = tmp_path / "new.jsonl"
+    new.write_text(json.dumps({"id": "n", "text": make_hostile.STORIES[1]}) + "\n")
+    for argv in (["compact", str(lake)], ["run", "--append", "--input", str(new), "--output", str(lake), "--quiet"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "the lake is damaged" in err[0], err
+    assert fingerprint() == before
+    assert main(["query", str(lake), "SELECT count(*) FROM documents"]) == 2
+    assert "damaged" in capsys.readouterr().err
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["..", ".", "", "documents", "duplicates", "lang=en", "x.parquet", "/", "\\",
+                                 "c:", "%2e%2e", "..parquet", "\x00", "~"]), min_size=1, max_size=6))
+def test_a_listed_path_accepted_is_inside_its_table(pieces):
+    """Whatever a summary lists, a path `listed_path` accepts resolves (lexically) inside its table's folder."""
+    import posixpath
+
+    from wirewash.pipeline.manifest import listed_path
+
+    rel = "".join(pieces)
+    for table in ("documents", "_index"):
+        try:
+            accepted = listed_path(table, rel)
+        except ValueError:
+            continue
+        resolved = posixpath.normpath(posixpath.join("/lake", accepted))
+        assert resolved.startswith(f"/lake/{table}/") and resolved.endswith(".parquet"), (rel, accepted)
 
 
 @pytest.mark.slow
