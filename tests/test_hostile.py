@@ -489,3 +489,27 @@ def test_an_input_folder_given_through_a_link_is_read():
         (Path(tmp) / "current").symlink_to(real)
         files = match_inputs([str(Path(tmp) / "current")])
         assert [(f.rel_path, f.problem[:1]) for f in files] == [("a.jsonl", ()), ("link", ("symlink_outside_input",))]
+
+
+def _input_patterns():
+    """The module-level regular expressions of pipeline/ and transforms/ that run on record or page text and
+    are not timed by tests/test_linear_rules.py (which covers the rules and the cleaner's own patterns)."""
+    from wirewash.pipeline import records
+    from wirewash.transforms import dedup, extract, language, normalize
+
+    return [normalize._SPACE_CHARS, normalize._SPACES_AT_BREAKS, normalize._BLANK_RUNS, normalize._INVISIBLE,
+            normalize.HTML_ENTITY_RE, normalize._FTFY_TRIGGERS, extract._INTRO_CLASS, extract._NOT_INTRO_CLASS,
+            extract._LANG_ATTR, extract._HTML_TAG, extract._SCRIPT_TAG, extract._SCRIPT_END, language._WORD,
+            records._SURROGATE_ESCAPE, dedup._UNSPACED]
+
+
+@pytest.mark.parametrize("pattern", _input_patterns(), ids=lambda p: p.pattern[:24])
+def test_the_patterns_on_input_text_grow_linearly(pattern):
+    """Each pattern run by itself (never trusting what ran before it) on adversarial lines of 2 and 40 KB:
+    20 times the text takes about 20 times as long (quadratic: 400 times; ` *\\n *` was, on a line of spaces
+    that nothing had collapsed before it)."""
+    from tests.test_linear_rules import _adversarial, _scaling
+
+    ratio = _scaling(lambda text: pattern.findall(text), _adversarial(pattern.pattern, 2_000),
+                     _adversarial(pattern.pattern, 40_000))
+    assert ratio < 120, ratio

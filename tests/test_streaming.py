@@ -163,6 +163,23 @@ def test_a_file_that_changes_after_it_was_read_is_read_on_or_named():
     assert new_settled_files(later, state, "/in/", peek) == []
 
 
+def test_a_file_read_while_empty_is_read_from_its_start_when_it_fills(tmp_path, caplog):
+    """A watched file that was empty when read (its `empty_file` rejection) and then filled: its lines are read
+    as a first read would (lines from 1, exactly the bytes listed), without looking before its first byte
+    (which failed: 'cannot look into f.jsonl: [Errno 22] Invalid argument')."""
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b"")
+    state, root = {}, f"{tmp_path}/"
+    for _ in range(2):
+        first = new_settled_files([(str(path), 0, 1.0)], state, root)
+    assert first == [((str(path), "f.jsonl", "jsonl", ()), 0, None, 1)]
+    path.write_bytes(b'{"text": "x"}\n{"text": "y"}\n')
+    for _ in range(2):
+        again = new_settled_files([(str(path), 28, 2.0)], state, root)
+    assert again == [((str(path), "f.jsonl", "jsonl", ()), 0, 28, 1)]
+    assert "cannot look into" not in caplog.text
+
+
 class TestNearIndex:
     CONFIG = DedupConfig()
 
