@@ -124,7 +124,9 @@ def guarded_parse(parse, location: str, *args) -> Parsed:
 def parse_json_record(raw: bytes, location: str, fallback_id_parts: tuple[str, ...]) -> Parsed:
     """One JSONL line -> `Article` (format text or html), or a `Rejection` saying exactly what is wrong."""
     try:
-        line = raw.decode("utf-8")
+        # A byte-order mark before a record is not part of it, wherever it is: a file's first line, a later
+        # line of files joined with `cat`, a message's payload (JSON itself never starts with U+FEFF).
+        line = raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as err:
         return _reject(location, REASON_INVALID_UTF8, raw, error=str(err))
     if "\x00" in line:

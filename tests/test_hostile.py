@@ -513,3 +513,28 @@ def test_the_patterns_on_input_text_grow_linearly(pattern):
     ratio = _scaling(lambda text: pattern.findall(text), _adversarial(pattern.pattern, 2_000),
                      _adversarial(pattern.pattern, 40_000))
     assert ratio < 120, ratio
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 3)), min_size=1, max_size=4))
+def test_files_joined_with_their_byte_order_marks_lose_no_record(tmp_path_factory, parts):
+    """UTF-8 files, some with a byte-order mark, joined with `cat` (each mark then starts a later line), and
+    the same records as Kafka / Pub/Sub messages with a mark: every record is read as the file alone would be
+    (a mark before a record is not part of it; each was a `bad_json` rejection)."""
+    import codecs
+
+    from wirewash.pipeline.sources import decode_message
+    from wirewash.transforms.types import Article
+
+    joined, n = b"", 0
+    for bom, count in parts:
+        lines = [json.dumps({"id": f"r{n + i}", "text": make_hostile.STORIES[(n + i) % 12]}).encode() + b"\n"
+                 for i in range(count)]
+        joined += (codecs.BOM_UTF8 if bom else b"") + b"".join(lines)
+        n += count
+    folder = tmp_path_factory.mktemp("joined")
+    (folder / "all.jsonl").write_bytes(joined)
+    out = list(parse_file(InputFile(str(folder / "all.jsonl"), "all.jsonl", "jsonl"), 1 << 20))
+    assert [r.doc_id for r in out if isinstance(r, Article)] == [f"r{i}" for i in range(n)]
+    message = codecs.BOM_UTF8 + json.dumps({"id": "m", "text": make_hostile.STORIES[0]}).encode()
+    assert isinstance(decode_message(message, "kafka:t", "0:1"), Article)
