@@ -57,8 +57,10 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
         handler.addFilter(_HideBeamNoise())
         root.addHandler(handler)
     root.setLevel(logging.INFO if verbose else logging.WARNING)
+    # The extraction libraries log ERRORs per page they cannot parse ("empty HTML tree", several lines a page):
+    # such a page is already its record's rejection (`no_text_extracted`), said once, in the lake.
     for name in ("apache_beam", "trafilatura", "htmldate", "courlan", "urllib3"):
-        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.CRITICAL)
     # A failing run is reported by run_command in one line; Beam's own ERROR log would add its traceback.
     logging.getLogger("apache_beam").setLevel(logging.INFO if verbose else logging.CRITICAL)
     logging.getLogger(NOTICES).setLevel(logging.ERROR if quiet else logging.NOTSET)

@@ -443,3 +443,20 @@ def test_the_page_scans_grow_linearly_on_hostile_pages(piece):
         strip_tags(page)
     pages = lambda size: ["articleBody" + (piece * size)[:size], json.dumps({"articleBody": piece * (size // len(piece))})]  # noqa: E731
     assert _scaling(scan, pages(20_000), pages(200_000)) < MAX_RATIO
+
+
+_WRAPPERS = ["{}", "<div>{}</div>", "<article>{}</article>", "<section><div>{}</div></section>", "<body>{}</body>",
+             "<main>{}</main>", "<!-- feed item -->{}"]
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(st.sampled_from(_WRAPPERS), st.lists(st.sampled_from(ARTICLE_EN.split(". ")), min_size=1, max_size=4),
+       st.sampled_from(["p", "div"]))
+def test_an_html_fragment_is_extracted_like_the_whole_page(wrapper, sentences, block):
+    """A page that is only a fragment (an RSS item's `content:encoded`: "<p>...</p>", "<div><p>...</p></div>")
+    gives the text the same fragment gives inside `<html><body>`: trafilatura alone refused the fragments
+    without "html" in their first 50 characters ("<p>A sentence.</p>" was `no_text_extracted`) and found no
+    body in the others."""
+    fragment = wrapper.format("".join(f"<{block}>{s.strip()}.</{block}>" for s in sentences))
+    whole = extract_html(f"<html><body>{fragment}</body></html>").text
+    assert whole.strip() and extract_html(fragment).text == whole

@@ -538,3 +538,17 @@ def test_files_joined_with_their_byte_order_marks_lose_no_record(tmp_path_factor
     assert [r.doc_id for r in out if isinstance(r, Article)] == [f"r{i}" for i in range(n)]
     message = codecs.BOM_UTF8 + json.dumps({"id": "m", "text": make_hostile.STORIES[0]}).encode()
     assert isinstance(decode_message(message, "kafka:t", "0:1"), Article)
+
+
+@pytest.mark.parametrize("verbose", [True, False])  # quiet last: the logging state the other tests expect
+def test_pages_the_extractor_cannot_parse_print_nothing_but_with_verbose(tmp_path, caplog, verbose):
+    """trafilatura logs several ERROR lines per page it cannot parse ("empty HTML tree"), which printed even
+    under --quiet: the page is its record's `no_text_extracted` rejection already. After `wirewash run` set up
+    logging (here a run stopped at its missing input), they show with --verbose only."""
+    from wirewash.transforms.extract import extract_html
+
+    argv = ["run", "--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "lake"), "--quiet"]
+    assert main(argv + (["--verbose"] if verbose else [])) == 2
+    caplog.clear()
+    assert extract_html("   <!-- nothing -->").text == ""
+    assert any(r.name.startswith("trafilatura") for r in caplog.records) is verbose
