@@ -47,7 +47,7 @@ from wirewash.transforms.records import MAX_YEAR, MIN_YEAR
 from wirewash.transforms.types import (DOCUMENTS, DUPLICATES, REJECTED, TABLES, UNDETERMINED_LANGUAGE, UNKNOWN_DATE,
                                       Article)
 
-__all__ = ["DOCUMENTS_SCHEMA", "DUPLICATES_SCHEMA", "REJECTED_SCHEMA", "partition_of", "LakeExistsError", "check_output_location", "SUMMARY_FILE", "TABLES", "LANGUAGES",
+__all__ = ["DOCUMENTS_SCHEMA", "DUPLICATES_SCHEMA", "REJECTED_SCHEMA", "partition_of", "LakeExistsError", "check_output_location", "check_output_name", "SUMMARY_FILE", "TABLES", "LANGUAGES",
            "valid_partition", "short_error", "remove_staging", "PARTITION_BY", "DEFAULT_PARTITION_BY",
            "MARKER_FILE", "REPORT_FILE", "is_lake", "sort_rows", "write_parquet", "manifest_files", "INGEST", "LAYOUTS",
            "file_schema", "lang_and_date", "in_file_layout"]
@@ -290,11 +290,26 @@ def _not_a_lake(output: str, existing: list[str]) -> LakeExistsError:
         "nothing was deleted: choose another --output")
 
 
+GLOB_CHARACTERS = "*?[]"
+
+
+def check_output_name(output: str) -> None:
+    """Raises ValueError when the lake's path holds a character Beam's file systems read as a pattern: every
+    file operation of a lake (list, rename, delete) goes through them, and failed there halfway (the write
+    probe was left behind, undeletable)."""
+    path = output.split("://", 1)[-1]
+    if any(ch in path for ch in GLOB_CHARACTERS):
+        raise ValueError(f"--output {output!r}: a lake's path cannot hold *, ?, [ or ] (file systems read them as "
+                         "patterns); choose another folder name")
+
+
 def check_output_location(output: str, overwrite: bool, append: bool = False) -> None:
-    """Fails fast, before any work: a lake already there (unless overwriting or appending; an interrupted one
+    """Fails fast, before any work: a path with pattern characters (`check_output_name`), a lake already
+    there (unless overwriting or appending; an interrupted one
     is named as such, and cannot be appended to), a folder holding `documents/`, `duplicates/` or `rejected/` that is not a wirewash lake (never
     replaced), a `_staging/` folder that wirewash did not make, or a folder that cannot be written
     (read-only, full, under a regular file, /proc...)."""
+    check_output_name(output)
     existing = _existing(output)
     lake = is_lake(output)
     if existing and not lake:

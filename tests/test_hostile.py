@@ -552,3 +552,20 @@ def test_pages_the_extractor_cannot_parse_print_nothing_but_with_verbose(tmp_pat
     caplog.clear()
     assert extract_html("   <!-- nothing -->").text == ""
     assert any(r.name.startswith("trafilatura") for r in caplog.records) is verbose
+
+
+@pytest.mark.parametrize("name", ["lake[1]", "lake*", "la?e", "x]"])
+def test_an_output_path_with_pattern_characters_is_refused_before_anything_is_written(tmp_path, capsys, name):
+    """Beam's file systems read *, ?, [ and ] as patterns: such a lake failed halfway ("cannot write to the
+    output folder ...: Delete operation failed"), leaving its write probe behind. Refused in one line (exit 2)
+    before the folder is made, by the CLI and the library."""
+    from wirewash.pipeline.api import WriteToLake
+
+    good = tmp_path / "in.jsonl"
+    good.write_text(json.dumps({"id": "a", "text": make_hostile.STORIES[0]}) + "\n")
+    assert main(["run", "--input", str(good), "--output", str(tmp_path / "sub" / name), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot hold *, ?, [ or ]" in err[0]
+    assert not (tmp_path / "sub").exists()
+    with pytest.raises(ValueError, match=r"cannot hold \*"):
+        WriteToLake(str(tmp_path / "sub" / name)).expand(None)
