@@ -569,3 +569,25 @@ def test_an_output_path_with_pattern_characters_is_refused_before_anything_is_wr
     assert not (tmp_path / "sub").exists()
     with pytest.raises(ValueError, match=r"cannot hold \*"):
         WriteToLake(str(tmp_path / "sub" / name)).expand(None)
+
+
+def test_an_input_named_with_pattern_characters_is_read_as_the_path_it_names(tmp_path, monkeypatch):
+    """A folder `in[1]/`, a file `notes[draft].jsonl` or `a*.jsonl` that exist, and that read as patterns match
+    nothing: each is the path it names (as a shell takes it), not "nothing matches"; a pattern that matches
+    files still means those files."""
+    story = json.dumps({"id": "a", "text": make_hostile.STORIES[0]}) + "\n"
+    (tmp_path / "in[1]").mkdir()
+    (tmp_path / "in[1]" / "x.jsonl").write_text(story)
+    (tmp_path / "notes[draft].jsonl").write_text(story)
+    (tmp_path / "a*.jsonl").write_text(story)
+    assert [f.rel_path for f in match_inputs([str(tmp_path / "in[1]")])] == ["x.jsonl"]
+    assert [f.rel_path for f in match_inputs([str(tmp_path / "notes[draft].jsonl")])] == ["notes[draft].jsonl"]
+    assert [f.rel_path for f in match_inputs([str(tmp_path / "in[1]" / "x.jsonl")])] == ["x.jsonl"]
+    monkeypatch.chdir(tmp_path)
+    assert [f.rel_path for f in match_inputs(["notes[draft].jsonl"])] == ["notes[draft].jsonl"]
+    assert {f.rel_path for f in match_inputs([str(tmp_path / "*.jsonl")])} == {"notes[draft].jsonl", "a*.jsonl"}
+    (tmp_path / "notesd.jsonl").write_text(story)  # now the pattern matches a file: that file, as before
+    assert [f.rel_path for f in match_inputs([str(tmp_path / "notes[draft].jsonl")])] == ["notesd.jsonl"]
+    lake = tmp_path / "lake"
+    assert main(["run", "--input", str(tmp_path / "in[1]"), "--output", str(lake), "--quiet"]) == 0
+    assert summary(lake)["documents"] == 1
