@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
+import sys
 from typing import Optional, Union
 
 import xxhash
@@ -121,6 +122,14 @@ def guarded_parse(parse, location: str, *args) -> Parsed:
         return _reject(location, REASON_ERROR, error=f"{type(err).__name__}: {err}")
 
 
+def _json_int(digits: str):
+    """A JSON integer as Python's int, or, past the digits Python converts (`sys.get_int_max_str_digits`: a
+    bound against quadratic work), as a float: JSON numbers have no size limit, and a record with a long one in
+    a field we do not keep is still a record (it was `bad_json`); a field we keep is never a number."""
+    limit = sys.get_int_max_str_digits()
+    return int(digits) if not limit or len(digits) - digits.startswith("-") <= limit else float(digits)
+
+
 def parse_json_record(raw: bytes, location: str, fallback_id_parts: tuple[str, ...]) -> Parsed:
     """One JSONL line -> `Article` (format text or html), or a `Rejection` saying exactly what is wrong."""
     try:
@@ -132,7 +141,7 @@ def parse_json_record(raw: bytes, location: str, fallback_id_parts: tuple[str, .
     if "\x00" in line:
         return _reject(location, REASON_BINARY, line, error="NUL byte in the line")
     try:
-        obj = json.loads(line)
+        obj = json.loads(line, parse_int=_json_int)
     except (ValueError, RecursionError) as err:  # RecursionError: nested deeper than the parser's stack
         return _reject(location, REASON_BAD_JSON, line, error=f"{type(err).__name__}: {err}")
     if not isinstance(obj, dict):
