@@ -68,15 +68,45 @@ def looks_binary(data: bytes) -> bool:
     return bool(head) and controls / len(head) > 0.05
 
 
-def decode_document(data: bytes) -> str:
+# A page's own declaration of its encoding, looked for where the HTML standard's prescan looks: the first
+# 1024 bytes (`<meta charset=...>`, `<meta http-equiv="Content-Type" content="...; charset=...">`).
+_META_CHARSET = re.compile(rb"<meta\b[^>]{0,512}?charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:-]{1,40})", re.IGNORECASE)
+CHARSET_PRESCAN_BYTES = 1024
+# The standard's own readings of a few labels (WHATWG Encoding): what browsers decode such a page with.
+_CHARSET_ALIASES = {"iso-8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252", "ascii": "cp1252",
+                    "us-ascii": "cp1252", "iso-8859-9": "cp1254", "gb2312": "gbk", "x-gbk": "gbk",
+                    "shift_jis": "cp932", "x-sjis": "cp932", "euc-kr": "cp949", "tis-620": "cp874"}
+
+
+def declared_charset(data: bytes) -> Optional[str]:
+    """The Python codec of the encoding an HTML page declares in its first 1024 bytes, or None (none, or a
+    name Python does not know)."""
+    match = _META_CHARSET.search(data[:CHARSET_PRESCAN_BYTES])
+    if not match:
+        return None
+    label = match.group(1).decode("ascii").lower()
+    try:
+        return codecs.lookup(_CHARSET_ALIASES.get(label, label)).name
+    except LookupError:
+        return None
+
+
+def decode_document(data: bytes, html: bool = False) -> str:
     """Bytes of a whole .txt/.html file -> text: UTF-8 (BOM dropped), or UTF-16 when it starts with a BOM
-    (an unpaired code unit, or an odd last byte, becomes U+FFFD).
+    (an unpaired code unit, or an odd last byte, becomes U+FFFD); a page (`html`) that is not UTF-8 in the
+    encoding it declares (`declared_charset`: windows-1251, Shift_JIS...), as a browser reads it.
 
     Raises UnicodeDecodeError for anything else that is not valid UTF-8.
     """
     if data.startswith(codecs.BOM_UTF16_LE) or data.startswith(codecs.BOM_UTF16_BE):
         return data.decode("utf-16", errors="replace")  # an unpaired code unit becomes U+FFFD
-    return data.decode("utf-8-sig")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        charset = declared_charset(data) if html else None
+        if charset is None or charset == "utf-8":
+            raise
+        return data.decode(charset)
 
 
 HEADLINE_MAX_CHARS = 150
@@ -192,7 +222,7 @@ def parse_document_file(data: bytes, fmt: str, rel_path: str) -> Parsed:
     if not data.strip():
         return _reject(location, REASON_EMPTY_TEXT, data, doc_id=doc_id)
     try:
-        text = decode_document(data)
+        text = decode_document(data, html=fmt == FORMAT_HTML)
     except UnicodeDecodeError as err:
         reason = REASON_BINARY if looks_binary(data) else REASON_INVALID_UTF8
         return _reject(location, reason, data, doc_id=doc_id, error=str(err))

@@ -607,3 +607,37 @@ def test_a_number_of_any_length_in_a_field_not_kept_keeps_the_record(digits, neg
     assert isinstance(parse_json_record(line.encode(), "f.jsonl:1", ("line",)), Article)
     as_id = '{"id": %s, "text": %s}' % (number, json.dumps(make_hostile.STORIES[0]))
     assert parse_json_record(as_id.encode(), "f.jsonl:1", ("line",)).reason == "wrong_type:id"
+
+
+_PAGES_BY_CHARSET = {  # (label a page declares, a sentence that codec encodes)
+    "windows-1251": "Городской совет утвердил новый бюджет во вторник.",
+    "KOI8-R": "Члены совета заявили, что строительство начнётся весной.",
+    "Shift_JIS": "市議会は火曜日、新しい予算を承認した。",
+    "GB2312": "市议会周二批准了新的预算。",
+    "EUC-KR": "시의회는 화요일에 새 예산을 승인했다.",
+    "ISO-8859-1": "Le conseil municipal a approuvé le budget mardi, à l'unanimité.",
+    "iso-8859-7": "Το δημοτικό συμβούλιο ενέκρινε τον νέο προϋπολογισμό.",
+    "windows-1256": "وافق مجلس المدينة على الميزانية الجديدة يوم الثلاثاء.",
+}
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(st.sampled_from(sorted(_PAGES_BY_CHARSET)), st.booleans(), st.sampled_from(['"', "'", ""]))
+def test_a_page_in_the_encoding_it_declares_is_read(label, http_equiv, quote):
+    """A `.html` page saved in the encoding its `<meta>` declares (windows-1251, Shift_JIS, GB2312...; common in
+    news archives) is read as a browser reads it (it was `invalid_utf8`); a `.txt` file, which declares
+    nothing, and a page declaring UTF-8 that is not, are still `invalid_utf8`."""
+    from wirewash.pipeline.records import parse_document_file
+    from wirewash.transforms.types import Article
+
+    sentence = _PAGES_BY_CHARSET[label]
+    meta = (f'<meta http-equiv="Content-Type" content="text/html; charset={label}">' if http_equiv
+            else f"<meta charset={quote}{label}{quote}>")
+    page = f"<html><head>{meta}<title>t</title></head><body><p>{sentence}</p></body></html>"
+    data = page.encode({"ISO-8859-1": "cp1252"}.get(label, label))
+    parsed = parse_document_file(data, "html", "page.html")
+    assert isinstance(parsed, Article) and parsed.html == page
+    if data != page.encode("utf-8"):
+        assert parse_document_file(data, "text", "page.txt").reason == "invalid_utf8"
+        mislabeled = data.replace(label.encode(), b"utf-8")
+        assert parse_document_file(mislabeled, "html", "page.html").reason == "invalid_utf8"
