@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from wirewash.pipeline.manifest import INDEX_FOLDER, manifest_problem
+from wirewash.pipeline.manifest import INDEX_FOLDER, leaves_the_lake, manifest_problem
 from wirewash.transforms.lake_dedup import INDEX_SCHEMA
 from wirewash.transforms.records import MAX_YEAR, MIN_YEAR
 from wirewash.transforms.types import (DOCUMENTS, DUPLICATES, REJECTED, TABLES, UNDETERMINED_LANGUAGE, UNKNOWN_DATE,
@@ -411,7 +411,7 @@ def read_summary(output: str) -> Optional[dict]:
         summary = json.loads(raw.decode("utf-8"))
     except ValueError:
         summary = None
-    problem = manifest_problem(summary)
+    problem = manifest_problem(summary) or leaves_the_lake(output, summary)
     if problem:
         raise LakeDamagedError(f"{path} {problem}: the lake is damaged; nothing was changed")
     return summary

@@ -8,11 +8,12 @@ wirewash read, write or delete a file outside the lake. No Apache Beam import: `
 """
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 from wirewash.transforms.types import TABLES
 
-__all__ = ["INDEX_FOLDER", "listed_path", "manifest_problem"]
+__all__ = ["INDEX_FOLDER", "listed_path", "manifest_problem", "leaves_the_lake"]
 
 INDEX_FOLDER = "_index"  # the dedup index's folder (lake.INDEX)
 
@@ -50,4 +51,20 @@ def manifest_problem(summary) -> Optional[str]:
                 listed_path(table, rel)
             except ValueError as err:
                 return str(err)
+    return None
+
+
+def leaves_the_lake(lake: str, summary: dict) -> Optional[str]:
+    """For a local lake: the first listed path (already `listed_path`-checked) whose real path is outside the
+    lake's (a table folder, or a file, that is a symbolic link out of it), as a sentence; else None."""
+    if "://" in lake:
+        return None
+    root = os.path.realpath(lake)
+    index = summary.get("index") or {}
+    lists = [(t, (summary.get("files") or {}).get(t) or []) for t in TABLES] + [(INDEX_FOLDER, index.get("files") or [])]
+    for table, names in lists:
+        for rel in names:
+            real = os.path.realpath(os.path.join(lake, *listed_path(table, rel).split("/")))
+            if not real.startswith(root.rstrip(os.sep) + os.sep):
+                return f"lists {rel!r}, which is a symbolic link out of the lake (to {real})"
     return None

@@ -30,7 +30,7 @@ from typing import IO, Iterator, Optional
 
 import duckdb
 
-from wirewash.pipeline.manifest import listed_path
+from wirewash.pipeline.manifest import leaves_the_lake, listed_path
 from wirewash.transforms.types import TABLES
 
 __all__ = ["open_lake", "lake_snapshot", "run_query", "export", "format_rows", "check_read_only",
@@ -119,6 +119,9 @@ def lake_snapshot(lake: str) -> Snapshot:
                 if not isinstance(names, list):
                     raise LakeNotFoundError(f"{path}: files.{table} is not a list; the lake is damaged")
                 files[table] = sorted(_listed_file(lake, table, rel) for rel in names)
+            escaped = leaves_the_lake(lake, {"files": {t: listed.get(t) or [] for t in TABLES}})
+            if escaped:
+                raise LakeNotFoundError(f"{path} {escaped}; the lake is damaged")
             return Snapshot(lake, summary, files, listed=True)
         # An older lake: list the folders, then check that no commit replaced the summary meanwhile.
         files = {t: _found_files(lake, t) for t in TABLES}

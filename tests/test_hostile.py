@@ -641,3 +641,30 @@ def test_a_page_in_the_encoding_it_declares_is_read(label, http_equiv, quote):
         assert parse_document_file(data, "text", "page.txt").reason == "invalid_utf8"
         mislabeled = data.replace(label.encode(), b"utf-8")
         assert parse_document_file(mislabeled, "html", "page.html").reason == "invalid_utf8"
+
+
+def test_a_table_folder_linked_out_of_the_lake_changes_nothing(small_lake, tmp_path, capsys):
+    """A lake whose `documents/` folder is a symbolic link to a folder elsewhere (its paths in the manifest
+    look inside): `compact` would rewrite and delete the files there, `query` read them. Both, and an append,
+    refuse in one line; the folder elsewhere is left byte for byte."""
+    import shutil
+
+    lake = Path(shutil.copytree(small_lake, tmp_path / "lake"))
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(str(lake / "documents"), str(elsewhere))
+    (lake / "documents").symlink_to(elsewhere, target_is_directory=True)
+    part = next(elsewhere.rglob("*.parquet"))
+    shutil.copy(part, part.with_name("part-copy.parquet"))  # two files in a partition: something to compact
+    state = json.loads((lake / "_SUMMARY.json").read_text())
+    state["files"]["documents"].append(str(part.with_name("part-copy.parquet").relative_to(elsewhere.parent))
+                                       .replace("elsewhere", "documents", 1))
+    (lake / "_SUMMARY.json").write_text(json.dumps(state))
+    before = {p: p.read_bytes() for p in sorted(elsewhere.rglob("*")) if p.is_file()}
+    new = tmp_path / "new.jsonl"
+    new.write_text(json.dumps({"id": "n", "text": make_hostile.STORIES[1]}) + "\n")
+    for argv in (["compact", str(lake)], ["run", "--append", "--input", str(new), "--output", str(lake), "--quiet"],
+                 ["query", str(lake), "SELECT count(*) FROM documents"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "symbolic link out of the lake" in err[0], err
+    assert {p: p.read_bytes() for p in sorted(elsewhere.rglob("*")) if p.is_file()} == before
