@@ -62,9 +62,14 @@ def leaves_the_lake(lake: str, summary: dict) -> Optional[str]:
     root = os.path.realpath(lake)
     index = summary.get("index") or {}
     lists = [(t, (summary.get("files") or {}).get(t) or []) for t in TABLES] + [(INDEX_FOLDER, index.get("files") or [])]
+    folders: dict = {}  # each partition folder resolved once; a file itself only when it is a link
     for table, names in lists:
         for rel in names:
-            real = os.path.realpath(os.path.join(lake, *listed_path(table, rel).split("/")))
+            path = os.path.join(lake, *listed_path(table, rel).split("/"))
+            folder, name = os.path.split(path)
+            if folder not in folders:
+                folders[folder] = os.path.realpath(folder)
+            real = os.path.realpath(path) if os.path.islink(path) else os.path.join(folders[folder], name)
             if not real.startswith(root.rstrip(os.sep) + os.sep):
                 return f"lists {rel!r}, which is a symbolic link out of the lake (to {real})"
     return None
