@@ -125,6 +125,10 @@ def lake_snapshot(lake: str) -> Snapshot:
             return Snapshot(lake, summary, files, listed=True)
         # An older lake: list the folders, then check that no commit replaced the summary meanwhile.
         files = {t: _found_files(lake, t) for t in TABLES}
+        escaped = leaves_the_lake(lake, {"files": {t: [os.path.relpath(f, lake).replace(os.sep, "/") for f in files[t]]
+                                                   for t in TABLES}})
+        if escaped:
+            raise LakeNotFoundError(f"{lake} {escaped.replace('lists', 'holds', 1)}; the lake is damaged")
         with contextlib.suppress(OSError):
             if _stat_key(os.stat(path)) == raw_stat:
                 return Snapshot(lake, summary, files, listed=False)

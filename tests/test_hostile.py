@@ -668,3 +668,17 @@ def test_a_table_folder_linked_out_of_the_lake_changes_nothing(small_lake, tmp_p
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "symbolic link out of the lake" in err[0], err
     assert {p: p.read_bytes() for p in sorted(elsewhere.rglob("*")) if p.is_file()} == before
+
+
+def test_an_older_lake_with_a_table_folder_linked_out_is_refused_by_query(small_lake, tmp_path, capsys):
+    """The same link in a lake from before the manifest (its files found by listing the folders)."""
+    import shutil
+
+    lake = Path(shutil.copytree(small_lake, tmp_path / "lake"))
+    shutil.move(str(lake / "documents"), str(tmp_path / "elsewhere"))
+    (lake / "documents").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    state = json.loads((lake / "_SUMMARY.json").read_text())
+    del state["files"]
+    (lake / "_SUMMARY.json").write_text(json.dumps(state))
+    assert main(["query", str(lake), "SELECT count(*) FROM documents"]) == 2
+    assert "symbolic link out of the lake" in capsys.readouterr().err
