@@ -97,7 +97,14 @@ def from_wire(wired) -> InputFile:
 def glob_root(pattern: str) -> str:
     """The folder part of a pattern before its first wildcard: the root that relative paths start from."""
     head = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
-    return head if head.endswith("/") else posixpath.dirname(head) + "/"
+    return head if head.endswith("/") else _folder_of(head)
+
+
+def _folder_of(path: str) -> str:
+    """The folder part of a path, with its `/`; "" (the working folder) for a bare relative name, never `/`:
+    the root a named file's symbolic-link check resolves against."""
+    folder = posixpath.dirname(path)
+    return folder.rstrip("/") + "/" if folder else ""
 
 
 def match_inputs(patterns: Iterable[str], not_read: Optional[list] = None) -> list[InputFile]:
@@ -117,7 +124,7 @@ def match_inputs(patterns: Iterable[str], not_read: Optional[list] = None) -> li
             base = pattern.rstrip("/") + "/"
             globs = [base + "**"] if "://" in pattern else []
         else:
-            base = posixpath.dirname(pattern) + "/" if literal else glob_root(pattern)
+            base = _folder_of(pattern) if literal else glob_root(pattern)
             globs = [] if literal else [pattern]
         try:
             results = FileSystems.match(globs) if globs else []
@@ -127,7 +134,7 @@ def match_inputs(patterns: Iterable[str], not_read: Optional[list] = None) -> li
         if local and is_dir:  # symlinks and non-UTF-8 names handled here (Beam's listing skips linked folders)
             matched = walk_local_folder(base)
         elif literal:
-            matched = [(pattern, ())]
+            matched = [(pattern, _outside(pattern, base))]
         else:
             matched = [(m.path, ()) for r in results for m in r.metadata_list]
             if local:

@@ -682,3 +682,24 @@ def test_an_older_lake_with_a_table_folder_linked_out_is_refused_by_query(small_
     (lake / "_SUMMARY.json").write_text(json.dumps(state))
     assert main(["query", str(lake), "SELECT count(*) FROM documents"]) == 2
     assert "symbolic link out of the lake" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "notes[1].txt"])
+def test_a_file_named_relatively_that_links_out_of_its_folder_is_never_read(tmp_path, monkeypatch, name):
+    """`--input notes.txt` run from its folder, where notes.txt is a symbolic link to a file elsewhere (here a
+    secret; /proc/self/environ leaked the environment into the rejected row's excerpt): rejected by name like
+    the same file named by its absolute path (its folder was taken as `/`, so nothing was ever outside it)."""
+    secret = tmp_path / "elsewhere" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("CANARY-SECRET " + make_hostile.STORIES[0])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / name).symlink_to(secret)
+    monkeypatch.chdir(folder)
+    for given in (name, str(folder / name)):
+        (found,) = match_inputs([given])
+        assert found.problem and found.problem[0] == "symlink_outside_input", given
+    lake = tmp_path / "lake"
+    assert main(["run", "--input", name, "--output", str(lake), "--quiet"]) == 0
+    assert [r["reason"] for r in lake_rows(lake, "rejected", "reason")] == ["symlink_outside_input"]
+    assert "CANARY" not in json.dumps([lake_rows(lake, t) for t in ("documents", "rejected")], default=str)
