@@ -442,7 +442,12 @@ def test_the_page_scans_grow_linearly_on_hostile_pages(piece):
         json_ld_article_body(page)
         strip_tags(page)
     pages = lambda size: ["articleBody" + (piece * size)[:size], json.dumps({"articleBody": piece * (size // len(piece))})]  # noqa: E731
-    assert _scaling(scan, pages(20_000), pages(200_000)) < MAX_RATIO
+    ratios = []
+    for _ in range(3):  # a busy machine can stall one measurement; quadratic time never gets under the bound
+        ratios.append(_scaling(scan, pages(20_000), pages(200_000)))
+        if ratios[-1] < MAX_RATIO:
+            break
+    assert ratios[-1] < MAX_RATIO, ratios
 
 
 _WRAPPERS = ["{}", "<div>{}</div>", "<article>{}</article>", "<section><div>{}</div></section>", "<body>{}</body>",

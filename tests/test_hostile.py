@@ -510,9 +510,13 @@ def test_the_patterns_on_input_text_grow_linearly(pattern):
     that nothing had collapsed before it)."""
     from tests.test_linear_rules import _adversarial, _scaling
 
-    ratio = _scaling(lambda text: pattern.findall(text), _adversarial(pattern.pattern, 2_000),
-                     _adversarial(pattern.pattern, 40_000))
-    assert ratio < 120, ratio
+    small, large = _adversarial(pattern.pattern, 2_000), _adversarial(pattern.pattern, 40_000)
+    ratios = []
+    for _ in range(3):  # a busy machine can stall one measurement; quadratic time never gets under the bound
+        ratios.append(_scaling(lambda text: pattern.findall(text), small, large))
+        if ratios[-1] < 120:
+            break
+    assert ratios[-1] < 120, ratios
 
 
 @settings(max_examples=25, deadline=None, derandomize=True)
