@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 
-from wirewash.pipeline.config import UsageError
+from wirewash.pipeline.config import NOTICES, UsageError
 from wirewash.pipeline.version import wirewash_version
 
 __all__ = ["main"]
@@ -38,8 +38,9 @@ class _HideBeamNoise(logging.Filter):
         return not any(marker in message for marker in _NOISE)
 
 
-def configure_logging(verbose: bool = False) -> None:
-    """Warnings (or INFO with --verbose) to stderr, without the Beam messages that mean nothing to users.
+def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """Warnings (or INFO with --verbose) to stderr, without the Beam messages that mean nothing to users;
+    `quiet` (--quiet) silences the notices logger (`config.NOTICES`), errors stay.
 
     Must run before apache_beam is imported: its import logs "apitools not found" on the root logger.
     """
@@ -56,10 +57,13 @@ def configure_logging(verbose: bool = False) -> None:
         handler.addFilter(_HideBeamNoise())
         root.addHandler(handler)
     root.setLevel(logging.INFO if verbose else logging.WARNING)
+    # The extraction libraries log ERRORs per page they cannot parse ("empty HTML tree", several lines a page):
+    # such a page is already its record's rejection (`no_text_extracted`), said once, in the lake.
     for name in ("apache_beam", "trafilatura", "htmldate", "courlan", "urllib3"):
-        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.CRITICAL)
     # A failing run is reported by run_command in one line; Beam's own ERROR log would add its traceback.
     logging.getLogger("apache_beam").setLevel(logging.INFO if verbose else logging.CRITICAL)
+    logging.getLogger(NOTICES).setLevel(logging.ERROR if quiet else logging.NOTSET)
 
 
 def _error(message: str) -> int:
@@ -259,7 +263,7 @@ def _run_command(argv: list[str], stop) -> int:
         _run_parser().print_help()
         return EXIT_OK
     args, beam_argv = parse_run_args(argv)
-    configure_logging(args.verbose)
+    configure_logging(args.verbose, args.quiet)
 
     from apache_beam.options.pipeline_options import PipelineOptions
 

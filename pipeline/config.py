@@ -23,9 +23,12 @@ import tomllib
 
 from wirewash.transforms.errors import UsageError
 
-__all__ = ["UsageError", "config_to_argv", "merge_argv", "option_of", "PATH_OPTIONS"]
+__all__ = ["UsageError", "config_to_argv", "merge_argv", "option_of", "PATH_OPTIONS", "NOTICES"]
 
 PATH_OPTIONS = ("input", "output", "rules")
+# The logger of notices (what a run does, e.g. where a Kafka topic resumes): `--quiet` silences it
+# (cli.configure_logging); warnings about the input and errors go to other loggers and stay.
+NOTICES = "wirewash.notices"
 
 
 def _suggest(name: str, choices) -> str:

@@ -97,7 +97,14 @@ def from_wire(wired) -> InputFile:
 def glob_root(pattern: str) -> str:
     """The folder part of a pattern before its first wildcard: the root that relative paths start from."""
     head = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
-    return head if head.endswith("/") else posixpath.dirname(head) + "/"
+    return head if head.endswith("/") else _folder_of(head)
+
+
+def _folder_of(path: str) -> str:
+    """The folder part of a path, with its `/`; "" (the working folder) for a bare relative name, never `/`:
+    the root a named file's symbolic-link check resolves against."""
+    folder = posixpath.dirname(path)
+    return folder.rstrip("/") + "/" if folder else ""
 
 
 def match_inputs(patterns: Iterable[str], not_read: Optional[list] = None) -> list[InputFile]:
@@ -111,13 +118,14 @@ def match_inputs(patterns: Iterable[str], not_read: Optional[list] = None) -> li
     found: dict[str, InputFile] = {}
     for given in patterns:
         pattern = _local_glob_from_cwd(given)
-        is_dir = not any(ch in pattern for ch in "*?[") and _is_directory(pattern)
+        literal = _literal_path(pattern)
+        is_dir = (literal or not any(ch in pattern for ch in "*?[")) and _is_directory(pattern)
         if is_dir:
             base = pattern.rstrip("/") + "/"
             globs = [base + "**"] if "://" in pattern else []
         else:
-            base = glob_root(pattern)
-            globs = [pattern]
+            base = _folder_of(pattern) if literal else glob_root(pattern)
+            globs = [] if literal else [pattern]
         try:
             results = FileSystems.match(globs) if globs else []
         except Exception as err:  # Beam raises BeamIOError with per-pattern causes
@@ -125,6 +133,8 @@ def match_inputs(patterns: Iterable[str], not_read: Optional[list] = None) -> li
         local = "://" not in pattern
         if local and is_dir:  # symlinks and non-UTF-8 names handled here (Beam's listing skips linked folders)
             matched = walk_local_folder(base)
+        elif literal:
+            matched = [(pattern, _outside(pattern, base))]
         else:
             matched = [(m.path, ()) for r in results for m in r.metadata_list]
             if local:
@@ -145,6 +155,18 @@ def match_inputs(patterns: Iterable[str], not_read: Optional[list] = None) -> li
         for f in files:
             found.setdefault(f.path, f)
     return sorted(found.values())
+
+
+def _literal_path(pattern: str) -> bool:
+    """Whether a local argument holding *, ?, [ or ] names an existing file or folder that, read as a
+    pattern, matches nothing (`in[1]/`, `notes[draft].jsonl`): it is then taken as the path it names, as a
+    shell does, instead of "nothing matches"."""
+    if "://" in pattern or not any(ch in pattern for ch in "*?[") or not os.path.lexists(pattern):
+        return False
+    try:
+        return not any(r.metadata_list for r in FileSystems.match([pattern]))
+    except Exception:  # noqa: BLE001 - not a pattern Beam can list: the path itself
+        return True
 
 
 def _local_glob_from_cwd(pattern: str) -> str:

@@ -22,7 +22,10 @@ from typing import Iterable, NamedTuple, Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from wirewash.pipeline.config import NOTICES
+
 LOG = logging.getLogger(__name__)
+NOTICE = logging.getLogger(NOTICES)  # silenced by --quiet
 NAMESPACE = "kafka"
 ALREADY_IN_LAKE = "already_in_lake"
 SOURCE_PREFIX = "kafka:"
@@ -63,10 +66,15 @@ def kafka_read(brokers: str, topic: str, options) -> beam.PTransform:
         return read
     plan = resume_plan(lake_offsets(lakes, topic))
     starts = set_group_offsets(brokers, opts.kafka_group_id, topic, plan.starts)
-    LOG.warning("wirewash: kafka topic %s resumes from %s: %s", topic, ", ".join(lakes), ", ".join(
+    NOTICE.warning("%s", resume_notice(topic, lakes, plan, starts))
+    return _SkipHeld(read, plan.skip)
+
+
+def resume_notice(topic: str, lakes: list, plan: "ResumePlan", starts: dict) -> str:
+    """The notice of a resumed read (a notice: `--quiet` hides it): where each partition starts."""
+    return f"wirewash: kafka topic {topic} resumes from {', '.join(lakes)}: " + (", ".join(
         f"partition {p} at offset {o} ({len(plan.skip.get(p, ()))} later offsets already held)"
         for p, o in sorted(starts.items())) or "no partition found")
-    return _SkipHeld(read, plan.skip)
 
 
 def stall_warning(flags: dict) -> Optional[str]:

@@ -41,12 +41,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from wirewash.pipeline.manifest import INDEX_FOLDER, leaves_the_lake, manifest_problem
 from wirewash.transforms.lake_dedup import INDEX_SCHEMA
 from wirewash.transforms.records import MAX_YEAR, MIN_YEAR
 from wirewash.transforms.types import (DOCUMENTS, DUPLICATES, REJECTED, TABLES, UNDETERMINED_LANGUAGE, UNKNOWN_DATE,
                                       Article)
 
-__all__ = ["DOCUMENTS_SCHEMA", "DUPLICATES_SCHEMA", "REJECTED_SCHEMA", "partition_of", "LakeExistsError", "check_output_location", "SUMMARY_FILE", "TABLES", "LANGUAGES",
+__all__ = ["DOCUMENTS_SCHEMA", "DUPLICATES_SCHEMA", "REJECTED_SCHEMA", "partition_of", "LakeExistsError", "check_output_location", "check_output_name", "SUMMARY_FILE", "TABLES", "LANGUAGES",
            "valid_partition", "short_error", "remove_staging", "PARTITION_BY", "DEFAULT_PARTITION_BY",
            "MARKER_FILE", "REPORT_FILE", "is_lake", "sort_rows", "write_parquet", "manifest_files", "INGEST", "LAYOUTS",
            "file_schema", "lang_and_date", "in_file_layout"]
@@ -58,7 +59,7 @@ REPORT_FILE = "_REPORT.html"  # written by `wirewash report`; part of the lake, 
 MARKER_FILE = "_WIREWASH_LAKE"
 STAGING_DIR = "_staging"
 # The dedup index (transforms/lake_dedup.py): one row per document, no text; what `--append` dedups against.
-INDEX = "_index"
+INDEX = INDEX_FOLDER
 STAGING_MARKER = ".wirewash"  # inside _staging/: that folder is ours (a plain run may clear it)
 # `date` partition value: the publication period at this granularity (a string: YYYY-MM-DD, YYYY-MM or YYYY),
 # or `unknown`. Day by default: the lake contract (`../shared/tools/check_lake.py`) names day folders;
@@ -156,6 +157,10 @@ _INGEST_PARTITION = re.compile(r"^ingest_date=(\d{4}-\d{2}-\d{2})$")
 
 class LakeExistsError(RuntimeError):
     """The output folder already holds a lake and overwriting was not asked for."""
+
+
+class LakeDamagedError(LakeExistsError):
+    """The lake's `_SUMMARY.json` cannot be trusted (see `read_summary`): refused like an existing lake."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -285,11 +290,26 @@ def _not_a_lake(output: str, existing: list[str]) -> LakeExistsError:
         "nothing was deleted: choose another --output")
 
 
+GLOB_CHARACTERS = "*?[]"
+
+
+def check_output_name(output: str) -> None:
+    """Raises ValueError when the lake's path holds a character Beam's file systems read as a pattern: every
+    file operation of a lake (list, rename, delete) goes through them, and failed there halfway (the write
+    probe was left behind, undeletable)."""
+    path = output.split("://", 1)[-1]
+    if any(ch in path for ch in GLOB_CHARACTERS):
+        raise ValueError(f"--output {output!r}: a lake's path cannot hold *, ?, [ or ] (file systems read them as "
+                         "patterns); choose another folder name")
+
+
 def check_output_location(output: str, overwrite: bool, append: bool = False) -> None:
-    """Fails fast, before any work: a lake already there (unless overwriting or appending; an interrupted one
+    """Fails fast, before any work: a path with pattern characters (`check_output_name`), a lake already
+    there (unless overwriting or appending; an interrupted one
     is named as such, and cannot be appended to), a folder holding `documents/`, `duplicates/` or `rejected/` that is not a wirewash lake (never
     replaced), a `_staging/` folder that wirewash did not make, or a folder that cannot be written
     (read-only, full, under a regular file, /proc...)."""
+    check_output_name(output)
     existing = _existing(output)
     lake = is_lake(output)
     if existing and not lake:
@@ -379,12 +399,22 @@ def remove_lake(output: str) -> None:
 
 
 def read_summary(output: str) -> Optional[dict]:
-    """The committed `_SUMMARY.json` of a lake, or None."""
+    """The committed `_SUMMARY.json` of a lake, or None. Raises LakeDamagedError when it is not a JSON object
+    or its manifest lists a path outside the lake's tables (`manifest.manifest_problem`): every command that
+    writes a lake reads it here, and must never read, write or delete a file the lake does not hold."""
     path = FileSystems.join(output, SUMMARY_FILE)
     if not FileSystems.exists(path):
         return None
     with FileSystems.open(path) as handle:
-        return json.loads(handle.read().decode("utf-8"))
+        raw = handle.read()
+    try:
+        summary = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        summary = None
+    problem = manifest_problem(summary) or leaves_the_lake(output, summary)
+    if problem:
+        raise LakeDamagedError(f"{path} {problem}: the lake is damaged; nothing was changed")
+    return summary
 
 
 def manifest_files(output: str) -> dict:

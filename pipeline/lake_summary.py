@@ -133,6 +133,10 @@ ADDITIVE = ("records_read", "documents", "duplicates", "rejected", "stages", "bo
             "languages", "duplicate_kinds", "rejected_reasons", "files_rows")
 
 
+# The lake's history: what no run recomputes (written by `wirewash compact`); every append carries it on.
+HISTORY = ("compactions",)
+
+
 RUN_FIELDS = ("records_read", "documents", "duplicates", "rejected", "reconciled", "ok", "files_rows",
               "duplicate_kinds", "rejected_reasons")
 
@@ -152,8 +156,9 @@ def add_counts(a, b):
 
 def lake_summary(previous: Optional[dict], run_summary: dict, files: dict, partition_by: str,
                  run: Optional[dict]) -> dict:
-    """The lake's `_SUMMARY.json`: this run's summary, plus (after an append) the previous totals; `layout`,
-    the `files` manifest and `runs` (one record per run: id, version, options, inputs, counts, times)."""
+    """The lake's `_SUMMARY.json`: this run's summary, plus (after an append) the previous totals and history
+    (`HISTORY`); `layout`, the `files` manifest and `runs` (one record per run: id, version, options, inputs,
+    counts, times)."""
     record = dict(run or {})
     record.update({k: run_summary[k] for k in RUN_FIELDS if k in run_summary})
     summary = dict(run_summary)
@@ -170,6 +175,7 @@ def lake_summary(previous: Optional[dict], run_summary: dict, files: dict, parti
         lines = add_counts(previous.get("boilerplate_removed_lines") or {}, summary.get("boilerplate_removed_lines") or {})
         summary["boilerplate_removed_lines"] = {
             rule: dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:5]) for rule, counts in lines.items()}
+        summary.update({key: previous[key] for key in HISTORY if key in previous})
     summary["layout"] = {"partition_by": partition_by, "format": 2}
     summary["files"] = {t: sorted(files[t]) for t in TABLES}
     summary["runs"] = list((previous or {}).get("runs", [])) + [record]

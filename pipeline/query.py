@@ -30,6 +30,7 @@ from typing import IO, Iterator, Optional
 
 import duckdb
 
+from wirewash.pipeline.manifest import leaves_the_lake, listed_path
 from wirewash.transforms.types import TABLES
 
 __all__ = ["open_lake", "lake_snapshot", "run_query", "export", "format_rows", "check_read_only",
@@ -81,18 +82,12 @@ class Snapshot:
 
 
 def _listed_file(lake: str, table: str, rel) -> str:
-    """The absolute path of one file named by the summary, refusing anything outside the table's folder.
-    Paths may be relative to the lake (`documents/lang=en/...`) or to the table's folder (`lang=en/...`)."""
-    if not isinstance(rel, str) or not rel.endswith(".parquet") or os.path.isabs(rel) or "\\" in rel:
-        raise LakeNotFoundError(f"{lake}/{SUMMARY_FILE} lists {rel!r} among the {table} files: not a relative "
-                                "path of a .parquet file; the lake is damaged")
-    parts = rel.split("/")
-    if parts[0] != table:
-        parts = [table] + parts
-    if any(p in ("", ".", "..") for p in parts[1:]):
-        raise LakeNotFoundError(f"{lake}/{SUMMARY_FILE} lists {rel!r}, which leaves the {table} folder; "
-                                "the lake is damaged")
-    return os.path.join(lake, *parts)
+    """The absolute path of one file named by the summary, refusing anything outside the table's folder
+    (`manifest.listed_path`)."""
+    try:
+        return os.path.join(lake, *listed_path(table, rel).split("/"))
+    except ValueError as err:
+        raise LakeNotFoundError(f"{lake}/{SUMMARY_FILE} {err}; the lake is damaged") from None
 
 
 def _found_files(lake: str, table: str) -> list[str]:
@@ -124,9 +119,16 @@ def lake_snapshot(lake: str) -> Snapshot:
                 if not isinstance(names, list):
                     raise LakeNotFoundError(f"{path}: files.{table} is not a list; the lake is damaged")
                 files[table] = sorted(_listed_file(lake, table, rel) for rel in names)
+            escaped = leaves_the_lake(lake, {"files": {t: listed.get(t) or [] for t in TABLES}})
+            if escaped:
+                raise LakeNotFoundError(f"{path} {escaped}; the lake is damaged")
             return Snapshot(lake, summary, files, listed=True)
         # An older lake: list the folders, then check that no commit replaced the summary meanwhile.
         files = {t: _found_files(lake, t) for t in TABLES}
+        escaped = leaves_the_lake(lake, {"files": {t: [os.path.relpath(f, lake).replace(os.sep, "/") for f in files[t]]
+                                                   for t in TABLES}})
+        if escaped:
+            raise LakeNotFoundError(f"{lake} {escaped.replace('lists', 'holds', 1)}; the lake is damaged")
         with contextlib.suppress(OSError):
             if _stat_key(os.stat(path)) == raw_stat:
                 return Snapshot(lake, summary, files, listed=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
+import sys
 from typing import Optional, Union
 
 import xxhash
@@ -67,15 +68,45 @@ def looks_binary(data: bytes) -> bool:
     return bool(head) and controls / len(head) > 0.05
 
 
-def decode_document(data: bytes) -> str:
+# A page's own declaration of its encoding, looked for where the HTML standard's prescan looks: the first
+# 1024 bytes (`<meta charset=...>`, `<meta http-equiv="Content-Type" content="...; charset=...">`).
+_META_CHARSET = re.compile(rb"<meta\b[^>]{0,512}?charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:-]{1,40})", re.IGNORECASE)
+CHARSET_PRESCAN_BYTES = 1024
+# The standard's own readings of a few labels (WHATWG Encoding): what browsers decode such a page with.
+_CHARSET_ALIASES = {"iso-8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252", "ascii": "cp1252",
+                    "us-ascii": "cp1252", "iso-8859-9": "cp1254", "gb2312": "gbk", "x-gbk": "gbk",
+                    "shift_jis": "cp932", "x-sjis": "cp932", "euc-kr": "cp949", "tis-620": "cp874"}
+
+
+def declared_charset(data: bytes) -> Optional[str]:
+    """The Python codec of the encoding an HTML page declares in its first 1024 bytes, or None (none, or a
+    name Python does not know)."""
+    match = _META_CHARSET.search(data[:CHARSET_PRESCAN_BYTES])
+    if not match:
+        return None
+    label = match.group(1).decode("ascii").lower()
+    try:
+        return codecs.lookup(_CHARSET_ALIASES.get(label, label)).name
+    except LookupError:
+        return None
+
+
+def decode_document(data: bytes, html: bool = False) -> str:
     """Bytes of a whole .txt/.html file -> text: UTF-8 (BOM dropped), or UTF-16 when it starts with a BOM
-    (an unpaired code unit, or an odd last byte, becomes U+FFFD).
+    (an unpaired code unit, or an odd last byte, becomes U+FFFD); a page (`html`) that is not UTF-8 in the
+    encoding it declares (`declared_charset`: windows-1251, Shift_JIS...), as a browser reads it.
 
     Raises UnicodeDecodeError for anything else that is not valid UTF-8.
     """
     if data.startswith(codecs.BOM_UTF16_LE) or data.startswith(codecs.BOM_UTF16_BE):
         return data.decode("utf-16", errors="replace")  # an unpaired code unit becomes U+FFFD
-    return data.decode("utf-8-sig")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        charset = declared_charset(data) if html else None
+        if charset is None or charset == "utf-8":
+            raise
+        return data.decode(charset)
 
 
 HEADLINE_MAX_CHARS = 150
@@ -121,16 +152,26 @@ def guarded_parse(parse, location: str, *args) -> Parsed:
         return _reject(location, REASON_ERROR, error=f"{type(err).__name__}: {err}")
 
 
+def _json_int(digits: str):
+    """A JSON integer as Python's int, or, past the digits Python converts (`sys.get_int_max_str_digits`: a
+    bound against quadratic work), as a float: JSON numbers have no size limit, and a record with a long one in
+    a field we do not keep is still a record (it was `bad_json`); a field we keep is never a number."""
+    limit = sys.get_int_max_str_digits()
+    return int(digits) if not limit or len(digits) - digits.startswith("-") <= limit else float(digits)
+
+
 def parse_json_record(raw: bytes, location: str, fallback_id_parts: tuple[str, ...]) -> Parsed:
     """One JSONL line -> `Article` (format text or html), or a `Rejection` saying exactly what is wrong."""
     try:
-        line = raw.decode("utf-8")
+        # A byte-order mark before a record is not part of it, wherever it is: a file's first line, a later
+        # line of files joined with `cat`, a message's payload (JSON itself never starts with U+FEFF).
+        line = raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as err:
         return _reject(location, REASON_INVALID_UTF8, raw, error=str(err))
     if "\x00" in line:
         return _reject(location, REASON_BINARY, line, error="NUL byte in the line")
     try:
-        obj = json.loads(line)
+        obj = json.loads(line, parse_int=_json_int)
     except (ValueError, RecursionError) as err:  # RecursionError: nested deeper than the parser's stack
         return _reject(location, REASON_BAD_JSON, line, error=f"{type(err).__name__}: {err}")
     if not isinstance(obj, dict):
@@ -181,7 +222,7 @@ def parse_document_file(data: bytes, fmt: str, rel_path: str) -> Parsed:
     if not data.strip():
         return _reject(location, REASON_EMPTY_TEXT, data, doc_id=doc_id)
     try:
-        text = decode_document(data)
+        text = decode_document(data, html=fmt == FORMAT_HTML)
     except UnicodeDecodeError as err:
         reason = REASON_BINARY if looks_binary(data) else REASON_INVALID_UTF8
         return _reject(location, reason, data, doc_id=doc_id, error=str(err))

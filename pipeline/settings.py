@@ -15,7 +15,7 @@ from typing import NamedTuple, Optional
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from wirewash.pipeline.input_files import InputError, InputFile, match_inputs
-from wirewash.pipeline.lake import DEFAULT_PARTITION_BY
+from wirewash.pipeline.lake import DEFAULT_PARTITION_BY, check_output_name
 from wirewash.pipeline.options import WirewashOptions, check_options
 from wirewash.pipeline.runners import prepare_runner
 from wirewash.pipeline.sources import StreamSource, parse_source
@@ -105,6 +105,7 @@ def settings_from_options(options: PipelineOptions) -> RunSettings:
     ingested_at = opts.ingested_at or datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     if opts.append and opts.overwrite:
         raise ValueError("--append adds to the lake in --output and --overwrite replaces it: choose one")
+    check_output_name(opts.output)  # before the writer lock or anything else touches the folder
     streaming = bool(options.view_as(StandardOptions).streaming)  # the mode, decided here once
     patterns = opts.input or [default_input()]
     not_read: list = []

@@ -194,7 +194,7 @@ def _rangeable(input_file: InputFile, peek) -> bool:
 def _next_read(input_file: InputFile, read_size: Optional[int], size: int, peek) -> ByteRange:
     wired = to_wire(input_file)
     try:
-        if read_size is None:
+        if not read_size:  # never read, or read while it was empty: all of it now, as a first read
             return ByteRange(wired, 0, size, 1) if size and _rangeable(input_file, peek) else ByteRange(wired)
         if size > read_size and _rangeable(input_file, peek) and peek(input_file.path, read_size - 1, 1) == b"\n":
             first_line = 1 + sum(peek(input_file.path, offset, min(1 << 20, read_size - offset)).count(b"\n")

@@ -213,8 +213,6 @@ def stream_lake_summary(previous: Optional[dict], total: dict, partition_by: str
     summary = lake_summary(previous, run_summary, files, partition_by, record)
     if record is None:  # a stream written without a run record (a test, a library user): no entry in `runs`
         summary["runs"] = list((previous or {}).get("runs", []))
-    if previous is not None and "compactions" in previous:  # the lake's history stays
-        summary["compactions"] = previous["compactions"]
     if dedup is not None:
         index = (previous or {}).get("index", {})
         summary["index"] = {"files": sorted(list(index.get("files", [])) + total["files"][INDEX]),
@@ -353,6 +351,21 @@ def leftover_files(staging: str) -> list[str]:
     return sorted(m.path for m in matched if not posixpath.basename(m.path).startswith(SUMMARY_FILE))
 
 
+def _unrecorded_panes(summary: dict) -> bool:
+    """Whether the summary holds panes of a running stream (not finalized) that no record in `runs` counts:
+    with one writer per lake, those of the stream now finishing, committed without a run record."""
+    streaming = summary.get("streaming")
+    return (isinstance(streaming, dict) and not streaming.get("final") and streaming.get("panes", 0) > 0
+            and _unrecorded_counts(summary)["records_read"] > 0)
+
+
+def _unrecorded_counts(summary: dict) -> dict:
+    """The lake's counts that no record in `runs` accounts for: those of panes committed without a record."""
+    runs = summary.get("runs", [])
+    return {k: summary.get(k, 0) - sum(r.get(k, 0) for r in runs)
+            for k in ("records_read", "documents", "duplicates", "rejected")}
+
+
 def finalize_lake(output: str, staging: str, partition_by: str = DEFAULT_PARTITION_BY,
                   run: Optional[dict] = None, dedup: Optional[DedupConfig] = None) -> dict:
     """After the stream stopped: checks the files the summary lists against its counts, writes the final
@@ -361,9 +374,13 @@ def finalize_lake(output: str, staging: str, partition_by: str = DEFAULT_PARTITI
     summary = read_summary(output)
     run_id = (run or {}).get("run_id")
     mine = next((r for r in (summary or {}).get("runs", []) if run_id and r.get("run_id") == run_id), None)
-    if summary is None or (run is not None and mine is None):  # no pane committed by this stream
+    if summary is None or (run is not None and mine is None and not _unrecorded_panes(summary)):
+        # no pane committed by this stream
         summary = stream_lake_summary(summary, _new_total(), partition_by, run, dedup)
         mine = summary["runs"][-1] if run is not None else None
+    elif run is not None and mine is None:  # its panes were committed without a record: it joins `runs` now
+        mine = dict(run, **_unrecorded_counts(summary))
+        summary["runs"] = list(summary.get("runs", [])) + [mine]
     for table in TABLES:  # the three tables exist, empty or not
         if not FileSystems.exists(FileSystems.join(output, table)):
             FileSystems.mkdirs(FileSystems.join(output, table))

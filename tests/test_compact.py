@@ -64,8 +64,12 @@ def test_compaction_keeps_every_row_and_leaves_one_file_per_partition(appended_t
     assert all_rows(lake) == before_rows
     # An append after compaction still dedups against every document (the index was compacted too).
     again = write_jsonl(tmp_path / "again.jsonl", [record("late-copy", story(0), 3)])
+    compacted = summary(lake)
     assert main(["run", "--append", "--input", str(again), "--output", str(lake), "--quiet", *FIXED]) == 0
-    assert summary(lake)["documents"] == before["documents"] and summary(lake)["duplicates"] == before["duplicates"] + 1
+    appended = summary(lake)
+    assert appended["documents"] == before["documents"] and appended["duplicates"] == before["duplicates"] + 1
+    assert set(compacted) <= set(appended)  # the append keeps every part of the lake's summary...
+    assert appended["compactions"] == compacted["compactions"]  # ...its history included
 
 
 def _manifest_rows(lake: Path) -> int:
@@ -119,3 +123,15 @@ def test_compaction_plan_groups_files_of_one_folder_within_bounds(files, max_byt
     for group in plan:
         assert len(group) > 1 and len({p.rsplit("/", 1)[0] for p in group}) == 1
         assert sum(sizes[p] for p in group) <= max_bytes
+
+
+def test_a_stream_append_keeps_the_lakes_history():
+    """What the batch append above shows holds for a stream appended to a compacted lake: its summaries (one
+    per pane, built by the same `lake_summary`) keep `compactions`."""
+    from wirewash.pipeline.windowed_lake import _new_total, stream_lake_summary
+
+    history = [{"at": "2024-01-01T00:00:00+00:00", "merged_files": 3, "written_files": 1}]
+    previous = {"records_read": 1, "documents": 1, "duplicates": 0, "rejected": 0, "reconciled": True, "ok": True,
+                "invariants": {"reconciled": True}, "files": {t: [] for t in TABLES}, "runs": [],
+                "compactions": history}
+    assert stream_lake_summary(previous, _new_total(), "day", {"run_id": "s"}, None)["compactions"] == history

@@ -17,6 +17,8 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wirewash.pipeline.cli import main
 from wirewash.pipeline.input_files import InputFile, match_inputs
@@ -266,6 +268,61 @@ def test_query_still_reads_the_lake(small_lake, capsys):
     assert capsys.readouterr().out.splitlines() == ["doc_id,lang,date", "good,en,2023-05-01"]
 
 
+@pytest.mark.parametrize("listed", ["../../victim/{name}", "/victim/{name}", "documents/../../victim/{name}",
+                                    "file:///victim/{name}"])
+def test_a_summary_listing_files_outside_the_lake_changes_nothing(small_lake, tmp_path, capsys, listed):
+    """A crafted or damaged `_SUMMARY.json` naming files outside the lake: `compact` (which reads, rewrites and
+    deletes what the manifest lists) and an append refuse in one line (exit 2); the files outside and the lake
+    stay byte for byte as they were, and no writer lock is left."""
+    import shutil
+
+    root = tmp_path / "root"
+    lake = Path(shutil.copytree(small_lake, root / "a" / "lake"))
+    victim = root / "victim" if listed.startswith("..") or listed.startswith("documents") else None
+    outside = victim or tmp_path / "unused"
+    outside.mkdir(parents=True)
+    part = next((lake / "documents").rglob("*.parquet"))
+    names = []
+    for i in range(2):
+        shutil.copy(part, outside / f"v{i}.parquet")
+        names.append(listed.format(name=f"v{i}.parquet"))
+    state = json.loads((lake / "_SUMMARY.json").read_text())
+    state["files"]["documents"] = names
+    (lake / "_SUMMARY.json").write_text(json.dumps(state))
+
+    def fingerprint():
+        return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    before = fingerprint()
+    new = tmp_path / "new.jsonl"
+    new.write_text(json.dumps({"id": "n", "text": make_hostile.STORIES[1]}) + "\n")
+    for argv in (["compact", str(lake)], ["run", "--append", "--input", str(new), "--output", str(lake), "--quiet"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "the lake is damaged" in err[0], err
+    assert fingerprint() == before
+    assert main(["query", str(lake), "SELECT count(*) FROM documents"]) == 2
+    assert "damaged" in capsys.readouterr().err
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["..", ".", "", "documents", "duplicates", "lang=en", "x.parquet", "/", "\\",
+                                 "c:", "%2e%2e", "..parquet", "\x00", "~"]), min_size=1, max_size=6))
+def test_a_listed_path_accepted_is_inside_its_table(pieces):
+    """Whatever a summary lists, a path `listed_path` accepts resolves (lexically) inside its table's folder."""
+    import posixpath
+
+    from wirewash.pipeline.manifest import listed_path
+
+    rel = "".join(pieces)
+    for table in ("documents", "_index"):
+        try:
+            accepted = listed_path(table, rel)
+        except ValueError:
+            continue
+        resolved = posixpath.normpath(posixpath.join("/lake", accepted))
+        assert resolved.startswith(f"/lake/{table}/") and resolved.endswith(".parquet"), (rel, accepted)
+
+
 @pytest.mark.slow
 def test_cli_output_never_carries_whole_documents(tmp_path):
     """Even with --verbose, and with records that are rejected for their size or content, what the CLI
@@ -432,3 +489,221 @@ def test_an_input_folder_given_through_a_link_is_read():
         (Path(tmp) / "current").symlink_to(real)
         files = match_inputs([str(Path(tmp) / "current")])
         assert [(f.rel_path, f.problem[:1]) for f in files] == [("a.jsonl", ()), ("link", ("symlink_outside_input",))]
+
+
+def _input_patterns():
+    """The module-level regular expressions of pipeline/ and transforms/ that run on record or page text and
+    are not timed by tests/test_linear_rules.py (which covers the rules and the cleaner's own patterns)."""
+    from wirewash.pipeline import records
+    from wirewash.transforms import dedup, extract, language, normalize
+
+    return [normalize._SPACE_CHARS, normalize._SPACES_AT_BREAKS, normalize._BLANK_RUNS, normalize._INVISIBLE,
+            normalize.HTML_ENTITY_RE, normalize._FTFY_TRIGGERS, extract._INTRO_CLASS, extract._NOT_INTRO_CLASS,
+            extract._LANG_ATTR, extract._HTML_TAG, extract._SCRIPT_TAG, extract._SCRIPT_END, language._WORD,
+            records._SURROGATE_ESCAPE, dedup._UNSPACED]
+
+
+@pytest.mark.parametrize("pattern", _input_patterns(), ids=lambda p: p.pattern[:24])
+def test_the_patterns_on_input_text_grow_linearly(pattern):
+    """Each pattern run by itself (never trusting what ran before it) on adversarial lines of 2 and 40 KB:
+    20 times the text takes about 20 times as long (quadratic: 400 times; ` *\\n *` was, on a line of spaces
+    that nothing had collapsed before it)."""
+    from tests.test_linear_rules import _adversarial, _scaling
+
+    small, large = _adversarial(pattern.pattern, 2_000), _adversarial(pattern.pattern, 40_000)
+    ratios = []
+    for _ in range(3):  # a busy machine can stall one measurement; quadratic time never gets under the bound
+        ratios.append(_scaling(lambda text: pattern.findall(text), small, large))
+        if ratios[-1] < 120:
+            break
+    assert ratios[-1] < 120, ratios
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 3)), min_size=1, max_size=4))
+def test_files_joined_with_their_byte_order_marks_lose_no_record(tmp_path_factory, parts):
+    """UTF-8 files, some with a byte-order mark, joined with `cat` (each mark then starts a later line), and
+    the same records as Kafka / Pub/Sub messages with a mark: every record is read as the file alone would be
+    (a mark before a record is not part of it; each was a `bad_json` rejection)."""
+    import codecs
+
+    from wirewash.pipeline.sources import decode_message
+    from wirewash.transforms.types import Article
+
+    joined, n = b"", 0
+    for bom, count in parts:
+        lines = [json.dumps({"id": f"r{n + i}", "text": make_hostile.STORIES[(n + i) % 12]}).encode() + b"\n"
+                 for i in range(count)]
+        joined += (codecs.BOM_UTF8 if bom else b"") + b"".join(lines)
+        n += count
+    folder = tmp_path_factory.mktemp("joined")
+    (folder / "all.jsonl").write_bytes(joined)
+    out = list(parse_file(InputFile(str(folder / "all.jsonl"), "all.jsonl", "jsonl"), 1 << 20))
+    assert [r.doc_id for r in out if isinstance(r, Article)] == [f"r{i}" for i in range(n)]
+    message = codecs.BOM_UTF8 + json.dumps({"id": "m", "text": make_hostile.STORIES[0]}).encode()
+    assert isinstance(decode_message(message, "kafka:t", "0:1"), Article)
+
+
+@pytest.mark.parametrize("verbose", [True, False])  # quiet last: the logging state the other tests expect
+def test_pages_the_extractor_cannot_parse_print_nothing_but_with_verbose(tmp_path, caplog, verbose):
+    """trafilatura logs several ERROR lines per page it cannot parse ("empty HTML tree"), which printed even
+    under --quiet: the page is its record's `no_text_extracted` rejection already. After `wirewash run` set up
+    logging (here a run stopped at its missing input), they show with --verbose only."""
+    from wirewash.transforms.extract import extract_html
+
+    argv = ["run", "--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "lake"), "--quiet"]
+    assert main(argv + (["--verbose"] if verbose else [])) == 2
+    caplog.clear()
+    assert extract_html("   <!-- nothing -->").text == ""
+    assert any(r.name.startswith("trafilatura") for r in caplog.records) is verbose
+
+
+@pytest.mark.parametrize("name", ["lake[1]", "lake*", "la?e", "x]"])
+def test_an_output_path_with_pattern_characters_is_refused_before_anything_is_written(tmp_path, capsys, name):
+    """Beam's file systems read *, ?, [ and ] as patterns: such a lake failed halfway ("cannot write to the
+    output folder ...: Delete operation failed"), leaving its write probe behind. Refused in one line (exit 2)
+    before the folder is made, by the CLI and the library."""
+    from wirewash.pipeline.api import WriteToLake
+
+    good = tmp_path / "in.jsonl"
+    good.write_text(json.dumps({"id": "a", "text": make_hostile.STORIES[0]}) + "\n")
+    assert main(["run", "--input", str(good), "--output", str(tmp_path / "sub" / name), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot hold *, ?, [ or ]" in err[0]
+    assert not (tmp_path / "sub").exists()
+    with pytest.raises(ValueError, match=r"cannot hold \*"):
+        WriteToLake(str(tmp_path / "sub" / name)).expand(None)
+
+
+def test_an_input_named_with_pattern_characters_is_read_as_the_path_it_names(tmp_path, monkeypatch):
+    """A folder `in[1]/`, a file `notes[draft].jsonl` or `a*.jsonl` that exist, and that read as patterns match
+    nothing: each is the path it names (as a shell takes it), not "nothing matches"; a pattern that matches
+    files still means those files."""
+    story = json.dumps({"id": "a", "text": make_hostile.STORIES[0]}) + "\n"
+    (tmp_path / "in[1]").mkdir()
+    (tmp_path / "in[1]" / "x.jsonl").write_text(story)
+    (tmp_path / "notes[draft].jsonl").write_text(story)
+    (tmp_path / "a*.jsonl").write_text(story)
+    assert [f.rel_path for f in match_inputs([str(tmp_path / "in[1]")])] == ["x.jsonl"]
+    assert [f.rel_path for f in match_inputs([str(tmp_path / "notes[draft].jsonl")])] == ["notes[draft].jsonl"]
+    assert [f.rel_path for f in match_inputs([str(tmp_path / "in[1]" / "x.jsonl")])] == ["x.jsonl"]
+    monkeypatch.chdir(tmp_path)
+    assert [f.rel_path for f in match_inputs(["notes[draft].jsonl"])] == ["notes[draft].jsonl"]
+    assert {f.rel_path for f in match_inputs([str(tmp_path / "*.jsonl")])} == {"notes[draft].jsonl", "a*.jsonl"}
+    (tmp_path / "notesd.jsonl").write_text(story)  # now the pattern matches a file: that file, as before
+    assert [f.rel_path for f in match_inputs([str(tmp_path / "notes[draft].jsonl")])] == ["notesd.jsonl"]
+    lake = tmp_path / "lake"
+    assert main(["run", "--input", str(tmp_path / "in[1]"), "--output", str(lake), "--quiet"]) == 0
+    assert summary(lake)["documents"] == 1
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(st.integers(1, 20_000), st.booleans())
+def test_a_number_of_any_length_in_a_field_not_kept_keeps_the_record(digits, negative):
+    """JSON numbers have no size limit: a record with a 5,000-digit integer in a field wirewash does not keep
+    was `bad_json` (Python converts at most 4,300 digits); it is a document, and such a number as the id is
+    `wrong_type:id` like any number."""
+    from wirewash.pipeline.records import parse_json_record
+    from wirewash.transforms.types import Article
+
+    number = ("-" if negative else "") + "7" * digits
+    line = '{"id": "a", "text": %s, "views": %s}' % (json.dumps(make_hostile.STORIES[0]), number)
+    assert isinstance(parse_json_record(line.encode(), "f.jsonl:1", ("line",)), Article)
+    as_id = '{"id": %s, "text": %s}' % (number, json.dumps(make_hostile.STORIES[0]))
+    assert parse_json_record(as_id.encode(), "f.jsonl:1", ("line",)).reason == "wrong_type:id"
+
+
+_PAGES_BY_CHARSET = {  # (label a page declares, a sentence that codec encodes)
+    "windows-1251": "Городской совет утвердил новый бюджет во вторник.",
+    "KOI8-R": "Члены совета заявили, что строительство начнётся весной.",
+    "Shift_JIS": "市議会は火曜日、新しい予算を承認した。",
+    "GB2312": "市议会周二批准了新的预算。",
+    "EUC-KR": "시의회는 화요일에 새 예산을 승인했다.",
+    "ISO-8859-1": "Le conseil municipal a approuvé le budget mardi, à l'unanimité.",
+    "iso-8859-7": "Το δημοτικό συμβούλιο ενέκρινε τον νέο προϋπολογισμό.",
+    "windows-1256": "وافق مجلس المدينة على الميزانية الجديدة يوم الثلاثاء.",
+}
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(st.sampled_from(sorted(_PAGES_BY_CHARSET)), st.booleans(), st.sampled_from(['"', "'", ""]))
+def test_a_page_in_the_encoding_it_declares_is_read(label, http_equiv, quote):
+    """A `.html` page saved in the encoding its `<meta>` declares (windows-1251, Shift_JIS, GB2312...; common in
+    news archives) is read as a browser reads it (it was `invalid_utf8`); a `.txt` file, which declares
+    nothing, and a page declaring UTF-8 that is not, are still `invalid_utf8`."""
+    from wirewash.pipeline.records import parse_document_file
+    from wirewash.transforms.types import Article
+
+    sentence = _PAGES_BY_CHARSET[label]
+    meta = (f'<meta http-equiv="Content-Type" content="text/html; charset={label}">' if http_equiv
+            else f"<meta charset={quote}{label}{quote}>")
+    page = f"<html><head>{meta}<title>t</title></head><body><p>{sentence}</p></body></html>"
+    data = page.encode({"ISO-8859-1": "cp1252"}.get(label, label))
+    parsed = parse_document_file(data, "html", "page.html")
+    assert isinstance(parsed, Article) and parsed.html == page
+    if data != page.encode("utf-8"):
+        assert parse_document_file(data, "text", "page.txt").reason == "invalid_utf8"
+        mislabeled = data.replace(label.encode(), b"utf-8")
+        assert parse_document_file(mislabeled, "html", "page.html").reason == "invalid_utf8"
+
+
+def test_a_table_folder_linked_out_of_the_lake_changes_nothing(small_lake, tmp_path, capsys):
+    """A lake whose `documents/` folder is a symbolic link to a folder elsewhere (its paths in the manifest
+    look inside): `compact` would rewrite and delete the files there, `query` read them. Both, and an append,
+    refuse in one line; the folder elsewhere is left byte for byte."""
+    import shutil
+
+    lake = Path(shutil.copytree(small_lake, tmp_path / "lake"))
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(str(lake / "documents"), str(elsewhere))
+    (lake / "documents").symlink_to(elsewhere, target_is_directory=True)
+    part = next(elsewhere.rglob("*.parquet"))
+    shutil.copy(part, part.with_name("part-copy.parquet"))  # two files in a partition: something to compact
+    state = json.loads((lake / "_SUMMARY.json").read_text())
+    state["files"]["documents"].append(str(part.with_name("part-copy.parquet").relative_to(elsewhere.parent))
+                                       .replace("elsewhere", "documents", 1))
+    (lake / "_SUMMARY.json").write_text(json.dumps(state))
+    before = {p: p.read_bytes() for p in sorted(elsewhere.rglob("*")) if p.is_file()}
+    new = tmp_path / "new.jsonl"
+    new.write_text(json.dumps({"id": "n", "text": make_hostile.STORIES[1]}) + "\n")
+    for argv in (["compact", str(lake)], ["run", "--append", "--input", str(new), "--output", str(lake), "--quiet"],
+                 ["query", str(lake), "SELECT count(*) FROM documents"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "symbolic link out of the lake" in err[0], err
+    assert {p: p.read_bytes() for p in sorted(elsewhere.rglob("*")) if p.is_file()} == before
+
+
+def test_an_older_lake_with_a_table_folder_linked_out_is_refused_by_query(small_lake, tmp_path, capsys):
+    """The same link in a lake from before the manifest (its files found by listing the folders)."""
+    import shutil
+
+    lake = Path(shutil.copytree(small_lake, tmp_path / "lake"))
+    shutil.move(str(lake / "documents"), str(tmp_path / "elsewhere"))
+    (lake / "documents").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    state = json.loads((lake / "_SUMMARY.json").read_text())
+    del state["files"]
+    (lake / "_SUMMARY.json").write_text(json.dumps(state))
+    assert main(["query", str(lake), "SELECT count(*) FROM documents"]) == 2
+    assert "symbolic link out of the lake" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "notes[1].txt"])
+def test_a_file_named_relatively_that_links_out_of_its_folder_is_never_read(tmp_path, monkeypatch, name):
+    """`--input notes.txt` run from its folder, where notes.txt is a symbolic link to a file elsewhere (here a
+    secret; /proc/self/environ leaked the environment into the rejected row's excerpt): rejected by name like
+    the same file named by its absolute path (its folder was taken as `/`, so nothing was ever outside it)."""
+    secret = tmp_path / "elsewhere" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("CANARY-SECRET " + make_hostile.STORIES[0])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / name).symlink_to(secret)
+    monkeypatch.chdir(folder)
+    for given in (name, str(folder / name)):
+        (found,) = match_inputs([given])
+        assert found.problem and found.problem[0] == "symlink_outside_input", given
+    lake = tmp_path / "lake"
+    assert main(["run", "--input", name, "--output", str(lake), "--quiet"]) == 0
+    assert [r["reason"] for r in lake_rows(lake, "rejected", "reason")] == ["symlink_outside_input"]
+    assert "CANARY" not in json.dumps([lake_rows(lake, t) for t in ("documents", "rejected")], default=str)

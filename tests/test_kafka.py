@@ -77,3 +77,22 @@ def test_flink_checkpoints_without_finishing_bundles_first_are_warned_about():
     assert stall_warning({"checkpointing_interval": "2000", "finish_bundle_before_checkpointing": True}) is None
     assert stall_warning({"checkpointing_interval": "-1"}) is None
     assert stall_warning({}) is None
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_quiet_hides_the_resume_notice_and_keeps_errors(tmp_path, caplog, quiet):
+    """The "resumes from" line is a notice: after `wirewash run --quiet` set up logging (here a run that stops
+    at its missing input, once logging is set), it is not shown; without --quiet it is; errors show either way."""
+    from wirewash.pipeline import kafka
+    from wirewash.pipeline.cli import main
+
+    argv = ["run", "--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "lake")]
+    assert main(argv + (["--quiet"] if quiet else [])) == 2
+    caplog.clear()
+    notice = kafka.resume_notice("t", ["lake1"], resume_plan({0: {0, 1, 5}}), {0: 2})
+    assert notice == "wirewash: kafka topic t resumes from lake1: partition 0 at offset 2 (1 later offsets already held)"
+    kafka.NOTICE.warning("%s", notice)
+    kafka.LOG.error("wirewash: kafka t/0: offsets 0 to 1 are no longer kept by the broker: not read")
+    shown = [r.getMessage() for r in caplog.records]
+    assert ("resumes from" in " ".join(shown)) is not quiet
+    assert any("no longer kept" in m for m in shown)

@@ -163,6 +163,23 @@ def test_a_file_that_changes_after_it_was_read_is_read_on_or_named():
     assert new_settled_files(later, state, "/in/", peek) == []
 
 
+def test_a_file_read_while_empty_is_read_from_its_start_when_it_fills(tmp_path, caplog):
+    """A watched file that was empty when read (its `empty_file` rejection) and then filled: its lines are read
+    as a first read would (lines from 1, exactly the bytes listed), without looking before its first byte
+    (which failed: 'cannot look into f.jsonl: [Errno 22] Invalid argument')."""
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b"")
+    state, root = {}, f"{tmp_path}/"
+    for _ in range(2):
+        first = new_settled_files([(str(path), 0, 1.0)], state, root)
+    assert first == [((str(path), "f.jsonl", "jsonl", ()), 0, None, 1)]
+    path.write_bytes(b'{"text": "x"}\n{"text": "y"}\n')
+    for _ in range(2):
+        again = new_settled_files([(str(path), 28, 2.0)], state, root)
+    assert again == [((str(path), "f.jsonl", "jsonl", ()), 0, 28, 1)]
+    assert "cannot look into" not in caplog.text
+
+
 class TestNearIndex:
     CONFIG = DedupConfig()
 
@@ -434,6 +451,29 @@ def test_the_running_summary_never_counts_rows_whose_files_are_not_in_place(tmp_
     assert seen[-1][0] == 21 and seen[-1][1] == {"documents": 13, "duplicates": 4, "rejected": 4}
     assert any("-p0001-" in p.name for p in (lake / "documents").rglob("*.parquet"))  # the late pane's file
     assert finalize_lake(str(lake), staging, dedup=DedupConfig())["reconciled"]
+
+
+@pytest.mark.parametrize("record_at", ["end", "panes_and_end"])
+def test_a_run_record_given_at_the_end_keeps_the_streams_panes(tmp_path, record_at):
+    """Panes committed without a run record (a library user's stream) and the record given to `finalize_lake`
+    only: the final summary still counts the stream's panes, and `runs` gets one record carrying the stream's
+    counts, as when the panes carried it too."""
+    lake = tmp_path / "lake"
+    events = (TestStream(coder=beam.coders.PickleCoder())
+              .add_elements([at(("documents", article("a", ARTICLE_EN)), 1), at((READ, None), 1)])
+              .advance_watermark_to(12)
+              .add_elements([at(("documents", article("b", ARTICLE_DE, "de")), 15), at((READ, None), 15),
+                             at((READ, None), 15), at(("rejected", Rejection(None, "in.jsonl:r", "read", "bad_json")), 15)])
+              .advance_watermark_to_infinity())
+    run = {"run_id": "late", "mode": "streaming"}
+    staging = staging_of(str(lake), "late")
+    write_test_stream(events, lake, staging, **({"run": run} if record_at == "panes_and_end" else {}))
+    final = finalize_lake(str(lake), staging, run=run)
+    assert final["streaming"]["panes"] == 2 and final["reconciled"] and final["ok"]
+    assert (final["records_read"], final["documents"], final["rejected"]) == (3, 2, 1)
+    (record,) = final["runs"]
+    assert record["run_id"] == "late" and record["ok"]
+    assert (record["records_read"], record["documents"], record["rejected"]) == (3, 2, 1)
 
 
 def test_finalize_flags_rows_missing_from_the_files(tmp_path):

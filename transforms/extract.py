@@ -72,13 +72,38 @@ class Extracted(NamedTuple):
     fallback: str = FALLBACK_NONE  # which extraction produced `text` (counted per page)
 
 
-_LANG_ATTR = re.compile(rb"<html\b[^>]*?\blang\s*=\s*[\"']?([a-zA-Z]{2,3})(?:[-_][a-zA-Z0-9]+)?", re.IGNORECASE)
+_LANG_ATTR = re.compile(r"\blang\s*=\s*[\"']?([a-zA-Z]{2,3})", re.IGNORECASE | re.ASCII)
+_HTML_TAG = re.compile(r"<html\b", re.IGNORECASE | re.ASCII)
+_SCRIPT_TAG = re.compile(r"<script", re.IGNORECASE)
+
+
+def start_tags(html: str, opening: re.Pattern, unclosed: bool = False):
+    """(start, end) of each start tag of the page that `opening` (`<script`, `<html\\b`) begins: the tag runs to
+    the next `>` (with `unclosed`, a last tag no `>` closes runs to the end). One pass: a regex like
+    `<script[^>]*...>` rescans the rest of the page from every `<script` that no `>` closes, quadratic on a
+    hostile page. An opening inside an earlier tag is part of it, as the regex matched it there."""
+    at = 0
+    while True:
+        found = opening.search(html, at)
+        if found is None:
+            return
+        end = html.find(">", found.end())
+        if end < 0:  # no `>` after it: no tag closes any more
+            if unclosed:
+                yield found.start(), len(html)
+            return
+        yield found.start(), end + 1
+        at = end + 1
 
 
 def html_lang_hint(html: str) -> Optional[str]:
     """The primary language subtag of `<html lang=...>`, lower-cased, or None."""
-    match = _LANG_ATTR.search(html[:20000].encode("utf-8", errors="ignore"))
-    return match.group(1).decode().lower() if match else None
+    head = html[:20000]
+    for start, end in start_tags(head, _HTML_TAG, unclosed=True):
+        match = _LANG_ATTR.search(head, start + 5, end)
+        if match:
+            return match.group(1).lower()
+    return None
 
 
 def _require_trafilatura():
@@ -197,8 +222,32 @@ def prefer_article(text: str, article: str) -> Optional[str]:
     return None
 
 
-_JSON_LD = re.compile(r"<script[^>]*application/ld\+json[^>]*>(.*?)</script>", re.IGNORECASE | re.DOTALL)
+_SCRIPT_END = re.compile(r"</script>", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]+>")
+
+
+def json_ld_blocks(html: str) -> list[str]:
+    """The contents of the page's `<script ... application/ld+json ...>` elements (to the next `</script>`),
+    found in one pass (`start_tags`)."""
+    blocks, at = [], 0
+    for start, end in start_tags(html, _SCRIPT_TAG):
+        if start < at:  # inside the block just taken
+            continue
+        if "application/ld+json" not in html[start:end].lower():
+            continue
+        close = _SCRIPT_END.search(html, end)
+        if close is None:
+            break
+        blocks.append(html[end:close.start()])
+        at = close.end()
+    return blocks
+
+
+def strip_tags(text: str) -> str:
+    """`text` with every `<...>` replaced by a space, in linear time: the pattern runs only up to the last
+    `>` (past it, each `<` would rescan the rest of the text for a `>` that is not there)."""
+    last = text.rfind(">")
+    return _TAG.sub(" ", text[:last + 1]) + text[last + 1:]
 
 
 def json_ld_article_body(html: str) -> str:
@@ -207,7 +256,7 @@ def json_ld_article_body(html: str) -> str:
         return ""
     best = ""
     stack = []
-    for block in _JSON_LD.findall(html):
+    for block in json_ld_blocks(html):
         try:
             stack.append(json.loads(block.strip()))
         except ValueError:
@@ -221,7 +270,7 @@ def json_ld_article_body(html: str) -> str:
             stack.extend(v for k, v in node.items() if k != "articleBody")
         elif isinstance(node, list):
             stack.extend(node)
-    return html_lib.unescape(_TAG.sub(" ", best)) if best else ""
+    return html_lib.unescape(strip_tags(best)) if best else ""
 
 
 def keep_lines_in(text: str, reference: str) -> str:
@@ -328,6 +377,12 @@ def extract_html(html: str, url: Optional[str] = None) -> Extracted:
     trafilatura = _require_trafilatura()
     # Parsed once: trafilatura works on its own copy, and `refine_text` reads the untouched page.
     tree = trafilatura.load_html(html)
+    if tree is None or tree.tag != "html":
+        # A fragment ("<p>...</p>", "<div><p>...</p></div>", as feeds carry): trafilatura expects a whole
+        # document, refuses a fragment without "html" in its first 50 characters and a single block, and
+        # finds no body in the others (their text was lost: `no_text_extracted`). Made a whole document.
+        html = f"<html><body>{html}</body></html>"
+        tree = trafilatura.load_html(html)
     source = tree if tree is not None else html
     # With links, so that `body_text` can tell link blocks from prose.
     options = dict(url=url, include_comments=False, include_tables=True, deduplicate=False, include_links=True)

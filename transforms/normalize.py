@@ -43,7 +43,7 @@ FTFY_CONFIG = ftfy.TextFixerConfig(
 MAX_PASSES = 4
 _INVISIBLE = re.compile("[\u200b\u2060\ufeff\u00ad\u180e]")  # zero-width, BOM, soft hyphen
 _SPACE_CHARS = re.compile(r"[^\S\n]+")  # any whitespace but a newline
-_SPACES_AT_BREAKS = re.compile(r" *\n *")
+_SPACES_AT_BREAKS = re.compile(r" ?\n ?")  # after _SPACE_CHARS: never two spaces in a row (and linear by itself)
 _BLANK_RUNS = re.compile(r"\n{3,}")
 _ASCII_WORD_CHAR = re.compile(r"[A-Za-z0-9_]")
 # Characters some enabled ftfy fix acts on by itself: terminal escapes, line breaks other than \n, C1
