@@ -700,9 +700,9 @@ def test_a_file_named_relatively_that_links_out_of_its_folder_is_never_read(tmp_
     folder.mkdir()
     (folder / name).symlink_to(secret)
     monkeypatch.chdir(folder)
-    for given in (name, str(folder / name)):
-        (found,) = match_inputs([given])
-        assert found.problem and found.problem[0] == "symlink_outside_input", given
+    for as_given in (name, str(folder / name)):
+        (found,) = match_inputs([as_given])
+        assert found.problem and found.problem[0] == "symlink_outside_input", as_given
     lake = tmp_path / "lake"
     assert main(["run", "--input", name, "--output", str(lake), "--quiet"]) == 0
     assert [r["reason"] for r in lake_rows(lake, "rejected", "reason")] == ["symlink_outside_input"]
