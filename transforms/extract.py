@@ -377,10 +377,11 @@ def extract_html(html: str, url: Optional[str] = None) -> Extracted:
     trafilatura = _require_trafilatura()
     # Parsed once: trafilatura works on its own copy, and `refine_text` reads the untouched page.
     tree = trafilatura.load_html(html)
-    if tree is None or tree.tag != "html":
+    if (tree is None or tree.tag != "html") and html.lstrip().startswith("<"):
         # A fragment ("<p>...</p>", "<div><p>...</p></div>", as feeds carry): trafilatura expects a whole
         # document, refuses a fragment without "html" in its first 50 characters and a single block, and
         # finds no body in the others (their text was lost: `no_text_extracted`). Made a whole document.
+        # Only markup is: bytes that are no markup at all stay no page (wrapped, they came out as text).
         html = f"<html><body>{html}</body></html>"
         tree = trafilatura.load_html(html)
     source = tree if tree is not None else html
