@@ -13,6 +13,7 @@ own move. The lake's layout, schemas and folder rules: pipeline/lake.py; its sum
 from __future__ import annotations
 
 import posixpath
+import sys
 import uuid
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
@@ -39,7 +40,7 @@ from wirewash.pipeline.lifetime import claim
 from wirewash.transforms.dedup import DedupConfig
 from wirewash.transforms.lake_dedup import index_row, index_row_of, read_index_ids
 
-__all__ = ["WriteLake", "commit", "merge_groups", "StagedFile", "remove_orphans"]
+__all__ = ["WriteLake", "commit", "merge_groups", "StagedFile", "remove_orphans", "held_bytes"]
 
 
 NAMESPACE = "write"
@@ -91,9 +92,9 @@ class _WriteStagedFn(beam.DoFn):
 
     def process(self, element):
         partition = partition_of(element, self.partition_by, self.ingested) if self.table == DOCUMENTS else ""
-        self.buffers[partition].append(element if self.table == INDEX else
-                                       row_of(self.table, element, self.ingested, self.partition_by))
-        self.sizes[partition] += len(element.text) if self.table == DOCUMENTS else 200
+        row = element if self.table == INDEX else row_of(self.table, element, self.ingested, self.partition_by)
+        self.buffers[partition].append(row)
+        self.sizes[partition] += held_bytes(row)
         if len(self.buffers[partition]) >= MAX_ROWS_PER_FILE or self.sizes[partition] >= MAX_BYTES_PER_FILE:
             yield self._flush(partition)
         elif sum(self.sizes.values()) >= MAX_BUFFERED_BYTES:
@@ -126,6 +127,15 @@ class _MergeFactsFn(_SummaryFn):
 
     def add_input(self, acc, counts):
         return self.merge_accumulators([acc, counts])
+
+
+def held_bytes(row) -> int:
+    """Memory a buffered row keeps alive: the row and each of its values (a str of non-ASCII text takes 2-4
+    bytes a character, an index row its signature and sketch), what `MAX_BUFFERED_BYTES` bounds. Counting
+    only a document's text length and 200 bytes an index row let a worker hold its whole share of the index
+    and several times the bound in documents until its bundle ended (memory grew with the corpus)."""
+    values = row.values() if isinstance(row, dict) else row
+    return sys.getsizeof(row) + sum(sys.getsizeof(value) for value in values)
 
 
 def _write_staged(table: str, partition: str, staging: str, data: pa.Table) -> StagedFile:
