@@ -33,17 +33,20 @@ def listed_path(table: str, rel) -> str:
     return "/".join(parts)
 
 
+def _listed(summary: dict) -> list[tuple[str, object]]:
+    """(table or the index folder, what the manifest lists for it: a list when the summary is sound)."""
+    files, index = summary.get("files") or {}, summary.get("index") or {}
+    return [(table, files.get(table) or []) for table in TABLES] + [(INDEX_FOLDER, index.get("files") or [])]
+
+
 def manifest_problem(summary) -> Optional[str]:
     """Why a parsed `_SUMMARY.json` cannot be trusted with the lake's files (not a JSON object; a manifest that
     is not lists of the lake's own paths, see `listed_path`), or None."""
     if not isinstance(summary, dict):
         return "is not a JSON object"
-    listed = summary.get("files", {})
-    index = summary.get("index", {})
-    if not isinstance(listed, dict) or not isinstance(index, dict):
+    if not isinstance(summary.get("files", {}), dict) or not isinstance(summary.get("index", {}), dict):
         return "has a `files` or `index` entry that is not an object"
-    lists = [(table, listed.get(table) or []) for table in TABLES] + [(INDEX_FOLDER, index.get("files") or [])]
-    for table, names in lists:
+    for table, names in _listed(summary):
         if not isinstance(names, list):
             return f"lists the {table} files as {type(names).__name__}, not a list"
         for rel in names:
@@ -60,10 +63,8 @@ def leaves_the_lake(lake: str, summary: dict) -> Optional[str]:
     if "://" in lake:
         return None
     root = os.path.realpath(lake)
-    index = summary.get("index") or {}
-    lists = [(t, (summary.get("files") or {}).get(t) or []) for t in TABLES] + [(INDEX_FOLDER, index.get("files") or [])]
     folders: dict = {}  # each partition folder resolved once; a file itself only when it is a link
-    for table, names in lists:
+    for table, names in _listed(summary):
         for rel in names:
             path = os.path.join(lake, *listed_path(table, rel).split("/"))
             folder, name = os.path.split(path)

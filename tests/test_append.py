@@ -158,20 +158,13 @@ def test_a_killed_append_leaves_the_lake_as_it_was(tmp_path):
 def test_a_batch_append_onto_a_streaming_lake(tmp_path):
     """Streaming lakes have the batch format (manifest, index): a batch append dedups against the stream's
     documents and adds to its lake."""
-    import apache_beam as beam
-    from apache_beam.testing.test_stream import TestStream
-
-    from wirewash.pipeline.ingest import READ
     from wirewash.pipeline.windowed_lake import finalize_lake, staging_of
     from tests.helpers import ARTICLE_DE, ARTICLE_EN, ARTICLE_VI
-    from tests.test_streaming import article, at, write_test_stream
+    from tests.test_streaming import article, documents_stream, write_test_stream
     from wirewash.transforms.dedup import DedupConfig
 
     lake = tmp_path / "lake"
-    stream = (TestStream(coder=beam.coders.PickleCoder())
-              .add_elements([at(("documents", article("s-en", ARTICLE_EN)), 1), at((READ, None), 1),
-                             at(("documents", article("s-vi", ARTICLE_VI, "vi")), 2), at((READ, None), 2)])
-              .advance_watermark_to_infinity())
+    stream = documents_stream((article("s-en", ARTICLE_EN), 1), (article("s-vi", ARTICLE_VI, "vi"), 2))
     staging = staging_of(str(lake), "stream")
     write_test_stream(stream, lake, staging, dedup=DedupConfig())
     streamed = finalize_lake(str(lake), staging, dedup=DedupConfig())

@@ -305,19 +305,12 @@ def test_write_to_lake_writes_the_ingest_layout(tmp_path):
 def test_a_stream_writes_the_ingest_layout(tmp_path):
     """A stream's panes land in the ingest day's folder (the UTC day they were written), with `lang` and
     `date` in the files; the finished lake keeps the contract and reads like a batch one."""
-    import apache_beam as beam
-    from apache_beam.testing.test_stream import TestStream
-
-    from wirewash.pipeline.ingest import READ
     from wirewash.pipeline.windowed_lake import finalize_lake, staging_of
     from wirewash.transforms.dedup import DedupConfig
-    from tests.test_streaming import article, at, write_test_stream
+    from tests.test_streaming import article, documents_stream, write_test_stream
 
     lake = tmp_path / "lake"
-    stream = (TestStream(coder=beam.coders.PickleCoder())
-              .add_elements([at(("documents", article("s-en", ARTICLE_EN)), 1), at((READ, None), 1),
-                             at(("documents", article("s-vi", ARTICLE_VI, "vi")), 12), at((READ, None), 12)])
-              .advance_watermark_to_infinity())
+    stream = documents_stream((article("s-en", ARTICLE_EN), 1), (article("s-vi", ARTICLE_VI, "vi"), 12))
     staging = staging_of(str(lake), "stream")
     run = {"run_id": "stream", "mode": "streaming"}  # one record for the panes and the end, as a real run
     write_test_stream(stream, lake, staging, partition_by=INGEST, dedup=DedupConfig(), run=run)

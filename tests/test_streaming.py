@@ -291,6 +291,13 @@ def at(element, seconds):
     return window.TimestampedValue(element, seconds)
 
 
+def documents_stream(*timed: tuple) -> TestStream:
+    """(article, second) pairs -> a TestStream of each article as a document with its read marker at that
+    second, then the watermark to the end: what a stream's writer sees of a few clean stories."""
+    events = [at(event, second) for article, second in timed for event in (("documents", article), (READ, None))]
+    return TestStream(coder=beam.coders.PickleCoder()).add_elements(events).advance_watermark_to_infinity()
+
+
 def test_exact_copy_an_hour_later_is_still_a_duplicate():
     stream = (TestStream(coder=beam.coders.PickleCoder())
               .add_elements([at(article("a", ARTICLE_EN), 0)])

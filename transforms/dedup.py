@@ -530,6 +530,17 @@ def _decide_bands(item, spill: Spill):
     yield from sorted(pairs)
 
 
+def _first_sight(seen: set, key) -> bool:
+    """Whether `key` is new to `seen`, which then remembers it; `seen` forgets everything once it holds
+    `SEEN_PER_BUNDLE` keys (memory stays bounded; a key seen again after that is only sent twice)."""
+    if key in seen:
+        return False
+    if len(seen) >= SEEN_PER_BUNDLE:
+        seen.clear()
+    seen.add(key)
+    return True
+
+
 class _DecideBandsFn(beam.DoFn):
     """`_decide_bands` over the band shards of a bundle, each candidate pair and each member sent on once:
     a pair whose two documents share buckets in several shards, and a document in pairs of several shards,
@@ -547,12 +558,8 @@ class _DecideBandsFn(beam.DoFn):
     def process(self, item):
         for output in _decide_bands(item, self.spill):
             seen = (output.tag, output.value) if isinstance(output, beam.pvalue.TaggedOutput) else output
-            if seen in self.seen:
-                continue
-            if len(self.seen) >= SEEN_PER_BUNDLE:
-                self.seen.clear()
-            self.seen.add(seen)
-            yield output
+            if _first_sight(self.seen, seen):
+                yield output
 
 
 class _VerifyBandsFn(beam.DoFn):
@@ -577,11 +584,8 @@ class _VerifyBandsFn(beam.DoFn):
         pairs, _ = bucket_pairs(rows, orders)
         order_of = {order[2]: order for order in orders}
         for child_loc, (parent_order, parent_loc) in sorted(pairs):
-            if (child_loc, parent_loc) in self.seen:
+            if not _first_sight(self.seen, (child_loc, parent_loc)):
                 continue
-            if len(self.seen) >= SEEN_PER_BUNDLE:
-                self.seen.clear()
-            self.seen.add((child_loc, parent_loc))
             child = order_of[child_loc]
             similarity = _similar_enough((parent_order[3], parent_order[0]), (child[3], child[0]), self.threshold,
                                          self.window_days, self.sketch_of)
