@@ -95,12 +95,12 @@ def job_endpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def flink_endpoint(tmp_path_factory):
-    """`127.0.0.1:PORT` of Beam's Flink job server (deploy/services/services.py) with an embedded Flink."""
+    """Beam's Flink job server with an embedded Flink (deploy/services/services.py); `.address` is `127.0.0.1:PORT`."""
     from tests.jvm_services import services
 
     server = services().start_job_server(tmp_path_factory.mktemp("flink"))
     try:
-        yield server.address
+        yield server
     finally:
         server.stop()
 
@@ -203,9 +203,11 @@ def test_portable_runner_same_lake(small_corpus, job_endpoint):
 def test_flink_runner_same_lake(small_corpus, flink_endpoint):
     """Beam's Flink job server (embedded Flink cluster, Python steps LOOPBACK) writes the DirectRunner's lake."""
     folder, inputs, expected = small_corpus
-    lake = build_lake(inputs, folder / "lake-flink", runner_args("portable", job_endpoint=flink_endpoint))
+    lake = build_lake(inputs, folder / "lake-flink", runner_args("portable", job_endpoint=flink_endpoint.address))
     assert_same(expected, decisions(lake), "Flink")
     assert not (lake / "_staging").exists()
+    # The job server stages each job's files in its own working folder (removed with it), not $TMPDIR.
+    assert (flink_endpoint.log.parent / "artifacts").is_dir()
 
 
 @pytest.mark.slow

@@ -206,7 +206,10 @@ def start_job_server(workdir: Path, port: Optional[int] = None, timeout: float =
     log = workdir / "job-server.log"
     process = _java(jars, "org.apache.beam.runners.flink.FlinkJobServerDriver",
                     ["--flink-master=[local]", f"--flink-conf-dir={conf}", f"--job-host={HOST}",
-                     f"--job-port={port}", "--artifact-port=0", "--expansion-port=0"],
+                     f"--job-port={port}", "--artifact-port=0", "--expansion-port=0",
+                     # Staged job files under the working folder, not $TMPDIR/beam-artifact-staging: a job
+                     # killed before it ends never cleans its own, and they piled up (19 GB on one machine).
+                     f"--artifacts-dir={workdir / 'artifacts'}"],
                     log, heap="1g", opens=True)
     wait_for_port(port, process, log, timeout)
     return Service("flink-job-server", process, port, log)
