@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -343,8 +344,22 @@ def _cell(value, max_width: int = MAX_CELL) -> str:
     return text if len(text) <= max_width else text[: max_width - 1] + "…"
 
 
+def _json_value(value):
+    """`value` as strict JSON allows it: NaN and infinities (valid DOUBLEs in SQL, no JSON literal) become
+    null, inside lists and structs too."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (list, tuple)):
+        return [_json_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _json_value(item) for key, item in value.items()}
+    return value
+
+
 def _json_line(columns: list, row) -> str:
-    return json.dumps(dict(zip(columns, row)), default=str, ensure_ascii=False)
+    """One row as one line of strict JSON (RFC 8259: no NaN); values JSON has no type for are strings."""
+    return json.dumps({column: _json_value(value) for column, value in zip(columns, row)}, default=str,
+                      ensure_ascii=False, allow_nan=False)
 
 
 def format_rows(columns: list, rows: list, fmt: str = "table") -> str:

@@ -3,6 +3,7 @@ every mistake one line (exit 2), a timeout one line (exit 1), a closed pipe a qu
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -275,6 +276,28 @@ def test_a_lake_path_that_is_not_utf8_is_one_line(lake, tmp_path):
     proc = run_cli([b"query", os.fsencode(odd), b"SELECT count(*) FROM documents"])
     assert proc.returncode == 2 and b"Traceback" not in proc.stderr
     assert proc.stderr.decode(errors="replace").count("\n") == 1 and b"not a UTF-8 path" in proc.stderr
+
+
+def _strict_json(line: str):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(line, parse_constant=refuse)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=4))
+def test_json_output_is_strict_json_for_every_double(lake, values):
+    """`--format json` writes RFC 8259 JSON whatever DOUBLEs a query returns: NaN and infinities (valid in SQL,
+    no literal in JSON) are null, alone, in lists and in structs; every finite value comes back exact."""
+    doubles = ", ".join(f"'{value!r}'::DOUBLE AS c{i}" for i, value in enumerate(values))
+    listed = "[" + ", ".join(f"'{value!r}'::DOUBLE" for value in values) + "]"
+    sql = f"SELECT {doubles}, {listed} AS l, {{'v': '{values[0]!r}'::DOUBLE}} AS s"
+    out = io.StringIO()
+    assert export(str(lake), sql, out, fmt="json") == 1  # what `wirewash query --format json` streams
+    row = _strict_json(out.getvalue())
+    expected = [value if value == value and abs(value) != float("inf") else None for value in values]
+    assert [row[f"c{i}"] for i in range(len(values))] == expected
+    assert row["l"] == expected and row["s"] == {"v": expected[0]}
 
 
 # --- streaming results and closed pipes --------------------------------------------------------------------
