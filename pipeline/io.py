@@ -2,7 +2,7 @@
 
 Which files, and their names: pipeline/input_files.py; one record's parsing: pipeline/records.py; the byte
 tally each read is checked against: pipeline/tally.py. Here: opening, decoding and bounding the bytes of a
-file (or of a line-aligned range of a large one, `plan_ranges`), and the Beam transform. Formats, by file name: `.jsonl` / `.jsonl.gz` (one JSON object per line: id, url, source, title, published,
+file (or of a line-aligned range of a large one, `plan_ranges`), and the Beam transform. Formats, by file name: `.jsonl` / `.jsonl.gz` (gzip is recognised by its content too; one JSON object per line: id, url, source, title, published,
 text or html), `.txt` (one article per file), `.html` / `.htm` (one raw page per file). Every record read
 becomes exactly one `Article` or one `Rejection` naming the file and line, so nothing is lost silently.
 Paths may be local or any scheme Beam's FileSystems knows (gs://, s3:// with the matching extras).
@@ -33,7 +33,7 @@ from wirewash.pipeline.records import Parsed, _reject, guarded_parse, parse_docu
 from wirewash.pipeline.tally import ReadTally, _Tally, tally_fact
 from wirewash.transforms.types import Rejection
 
-__all__ = ["ReadArticles", "parse_file", "plan_ranges"]
+__all__ = ["ReadArticles", "parse_file", "plan_ranges", "rangeable_head"]
 
 NAMESPACE = "read"
 DEFAULT_MAX_RECORD_BYTES = 1_800_000  # real pages reach ~1.5 MB; a 2 MB "article" is not one
@@ -43,6 +43,10 @@ SPLIT_BYTES = 4 << 20  # uncompressed JSONL files larger than this are read as l
 DEFAULT_MAX_DECOMPRESSED_BYTES = 16 << 30
 MAX_COMPRESSION_RATIO = 100
 RATIO_CHECK_AFTER = 16 << 20
+
+# gzip's ID bytes and its deflate method (RFC 1952): a file starting so is inflated whatever its name says
+# (a `.jsonl` written by `gzip -c` or a crawler). No UTF-8 text starts so: 0x8b is never a lead byte.
+GZIP_MAGIC = b"\x1f\x8b\x08"
 
 REASON_TOO_LARGE = "too_large"
 REASON_UNSUPPORTED = "unsupported_file_type"
@@ -192,13 +196,13 @@ def plan_ranges(input_file: InputFile, split_bytes: int = SPLIT_BYTES, opener=No
         if not sizes or (sizes[0].size_in_bytes or 0) <= split_bytes:
             return whole
         ranges, start, first_line, lines, offset, content = [], 0, 1, 0, 0, False
-        with (opener or _open)(path) as stream:
+        with (opener(path) if opener else _open(path, by_content=False)) as stream:
             while True:
                 block = stream.read(1 << 20)
                 if not block:
                     break
-                if offset == 0 and block[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
-                    return whole  # transcoded line by line when read whole
+                if offset == 0 and not rangeable_head(block):
+                    return whole  # transcoded or inflated when read whole
                 content = content or bool(block.strip())
                 while True:  # cut at the first line end at or after start + split_bytes, maybe in this block
                     cut_at = max(0, start + split_bytes - offset)
@@ -266,6 +270,12 @@ class _BoundedReader(io.RawIOBase):
         super().close()
 
 
+def rangeable_head(head: bytes) -> bool:
+    """Whether a JSONL file starting with `head` (its first 3 bytes or more) can be read as byte ranges:
+    not UTF-16 (transcoded) and not gzip by content (inflated); both are read whole."""
+    return head[:2] not in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) and not head.startswith(GZIP_MAGIC)
+
+
 def _utf8_lines(stream):
     """The stream itself, or, when it starts with a UTF-16 byte-order mark, the same lines re-encoded as
     UTF-8 (JSONL saved by Windows tools; an unpaired code unit becomes U+FFFD, and only "\n" ends a line, as
@@ -298,13 +308,16 @@ def _check_local_file(path: str) -> None:
         raise OSError(f"{path} is {kind}, not a regular file")
 
 
-def _open(path: str, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES):
-    """A buffered binary stream of the file's content; .gz is decompressed lazily (Python's gzip, whose
-    readline(size) keeps every read bounded, unlike Beam's CompressedFile) and within bounds."""
+def _open(path: str, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES, by_content: bool = True):
+    """A buffered binary stream of the file's content; .gz (by name or by content) is decompressed lazily (Python's gzip, whose
+    readline(size) keeps every read bounded, unlike Beam's CompressedFile) and within bounds. `by_content`
+    False: only a .gz name is inflated (the range planner looks at the stored bytes)."""
     if "://" not in path:
         _check_local_file(path)
     raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    if path.lower().endswith(".gz"):
+    if not hasattr(raw, "peek"):
+        raw = io.BufferedReader(raw, 1 << 16)
+    if path.lower().endswith(".gz") or by_content and raw.peek(len(GZIP_MAGIC)).startswith(GZIP_MAGIC):
         compressed = _CountingReader(raw)
         inflated = gzip.GzipFile(fileobj=compressed, mode="rb")
         return io.BufferedReader(_BoundedReader(inflated, compressed, max_decompressed_bytes), 1 << 16)

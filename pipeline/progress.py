@@ -33,6 +33,8 @@ from typing import Optional
 
 import apache_beam as beam
 
+from wirewash.pipeline.io import GZIP_MAGIC
+
 __all__ = ["CountProgress", "read_counts", "estimate_records", "ProgressDisplay", "KINDS", "PHASES", "phase_of",
            "progress_line", "reading_line", "eta", "clock", "local_bytes", "window_line", "heartbeat_line",
            "watching_line", "start_line", "stream_file_counter", "StreamLines", "window_committed",
@@ -104,7 +106,7 @@ def read_counts(folder: str) -> dict:
 
 
 def estimate_records(paths: list) -> Optional[int]:
-    """How many records the inputs hold: lines of (gzipped) JSONL, one per other file. None when a path is
+    """How many records the inputs hold: lines of (gzipped, by name or content) JSONL, one per other file. None when a path is
     not local (counting would mean reading remote data twice)."""
     total = 0
     for path in paths:
@@ -112,10 +114,11 @@ def estimate_records(paths: list) -> Optional[int]:
             return None
         name = path.lower()
         if name.endswith(".jsonl") or name.endswith(".jsonl.gz"):
-            opener = gzip.open if name.endswith(".gz") else open
             lines, last = 0, b"\n"
             try:
-                with opener(path, "rb") as handle:
+                with open(path, "rb") as stored:
+                    gzipped = name.endswith(".gz") or stored.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+                with (gzip.open if gzipped else open)(path, "rb") as handle:
                     while chunk := handle.read(1 << 20):
                         lines += chunk.count(b"\n")
                         last = chunk[-1:]

@@ -29,6 +29,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from wirewash.pipeline.ingest import STREAM_NAMESPACE as NAMESPACE
 from wirewash.pipeline.input_files import ByteRange, InputFile, format_of, glob_root, readable_name, to_wire
+from wirewash.pipeline.io import rangeable_head
 
 __all__ = ["WatchFiles", "LocalWatch", "new_settled_files", "request_drain", "reset_drain",
            "drain_requested", "REASON_CHANGED"]
@@ -187,8 +188,8 @@ def new_settled_files(listing, state: dict, root: str, peek=None) -> list:
 
 def _rangeable(input_file: InputFile, peek) -> bool:
     """Plain (not compressed) JSONL that is not UTF-16: readable as line-aligned byte ranges."""
-    return input_file.format == "jsonl" and not input_file.path.lower().endswith(".gz") and peek(
-        input_file.path, 0, 2) not in (b"\xff\xfe", b"\xfe\xff")
+    return input_file.format == "jsonl" and not input_file.path.lower().endswith(".gz") and rangeable_head(
+        peek(input_file.path, 0, 3))
 
 
 def _next_read(input_file: InputFile, read_size: Optional[int], size: int, peek) -> ByteRange:

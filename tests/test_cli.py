@@ -308,6 +308,8 @@ def test_estimate_records(tmp_path):
     paths = [str(tmp_path / n) for n in ("a.jsonl", "b.jsonl.gz", "c.txt")]
     assert estimate_records(paths) == 6
     assert estimate_records(paths + ["gs://bucket/x.jsonl"]) is None
+    (tmp_path / "d.jsonl").write_bytes(gzip.compress(b'{"a":1}\n' * 4))  # gzip under a plain name: inflated
+    assert estimate_records(paths + [str(tmp_path / "d.jsonl")]) == 10
 
 
 def test_progress_channel_counts_match_the_lake(lake, tmp_path):

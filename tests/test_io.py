@@ -135,6 +135,19 @@ def test_parse_file_gzip_and_truncated_gzip(tmp_path):
     assert out[-1].reason == "unreadable_file"
 
 
+@pytest.mark.parametrize("name, fmt", [("a.jsonl", "jsonl"), ("a.txt", "text"), ("a.html", "html")])
+def test_gzip_by_content_is_read_whatever_the_name(tmp_path, name, fmt):
+    """A file holding gzip under a plain name (`gzip -c > x.jsonl`, a crawler's cached page) is inflated, as
+    a .gz is: its records are read, not rejected line by line as bytes that are not UTF-8."""
+    plain = {"jsonl": (json.dumps({"id": "g", "text": ARTICLE_EN}) + "\n") * 2, "text": ARTICLE_EN,
+             "html": f"<html><body><article><p>{ARTICLE_EN}</p></article></body></html>"}[fmt]
+    (tmp_path / "plain").write_text(plain, encoding="utf-8")
+    (tmp_path / name).write_bytes(gzip.compress(plain.encode("utf-8")))
+    zipped = list(parse_file(InputFile(str(tmp_path / name), name, fmt)))
+    expected = list(parse_file(InputFile(str(tmp_path / "plain"), name, fmt)))
+    assert zipped == expected and all(isinstance(o, Article) for o in zipped)
+
+
 def test_unsupported_and_unreadable_files(tmp_path):
     assert parse_file(InputFile("x.pdf", "x.pdf", None)).__next__().reason == "unsupported_file_type"
     assert next(parse_file(InputFile(str(tmp_path / "gone.txt"), "gone.txt", "text"))).reason == "unreadable_file"

@@ -58,7 +58,7 @@ def test_last_line_without_newline_is_read_once(tmp_path):
     assert len(spans) > 1 and _records(f, spans) == _records(f)
 
 
-@pytest.mark.parametrize("kind", ["small", "gzip", "utf16", "blank", "fifo", "dangling", "text"])
+@pytest.mark.parametrize("kind", ["small", "gzip", "gzip_content", "utf16", "blank", "fifo", "dangling", "text"])
 def test_files_that_cannot_be_cut_are_one_whole_range(tmp_path, kind):
     path = tmp_path / ("f.txt" if kind == "text" else "f.jsonl.gz" if kind == "gzip" else "f.jsonl")
     body = b"\n".join(_lines(60)) + b"\n"
@@ -66,6 +66,9 @@ def test_files_that_cannot_be_cut_are_one_whole_range(tmp_path, kind):
         path.write_bytes(body[:SPLIT - 1])
     elif kind == "gzip":
         path.write_bytes(gzip.compress(body))
+    elif kind == "gzip_content":  # a .jsonl holding gzip (stored blocks: larger than SPLIT, still gzip)
+        path.write_bytes(gzip.compress(body, compresslevel=0))
+        assert path.stat().st_size > SPLIT
     elif kind == "utf16":
         path.write_bytes(body.decode().encode("utf-16"))
     elif kind == "blank":
@@ -80,6 +83,9 @@ def test_files_that_cannot_be_cut_are_one_whole_range(tmp_path, kind):
     assert plan_ranges(f, SPLIT) == [ByteRange(tuple(f))]
     if kind == "blank":
         assert [r.reason for r in _records(f)] == ["empty_file"]
+    if kind == "gzip_content":  # read whole, inflated: what the plain file gives, line for line
+        (tmp_path / "plain").write_bytes(body)
+        assert _records(f) == _records(InputFile(str(tmp_path / "plain"), path.name, "jsonl"))
 
 
 def test_read_articles_with_ranges_matches_whole_file_reading(tmp_path):

@@ -1,6 +1,7 @@
 """Streaming mode: pure parts, stateful dedup and windowed writes on TestStream, the real CLI end to end."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -131,18 +132,21 @@ def test_file_names_are_unique_per_window_pane_and_shard():
 
 
 def test_a_file_is_read_once_after_its_size_and_mtime_settle():
-    files = {"/in/a.jsonl": b'{"text": "x"}\n' * 2, "/in/b.txt": b"hello", "/in/c.jsonl": b"\xff\xfe{\x00"}
+    files = {"/in/a.jsonl": b'{"text": "x"}\n' * 2, "/in/b.txt": b"hello", "/in/c.jsonl": b"\xff\xfe{\x00",
+             "/in/d.jsonl": gzip.compress(b'{"text": "x"}\n')}
     peek = lambda path, offset, length: files[path][offset:offset + length]  # noqa: E731
     state = {}
     assert new_settled_files([("/in/a.jsonl", 10, 1.0)], state, "/in/", peek) == []  # first sight: maybe growing
     assert new_settled_files([("/in/a.jsonl", 28, 2.0)], state, "/in/", peek) == []  # grew
     assert new_settled_files([("/in/a.jsonl", 28, 3.0)], state, "/in/", peek) == []  # same size, rewritten
-    listing = [("/in/a.jsonl", 28, 3.0), ("/in/b.txt", 5, 1.0), ("/in/c.jsonl", 4, 1.0)]
+    listing = [("/in/a.jsonl", 28, 3.0), ("/in/b.txt", 5, 1.0), ("/in/c.jsonl", 4, 1.0),
+               ("/in/d.jsonl", len(files["/in/d.jsonl"]), 1.0)]
     assert new_settled_files(listing, state, "/in/", peek) == [
         (("/in/a.jsonl", "a.jsonl", "jsonl", ()), 0, 28, 1)]  # exactly the bytes listed, as a range
     assert new_settled_files(listing, state, "/in/", peek) == [
-        (("/in/b.txt", "b.txt", "text", ()), 0, None, 1), (("/in/c.jsonl", "c.jsonl", "jsonl", ()), 0, None, 1)]
-    assert new_settled_files(listing, state, "/in/", peek) == []  # UTF-16 and text files are read whole
+        (("/in/b.txt", "b.txt", "text", ()), 0, None, 1), (("/in/c.jsonl", "c.jsonl", "jsonl", ()), 0, None, 1),
+        (("/in/d.jsonl", "d.jsonl", "jsonl", ()), 0, None, 1)]
+    assert new_settled_files(listing, state, "/in/", peek) == []  # UTF-16, gzip and text files are read whole
 
 
 def test_a_file_that_changes_after_it_was_read_is_read_on_or_named():
