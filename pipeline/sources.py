@@ -35,12 +35,14 @@ from wirewash.pipeline.watch import LocalWatch, WatchFiles
 from wirewash.transforms.types import Rejection
 
 __all__ = ["StreamSource", "parse_source", "watch_pattern", "event_time", "decode_message", "ReadStream",
-           "KIND_FILES", "KIND_PUBSUB", "KIND_KAFKA", "REASON_NOT_READ_WHOLE"]
+           "KIND_FILES", "KIND_PUBSUB", "KIND_KAFKA", "REASON_NOT_READ_WHOLE",
+           "REASON_EMPTY_MESSAGE"]
 
 LOG = logging.getLogger("wirewash.pipeline.streaming")  # the stream's messages keep one logger name
 KIND_FILES, KIND_PUBSUB, KIND_KAFKA = "files", "pubsub", "kafka"
 
 REASON_NOT_READ_WHOLE = "not_read_whole"
+REASON_EMPTY_MESSAGE = "empty_message"
 
 
 class StreamSource(NamedTuple):
@@ -103,11 +105,15 @@ def decode_message(payload: bytes, source: str, message_id: str, max_record_byte
     """One Pub/Sub message or Kafka record value (a JSON article, as one JSONL line) -> Article or Rejection.
 
     `source_location` is `source/message_id`; an article without an id gets a stable one from its URL, else
-    from the message id, as batch does for JSONL lines. A payload over `max_record_bytes` is `too_large`.
+    from the message id, as batch does for JSONL lines. A payload over `max_record_bytes` is `too_large`;
+    no payload at all (None or empty) is `empty_message`.
     """
     if isinstance(payload, str):
         payload = payload.encode("utf-8")
     location = f"{source}/{message_id}"
+    if not payload:
+        return _reject(location, REASON_EMPTY_MESSAGE,
+                       error="the message has no value (a Kafka tombstone, or an empty Pub/Sub message)")
     if max_record_bytes is not None and len(payload or b"") > max_record_bytes:
         return _reject(location, REASON_TOO_LARGE, bytes(payload[:200]),
                        error=f"message longer than {max_record_bytes} bytes")

@@ -107,7 +107,8 @@ class TestDecodeMessage:
         assert one.doc_id == again.doc_id != other.doc_id
 
     @pytest.mark.parametrize("payload,reason", [(b"{not json", "bad_json"), (b"[1, 2]", "not_an_object"),
-                                                (b'{"id": "x"}', "missing_text"), (b"\xff\xfe", "invalid_utf8")])
+                                                (b'{"id": "x"}', "missing_text"), (b"\xff\xfe", "invalid_utf8"),
+                                                (None, "empty_message"), (b"", "empty_message")])
     def test_bad_messages_are_rejections(self, payload, reason):
         rejection = decode_message(payload, "pubsub:s", "9")
         assert isinstance(rejection, Rejection) and rejection.reason == reason
