@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Optional
+from typing import Optional, Union
 
 import apache_beam as beam
 import ftfy
@@ -26,7 +26,7 @@ from wirewash.transforms.regex_tree import parse as parse_regex
 from wirewash.transforms.text import fold_words
 from wirewash.transforms.types import REJECTED, Article, Rejection, excerpt
 
-__all__ = ["NormalizeArticles", "normalize_text", "dedup_key", "content_hash"]
+__all__ = ["NormalizeArticles", "normalize_text", "normalize_article", "dedup_key", "content_hash"]
 
 NAMESPACE = "normalize"
 STAGE = "normalize"
@@ -199,21 +199,29 @@ def normalize_title(title):
     return title or None
 
 
+def normalize_article(article: Article) -> Union[Article, Rejection]:
+    """The article with its text and title normalized, or its `empty_after_normalization` Rejection when no
+    letter or digit is left."""
+    text = normalize_text(article.text)
+    # An ASCII letter or digit survives into the key (NFKC and casefolding keep ASCII): no need to build it.
+    if not _ASCII_WORD_CHAR.search(text) and not dedup_key(text):
+        return Rejection(article.doc_id, article.source_location, STAGE, REASON_EMPTY, excerpt(article.text))
+    return article._replace(text=text, title=normalize_title(article.title))
+
+
 class _NormalizeFn(beam.DoFn):
     @isolated(STAGE, REJECTED)
     def process(self, article: Article):
         Metrics.counter(NAMESPACE, "seen").inc()
-        text = normalize_text(article.text)
-        # An ASCII letter or digit survives into the key (NFKC and casefolding keep ASCII): no need to build it.
-        if not _ASCII_WORD_CHAR.search(text) and not dedup_key(text):
+        result = normalize_article(article)
+        if isinstance(result, Rejection):
             Metrics.counter(NAMESPACE, f"dropped_{REASON_EMPTY}").inc()
-            yield beam.pvalue.TaggedOutput(REJECTED, Rejection(
-                article.doc_id, article.source_location, STAGE, REASON_EMPTY, excerpt(article.text)))
+            yield beam.pvalue.TaggedOutput(REJECTED, result)
             return
-        if text != article.text:
+        if result.text != article.text:
             Metrics.counter(NAMESPACE, "cleaned_text").inc()
         Metrics.counter(NAMESPACE, "kept").inc()
-        yield article._replace(text=text, title=normalize_title(article.title))
+        yield result
 
 
 class NormalizeArticles(beam.PTransform):
