@@ -1,7 +1,7 @@
 """The ceiling (issue 21): wirewash's own functions in ONE plain Python loop, one process, no Beam.
 
     python bench/ceiling.py CORPUS.jsonl [--limit N] [--datatrove DOCS_PER_S] [--cores 1.8] [--lake LAKE]
-                            [--json OUT.json] [--keep DIR]
+                            [--json OUT.json] [--keep DIR] [--partition_by day|month|year|ingest]
 
 Every record goes through the same pure functions the Beam stages call, in the pipeline's order:
 read (`match_inputs`, `plan_ranges`, `parse_file`), extract (`extract_html` on pages, `extracted_article`;
@@ -59,8 +59,9 @@ class Clock:
             self.calls[name] += 1
 
 
-def ceiling(corpus: str, limit: int = 0, staging: str = "") -> dict:
-    """Runs the loop over `corpus` (its first `limit` records, 0: all) and returns the timings and the tables."""
+def ceiling(corpus: str, limit: int = 0, staging: str = "", partition_by: str = "") -> dict:
+    """Runs the loop over `corpus` (its first `limit` records, 0: all) and returns the timings and the tables;
+    the documents are written in the `partition_by` layout (default: the lake's default, day)."""
     setup_started = time.process_time()
     import pyarrow as pa
 
@@ -80,6 +81,7 @@ def ceiling(corpus: str, limit: int = 0, staging: str = "") -> dict:
                                                      _DistinctStories, _KeysBySource, learning_keys)
     from wirewash.transforms.types import DOCUMENTS, DUPLICATES, REJECTED, Article, Rejection
 
+    partition_by = partition_by or DEFAULT_PARTITION_BY
     config = DedupConfig()
     bands, rows_per_band = lsh_params(config.threshold, config.num_perm)
     rules = load_rules()
@@ -196,10 +198,10 @@ def ceiling(corpus: str, limit: int = 0, staging: str = "") -> dict:
     for table, elements in tables.items():
         buffers = defaultdict(list)
         for element in elements:
-            partition = (run("write: partition_of", partition_of, element, DEFAULT_PARTITION_BY, ingested)
+            partition = (run("write: partition_of", partition_of, element, partition_by, ingested)
                          if table == DOCUMENTS else "")
-            buffers[partition].append(run("write: row_of", row_of, table, element, ingested, DEFAULT_PARTITION_BY))
-        schema = file_schema(table, DEFAULT_PARTITION_BY)
+            buffers[partition].append(run("write: row_of", row_of, table, element, ingested, partition_by))
+        schema = file_schema(table, partition_by)
         for partition, rows in buffers.items():
             data = run("write: pa.Table.from_pylist", pa.Table.from_pylist, rows, schema)
             run("write: _write_staged (sort, zstd, file)", _write_staged, table, partition, staging, data)
@@ -264,13 +266,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--lake", help="a wirewash lake of the same corpus: compare the tables")
     parser.add_argument("--json", help="write every figure here")
     parser.add_argument("--keep", help="stage the Parquet files here (kept) instead of a temporary folder")
+    parser.add_argument("--partition_by", default="", help="the documents' layout (day, month, year, ingest; "
+                        "default: the lake's default)")
     args = parser.parse_args(argv)
     if not os.path.isfile(args.corpus):
         sys.stderr.write(f"ceiling: no such file: {args.corpus}\n")
         return 2
     staging = args.keep or tempfile.mkdtemp(prefix="wirewash-ceiling-")
     try:
-        result = ceiling(args.corpus, args.limit, staging)
+        result = ceiling(args.corpus, args.limit, staging, args.partition_by)
     finally:
         if not args.keep:
             shutil.rmtree(staging, ignore_errors=True)

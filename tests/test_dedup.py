@@ -629,3 +629,14 @@ def test_route_sends_each_article_to_one_table():
     assert route(a, DuplicateDecision("y", "near", 0.8)) == Duplicate("x", "y", "near", 0.8, a.source_location)
     rejected = route(a, RejectDecision("duplicate_id", "f:001"))
     assert isinstance(rejected, Rejection) and rejected.reason == "duplicate_id" and "f:001" in rejected.error
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.text(max_size=12), max_size=1500), st.sampled_from([1, 7, 1024]))
+def test_shingle_sketch_is_the_bottom_k_of_the_shingles_hashes(items, size):
+    """`shingle_sketch` (numpy's sort) packs the `size` smallest distinct xxh3-64 hashes of the shingles, as
+    the Python set and sort it replaced did (the lake's index stores these bytes)."""
+    import xxhash
+
+    hashes = sorted({xxhash.xxh3_64_intdigest(item.encode("utf-8")) for item in items})[:size]
+    assert shingle_sketch(items, size) == array.array("Q", hashes).tobytes()

@@ -520,7 +520,9 @@ def _body_letters(lines: list[str]) -> frozenset:
     marked = [w for w in words if not w.isascii() and _NON_ASCII_LETTER.search(w)]
     if len(marked) * 3 < len(words):
         return frozenset()
-    counts = Counter(ch.lower() for ch in _NON_ASCII_LETTER.findall(" ".join(marked)))
+    counts = Counter()
+    for ch, n in Counter(_NON_ASCII_LETTER.findall(" ".join(marked))).items():  # each letter lowered once
+        counts[ch.lower()] += n
     return frozenset(ch for ch, n in counts.items() if n >= 3)
 
 
