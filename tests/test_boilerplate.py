@@ -676,3 +676,22 @@ def test_a_kind_pattern_of_many_alternatives_is_still_gated():
     words = [f"{chr(97 + i)}{i:02d}x" for i in range(20)]  # no common prefix: 20 needles
     assert required_substrings(r"\b(" + "|".join(words) + r")\b") == tuple(sorted(words))
     assert required_substrings(r"\b(" + "|".join(f"{chr(97 + i % 26)}{i:02d}x" for i in range(40)) + r")\b") == ()
+
+
+# The folds before they were made faster (one regex pass over the spaces): the references they are held to.
+_SPACE_RUNS = re.compile(r"\s+")
+_FOLD_TEXT = st.text(st.one_of(st.sampled_from(list(" \t\n\r\x0b\x0c\x1c\x85\xa0\u1680\u2000\u2028\u3000\u200b"
+                                                   "•·-–—*#>|»«→★✓ﬁＡ①Σß")), st.characters()), max_size=60)
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(_FOLD_TEXT)
+def test_folds_equal_their_one_regex_pass_reference(line):
+    """`fold_line` and `raw_fold` (split and join) fold every line as the regex pass over its spaces did."""
+    import unicodedata
+
+    from wirewash.transforms.text import _EDGE_MARKS
+
+    folded = unicodedata.normalize("NFKC", line).casefold()
+    assert fold_line.__wrapped__(line) == _SPACE_RUNS.sub(" ", folded).strip(_EDGE_MARKS)
+    assert raw_fold(line) == _SPACE_RUNS.sub(" ", folded).strip()

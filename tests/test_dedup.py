@@ -1,6 +1,7 @@
 """Dedup functions: shingles, MinHash, LSH parameters and the kept-copy order."""
 from __future__ import annotations
 
+import array
 import random
 
 import pytest
@@ -589,3 +590,53 @@ def test_with_a_spill_on_disk_the_band_step_verifies_its_pairs_without_the_sketc
         remove_spill_dir(folder)
     joins = {n for n in names if any(j in n for j in ("JoinMembers", "JoinChild", "JoinParent"))}
     assert (any("VerifyBands" in n for n in names), bool(joins)) == ((True, False) if on_disk else (False, True))
+
+
+def decided_in_memory(articles: list, config: DedupConfig) -> dict:
+    """`decide_all` over the articles' keys, each decision routed (`route`): {loc: Duplicate or Rejection}."""
+    from wirewash.transforms.dedup import _Key, decide_all, route, shingle_sketch
+
+    bands, rows = lsh_params(config.threshold, config.num_perm)
+    keys, sketches = [], {}
+    for a in articles:
+        key = story_key(a.text, a.title)
+        items = shingles(key)
+        signature = minhash_signature(items, config.num_perm, config.seed)
+        packed = array.array("Q", band_hashes(signature, bands, rows) if config.near else []).tobytes()
+        keys.append(_Key(a.source_location, a.doc_id, a.published_at, content_hash(key), packed))
+        sketches[a.source_location] = shingle_sketch(items)
+    decided = decide_all(keys, config, sketches.__getitem__)
+    by_loc = {a.source_location: a for a in articles}
+    return {loc: route(by_loc[loc], decision) for loc, decision in decided.items()}
+
+
+@settings(max_examples=int(os.environ.get("WIREWASH_DEDUP_EXAMPLES", "60")), deadline=None,
+          suppress_health_check=list(HealthCheck))
+@given(articles=corpora(), threshold=st.sampled_from([0.5, 0.7]), window=st.sampled_from([30.0, 0.0]),
+       near=st.booleans())
+def test_decide_all_in_memory_equals_the_plain_reference(articles, threshold, window, near):
+    """The whole-input decision in one place (`decide_all`, what bench/ceiling.py runs) decides as the
+    reference, and so as the sharded stage."""
+    config = DedupConfig(threshold=threshold, near_window_days=window, near=near)
+    assert decided_in_memory(articles, config) == reference_decisions(articles, config)
+
+
+def test_route_sends_each_article_to_one_table():
+    from wirewash.transforms.dedup import DuplicateDecision, RejectDecision, route
+
+    a = doc("x", "some words of a story", "2024-01-01T00:00:00+00:00")
+    assert route(a, None) is a
+    assert route(a, DuplicateDecision("y", "near", 0.8)) == Duplicate("x", "y", "near", 0.8, a.source_location)
+    rejected = route(a, RejectDecision("duplicate_id", "f:001"))
+    assert isinstance(rejected, Rejection) and rejected.reason == "duplicate_id" and "f:001" in rejected.error
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.text(max_size=12), max_size=1500), st.sampled_from([1, 7, 1024]))
+def test_shingle_sketch_is_the_bottom_k_of_the_shingles_hashes(items, size):
+    """`shingle_sketch` (numpy's sort) packs the `size` smallest distinct xxh3-64 hashes of the shingles, as
+    the Python set and sort it replaced did (the lake's index stores these bytes)."""
+    import xxhash
+
+    hashes = sorted({xxhash.xxh3_64_intdigest(item.encode("utf-8")) for item in items})[:size]
+    assert shingle_sketch(items, size) == array.array("Q", hashes).tobytes()

@@ -497,7 +497,7 @@ def _input_patterns():
     from wirewash.pipeline import records
     from wirewash.transforms import dedup, extract, language, normalize
 
-    return [normalize._SPACE_CHARS, normalize._SPACES_AT_BREAKS, normalize._BLANK_RUNS, normalize._INVISIBLE,
+    return [normalize._SPACE_CHARS, normalize._BLANK_RUNS, normalize._INVISIBLE,
             normalize.HTML_ENTITY_RE, normalize._FTFY_TRIGGERS, extract._INTRO_CLASS, extract._NOT_INTRO_CLASS,
             extract._LANG_ATTR, extract._HTML_TAG, extract._SCRIPT_TAG, extract._SCRIPT_END, language._WORD,
             records._SURROGATE_ESCAPE, dedup._UNSPACED]

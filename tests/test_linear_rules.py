@@ -33,7 +33,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list
 MODULE_LINEAR = [textfold.KEEP_AT_EDGE, boilerplate._AUTHOR_PAIR]
 # Patterns left on Python's `re`: one class repeated, or a fixed sequence; no nested repeat, no backtracking
 # that grows with the line.
-MODULE_RE = [textfold._SPACES, textfold.SENTENCE_END, textfold._WORD, boilerplate._INNER_END,
+MODULE_RE = [textfold.SENTENCE_END, textfold._WORD, boilerplate._INNER_END,
              boilerplate._NON_ASCII_LETTER, boilerplate._UNSPACED, repeated_lines._NUMBER]
 
 

@@ -136,6 +136,30 @@ def test_spaces_tidied_in_one_pass_as_line_by_line(text):
     assert tidy_spaces(text) == "\n".join(_SPACE_CHARS.sub(" ", line).strip() for line in text.split("\n"))
 
 
+@FAST
+@given(st.lists(st.one_of(st.text(max_size=6), st.sampled_from(WHITESPACE + ["\u200b", "\u00ad", "\ufeff", "&amp;",
+                                                                     "\n\n\n", "e\u0301"])), max_size=30).map("".join))
+@example("a\u00ad\u200b b\n\n\n\n c \r\n")
+def test_one_normalizing_pass_equals_its_regex_reference(text):
+    """One pass of `normalize_text` (invisible characters and blank runs replaced only where present, spaces
+    tidied line by line) gives what the regex passes over the whole text gave."""
+    import re
+    import unicodedata
+
+    import ftfy
+
+    from wirewash.transforms.normalize import _BLANK_RUNS, _INVISIBLE, _SPACE_CHARS, _normalize_once
+
+    expected = text
+    if not expected.isascii() or "&" in expected:
+        if ftfy_may_change(expected):
+            expected = ftfy.fix_text(expected, FTFY_CONFIG)
+        expected = unicodedata.normalize("NFC", _INVISIBLE.sub("", expected))
+    expected = expected.replace("\r\n", "\n").replace("\r", "\n")
+    expected = re.sub(r" ?\n ?", "\n", _SPACE_CHARS.sub(" ", expected)).strip(" ")
+    assert _normalize_once(text) == _BLANK_RUNS.sub("\n\n", expected).strip("\n")
+
+
 RULES = load_rules()
 
 

@@ -41,7 +41,7 @@ from wirewash.transforms.text import KEEP_AT_EDGE, SENTENCE_END, fold_line, fold
 from wirewash.transforms.types import FORMAT_HTML, REJECTED, Article, Rejection, excerpt
 
 __all__ = ["StripBoilerplate", "RuleSet", "load_rules", "strip_boilerplate", "fold_line", "is_fragment",
-           "EDGE_RULE", "match_line", "plain_match_line"]
+           "EDGE_RULE", "match_line", "plain_match_line", "clean_article"]
 
 NAMESPACE = "boilerplate"
 STAGE = "boilerplate"
@@ -520,7 +520,9 @@ def _body_letters(lines: list[str]) -> frozenset:
     marked = [w for w in words if not w.isascii() and _NON_ASCII_LETTER.search(w)]
     if len(marked) * 3 < len(words):
         return frozenset()
-    counts = Counter(ch.lower() for ch in _NON_ASCII_LETTER.findall(" ".join(marked)))
+    counts = Counter()
+    for ch, n in Counter(_NON_ASCII_LETTER.findall(" ".join(marked))).items():  # each letter lowered once
+        counts[ch.lower()] += n
     return frozenset(ch for ch, n in counts.items() if n >= 3)
 
 
@@ -658,6 +660,22 @@ def top_lines_by_rule(ranked: list) -> dict:
     return {rule: {line: n for n, line in sorted(top, key=lambda t: (-t[0], t[1]))} for rule, top in sorted(ranked)}
 
 
+def clean_article(article: Article, rules: RuleSet, learned: dict, edges: bool = True,
+                  counter_inc_fn: Callable[[str], None] = lambda name: None,
+                  on_removed: Optional[Callable[[str, str], None]] = None) -> "Article | Rejection":
+    """The article with its boilerplate lines removed (`strip_boilerplate` with the lines `learned` for its
+    site and across sites, the edge pass where `edges` and `edge_pass_applies`), or its `empty_after_cleaning`
+    Rejection when no letter or digit is left."""
+    text, removed = strip_boilerplate(article.text, rules, counter_inc_fn, title=article.title,
+                                      learned=learned.get(site_key(article), frozenset()),
+                                      edges=edges and edge_pass_applies(article), on_removed=on_removed,
+                                      shared=learned.get(SHARED, frozenset()), labels=learned.get(LABELS, frozenset()))
+    if not any(ch.isalnum() for ch in text):
+        return Rejection(article.doc_id, article.source_location, STAGE, REASON_EMPTY, excerpt(article.text))
+    return article._replace(text=text, boilerplate_lines_removed=article.boilerplate_lines_removed + len(removed),
+                            removed_by_rule=article.removed_by_rule + tuple(removed))
+
+
 class _StripBoilerplateFn(beam.DoFn):
     """Parked article (`spill`) -> stripped article, or a rejection when nothing is left."""
 
@@ -674,28 +692,20 @@ class _StripBoilerplateFn(beam.DoFn):
     @isolated(STAGE, REJECTED)
     def process(self, article: Article, learned: Optional[dict] = None):
         Metrics.counter(NAMESPACE, "seen").inc()
-        learned = learned or {}
-        site_lines = learned.get(site_key(article), frozenset())
         samples: list = []
-        text, removed = strip_boilerplate(article.text, self.rules,
-                                          lambda name: Metrics.counter(NAMESPACE, name).inc(),
-                                          title=article.title, learned=site_lines,
-                                          edges=self.edges and edge_pass_applies(article),
-                                          on_removed=lambda rule, line: samples.append((rule, removed_line_form(line))),
-                                          shared=learned.get(SHARED, frozenset()),
-                                          labels=learned.get(LABELS, frozenset()))
+        result = clean_article(article, self.rules, learned or {}, self.edges,
+                               lambda name: Metrics.counter(NAMESPACE, name).inc(),
+                               lambda rule, line: samples.append((rule, removed_line_form(line))))
         for sample in samples:
             yield beam.pvalue.TaggedOutput(REMOVED_LINES, sample)
-        if not any(ch.isalnum() for ch in text):
+        if isinstance(result, Rejection):
             Metrics.counter(NAMESPACE, f"dropped_{REASON_EMPTY}").inc()
-            yield beam.pvalue.TaggedOutput(REJECTED, Rejection(
-                article.doc_id, article.source_location, STAGE, REASON_EMPTY, excerpt(article.text)))
+            yield beam.pvalue.TaggedOutput(REJECTED, result)
             return
         Metrics.counter(NAMESPACE, "kept").inc()
-        if removed:
+        if result.boilerplate_lines_removed != article.boilerplate_lines_removed:
             Metrics.counter(NAMESPACE, "cleaned_documents").inc()
-        yield article._replace(text=text, boilerplate_lines_removed=article.boilerplate_lines_removed + len(removed),
-                               removed_by_rule=article.removed_by_rule + tuple(removed))
+        yield result
 
 
 class _StripParkedFn(_StripBoilerplateFn):

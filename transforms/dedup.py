@@ -59,7 +59,8 @@ from wirewash.transforms.normalize import content_hash, dedup_key
 from wirewash.transforms.types import DOCUMENTS, DUPLICATES, REJECTED, Article, Duplicate, Rejection
 
 __all__ = ["DeduplicateArticles", "DedupConfig", "shingles", "minhash_signature", "estimate_jaccard",
-           "lsh_params", "band_keys", "sort_key", "shingle_sketch", "sketch_jaccard", "story_key", "days_apart"]
+           "lsh_params", "band_keys", "sort_key", "shingle_sketch", "sketch_jaccard", "story_key", "days_apart",
+           "route", "decide_all"]
 
 NAMESPACE = "dedup"
 STAGE = "dedup"
@@ -151,9 +152,13 @@ def story_key(text: str, title: Optional[str]) -> str:
 
 
 def shingle_sketch(items: list[str], size: int = SKETCH_SIZE) -> bytes:
-    """Bottom-k sketch: the `size` smallest distinct 64-bit hashes of the shingles, sorted, packed."""
-    hashes = sorted({xxhash.xxh3_64_intdigest(item.encode("utf-8")) for item in items})[:size]
-    return array.array("Q", hashes).tobytes()
+    """Bottom-k sketch: the `size` smallest distinct 64-bit hashes (xxh3-64 of the UTF-8) of the shingles,
+    sorted, packed as unsigned 64-bit integers in native byte order."""
+    import numpy as np
+
+    # numpy's sort of the uint64 hashes, not a Python set and sort of ints: the same bytes, ~3x faster
+    hashes = np.fromiter(map(xxhash.xxh3_64_intdigest, map(str.encode, items)), dtype=np.uint64, count=len(items))
+    return np.unique(hashes)[:size].tobytes()
 
 
 def sketch_jaccard(a: bytes, b: bytes, size: int = SKETCH_SIZE) -> float:
@@ -359,6 +364,60 @@ def bucket_candidates(members: list[tuple]) -> list[tuple]:
             pairs.append((members[i][1], (members[j][0], members[j][1])))
     return pairs
 
+
+
+def route(article: Article, decision) -> "Article | Duplicate | Rejection":
+    """Where an article ends once dedup decided: the article itself (no decision: kept), its `Duplicate`
+    (a `DuplicateDecision`) or its `Rejection` (a `RejectDecision`)."""
+    if decision is None:
+        return article
+    if isinstance(decision, RejectDecision):
+        return Rejection(article.doc_id, article.source_location, STAGE, decision.reason,
+                         error=f"doc_id already used by the record at {decision.kept_loc}")
+    return Duplicate(article.doc_id, decision.duplicate_of, decision.kind, decision.similarity,
+                     article.source_location)
+
+
+def decide_all(keys: list, config: DedupConfig, sketch_of) -> dict:
+    """Every decision of `DeduplicateArticles` taken in one place, for inputs that fit in memory: `keys` are
+    each article's `_Key` (band hashes packed, `prints` empty), `sketch_of(loc)` its bottom-k sketch ->
+    {loc: RejectDecision or DuplicateDecision} for every article not kept. The same pure steps as the sharded
+    stage (`same_id_losers`, `exact_losers`, `bucket_pairs`, `_similar_enough`, the earliest verified parent,
+    `finish_links`), without the shards."""
+    import numpy as np
+
+    orders = [key.order for key in keys]
+    decided: dict = {}
+    for loser, kept in same_id_losers(orders):
+        decided[orders[loser][2]] = RejectDecision(REASON_DUPLICATE_ID, orders[kept][2])
+    rest = [i for i, order in enumerate(orders) if order[2] not in decided]
+    contents = np.array([divmod(int(keys[i].content_hash, 16), 1 << 64) for i in rest], dtype=np.uint64)
+    exact = exact_losers(contents.reshape(-1, 2), [orders[i] for i in rest])
+    losers = {rest[loser]: orders[rest[kept]] for loser, kept in exact}
+    firsts = [i for i in rest if i not in losers]
+    parents: dict = {}
+    if config.near and firsts:
+        bands, _ = lsh_params(config.threshold, config.num_perm)
+        hashes = np.frombuffer(b"".join(keys[i].bands for i in firsts), dtype=np.uint64)
+        rows = np.column_stack([np.tile(np.arange(bands, dtype=np.uint64), len(firsts)), hashes])
+        pairs, _ = bucket_pairs(rows, [orders[i] for i in np.repeat(firsts, bands).tolist()])
+        order_of = {order[2]: order for order in orders}
+        for child_loc, (parent_order, parent_loc) in sorted(pairs):
+            child = order_of[child_loc]
+            similarity = _similar_enough((parent_loc, parent_order[0]), (child_loc, child[0]), config.threshold,
+                                         config.near_window_days, sketch_of)
+            if similarity is not None:
+                found = (parent_order, parent_loc, similarity)
+                parents[child_loc] = min(parents.get(child_loc, found), found)
+    links = {child: Link(parent_order, similarity) for child, (parent_order, _, similarity) in parents.items()}
+    final = finish_links([(loc, link, links.get(link.to[2])) for loc, link in links.items()])
+    for loc, link in final.items():
+        decided[loc] = DuplicateDecision(link.to[1], KIND_NEAR, link.similarity)
+    for loser, kept_order in losers.items():
+        link = final.get(kept_order[2])
+        decided[orders[loser][2]] = (DuplicateDecision(kept_order[1], KIND_EXACT, 1.0) if link is None
+                                     else DuplicateDecision(link.to[1], KIND_NEAR, link.similarity))
+    return decided
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -750,20 +809,15 @@ class _RouteFn(beam.DoFn):
         decision = decisions[0] if decisions else None
         for parked, prints in grouped["article"]:
             article = self.spill.fetch_article(parked)
+            routed = route(article, decision)
             if decision is None:
                 Metrics.counter(NAMESPACE, "kept").inc()
                 yield article
                 signature, sketch = split_prints(self.spill.fetch_bytes(prints) if prints else b"", self.num_perm)
                 yield beam.pvalue.TaggedOutput(INDEX, (article.doc_id, article.content_hash, article.published_at,
                                                        signature, sketch))
-            elif isinstance(decision, RejectDecision):
-                yield beam.pvalue.TaggedOutput(REJECTED, Rejection(
-                    article.doc_id, article.source_location, STAGE, decision.reason,
-                    error=f"doc_id already used by the record at {decision.kept_loc}"))
             else:
-                yield beam.pvalue.TaggedOutput(DUPLICATES, Duplicate(
-                    article.doc_id, decision.duplicate_of, decision.kind, decision.similarity,
-                    article.source_location))
+                yield beam.pvalue.TaggedOutput(REJECTED if isinstance(routed, Rejection) else DUPLICATES, routed)
 
 
 class DeduplicateArticles(beam.PTransform):

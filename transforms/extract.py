@@ -16,7 +16,7 @@ import json
 import re
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Union
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -28,7 +28,7 @@ from wirewash.transforms.records import parse_published, source_from_url
 from wirewash.transforms.text import fold_words
 from wirewash.transforms.types import FORMAT_HTML, REJECTED, Article, Rejection, excerpt
 
-__all__ = ["ExtractText", "extract_html", "choose_text", "refine_text", "html_lang_hint"]
+__all__ = ["ExtractText", "extract_html", "extracted_article", "choose_text", "refine_text", "html_lang_hint"]
 
 NAMESPACE = "extract"
 STAGE = "extract"
@@ -443,6 +443,15 @@ def apply_extraction(article: Article, extracted: Extracted, parse_date=parse_pu
     )
 
 
+def extracted_article(article: Article, extracted: Extracted) -> Union[Article, Rejection]:
+    """A page's article once `extract_html` ran: `apply_extraction`, its `source` from the URL where it has
+    none; or its `no_text_extracted` Rejection when nothing article-like was found."""
+    if not extracted.text.strip():
+        return Rejection(article.doc_id, article.source_location, STAGE, REASON_NO_TEXT, excerpt(article.html))
+    updated = apply_extraction(article, extracted, parse_published)
+    return updated._replace(source=updated.source or source_from_url(updated.url))
+
+
 def _extract_in_worker(extract, html: str, url: Optional[str]) -> Extracted:
     """What the page guard's worker (a thread or a subprocess) runs for one page."""
     return (extract or extract_html)(html, url)
@@ -520,15 +529,14 @@ class _ExtractFn(beam.DoFn):
         except Exception as err:  # noqa: BLE001 - whatever one page does is that page's rejection
             yield beam.pvalue.TaggedOutput(REJECTED, _page_error(article, err))
             return
-        if not extracted.text.strip():
+        result = extracted_article(article, extracted)
+        if isinstance(result, Rejection):
             Metrics.counter(NAMESPACE, f"dropped_{REASON_NO_TEXT}").inc()
-            yield beam.pvalue.TaggedOutput(REJECTED, Rejection(
-                article.doc_id, article.source_location, STAGE, REASON_NO_TEXT, excerpt(article.html)))
+            yield beam.pvalue.TaggedOutput(REJECTED, result)
             return
         Metrics.counter(NAMESPACE, "kept").inc()
         Metrics.counter(NAMESPACE, f"text_from_{extracted.fallback}").inc()
-        updated = apply_extraction(article, extracted, parse_published)
-        yield updated._replace(source=updated.source or source_from_url(updated.url))
+        yield result
 
 
 def _is_page(article: Article) -> bool:

@@ -33,7 +33,7 @@ from langdetect.lang_detect_exception import LangDetectException
 from wirewash.transforms.guard import isolated
 from wirewash.transforms.types import REJECTED, UNDETERMINED_LANGUAGE, Article
 
-__all__ = ["DetectLanguage", "detect_language", "load_langdetect", "cld2_detect", "LanguageGuess"]
+__all__ = ["DetectLanguage", "detect_language", "tag_language", "load_langdetect", "cld2_detect", "LanguageGuess"]
 
 NAMESPACE = "language"
 STAGE = "language"
@@ -283,18 +283,24 @@ def detect_languages(text: str, detect_langs: Callable[[str], list], hint: Optio
     return code, confidence, secondary_languages(cld2, code)
 
 
+def tag_language(article: Article, detect_langs: Callable[[str], list]) -> Article:
+    """The article with `lang`, `lang_prob` and `other_langs` set (`detect_languages`, its page's hint)."""
+    lang, prob, others = detect_languages(article.text, detect_langs, article.lang_hint)
+    return article._replace(lang=lang, lang_prob=prob, other_langs=others)
+
+
 class _DetectLanguageFn(beam.DoFn):
     def setup(self):
         self.detect_langs = load_langdetect()
 
     @isolated(STAGE, REJECTED)
     def process(self, article: Article):
-        lang, prob, others = detect_languages(article.text, self.detect_langs, article.lang_hint)
+        tagged = tag_language(article, self.detect_langs)
         Metrics.counter(NAMESPACE, "seen").inc()
-        Metrics.counter(NAMESPACE, f"lang_{lang}").inc()
-        if others:
+        Metrics.counter(NAMESPACE, f"lang_{tagged.lang}").inc()
+        if tagged.other_langs:
             Metrics.counter(NAMESPACE, "mixed").inc()
-        yield article._replace(lang=lang, lang_prob=prob, other_langs=others)
+        yield tagged
 
 
 class DetectLanguage(beam.PTransform):

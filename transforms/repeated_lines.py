@@ -160,6 +160,9 @@ def shared_line_key(line: str, folded: str) -> Optional[int]:
 def line_label(folded: str) -> Optional[str]:
     """The label of a folded "Label: text" line: the 1-3 words (letters, digits, `.'-`, 32 characters at most)
     before its first colon (":" or "："), when text follows and the line does not end like a sentence."""
+    head = folded[:LABEL_MAX_CHARS + 2]
+    if not any(colon in head for colon in _COLONS):  # most lines: no colon where a label's would be
+        return None
     cut = min((i for i in (folded.find(colon, 0, LABEL_MAX_CHARS + 2) for colon in _COLONS) if i > 0), default=-1)
     if cut < 0:
         return None

@@ -21,7 +21,6 @@ __all__ = ["fold_words", "fold_line", "raw_fold", "SENTENCE_END", "KEEP_AT_EDGE"
 _WORD = re.compile(r"\w+")
 # Bullets, dashes, arrows and similar marks that sites put before UI lines.
 _EDGE_MARKS = "•·◦▪▫■□●○►▶▸»«›‹>|-–—*#~→⇒✓✔☆★ \t"
-_SPACES = re.compile(r"\s+")
 SENTENCE_END = re.compile(r"[.!?…。！？।॥۔؟։።][\"'”’»)\]」』]*$")
 # Lines that belong to the article although they look like fragments: author and source credits, contact
 # details, a line introducing a list. The edge pass never removes them, nor are they learned as shared lines
@@ -42,11 +41,11 @@ def fold_words(text: Optional[str]) -> str:
 def fold_line(line: str) -> str:
     """The comparison form of a line: NFKC, casefolded, edge bullets and marks stripped, spaces collapsed.
     Cached: the passes ask for the same line several times, and furniture lines recur across articles."""
-    folded = unicodedata.normalize("NFKC", line).casefold()
-    folded = _SPACES.sub(" ", folded).strip(_EDGE_MARKS)
-    return folded
+    # " ".join(split()) is `re.sub(r"\s+", " ", ...)` without its space at either end, which the strip takes
+    # anyway (a space is an edge mark): the same fold, 2-3x faster on a paragraph
+    return " ".join(unicodedata.normalize("NFKC", line).casefold().split()).strip(_EDGE_MARKS)
 
 
 def raw_fold(line: str) -> str:
     """`fold_line` keeping the line's leading marks (for rules that read them, `on = "raw"`)."""
-    return _SPACES.sub(" ", unicodedata.normalize("NFKC", line).casefold()).strip()
+    return " ".join(unicodedata.normalize("NFKC", line).casefold().split())
