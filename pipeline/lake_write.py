@@ -62,12 +62,13 @@ MAX_BYTES_PER_FILE = 128 << 20
 MAX_BUFFERED_BYTES = 64 << 20  # all partitions of one writer together (memory stays flat in the corpus size)
 
 
-def _ensure_dir(path: str) -> None:
-    """mkdirs that tolerates a concurrent worker creating the same folder first (multi-process runs)."""
+def _ensure_dir(path: str, fs=FileSystems) -> None:
+    """mkdirs that tolerates a concurrent worker creating the same folder first (multi-process runs), or an
+    existing one: one call for a new folder, not an `exists` before each."""
     try:
-        FileSystems.mkdirs(path)
+        fs.mkdirs(path)
     except IOError:
-        if not FileSystems.exists(path):
+        if not fs.exists(path):
             raise
 
 
@@ -226,18 +227,18 @@ def commit(staged: list, output: str, staging: str, facts: dict, records_read: i
     sources, targets = [], []
     files = {t: list((previous or {}).get("files", {}).get(t, [])) for t in TABLES}
     files[INDEX] = list((previous or {}).get("index", {}).get("files", []))
+    fs = FileSystems.get_filesystem(output)  # once: `FileSystems` looks the scheme up again on every call
     for item in staged:
         folder = posixpath.join(item.table, item.partition) if item.partition else item.table
         name = posixpath.basename(item.path).removesuffix(STAGED_SUFFIX).rpartition("__")[2]
         sources.append(item.path)
-        targets.append(FileSystems.join(output, folder, name))
+        targets.append(fs.join(output, folder, name))
         files[item.table].append(posixpath.join(folder, name))
         written[item.table] += item.rows
-    for target_dir in sorted({posixpath.dirname(t) for t in targets} | {FileSystems.join(output, t) for t in TABLES}):
-        if not FileSystems.exists(target_dir):  # the three tables always exist, empty or not
-            FileSystems.mkdirs(target_dir)
+    for target_dir in sorted({posixpath.dirname(t) for t in targets} | {fs.join(output, t) for t in TABLES}):
+        _ensure_dir(target_dir, fs)  # the three tables always exist, empty or not
     for start in range(0, len(sources), RENAME_BATCH):  # one call per batch: object stores rename in batches
-        FileSystems.rename(sources[start:start + RENAME_BATCH], targets[start:start + RENAME_BATCH])
+        fs.rename(sources[start:start + RENAME_BATCH], targets[start:start + RENAME_BATCH])
     summary = summarize(records_read, facts[DOCUMENTS], facts[DUPLICATES], facts[REJECTED])
     if removed_lines:
         summary["boilerplate_removed_lines"] = removed_lines
