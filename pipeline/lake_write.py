@@ -123,11 +123,28 @@ class _WriteStagedFn(beam.DoFn):
         return staged
 
 
-class _MergeFactsFn(_SummaryFn):
-    """The tables' fact counts ({table: Counter}, one `_SummaryFn` output per table) -> their sum."""
+def merged_facts(*per_table) -> dict:
+    """The tables' fact counts, from one side input per table holding at most one {table: Counter} (none
+    for a table without rows) -> {table: Counter} over all, the tables without rows empty."""
+    return _SummaryFn().merge_accumulators([counts for side in per_table for counts in side])
 
-    def add_input(self, acc, counts):
-        return self.merge_accumulators([acc, counts])
+
+class _AddUpFn(beam.CombineFn):
+    """(name, count) pairs -> {name: total}: the violation counts in one combine (a per-key sum and then a
+    dict were two, each a stage of the local runner and a round trip to every worker)."""
+
+    def create_accumulator(self):
+        return Counter()
+
+    def add_input(self, acc, pair):
+        acc[pair[0]] += pair[1]
+        return acc
+
+    def merge_accumulators(self, accs):
+        return sum(accs, Counter())
+
+    def extract_output(self, acc):
+        return dict(acc)
 
 
 def held_bytes(row) -> int:
@@ -322,7 +339,6 @@ class WriteLake(beam.PTransform):
                 rows = inputs[DOCUMENTS] | "IndexRows" >> beam.Map(index_row, self.dedup)
             staged.append(rows
                           | "StageIndex" >> beam.ParDo(_WriteStagedFn(INDEX, self.staging, self.ingested_at)))
-        summary_facts = facts | "AllFacts" >> beam.Flatten() | "Summarize" >> beam.CombineGlobally(_MergeFactsFn())
         # Invariants on ids: only the keys are shuffled, never the texts.
         ids = {"docs": inputs[DOCUMENTS] | "DocIds" >> beam.Map(lambda a: (a.doc_id, 1)),
                "dups": inputs[DUPLICATES] | "DuplicateOf" >> beam.Map(lambda d: (d.duplicate_of, 1))}
@@ -333,8 +349,7 @@ class WriteLake(beam.PTransform):
             ids
             | "JoinIds" >> beam.CoGroupByKey()
             | "Violations" >> beam.FlatMap(_violation_facts)
-            | "CountViolations" >> beam.CombinePerKey(sum)
-            | "ViolationDict" >> beam.combiners.ToDict())
+            | "CountViolations" >> beam.CombineGlobally(_AddUpFn()).without_defaults())
         output, staging, overwrite = self.output, self.staging, self.overwrite
         options = {"partition_by": self.partition_by, "append": self.append, "run": self.run, "dedup": self.dedup}
         removed_lines = inputs.get("removed_lines")
@@ -351,13 +366,15 @@ class WriteLake(beam.PTransform):
             | "GroupByPartition" >> beam.GroupByKey()
             | "MergeSmallFiles" >> beam.ParDo(_MergeStagedFn(staging))
             | "ListStaged" >> beam.combiners.ToList()
+            # The side inputs come as the combines left them, without default values (a default costs
+            # the local runner one more stage each): the tables' facts one list each, no violation no dict.
             | "Commit" >> beam.Map(
-                lambda files, facts, read, bad, lines, tallied: commit(files, output, staging, facts, read,
-                                                                       overwrite, bad, lines, tallied,
-                                                                       **_with_end(options)),
-                beam.pvalue.AsSingleton(summary_facts), beam.pvalue.AsSingleton(inputs["records_read"]),
-                beam.pvalue.AsSingleton(violations), beam.pvalue.AsSingleton(removed_lines, default_value={}),
-                beam.pvalue.AsList(unread))
+                lambda files, read, bad, lines, tallied, *facts: commit(files, output, staging, merged_facts(*facts),
+                                                                        read, overwrite, bad, lines, tallied,
+                                                                        **_with_end(options)),
+                beam.pvalue.AsSingleton(inputs["records_read"]), beam.pvalue.AsSingleton(violations, default_value={}),
+                beam.pvalue.AsSingleton(removed_lines, default_value={}), beam.pvalue.AsList(unread),
+                *[beam.pvalue.AsList(table_facts) for table_facts in facts])
         )
 
 
