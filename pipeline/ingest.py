@@ -30,8 +30,11 @@ STREAM_NAMESPACE = "stream"  # the metrics of a stream's source and windowed wri
 
 
 def _count_records(articles, rejected):
-    return ((articles | "CountArticles" >> beam.combiners.Count.Globally(),
-             rejected | "CountReadRejections" >> beam.combiners.Count.Globally())
+    """The records read: one int (0 for no input). The two counts have no default value: each would cost the
+    local runner one more stage, and the sum's own default gives 0 when both are empty."""
+    count = beam.combiners.CountCombineFn
+    return ((articles | "CountArticles" >> beam.CombineGlobally(count()).without_defaults(),
+             rejected | "CountReadRejections" >> beam.CombineGlobally(count()).without_defaults())
             | "BothCounts" >> beam.Flatten() | "RecordsRead" >> beam.CombineGlobally(sum))
 
 

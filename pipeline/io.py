@@ -37,7 +37,8 @@ __all__ = ["ReadArticles", "parse_file", "plan_ranges", "rangeable_head"]
 
 NAMESPACE = "read"
 DEFAULT_MAX_RECORD_BYTES = 1_800_000  # real pages reach ~1.5 MB; a 2 MB "article" is not one
-SPLIT_BYTES = 4 << 20  # uncompressed JSONL files larger than this are read as line-aligned ranges, in parallel
+SPLIT_BYTES = 4 << 20  # uncompressed JSONL files are read as line-aligned ranges of at most about this size
+SPLIT_LINES = 128  # ... and at most this many lines: many ranges alike in records, dealt evenly over the workers
 # Bounded decompression (gzip bombs): a hard cap per file, and a ratio check once a file has inflated past
 # RATIO_CHECK_AFTER bytes. Real news JSONL compresses 3-10x; 100x is only reached by padding or an attack.
 DEFAULT_MAX_DECOMPRESSED_BYTES = 16 << 30
@@ -178,24 +179,32 @@ def parse_file(input_file: InputFile, max_record_bytes: int = DEFAULT_MAX_RECORD
     report()
 
 
-def plan_ranges(input_file: InputFile, split_bytes: int = SPLIT_BYTES, opener=None) -> list[ByteRange]:
-    """Cuts a plain (uncompressed, not UTF-16) JSONL file larger than `split_bytes` into line-aligned ranges
-    of about that size, so that several workers read one big file in parallel and no record has to cross a
-    shuffle (the local runner would hold every record, HTML included, in memory there). One pass counts the
-    lines before each cut, so locations keep their true line numbers. Any other file is one whole range, as
-    is a file holding only blank lines (reading it whole reports `empty_file`) and one that cannot be read
-    or vanished (reading it reports the error)."""
+def plan_ranges(input_file: InputFile, split_bytes: int = SPLIT_BYTES, opener=None,
+                split_lines: int = SPLIT_LINES) -> list[ByteRange]:
+    """Cuts a plain (uncompressed, not UTF-16) JSONL file into line-aligned ranges, so that several workers
+    read one big file in parallel and no record has to cross a shuffle (the local runner would hold every
+    record, HTML included, in memory there). A range ends at the line end that gives it `split_lines` lines
+    (once it holds at least `split_bytes // 64` bytes, so blank or tiny lines cannot multiply the ranges),
+    or at the first line end at or past `split_bytes` bytes, whichever comes first: ranges hold about the
+    same number of records, so the runner's even deal of ranges gives each worker about the same work
+    whatever the records' sizes. One pass finds the line ends, so locations keep their true line numbers.
+    A file of at most `split_bytes // 64` bytes, any other file, a file holding only blank lines (reading
+    it whole reports `empty_file`) and one that cannot be read or vanished (reading it reports the error)
+    are one whole range."""
     path, fmt = input_file[0], input_file[2]
     whole = [ByteRange(tuple(input_file))]
     if fmt != FORMAT_JSONL or path.lower().endswith(".gz"):
         return whole
+    min_bytes = max(1, split_bytes // 64)
     try:
         if "://" not in path:
             _check_local_file(path)  # never open a FIFO: it would block the planner
         sizes = FileSystems.match([path])[0].metadata_list
-        if not sizes or (sizes[0].size_in_bytes or 0) <= split_bytes:
+        if not sizes or (sizes[0].size_in_bytes or 0) <= min_bytes:
             return whole
-        ranges, start, first_line, lines, offset, content = [], 0, 1, 0, 0, False
+        import numpy as np
+
+        ranges, start, first_line, held, offset, content = [], 0, 1, 0, 0, False
         with (opener(path) if opener else _open(path, by_content=False)) as stream:
             while True:
                 block = stream.read(1 << 20)
@@ -204,16 +213,19 @@ def plan_ranges(input_file: InputFile, split_bytes: int = SPLIT_BYTES, opener=No
                 if offset == 0 and not rangeable_head(block):
                     return whole  # transcoded or inflated when read whole
                 content = content or bool(block.strip())
-                while True:  # cut at the first line end at or after start + split_bytes, maybe in this block
-                    cut_at = max(0, start + split_bytes - offset)
-                    newline = block.find(b"\n", cut_at) if cut_at < len(block) else -1
-                    if newline < 0:
+                ends = offset + 1 + np.flatnonzero(np.frombuffer(block, np.uint8) == ord("\n"))  # line ends
+                i = 0  # ends[i:] are not in a closed range yet; the open range already holds `held` lines
+                while i < len(ends):
+                    by_lines = max(i + split_lines - held - 1, int(np.searchsorted(ends, start + min_bytes)))
+                    by_bytes = int(np.searchsorted(ends, start + split_bytes + 1))
+                    cut = min(by_lines, by_bytes)
+                    if cut >= len(ends):
+                        held += len(ends) - i
                         break
-                    end = offset + newline + 1
+                    end = int(ends[cut])
                     ranges.append(ByteRange(tuple(input_file), start, end, first_line))
-                    first_line = 1 + lines + block.count(b"\n", 0, newline + 1)
-                    start = end
-                lines += block.count(b"\n")
+                    first_line += held + cut - i + 1
+                    start, held, i = end, 0, cut + 1
                 offset += len(block)
         if start < offset:
             ranges.append(ByteRange(tuple(input_file), start, offset, first_line))
@@ -364,7 +376,7 @@ class ReadArticles(beam.PTransform):
     """PBegin -> {`articles`: Article, `rejected`: Rejection, `tallies`: one `tally_fact` per file or range}
     for a fixed list of matched input files.
 
-    Big plain JSONL files are cut into line-aligned byte ranges (`plan_ranges`); only the small range
+    Plain JSONL files are cut into line-aligned byte ranges (`plan_ranges`); only the small range
     descriptions are reshuffled over the workers, which then read, parse and run the per-record stages after
     it in the same fused step, in parallel even for a single large file. Records themselves never cross a
     shuffle here: on the local runner that would hold the whole corpus, HTML included, in memory.

@@ -62,12 +62,13 @@ MAX_BYTES_PER_FILE = 128 << 20
 MAX_BUFFERED_BYTES = 64 << 20  # all partitions of one writer together (memory stays flat in the corpus size)
 
 
-def _ensure_dir(path: str) -> None:
-    """mkdirs that tolerates a concurrent worker creating the same folder first (multi-process runs)."""
+def _ensure_dir(path: str, fs=FileSystems) -> None:
+    """mkdirs that tolerates a concurrent worker creating the same folder first (multi-process runs), or an
+    existing one: one call for a new folder, not an `exists` before each."""
     try:
-        FileSystems.mkdirs(path)
+        fs.mkdirs(path)
     except IOError:
-        if not FileSystems.exists(path):
+        if not fs.exists(path):
             raise
 
 
@@ -122,11 +123,28 @@ class _WriteStagedFn(beam.DoFn):
         return staged
 
 
-class _MergeFactsFn(_SummaryFn):
-    """The tables' fact counts ({table: Counter}, one `_SummaryFn` output per table) -> their sum."""
+def merged_facts(*per_table) -> dict:
+    """The tables' fact counts, from one side input per table holding at most one {table: Counter} (none
+    for a table without rows) -> {table: Counter} over all, the tables without rows empty."""
+    return _SummaryFn().merge_accumulators([counts for side in per_table for counts in side])
 
-    def add_input(self, acc, counts):
-        return self.merge_accumulators([acc, counts])
+
+class _AddUpFn(beam.CombineFn):
+    """(name, count) pairs -> {name: total}: the violation counts in one combine (a per-key sum and then a
+    dict were two, each a stage of the local runner and a round trip to every worker)."""
+
+    def create_accumulator(self):
+        return Counter()
+
+    def add_input(self, acc, pair):
+        acc[pair[0]] += pair[1]
+        return acc
+
+    def merge_accumulators(self, accs):
+        return sum(accs, Counter())
+
+    def extract_output(self, acc):
+        return dict(acc)
 
 
 def held_bytes(row) -> int:
@@ -226,18 +244,18 @@ def commit(staged: list, output: str, staging: str, facts: dict, records_read: i
     sources, targets = [], []
     files = {t: list((previous or {}).get("files", {}).get(t, [])) for t in TABLES}
     files[INDEX] = list((previous or {}).get("index", {}).get("files", []))
+    fs = FileSystems.get_filesystem(output)  # once: `FileSystems` looks the scheme up again on every call
     for item in staged:
         folder = posixpath.join(item.table, item.partition) if item.partition else item.table
         name = posixpath.basename(item.path).removesuffix(STAGED_SUFFIX).rpartition("__")[2]
         sources.append(item.path)
-        targets.append(FileSystems.join(output, folder, name))
+        targets.append(fs.join(output, folder, name))
         files[item.table].append(posixpath.join(folder, name))
         written[item.table] += item.rows
-    for target_dir in sorted({posixpath.dirname(t) for t in targets} | {FileSystems.join(output, t) for t in TABLES}):
-        if not FileSystems.exists(target_dir):  # the three tables always exist, empty or not
-            FileSystems.mkdirs(target_dir)
+    for target_dir in sorted({posixpath.dirname(t) for t in targets} | {fs.join(output, t) for t in TABLES}):
+        _ensure_dir(target_dir, fs)  # the three tables always exist, empty or not
     for start in range(0, len(sources), RENAME_BATCH):  # one call per batch: object stores rename in batches
-        FileSystems.rename(sources[start:start + RENAME_BATCH], targets[start:start + RENAME_BATCH])
+        fs.rename(sources[start:start + RENAME_BATCH], targets[start:start + RENAME_BATCH])
     summary = summarize(records_read, facts[DOCUMENTS], facts[DUPLICATES], facts[REJECTED])
     if removed_lines:
         summary["boilerplate_removed_lines"] = removed_lines
@@ -321,7 +339,6 @@ class WriteLake(beam.PTransform):
                 rows = inputs[DOCUMENTS] | "IndexRows" >> beam.Map(index_row, self.dedup)
             staged.append(rows
                           | "StageIndex" >> beam.ParDo(_WriteStagedFn(INDEX, self.staging, self.ingested_at)))
-        summary_facts = facts | "AllFacts" >> beam.Flatten() | "Summarize" >> beam.CombineGlobally(_MergeFactsFn())
         # Invariants on ids: only the keys are shuffled, never the texts.
         ids = {"docs": inputs[DOCUMENTS] | "DocIds" >> beam.Map(lambda a: (a.doc_id, 1)),
                "dups": inputs[DUPLICATES] | "DuplicateOf" >> beam.Map(lambda d: (d.duplicate_of, 1))}
@@ -332,8 +349,7 @@ class WriteLake(beam.PTransform):
             ids
             | "JoinIds" >> beam.CoGroupByKey()
             | "Violations" >> beam.FlatMap(_violation_facts)
-            | "CountViolations" >> beam.CombinePerKey(sum)
-            | "ViolationDict" >> beam.combiners.ToDict())
+            | "CountViolations" >> beam.CombineGlobally(_AddUpFn()).without_defaults())
         output, staging, overwrite = self.output, self.staging, self.overwrite
         options = {"partition_by": self.partition_by, "append": self.append, "run": self.run, "dedup": self.dedup}
         removed_lines = inputs.get("removed_lines")
@@ -350,13 +366,15 @@ class WriteLake(beam.PTransform):
             | "GroupByPartition" >> beam.GroupByKey()
             | "MergeSmallFiles" >> beam.ParDo(_MergeStagedFn(staging))
             | "ListStaged" >> beam.combiners.ToList()
+            # The side inputs come as the combines left them, without default values (a default costs
+            # the local runner one more stage each): the tables' facts one list each, no violation no dict.
             | "Commit" >> beam.Map(
-                lambda files, facts, read, bad, lines, tallied: commit(files, output, staging, facts, read,
-                                                                       overwrite, bad, lines, tallied,
-                                                                       **_with_end(options)),
-                beam.pvalue.AsSingleton(summary_facts), beam.pvalue.AsSingleton(inputs["records_read"]),
-                beam.pvalue.AsSingleton(violations), beam.pvalue.AsSingleton(removed_lines, default_value={}),
-                beam.pvalue.AsList(unread))
+                lambda files, read, bad, lines, tallied, *facts: commit(files, output, staging, merged_facts(*facts),
+                                                                        read, overwrite, bad, lines, tallied,
+                                                                        **_with_end(options)),
+                beam.pvalue.AsSingleton(inputs["records_read"]), beam.pvalue.AsSingleton(violations, default_value={}),
+                beam.pvalue.AsSingleton(removed_lines, default_value={}), beam.pvalue.AsList(unread),
+                *[beam.pvalue.AsList(table_facts) for table_facts in facts])
         )
 
 

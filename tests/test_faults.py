@@ -346,6 +346,38 @@ def test_write_lake_reports_every_invariant_violation(tmp_path):
         "lang=en/date=unknown", "lang=und/date=unknown"]
 
 
+def _write_lake_graph(p, lake, documents, duplicates, rejected):
+    articles = p | "A" >> beam.Create([d for d in documents])
+    read_rejected = p | "RR" >> beam.Create([r for r in rejected])
+    inputs = {"documents": articles, "duplicates": p | "U" >> beam.Create(duplicates), "rejected": read_rejected,
+              "records_read": pipeline_build._count_records(articles, read_rejected)}
+    return inputs | WriteLake(str(lake), "2024-01-01T00:00:00+00:00")
+
+
+def test_the_commits_side_inputs_take_no_default_value_stage(tmp_path):
+    """Each side input built with a default value (`Count.Globally`, `ToDict`, a defaulted global combine) cost
+    the local runner one more stage (a `DoOnce` impulse), a round trip to every worker: only the records read
+    (one int, even for no input) and the staged file list (the commit runs even with nothing staged) keep one."""
+    p = TestPipeline(runner="FnApiRunner")
+    _write_lake_graph(p, tmp_path / "lake", [_art("a", "f:1")], [], [])
+    names = {t.unique_name for t in p.to_runner_api().components.transforms.values()}
+    defaults = sorted({n.split("/DoOnce")[0] for n in names if "/DoOnce" in n})
+    assert defaults == ["RecordsRead", "WriteLake/ListStaged/ListStaged"], defaults
+
+
+def test_a_lake_without_documents_or_violations_commits_zeros(tmp_path):
+    """No documents, no duplicates, no violation: the side inputs without defaults are empty, and the summary
+    still counts every table (0) and every invariant."""
+    lake = tmp_path / "lake"
+    with TestPipeline(runner="FnApiRunner") as p:
+        _write_lake_graph(p, lake, [], [], [Rejection(None, "f:1", "read", "bad_json")])
+    s = summary(lake)
+    assert (s["records_read"], s["documents"], s["duplicates"], s["rejected"]) == (1, 0, 0, 1)
+    assert s["invariants"] == {"reconciled": True, "dangling_duplicate_of": 0, "duplicate_doc_ids": 0,
+                               "invalid_partitions": 0, "unread_input": []} and s["ok"] is True
+    assert s["languages"] == {} and s["rejected_reasons"] == {"bad_json": 1}
+
+
 def test_commit_rechecks_partition_paths(tmp_path):
     staging = tmp_path / "lake" / STAGING_DIR / "run"
     folder = staging / "documents" / "lang=en" / "date=9999-99-99"

@@ -10,6 +10,7 @@ import os
 import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from wirewash.pipeline.input_files import ByteRange, InputFile
 from wirewash.pipeline.io import ReadArticles, parse_file, plan_ranges
@@ -99,3 +100,59 @@ def test_read_articles_with_ranges_matches_whole_file_reading(tmp_path):
         both = ((read["articles"], read["rejected"]) | beam.Flatten()
                 | beam.Map(lambda r: (r.source_location, type(r).__name__)))
         assert_that(both, equal_to(expected))
+
+
+def _line_counts(path, spans):
+    data = open(path, "rb").read()
+    return [data[s.start:s.end].count(b"\n") + (not data[s.start:s.end].endswith(b"\n")) for s in spans]
+
+
+def test_ranges_hold_the_same_number_of_lines_whatever_the_record_sizes(tmp_path):
+    """Cut by bytes alone, a stretch of big records made a range of few records (a worker got 10,603
+    records and the other 9,397 of 20,000): ranges now close at `split_lines` lines."""
+    path = tmp_path / "mixed.jsonl"
+    sizes = [50 if i % 50 < 40 else 3000 for i in range(400)]  # stretches of small and of big records
+    path.write_bytes(b"".join(json.dumps({"id": f"d{i}", "text": "x" * n}).encode() + b"\n"
+                              for i, n in enumerate(sizes)))
+    f = InputFile(str(path), "mixed.jsonl", "jsonl")
+    spans = plan_ranges(f, split_bytes=64 * 1500, split_lines=25)  # 25 lines: 1.9 KB small, 76 KB big
+    assert _line_counts(path, spans) == [25] * 16
+    assert _records(f, spans) == _records(f)
+
+
+def test_blank_lines_cannot_multiply_the_ranges(tmp_path):
+    """A range closed by its line count holds at least split_bytes // 64 bytes: a flood of blank (or tiny)
+    lines makes at most one range per that many bytes, not one per few lines."""
+    path = tmp_path / "blanks.jsonl"
+    record = json.dumps({"id": "a", "text": "Story " * 20}).encode()
+    path.write_bytes((b"\n" * 5000 + record + b"\n") * 8)
+    f = InputFile(str(path), "blanks.jsonl", "jsonl")
+    spans = plan_ranges(f, split_bytes=64 * 4000, split_lines=10)
+    assert 2 <= len(spans) <= os.path.getsize(path) // 4000 + 1
+    assert all(s.end - s.start >= 4000 for s in spans[:-1])
+    assert _records(f, spans) == _records(f)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lengths=st.lists(st.sampled_from([0, 1, 30, 200, 3000]), min_size=1, max_size=120),
+       split_bytes=st.integers(64, 20_000), split_lines=st.integers(1, 40), newline_at_end=st.booleans())
+def test_ranges_tile_the_file_and_read_what_it_holds(tmp_path_factory, lengths, split_bytes, split_lines,
+                                                     newline_at_end):
+    path = tmp_path_factory.mktemp("tile") / "f.jsonl"
+    lines = [json.dumps({"id": f"d{i}", "text": "w" * n}).encode() if n else b"" for i, n in enumerate(lengths)]
+    path.write_bytes(b"\n".join(lines) + (b"\n" if newline_at_end else b""))
+    f = InputFile(str(path), "f.jsonl", "jsonl")
+    spans = plan_ranges(f, split_bytes=split_bytes, split_lines=split_lines)
+    if len(spans) > 1:
+        data = path.read_bytes()
+        assert spans[0].start == 0 and spans[-1].end == len(data)
+        assert all(a.end == b.start for a, b in zip(spans, spans[1:]))
+        assert all(s.first_line == 1 + data[:s.start].count(b"\n") for s in spans)
+        def closes(piece: bytes) -> bool:  # enough lines (and a floor of bytes), or past the byte size
+            return (piece.count(b"\n") >= split_lines and len(piece) >= split_bytes // 64) or len(piece) > split_bytes
+
+        for span in spans[:-1]:  # each closed range ends at the first line end where it may close
+            piece = data[span.start:span.end]
+            assert closes(piece) and (piece.count(b"\n") == 1 or not closes(piece[:piece.rindex(b"\n", 0, -1) + 1]))
+    assert _records(f, spans) == _records(f, max_record_bytes=2048)
