@@ -39,6 +39,7 @@ from wirewash.pipeline import writer_lock
 from wirewash.pipeline.lifetime import claim
 from wirewash.transforms.dedup import DedupConfig
 from wirewash.transforms.lake_dedup import index_row, index_row_of, read_index_ids
+from wirewash.transforms.packed import CoGroupByKeyPacked
 
 __all__ = ["WriteLake", "commit", "merge_groups", "StagedFile", "remove_orphans", "held_bytes"]
 
@@ -166,6 +167,10 @@ def merge_groups(files: list, max_bytes: int = MERGE_MAX_BYTES, max_rows: int = 
     return groups + [current] if current else groups
 
 
+def _partition_key(staged: StagedFile) -> tuple:
+    return f"{staged.table}/{staged.partition}", tuple(staged)
+
+
 class _MergeStagedFn(beam.DoFn):
     """(table/partition, staged files) -> the files of that partition, those written by several bundles or
     workers merged into one (re-sorted), so a run adds one file per partition (more only past
@@ -175,7 +180,8 @@ class _MergeStagedFn(beam.DoFn):
         self.staging = staging
 
     def process(self, element):
-        _, files = element
+        """`element`: (table/partition, {"files": [StagedFile fields, ...]}), as `CoGroupByKeyPacked` groups."""
+        files = element[1]["files"]
         for group in merge_groups([StagedFile(*f) for f in files]):
             if len(group) == 1:
                 yield group[0]
@@ -330,7 +336,7 @@ class WriteLake(beam.PTransform):
                            | "LakeIds" >> beam.FlatMap(read_index_ids) | "LakeIdKeys" >> beam.Map(lambda i: (i, 1)))
         violations = (
             ids
-            | "JoinIds" >> beam.CoGroupByKey()
+            | "JoinIds" >> CoGroupByKeyPacked()  # nearly every id unique: packed per bundle and shard
             | "Violations" >> beam.FlatMap(_violation_facts)
             | "CountViolations" >> beam.CombinePerKey(sum)
             | "ViolationDict" >> beam.combiners.ToDict())
@@ -343,11 +349,12 @@ class WriteLake(beam.PTransform):
         if tallies is None:
             tallies = inputs[DOCUMENTS].pipeline | "NoTallies" >> beam.Create([])
         unread = tallies | "UnreadInput" >> beam.FlatMap(lambda tally: unread_input([tally]))
+        # one element per staged file would cross twice (the Flatten, the grouping): packed per bundle instead
+        by_partition = tuple(files | f"ByPartition{i or ''}" >> beam.Map(_partition_key)
+                             for i, files in enumerate(staged))
         return (
-            staged
-            | "AllStaged" >> beam.Flatten()
-            | "ByPartition" >> beam.Map(lambda s: (f"{s.table}/{s.partition}", tuple(s)))
-            | "GroupByPartition" >> beam.GroupByKey()
+            {"files": by_partition}
+            | "GroupByPartition" >> CoGroupByKeyPacked()
             | "MergeSmallFiles" >> beam.ParDo(_MergeStagedFn(staging))
             | "ListStaged" >> beam.combiners.ToList()
             | "Commit" >> beam.Map(

@@ -54,8 +54,9 @@ import apache_beam as beam
 import xxhash
 from apache_beam.metrics import Metrics
 
-from wirewash.transforms.spill import Spill
 from wirewash.transforms.normalize import content_hash, dedup_key
+from wirewash.transforms.packed import CoGroupByKeyPacked, CombinePerKeyPacked
+from wirewash.transforms.spill import Spill
 from wirewash.transforms.types import DOCUMENTS, DUPLICATES, REJECTED, Article, Duplicate, Rejection
 
 __all__ = ["DeduplicateArticles", "DedupConfig", "shingles", "minhash_signature", "estimate_jaccard",
@@ -688,7 +689,7 @@ class _ResolveLinks(beam.PTransform):
         for step in range(self.rounds + 1):
             check = step == self.rounds
             joined = ({"link": links, "asks": links | f"Ask{step}" >> beam.Map(_ask_target)}
-                      | f"JoinTarget{step}" >> beam.CoGroupByKey())
+                      | f"JoinTarget{step}" >> CoGroupByKeyPacked())
             if check:
                 checked = joined | "Check" >> beam.FlatMap(_jump, True).with_outputs("late", main="final")
                 # without_defaults: no default-value side input (an empty remainder gives no element)
@@ -816,20 +817,24 @@ class DeduplicateArticles(beam.PTransform):
                                                    self.config.near_window_days, spill, self.config.num_perm))
         if self.config.near:
             links = (verified
-                     | "EarliestParent" >> beam.CombinePerKey(min)
+                     | "EarliestParent" >> CombinePerKeyPacked(beam.transforms.core.CallableWrapperCombineFn(min))
                      | "Link" >> beam.Map(_to_link)
                      | "Resolve" >> _ResolveLinks(self.rounds))
             near = links | "DecideNear" >> beam.Map(_decide_near)
             exact = ({"losers": by_content["exact"] | "ByKeptLoc" >> beam.Map(_by_kept_loc), "link": links}
-                     | "JoinExact" >> beam.CoGroupByKey()
+                     | "JoinExact" >> CoGroupByKeyPacked()
                      | "DecideExactCopies" >> beam.FlatMap(_decide_exact_copies))
             decided = (by_id[REJECTED], near, exact)
         else:
             decided = (by_id[REJECTED], by_content["exact"] | "DecideExactCopies" >> beam.Map(_exact_copy))
 
-        decisions = decided | "AllDecisions" >> beam.Flatten()
-        routed = ({"article": fingerprinted["articles"], "decision": decisions}
-                  | "JoinDecisions" >> beam.CoGroupByKey()
+        if spill.on_disk:  # the articles are tokens: packed per bundle and shard, each input where it is made
+            joined = ({"article": fingerprinted["articles"], "decision": decided}
+                      | "JoinDecisions" >> CoGroupByKeyPacked())
+        else:  # inline the articles travel whole: one per key, never a shard's worth in one element
+            joined = ({"article": fingerprinted["articles"], "decision": decided | "AllDecisions" >> beam.Flatten()}
+                      | "JoinDecisions" >> beam.CoGroupByKey())
+        routed = (joined
                   | "Route" >> beam.ParDo(_RouteFn(spill, self.config.num_perm)).with_outputs(
                       DUPLICATES, REJECTED, INDEX, main=DOCUMENTS))
         return {DOCUMENTS: routed[DOCUMENTS], DUPLICATES: routed[DUPLICATES], REJECTED: routed[REJECTED],
