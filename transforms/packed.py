@@ -145,7 +145,7 @@ def _packed(inputs: dict, combine_fn: beam.CombineFn, shards: int, max_keys: int
         packed = packed[0]
     return (packed
             | "GroupShards" >> beam.GroupByKey()
-            | "Merge" >> beam.ParDo(_MergeFn(combine_fn)))
+            | "Merge" >> beam.ParDo(_MergeFn(combine_fn)).with_output_types(Any))  # what Beam infers, not inferred
 
 
 class CombinePerKeyPacked(beam.PTransform):
