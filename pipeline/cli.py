@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -249,16 +250,39 @@ def run_command(argv: list[str], stop=None) -> int:
     run with exit 130 and one line, whatever it is doing."""
     from wirewash.pipeline.lifetime import StopOnSignals
 
-    with StopOnSignals() if stop is None else contextlib.nullcontext(stop) as stop:
+    with StopOnSignals() if stop is None else contextlib.nullcontext(stop) as stop, _StartUp() as started:
         try:
-            return _run_command(argv, stop)
+            return _run_command(argv, stop, started)
         except KeyboardInterrupt:
             if stop.requested:
                 return _interrupted(stop.requested, "stopped before the run began; nothing was written")
             raise
 
 
-def _run_command(argv: list[str], stop) -> int:
+class _StartUp:
+    """The cycle collector paused from the command's start (Beam's imports, the options, the graph: a heap that
+    only grows) to the run's (`done`, or leaving the block), then one collection and the survivors
+    frozen (`gc.freeze`): they live as long as the run, and the collections during the run no longer walk them.
+    Left running, the collector walked that growing heap ~400 times during start-up (~0.19 s of CPU at 20
+    records, three of them full collections). Nothing a run computes changes."""
+
+    def __enter__(self):
+        self.paused = gc.isenabled()
+        gc.disable()
+        return self
+
+    def done(self) -> None:
+        if self.paused:
+            self.paused = False
+            gc.collect()  # the start-up's own garbage (cycles) goes now, rather than being frozen with the rest
+            gc.freeze()
+            gc.enable()
+
+    def __exit__(self, *exc):
+        self.done()
+
+
+def _run_command(argv: list[str], stop, started: "_StartUp | None" = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         _run_parser().print_help()
         return EXIT_OK
@@ -311,12 +335,16 @@ def _run_command(argv: list[str], stop) -> int:
             from wirewash.pipeline.streaming import run_streaming
             lines = not args.quiet and _is_local_runner(options)
             with StreamLines(stream_file_counter(options)) if lines else contextlib.nullcontext():
+                if started:
+                    started.done()
                 summary = run_streaming(pipeline, settings.output, quiet=args.quiet)
         else:
             # Local worker processes are quiet by themselves (pipeline/worker.py, started by resolve_runner).
             _arm(stop, options, settings.output, pipeline, display)
             with display or contextlib.nullcontext():
                 try:
+                    if started:
+                        started.done()
                     result = pipeline.run()
                     result.wait_until_finish()
                 finally:

@@ -17,7 +17,7 @@ import sys
 import uuid
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import apache_beam as beam
 import pyarrow as pa
@@ -39,6 +39,7 @@ from wirewash.pipeline import writer_lock
 from wirewash.pipeline.lifetime import claim
 from wirewash.transforms.dedup import DedupConfig
 from wirewash.transforms.lake_dedup import index_row, index_row_of, read_index_ids
+from wirewash.transforms.packed import CoGroupByKeyPacked
 
 __all__ = ["WriteLake", "commit", "merge_groups", "StagedFile", "remove_orphans", "held_bytes"]
 
@@ -74,7 +75,9 @@ def _ensure_dir(path: str, fs=FileSystems) -> None:
 
 class _WriteStagedFn(beam.DoFn):
     """Buffers rows per (table, partition) and writes whole Parquet files into the staging folder; emits one
-    StagedFile per file written, only when the bundle that wrote it completes."""
+    StagedFile per file written, only when the bundle that wrote it completes. Its ParDos declare their output
+    type (`Any`, what Beam infers anyway), so that Beam does not infer it at graph building by walking the
+    bytecode of `process` and of what it calls."""
 
     def __init__(self, table: str, staging: str, ingested_at: str, partition_by: str = DEFAULT_PARTITION_BY):
         self.table = table
@@ -184,6 +187,10 @@ def merge_groups(files: list, max_bytes: int = MERGE_MAX_BYTES, max_rows: int = 
     return groups + [current] if current else groups
 
 
+def _partition_key(staged: StagedFile) -> tuple:
+    return f"{staged.table}/{staged.partition}", tuple(staged)
+
+
 class _MergeStagedFn(beam.DoFn):
     """(table/partition, staged files) -> the files of that partition, those written by several bundles or
     workers merged into one (re-sorted), so a run adds one file per partition (more only past
@@ -193,7 +200,8 @@ class _MergeStagedFn(beam.DoFn):
         self.staging = staging
 
     def process(self, element):
-        _, files = element
+        """`element`: (table/partition, {"files": [StagedFile fields, ...]}), as `CoGroupByKeyPacked` groups."""
+        files = element[1]["files"]
         for group in merge_groups([StagedFile(*f) for f in files]):
             if len(group) == 1:
                 yield group[0]
@@ -326,7 +334,7 @@ class WriteLake(beam.PTransform):
         for table in TABLES:
             pcoll = inputs[table]
             staged.append(pcoll | f"Stage{table.title()}" >> beam.ParDo(
-                _WriteStagedFn(table, self.staging, self.ingested_at, self.partition_by)))
+                _WriteStagedFn(table, self.staging, self.ingested_at, self.partition_by)).with_output_types(Any))
             # counted where the rows are (the combine runs before the shuffle): only one small dict per table
             # and bundle crosses to the summary, not one fact per record
             facts.append(pcoll | f"Facts{table.title()}" >> beam.Map(_fact_of(table))
@@ -338,7 +346,8 @@ class WriteLake(beam.PTransform):
             else:
                 rows = inputs[DOCUMENTS] | "IndexRows" >> beam.Map(index_row, self.dedup)
             staged.append(rows
-                          | "StageIndex" >> beam.ParDo(_WriteStagedFn(INDEX, self.staging, self.ingested_at)))
+                          | "StageIndex" >> beam.ParDo(_WriteStagedFn(INDEX, self.staging, self.ingested_at))
+                          .with_output_types(Any))
         # Invariants on ids: only the keys are shuffled, never the texts.
         ids = {"docs": inputs[DOCUMENTS] | "DocIds" >> beam.Map(lambda a: (a.doc_id, 1)),
                "dups": inputs[DUPLICATES] | "DuplicateOf" >> beam.Map(lambda d: (d.duplicate_of, 1))}
@@ -347,7 +356,7 @@ class WriteLake(beam.PTransform):
                            | "LakeIds" >> beam.FlatMap(read_index_ids) | "LakeIdKeys" >> beam.Map(lambda i: (i, 1)))
         violations = (
             ids
-            | "JoinIds" >> beam.CoGroupByKey()
+            | "JoinIds" >> CoGroupByKeyPacked()  # nearly every id unique: packed per bundle and shard
             | "Violations" >> beam.FlatMap(_violation_facts)
             | "CountViolations" >> beam.CombineGlobally(_AddUpFn()).without_defaults())
         output, staging, overwrite = self.output, self.staging, self.overwrite
@@ -359,11 +368,12 @@ class WriteLake(beam.PTransform):
         if tallies is None:
             tallies = inputs[DOCUMENTS].pipeline | "NoTallies" >> beam.Create([])
         unread = tallies | "UnreadInput" >> beam.FlatMap(lambda tally: unread_input([tally]))
+        # one element per staged file would cross twice (the Flatten, the grouping): packed per bundle instead
+        by_partition = tuple(files | f"ByPartition{i or ''}" >> beam.Map(_partition_key)
+                             for i, files in enumerate(staged))
         return (
-            staged
-            | "AllStaged" >> beam.Flatten()
-            | "ByPartition" >> beam.Map(lambda s: (f"{s.table}/{s.partition}", tuple(s)))
-            | "GroupByPartition" >> beam.GroupByKey()
+            {"files": by_partition}
+            | "GroupByPartition" >> CoGroupByKeyPacked()
             | "MergeSmallFiles" >> beam.ParDo(_MergeStagedFn(staging))
             | "ListStaged" >> beam.combiners.ToList()
             # The side inputs come as the combines left them, without default values (a default costs

@@ -416,3 +416,31 @@ def test_quiet_run_then_duckdb_ddl_for_empty_tables(tmp_path, seeds_dir, capsys)
     con.execute(lake_ddl(str(lake), "duckdb"))
     assert con.execute("SELECT count(*) FROM duplicates").fetchone() == (0,)
     assert con.execute("SELECT count(*) FROM documents WHERE lang = 'en'").fetchone() == (5,)
+
+
+def test_start_up_runs_with_the_collector_paused_then_freezes_what_it_built(tmp_path, monkeypatch):
+    """The graph is built with the cycle collector paused (it walked the growing start-up heap ~400 times),
+    and before the run the survivors are frozen and the collector is on again; a command that stops early
+    turns it back on too."""
+    import gc
+
+    import wirewash.pipeline.build as build
+
+    seen, real = [], build.build_pipeline
+
+    def spy(*args, **kwargs):
+        seen.append(gc.isenabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build, "build_pipeline", spy)
+    frozen = gc.get_freeze_count()
+    out = tmp_path / "lake"
+    try:
+        assert main(["run", "--input", str(write_jsonl(tmp_path / "in.jsonl", RECORDS[:1])), "--output", str(out),
+                     "--quiet"]) == 0
+        assert seen == [False] and gc.isenabled() and gc.get_freeze_count() > frozen
+        assert main(["run", "--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o")]) == 2
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+        gc.enable()

@@ -30,6 +30,7 @@ from apache_beam.metrics import Metrics
 from wirewash.transforms.errors import UsageError
 from wirewash.transforms.guard import isolated
 from wirewash.transforms.linear_regex import LinearPattern, LiteralSet, PatternError, compile_linear
+from wirewash.transforms.packed import CombinePerKeyPacked
 from wirewash.transforms.regex_tree import OPS
 from wirewash.transforms.regex_tree import parse as parse_pattern
 from wirewash.transforms.repeated_lines import (DEFAULT_MIN_SUPPORT, DEFAULT_STREAM_MAX_KEYS, LABEL_RULE, LABELS,
@@ -655,6 +656,10 @@ def removed_line_form(line: str) -> str:
     return line if len(line) <= REMOVED_LINE_CHARS else line[: REMOVED_LINE_CHARS - 1] + "…"
 
 
+def _counted(rule_line: tuple) -> tuple:
+    return ((rule_line, None),)
+
+
 def top_lines_by_rule(ranked: list) -> dict:
     """[(rule, [(count, line), ...])] -> {rule: {line: count}}, most frequent first (ties by line)."""
     return {rule: {line: n for n, line in sorted(top, key=lambda t: (-t[0], t[1]))} for rule, top in sorted(ranked)}
@@ -779,7 +784,7 @@ class StripBoilerplate(beam.PTransform):
             return {"articles": results["main"], "rejected": results[REJECTED]}
         top_lines = (
             results[REMOVED_LINES]
-            | "CountRemovedLines" >> beam.combiners.Count.PerElement()
+            | "CountRemovedLines" >> CombinePerKeyPacked(beam.combiners.CountCombineFn(), pairs_of=_counted)
             | "ByRule" >> beam.MapTuple(lambda rule_line, n: (rule_line[0], (n, rule_line[1])))
             | "TopPerRule" >> beam.combiners.Top.PerKey(TOP_REMOVED_LINES, key=lambda t: (t[0], t[1]))
             | "AllRules" >> beam.combiners.ToList()

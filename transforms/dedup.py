@@ -33,7 +33,8 @@ fingerprint, too large to copy into each of a document's band rows). Each child 
 parent, and chains
 resolve by pointer jumping: `RESOLVE_ROUNDS` joins, each moving every link to where its target points, then a
 check that every link ends at a root; the rare links of longer chains are gathered and finished together. The
-articles meet their decisions in a last join by location. Work and memory per worker fall as workers are
+articles meet their decisions in a last join by location (with a spill on disk, where they are tokens, packed
+per bundle and shard: `transforms/packed.py`; so are the link joins). Work and memory per worker fall as workers are
 added; the largest group is one shard's table (about 1/SHARDS of the rows) or the copies of one story.
 
 Memory on the local runner: every PCollection crossing a stage boundary is held in the launcher's memory, and
@@ -54,8 +55,9 @@ import apache_beam as beam
 import xxhash
 from apache_beam.metrics import Metrics
 
-from wirewash.transforms.spill import Spill
 from wirewash.transforms.normalize import content_hash, dedup_key
+from wirewash.transforms.packed import CoGroupByKeyPacked, CombinePerKeyPacked
+from wirewash.transforms.spill import Spill
 from wirewash.transforms.types import DOCUMENTS, DUPLICATES, REJECTED, Article, Duplicate, Rejection
 
 __all__ = ["DeduplicateArticles", "DedupConfig", "shingles", "minhash_signature", "estimate_jaccard",
@@ -747,7 +749,7 @@ class _ResolveLinks(beam.PTransform):
         for step in range(self.rounds + 1):
             check = step == self.rounds
             joined = ({"link": links, "asks": links | f"Ask{step}" >> beam.Map(_ask_target)}
-                      | f"JoinTarget{step}" >> beam.CoGroupByKey())
+                      | f"JoinTarget{step}" >> CoGroupByKeyPacked())
             if check:
                 checked = joined | "Check" >> beam.FlatMap(_jump, True).with_outputs("late", main="final")
                 # without_defaults: no default-value side input (an empty remainder gives no element)
@@ -870,20 +872,24 @@ class DeduplicateArticles(beam.PTransform):
                                                    self.config.near_window_days, spill, self.config.num_perm))
         if self.config.near:
             links = (verified
-                     | "EarliestParent" >> beam.CombinePerKey(min)
+                     | "EarliestParent" >> CombinePerKeyPacked(beam.transforms.core.CallableWrapperCombineFn(min))
                      | "Link" >> beam.Map(_to_link)
                      | "Resolve" >> _ResolveLinks(self.rounds))
             near = links | "DecideNear" >> beam.Map(_decide_near)
             exact = ({"losers": by_content["exact"] | "ByKeptLoc" >> beam.Map(_by_kept_loc), "link": links}
-                     | "JoinExact" >> beam.CoGroupByKey()
+                     | "JoinExact" >> CoGroupByKeyPacked()
                      | "DecideExactCopies" >> beam.FlatMap(_decide_exact_copies))
             decided = (by_id[REJECTED], near, exact)
         else:
             decided = (by_id[REJECTED], by_content["exact"] | "DecideExactCopies" >> beam.Map(_exact_copy))
 
-        decisions = decided | "AllDecisions" >> beam.Flatten()
-        routed = ({"article": fingerprinted["articles"], "decision": decisions}
-                  | "JoinDecisions" >> beam.CoGroupByKey()
+        if spill.on_disk:  # the articles are tokens: packed per bundle and shard, each input where it is made
+            joined = ({"article": fingerprinted["articles"], "decision": decided}
+                      | "JoinDecisions" >> CoGroupByKeyPacked())
+        else:  # inline the articles travel whole: one per key, never a shard's worth in one element
+            joined = ({"article": fingerprinted["articles"], "decision": decided | "AllDecisions" >> beam.Flatten()}
+                      | "JoinDecisions" >> beam.CoGroupByKey())
+        routed = (joined
                   | "Route" >> beam.ParDo(_RouteFn(spill, self.config.num_perm)).with_outputs(
                       DUPLICATES, REJECTED, INDEX, main=DOCUMENTS))
         return {DOCUMENTS: routed[DOCUMENTS], DUPLICATES: routed[DUPLICATES], REJECTED: routed[REJECTED],

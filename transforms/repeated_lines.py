@@ -49,6 +49,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec
 
 from wirewash.transforms.linear_regex import compile_linear
+from wirewash.transforms.packed import CombinePerKeyPacked
 from wirewash.transforms.text import KEEP_AT_EDGE, SENTENCE_END, fold_line
 from wirewash.transforms.types import Article
 
@@ -278,7 +279,7 @@ def learning_keys(article: Article, fold=fold_line) -> tuple[tuple, list]:
     return (fingerprint, source), scoped
 
 
-def _emit_keys(article: Article, fold):
+def _emit_keys(article: Article, fold=fold_line):
     value, scoped = learning_keys(article, fold)
     for scope_key in scoped:
         yield scope_key, value
@@ -304,8 +305,10 @@ class LearnRepeatedLines(beam.PTransform):
         min_support = self.min_support
         return (
             articles
-            | "LineKeys" >> beam.FlatMap(_emit_keys, fold_line)
-            | "DistinctStories" >> beam.CombinePerKey(_DistinctStories(max(min_support, SHARED_MIN_STORIES)))
+            # each article's (scope, key) pairs combined where it is, per bundle, and sent on per shard (~64
+            # elements a bundle): most keys are unique, and one element per key crossed before
+            | "DistinctStories" >> CombinePerKeyPacked(_DistinctStories(max(min_support, SHARED_MIN_STORIES)),
+                                                       pairs_of=_emit_keys)
             | "AboveSupport" >> beam.Filter(_above_support, min_support)
             | "Learned" >> beam.Map(_count_learned)
             | "BySource" >> beam.CombineGlobally(_KeysBySource())

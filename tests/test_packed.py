@@ -1,0 +1,187 @@
+"""transforms/packed.py: a combine or a join packed per bundle and shard gives what Beam's own gives, sends
+one element per shard across the shuffle, keeps windows, and is what the batch pipeline's per-key shuffles use."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import apache_beam as beam
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms import window
+from apache_beam.utils.windowed_value import WindowedValue
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from wirewash.transforms.packed import CoGroupByKeyPacked, CombinePerKeyPacked, _PackFn, shard_of_key
+from wirewash.transforms.repeated_lines import _DistinctStories
+
+EXAMPLES = int(os.environ.get("WIREWASH_PACKED_EXAMPLES", "6"))
+KEYS = st.one_of(st.integers(-3, 40), st.text("ab\u00e9\U0001f600", max_size=3),
+                 st.tuples(st.sampled_from(["x.example", "\x00shared"]), st.integers(0, 2**64 - 1)))
+PAIRS = st.lists(st.tuples(KEYS, st.integers(0, 9)), max_size=60)
+
+
+def _sorted_groups(item):
+    key, grouped = item
+    return key, {tag: sorted(values) for tag, values in grouped.items()}
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(pairs=PAIRS, shards=st.sampled_from([1, 3, 64]), max_keys=st.sampled_from([1, 4, 1000]))
+def test_packed_combine_and_join_give_what_beams_own_give(pairs, shards, max_keys):
+    """Whatever the shards and however often a bundle's table is sent on early (`max_keys` 1: every key),
+    the packed combine equals `CombinePerKey` (a sum, and the learning's capped distinct count) and the
+    packed join equals `CoGroupByKey` (values compared sorted: neither promises an order)."""
+    other = [(key, value * 10) for key, value in pairs[::2]]
+    with TestPipeline(runner="FnApiRunner") as p:
+        a = p | "A" >> beam.Create(pairs)
+        b = p | "B" >> beam.Create(other)
+        stories = a | beam.MapTuple(lambda key, value: (key, (value, f"s{value % 4}")))
+        assert_that(a | "Sum" >> CombinePerKeyPacked(beam.transforms.core.CallableWrapperCombineFn(sum),
+                                                     shards, max_keys),
+                    equal_to(list(_plain_sums(pairs).items())), label="sums")
+        twice = a | "Twice" >> CombinePerKeyPacked(beam.transforms.core.CallableWrapperCombineFn(sum), shards,
+                                                   max_keys, pairs_of=lambda pair: [pair, pair])
+        assert_that(twice, equal_to([(k, 2 * v) for k, v in _plain_sums(pairs).items()]), label="pairs_of")
+        assert_that(stories | "Distinct" >> CombinePerKeyPacked(_DistinctStories(3), shards, max_keys),
+                    equal_to(_plain_distinct(pairs)), label="distinct")
+        packed = {"a": a, "b": (b, p | "Empty" >> beam.Create([]))} | "Packed" >> CoGroupByKeyPacked(shards, max_keys)
+        plain = {"a": a, "b": b} | "Plain" >> beam.CoGroupByKey()
+        assert_that(packed | "SortP" >> beam.Map(_sorted_groups),
+                    equal_to(_plain_join(pairs, other)), label="join")
+        assert_that(plain | "SortQ" >> beam.Map(_sorted_groups), equal_to(_plain_join(pairs, other)), label="ref")
+
+
+def _plain_sums(pairs):
+    sums: dict = {}
+    for key, value in pairs:
+        sums[key] = sums.get(key, 0) + value
+    return sums
+
+
+def _plain_distinct(pairs):
+    seen: dict = {}
+    for key, value in pairs:
+        stories, sources = seen.setdefault(key, (set(), set()))
+        stories.add(value)
+        sources.add(f"s{value % 4}")
+    return [(key, (min(len(stories), 3), min(len(sources), 3))) for key, (stories, sources) in seen.items()]
+
+
+def _plain_join(pairs, other):
+    keys = {key for key, _ in pairs} | {key for key, _ in other}
+    return [(key, {"a": sorted(v for k, v in pairs if k == key), "b": sorted(v for k, v in other if k == key)})
+            for key in keys]
+
+
+def test_a_bundle_sends_one_element_per_shard_and_holds_at_most_max_keys():
+    """1,000 distinct keys in one bundle cross as at most `shards` elements (one per shard, each holding its
+    keys' accumulators) instead of 1,000; with `max_keys`, the table is sent on whenever it holds that many
+    keys, so a bundle never holds more."""
+    fn = _PackFn(beam.combiners.CountCombineFn(), shards=8, max_keys=10**6)
+    fn.setup()
+    fn.start_bundle()
+    assert [fn.process((f"line {i}", None)) for i in range(1000)] == [None] * 1000
+    sent = fn.finish_bundle()
+    assert len(sent) <= 8 and all(isinstance(out, WindowedValue) for out in sent)
+    assert sorted(key for out in sent for key in out.value[1]) == sorted(f"line {i}" for i in range(1000))
+    assert all(shard_of_key(key, 8) == out.value[0] for out in sent for key in out.value[1])
+
+    bounded = _PackFn(beam.combiners.CountCombineFn(), shards=8, max_keys=100)
+    bounded.setup()
+    bounded.start_bundle()
+    early = []
+    for i in range(1000):
+        early += bounded.process((f"line {i % 250}", None)) or []
+        assert bounded.size < 100
+    early += bounded.finish_bundle()
+    counts: dict = {}
+    for out in early:
+        for key, n in out.value[1].items():
+            counts[key] = counts.get(key, 0) + n
+    assert counts == {f"line {i}": 4 for i in range(250)}
+
+
+class _AllAtFinish(beam.DoFn):
+    """Holds every element and emits them all when the bundle ends (as the lake writer's staged files)."""
+
+    def start_bundle(self):
+        self.held = []
+
+    def process(self, element):
+        self.held.append(element)
+
+    def finish_bundle(self):
+        for element in self.held:
+            yield WindowedValue(element, 0, [window.GlobalWindow()])
+
+
+def test_values_an_upstream_step_emits_when_its_bundle_ends_are_all_counted():
+    """The packing step ends its bundle after the steps before it in the same stage: what those emit from
+    `finish_bundle` is packed and sent, not lost."""
+    pairs = [(f"k{i % 7}", 1) for i in range(50)]
+    with TestPipeline(runner="FnApiRunner") as p:
+        out = (p | beam.Create(pairs) | beam.ParDo(_AllAtFinish())
+               | CombinePerKeyPacked(beam.combiners.CountCombineFn(), shards=3))
+        assert_that(out, equal_to([(f"k{i}", len(range(i, 50, 7))) for i in range(7)]))
+
+
+def test_each_window_is_combined_apart_and_keeps_its_window():
+    events = [("a", 1, 1), ("a", 2, 5), ("a", 4, 12), ("b", 8, 13), ("b", 16, 25)]
+
+    def with_window(item, w=beam.DoFn.WindowParam):
+        return item[0], item[1], int(w.start)
+
+    with TestPipeline(runner="FnApiRunner") as p:
+        sums = (p | beam.Create(events)
+                | beam.Map(lambda e: window.TimestampedValue((e[0], e[1]), e[2]))
+                | beam.WindowInto(window.FixedWindows(10))
+                | CombinePerKeyPacked(beam.transforms.core.CallableWrapperCombineFn(sum))
+                | beam.Map(with_window))
+        assert_that(sums, equal_to([("a", 3, 0), ("a", 4, 10), ("b", 8, 10), ("b", 16, 20)]))
+
+
+def test_a_key_has_the_same_shard_in_every_process():
+    """The shard comes from a stable hash of the key, not Python's `hash`, which is salted per process (two
+    workers would send one key's values to different shards, and the key would be counted twice)."""
+    keys = [("x.example", 2**63 + 5), "Đăng ký", ("removed_lines", "Share this"), 17]
+    here = [shard_of_key(key, 64) for key in keys]
+    code = ("from wirewash.transforms.packed import shard_of_key; "
+            f"print([shard_of_key(k, 64) for k in {keys!r}])")
+    for seed in ("1", "2"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        assert out.strip() == repr(here)
+
+
+def test_the_batch_pipelines_per_key_shuffles_are_packed(tmp_path):
+    """Where nearly every key is unique (learned line keys, removed lines, dedup's last join and its link
+    joins, the writer's id check and staged files), the run's graph packs per bundle and shard instead of
+    one element per key; inline, dedup's join with the articles (which travel whole) stays a plain join."""
+    from wirewash.pipeline.ingest import IngestArticles
+    from wirewash.pipeline.lake_write import WriteLake
+    from wirewash.transforms.dedup import DedupConfig
+    from wirewash.transforms.spill import Spill, make_spill_dir, remove_spill_dir
+
+    def names(spill):
+        pipeline = beam.Pipeline()
+        outputs = pipeline | IngestArticles([], spill=spill)
+        _ = outputs | "WriteLake" >> WriteLake(str(tmp_path / "lake"), "2024-01-01T00:00:00+00:00",
+                                               dedup=DedupConfig())
+        return {t.unique_name for t in pipeline.to_runner_api().components.transforms.values()}
+
+    folder = make_spill_dir(str(tmp_path))
+    try:
+        on_disk, inline = names(Spill(folder)), names(Spill())
+    finally:
+        remove_spill_dir(folder)
+    packed = ("LearnRepeatedLines/DistinctStories", "CountRemovedLines", "Dedup/JoinDecisions",
+              "Dedup/EarliestParent", "Dedup/JoinExact", "Resolve/JoinTarget0", "Resolve/JoinTarget2",
+              "WriteLake/JoinIds", "WriteLake/GroupByPartition")
+    for step in packed:
+        assert any(step in n and n.endswith("/GroupShards") for n in on_disk), step
+        assert not any(step in n and "CoGroupByKeyImpl" in n for n in on_disk), step
+    assert any("Dedup/JoinDecisions/CoGroupByKeyImpl" in n for n in inline)
+    assert any("Dedup/JoinExact/GroupShards" in n for n in inline)  # small values: packed inline too
