@@ -38,6 +38,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
@@ -49,7 +50,7 @@ from wirewash.transforms.types import (DOCUMENTS, DUPLICATES, REJECTED, TABLES, 
 
 __all__ = ["DOCUMENTS_SCHEMA", "DUPLICATES_SCHEMA", "REJECTED_SCHEMA", "partition_of", "LakeExistsError", "check_output_location", "check_output_name", "SUMMARY_FILE", "TABLES", "LANGUAGES",
            "valid_partition", "short_error", "remove_staging", "PARTITION_BY", "DEFAULT_PARTITION_BY",
-           "MARKER_FILE", "REPORT_FILE", "is_lake", "sort_rows", "write_parquet", "manifest_files", "INGEST", "LAYOUTS",
+           "MARKER_FILE", "REPORT_FILE", "is_lake", "sort_rows", "sort_order", "write_parquet", "manifest_files", "INGEST", "LAYOUTS",
            "file_schema", "lang_and_date", "in_file_layout"]
 
 SUMMARY_FILE = "_SUMMARY.json"
@@ -235,17 +236,56 @@ def valid_partition(partition: str) -> bool:
 def sort_rows(table: str, data: pa.Table) -> pa.Table:
     """The rows of one file in the lake's order (SORT_KEYS; documents holding `lang` and `date` by those
     first): equal input rows give equal files."""
+    return data.take(sort_order(table, data)) if data.num_rows > 1 else data
+
+
+def sort_order(table: str, data: pa.Table) -> pa.Array:
+    """The row numbers of `data` in the lake's order (SORT_KEYS, as `sort_rows`; a stable sort)."""
     keys = SORT_KEYS["documents_in_file" if table == DOCUMENTS and "lang" in data.column_names else table]
-    return data.sort_by(keys) if data.num_rows > 1 else data
+    return pc.sort_indices(data, sort_keys=keys) if data.num_rows > 1 else pa.array(range(data.num_rows), pa.uint64())
 
 
-def write_parquet(table: str, data: pa.Table, handle) -> None:
+def write_parquet(table: str, data: pa.Table, handle) -> int:
     """One lake file: sorted rows, zstd, small row groups, dictionaries only where values repeat, statistics
-    only where a filter can use them."""
-    pq.write_table(sort_rows(table, data), handle, compression="zstd", compression_level=COMPRESSION_LEVEL,
-                   row_group_size=ROW_GROUP_ROWS,
-                   use_dictionary=[c for c in DICTIONARY_COLUMNS if c in data.column_names],
-                   write_statistics=[c for c in data.column_names if c not in NO_STATISTICS])
+    only where a filter can use them. Streamed into `handle` one row group at a time: besides `data` it holds
+    one sorted row group and the writer's pages, never a sorted copy of the whole file nor the file in memory
+    (that was three copies of a writer's buffer at once: issue 21's worker peak). Returns the bytes written."""
+    counted = _CountedWriter(handle)
+    order = sort_order(table, data)
+    with pq.ParquetWriter(counted, data.schema, compression="zstd", compression_level=COMPRESSION_LEVEL,
+                          use_dictionary=[c for c in DICTIONARY_COLUMNS if c in data.column_names],
+                          write_statistics=[c for c in data.column_names if c not in NO_STATISTICS]) as writer:
+        for start in range(0, max(data.num_rows, 1), ROW_GROUP_ROWS):
+            writer.write_table(data.take(order[start:start + ROW_GROUP_ROWS]), row_group_size=ROW_GROUP_ROWS)
+    return counted.written
+
+
+class _CountedWriter:
+    """A binary file object passing writes to `handle` and counting their bytes (the staged file's size
+    without asking the filesystem, which compiled a glob per file)."""
+
+    def __init__(self, handle):
+        self.handle, self.written, self.closed = handle, 0, False
+
+    def write(self, data) -> int:
+        self.handle.write(data)
+        self.written += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def tell(self) -> int:
+        return self.written
+
+    def close(self) -> None:  # the caller closes `handle`
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
 
 
 def _timestamp(iso: Optional[str]) -> Optional[datetime]:
