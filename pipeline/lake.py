@@ -37,7 +37,9 @@ import uuid
 from datetime import datetime, timezone
 from typing import Optional
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
@@ -49,7 +51,7 @@ from wirewash.transforms.types import (DOCUMENTS, DUPLICATES, REJECTED, TABLES, 
 
 __all__ = ["DOCUMENTS_SCHEMA", "DUPLICATES_SCHEMA", "REJECTED_SCHEMA", "partition_of", "LakeExistsError", "check_output_location", "check_output_name", "SUMMARY_FILE", "TABLES", "LANGUAGES",
            "valid_partition", "short_error", "remove_staging", "PARTITION_BY", "DEFAULT_PARTITION_BY",
-           "MARKER_FILE", "REPORT_FILE", "is_lake", "sort_rows", "write_parquet", "manifest_files", "INGEST", "LAYOUTS",
+           "MARKER_FILE", "REPORT_FILE", "is_lake", "sort_rows", "sort_order", "write_parquet", "write_sorted_runs", "manifest_files", "INGEST", "LAYOUTS",
            "file_schema", "lang_and_date", "in_file_layout"]
 
 SUMMARY_FILE = "_SUMMARY.json"
@@ -81,6 +83,8 @@ NO_STATISTICS = frozenset({"text", "title", "url", "excerpt", "error", "signatur
 # Row groups inside a file: small enough that DuckDB scans a file on several threads and prunes on the
 # sorted columns' statistics, large enough that the footer stays small.
 ROW_GROUP_ROWS = 8192
+# Bytes of rows sorted at a time when sorted runs are merged into one file (`write_sorted_runs`).
+MERGE_ROUND_BYTES = 4 << 20
 # Sort order within a file (row-group statistics on the leading columns prune range queries).
 SORT_KEYS = {
     "documents": [("published_at", "ascending"), ("source", "ascending"), ("doc_id", "ascending")],
@@ -235,17 +239,107 @@ def valid_partition(partition: str) -> bool:
 def sort_rows(table: str, data: pa.Table) -> pa.Table:
     """The rows of one file in the lake's order (SORT_KEYS; documents holding `lang` and `date` by those
     first): equal input rows give equal files."""
+    return data.take(sort_order(table, data)) if data.num_rows > 1 else data
+
+
+def sort_order(table: str, data: pa.Table) -> pa.Array:
+    """The row numbers of `data` in the lake's order (SORT_KEYS, as `sort_rows`; a stable sort)."""
     keys = SORT_KEYS["documents_in_file" if table == DOCUMENTS and "lang" in data.column_names else table]
-    return data.sort_by(keys) if data.num_rows > 1 else data
+    return pc.sort_indices(data, sort_keys=keys) if data.num_rows > 1 else pa.array(range(data.num_rows), pa.uint64())
 
 
-def write_parquet(table: str, data: pa.Table, handle) -> None:
-    """One lake file: sorted rows, zstd, small row groups, dictionaries only where values repeat, statistics
-    only where a filter can use them."""
-    pq.write_table(sort_rows(table, data), handle, compression="zstd", compression_level=COMPRESSION_LEVEL,
-                   row_group_size=ROW_GROUP_ROWS,
-                   use_dictionary=[c for c in DICTIONARY_COLUMNS if c in data.column_names],
-                   write_statistics=[c for c in data.column_names if c not in NO_STATISTICS])
+def _parquet_writer(sink, schema: pa.Schema) -> pq.ParquetWriter:
+    """zstd, dictionaries only where values repeat, statistics only where a filter can use them."""
+    return pq.ParquetWriter(sink, schema, compression="zstd", compression_level=COMPRESSION_LEVEL,
+                            use_dictionary=[c for c in DICTIONARY_COLUMNS if c in schema.names],
+                            write_statistics=[c for c in schema.names if c not in NO_STATISTICS])
+
+
+def write_parquet(table: str, data: pa.Table, handle) -> int:
+    """One lake file: sorted rows in row groups of ROW_GROUP_ROWS (`_parquet_writer`'s settings). Streamed
+    into `handle` one row group at a time: besides `data` it holds one sorted row group and the writer's
+    pages, never a sorted copy of the whole file nor the file in memory (that was three copies of a writer's
+    buffer at once: issue 21's worker peak). Returns the bytes written."""
+    counted = _CountedWriter(handle)
+    order = sort_order(table, data)
+    with _parquet_writer(counted, data.schema) as writer:
+        for start in range(0, max(data.num_rows, 1), ROW_GROUP_ROWS):
+            writer.write_table(data.take(order[start:start + ROW_GROUP_ROWS]), row_group_size=ROW_GROUP_ROWS)
+    return counted.written
+
+
+def write_sorted_runs(table: str, runs: list, schema: pa.Schema, handle) -> int:
+    """One lake file from runs (record batches or tables, each already in the lake's order): the rows and row
+    groups `write_parquet` gives for their concatenation (a stable sort: ties in the order of `runs`), merged
+    as they stream, so that besides the runs it holds one row group and MERGE_ROUND_BYTES of rows, never a copy
+    of the runs (taking sorted rows from many chunks concatenated them all again). Returns the bytes written.
+
+    Each round sorts a slice of every run still open and writes out the rows up to the earliest of the
+    slices' last rows: no row not yet sliced can come before them (its run is sorted; ties go by run, then
+    row)."""
+    rows_in = sum(run.num_rows for run in runs)
+    row_bytes = sum(run.nbytes for run in runs) / max(1, rows_in)
+    step = max(1, int(MERGE_ROUND_BYTES / (row_bytes * max(1, len(runs)) or 1)))
+    slices = [_slices(run, step) for run in runs]
+    loaded = [next(part, None) for part in slices]
+    counted, out, pending, rows = _CountedWriter(handle), [], 0, 0
+    with _parquet_writer(counted, schema) as writer:
+        while any(part is not None for part in loaded):
+            live = [i for i, part in enumerate(loaded) if part is not None]
+            ends = np.cumsum([loaded[i].num_rows for i in live])
+            both = pa.Table.from_batches([batch for i in live for batch in loaded[i].to_batches()], schema=schema)
+            order = sort_order(table, both).to_numpy().astype(np.int64)
+            rank = np.empty_like(order)
+            rank[order] = np.arange(len(order))
+            cut = int(rank[ends - 1].min()) + 1  # through the earliest of the slices' last rows
+            out.append(both.take(order[:cut]))
+            pending += cut
+            taken = np.bincount(np.searchsorted(ends, order[:cut], side="right"), minlength=len(live))
+            for j, i in enumerate(live):
+                rest = loaded[i].slice(int(taken[j]))
+                loaded[i] = rest if rest.num_rows else next(slices[i], None)
+            while pending >= ROW_GROUP_ROWS:
+                ready = pa.concat_tables(out)
+                writer.write_table(ready.slice(0, ROW_GROUP_ROWS), row_group_size=ROW_GROUP_ROWS)
+                out, pending, rows = [ready.slice(ROW_GROUP_ROWS)], pending - ROW_GROUP_ROWS, rows + ROW_GROUP_ROWS
+        if pending or not rows:
+            writer.write_table(pa.concat_tables(out) if out else schema.empty_table(), row_group_size=ROW_GROUP_ROWS)
+    return counted.written
+
+
+def _slices(run, step: int):
+    """A run as tables of `step` rows (no copy)."""
+    data = run if isinstance(run, pa.Table) else pa.Table.from_batches([run])
+    for start in range(0, data.num_rows, step):
+        yield data.slice(start, step)
+
+
+class _CountedWriter:
+    """A binary file object passing writes to `handle` and counting their bytes (the staged file's size
+    without asking the filesystem, which compiled a glob per file)."""
+
+    def __init__(self, handle):
+        self.handle, self.written, self.closed = handle, 0, False
+
+    def write(self, data) -> int:
+        self.handle.write(data)
+        self.written += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def tell(self) -> int:
+        return self.written
+
+    def close(self) -> None:  # the caller closes `handle`
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
 
 
 def _timestamp(iso: Optional[str]) -> Optional[datetime]:

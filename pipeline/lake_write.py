@@ -32,7 +32,7 @@ from wirewash.pipeline.lake import (DEFAULT_PARTITION_BY, DOCUMENTS, DUPLICATES,
                                     RENAME_BATCH, REPORT_FILE, STAGING_DIR, SUMMARY_FILE, TABLES,
                                     LakeExistsError, _existing, _lake_files, _not_a_lake, _relative, _write_marker,
                                     file_schema, is_lake, partition_of, read_summary, remove_lake, remove_staging, row_of,
-                                    valid_partition, write_parquet)
+                                    sort_order, valid_partition, write_parquet, write_sorted_runs)
 from wirewash.pipeline.lake_summary import (_dedup_settings, _fact_of, _SummaryFn, _violation_facts, lake_summary,
                                             summarize, unread_input, write_summary)
 from wirewash.pipeline import writer_lock
@@ -61,6 +61,7 @@ STAGED_SUFFIX = ".staged"
 MAX_ROWS_PER_FILE = 50_000
 MAX_BYTES_PER_FILE = 128 << 20
 MAX_BUFFERED_BYTES = 64 << 20  # all partitions of one writer together (memory stays flat in the corpus size)
+BATCH_ROWS = 256  # rows of a partition kept as Python dicts before they are packed into one Arrow record batch
 
 
 def _ensure_dir(path: str, fs=FileSystems) -> None:
@@ -73,11 +74,52 @@ def _ensure_dir(path: str, fs=FileSystems) -> None:
             raise
 
 
+class _Rows:
+    """One partition's buffered rows: every BATCH_ROWS rows packed into an Arrow record batch in the lake's
+    order (compact, and outside the Python heap, where thousands of freed sketches and texts left holes that
+    kept RSS up), the rows since then as Python dicts. `held` is the memory they keep: the batches' buffers
+    and `held_bytes` of each unpacked row. Written out by merging the sorted batches (`write_sorted_runs`)."""
+
+    __slots__ = ("batches", "pending", "count", "packed", "unpacked")
+
+    def __init__(self):
+        self.batches, self.pending, self.count, self.packed, self.unpacked = [], [], 0, 0, 0
+
+    @property
+    def held(self) -> int:
+        return self.packed + self.unpacked
+
+    def add(self, row: dict, table: str, schema: pa.Schema) -> int:
+        """Buffers `row`; returns how much `held` grew (negative when packing freed more than the row)."""
+        before = self.held
+        self.pending.append(row)
+        self.unpacked += held_bytes(row)
+        self.count += 1
+        if len(self.pending) >= BATCH_ROWS:
+            self._pack(table, schema)
+        return self.held - before
+
+    def _pack(self, table: str, schema: pa.Schema) -> None:
+        batch = pa.RecordBatch.from_pylist(self.pending, schema=schema)
+        batch = batch.take(sort_order(table, batch))
+        self.batches.append(batch)
+        self.packed += batch.nbytes
+        self.pending, self.unpacked = [], 0
+
+    def runs(self, table: str, schema: pa.Schema) -> list:
+        """The rows as sorted record batches (released from this buffer)."""
+        if self.pending:
+            self._pack(table, schema)
+        batches, self.batches = self.batches, []
+        return batches
+
+
 class _WriteStagedFn(beam.DoFn):
     """Buffers rows per (table, partition) and writes whole Parquet files into the staging folder; emits one
-    StagedFile per file written, only when the bundle that wrote it completes. Its ParDos declare their output
-    type (`Any`, what Beam infers anyway), so that Beam does not infer it at graph building by walking the
-    bytecode of `process` and of what it calls."""
+    StagedFile per file written, only when the bundle that wrote it completes. The rows held stay within
+    MAX_BUFFERED_BYTES (real memory: `_Rows.held`), and a file is streamed out (`write_sorted_runs`). Its
+    ParDos declare their output type (`Any`, what Beam infers anyway), so that Beam does not infer it at graph
+    building by walking the bytecode of `process` and of what it calls."""
 
     def __init__(self, table: str, staging: str, ingested_at: str, partition_by: str = DEFAULT_PARTITION_BY):
         self.table = table
@@ -91,37 +133,38 @@ class _WriteStagedFn(beam.DoFn):
         self.folder_ready = False
 
     def start_bundle(self):
-        self.buffers = defaultdict(list)
-        self.sizes = Counter()
+        self.buffers = defaultdict(_Rows)
+        self.held = 0  # bytes of all partitions' buffers
 
     def process(self, element):
         partition = partition_of(element, self.partition_by, self.ingested) if self.table == DOCUMENTS else ""
         row = element if self.table == INDEX else row_of(self.table, element, self.ingested, self.partition_by)
-        self.buffers[partition].append(row)
-        self.sizes[partition] += held_bytes(row)
-        if len(self.buffers[partition]) >= MAX_ROWS_PER_FILE or self.sizes[partition] >= MAX_BYTES_PER_FILE:
+        buffer = self.buffers[partition]
+        self.held += buffer.add(row, self.table, self.schema)
+        if buffer.count >= MAX_ROWS_PER_FILE or buffer.held >= MAX_BYTES_PER_FILE:
             yield self._flush(partition)
-        elif sum(self.sizes.values()) >= MAX_BUFFERED_BYTES:
+        elif self.held >= MAX_BUFFERED_BYTES:
             # Many small partitions can together hold a worker's whole share of the corpus: bound the total,
             # writing the biggest buffers first (fewer, larger files; `_MergeStagedFn` joins them again).
-            for biggest, _ in self.sizes.most_common():
+            for biggest in sorted(self.buffers, key=lambda p: -self.buffers[p].held):
                 yield self._flush(biggest)
-                if sum(self.sizes.values()) < MAX_BUFFERED_BYTES // 2:
+                if self.held < MAX_BUFFERED_BYTES // 2:
                     break
 
     def finish_bundle(self):
         for partition in list(self.buffers):
-            if self.buffers[partition]:
+            if self.buffers[partition].count:
                 yield WindowedValue(self._flush(partition), MIN_TIMESTAMP, [GlobalWindow()])
 
     def _flush(self, partition: str) -> StagedFile:
-        rows = self.buffers.pop(partition)
-        self.sizes.pop(partition, None)
+        buffer = self.buffers.pop(partition)
+        self.held -= buffer.held
         if not self.folder_ready:
             _ensure_dir(FileSystems.join(self.staging, self.table))
             self.folder_ready = True
-        staged = _write_staged(self.table, partition, self.staging, pa.Table.from_pylist(rows, schema=self.schema))
-        Metrics.counter(NAMESPACE, f"{self.table}_rows").inc(len(rows))
+        staged = _write_staged_runs(self.table, partition, self.staging, buffer.runs(self.table, self.schema),
+                                    self.schema, buffer.count)
+        Metrics.counter(NAMESPACE, f"{self.table}_rows").inc(buffer.count)
         Metrics.counter(NAMESPACE, f"{self.table}_files").inc()
         return staged
 
@@ -159,19 +202,28 @@ def held_bytes(row) -> int:
     return sys.getsizeof(row) + sum(sys.getsizeof(value) for value in values)
 
 
-def _write_staged(table: str, partition: str, staging: str, data: pa.Table) -> StagedFile:
-    """Writes one staged file (sorted, see `write_parquet`) and describes it. One flat folder per table: a
-    partition is a prefix of the name, not two more folders to create and to remove after the commit."""
+def _staged_path(table: str, partition: str, staging: str) -> str:
+    """One flat folder per table: a partition is a prefix of the name, not two more folders to create and to
+    remove after the commit."""
     prefix = partition.replace("/", "__") + "__" if partition else ""
-    path = FileSystems.join(staging, table, f"{prefix}part-{uuid.uuid4().hex}.parquet{STAGED_SUFFIX}")
-    # built in memory, then written whole: its size is known without asking the filesystem (a `match` per
-    # file compiled a glob for each of the thousands of partition files)
-    buffer = pa.BufferOutputStream()
-    write_parquet(table, data, buffer)
-    parquet = buffer.getvalue()
+    return FileSystems.join(staging, table, f"{prefix}part-{uuid.uuid4().hex}.parquet{STAGED_SUFFIX}")
+
+
+def _write_staged(table: str, partition: str, staging: str, data: pa.Table) -> StagedFile:
+    """Writes one staged file (sorted, see `write_parquet`) and describes it."""
+    path = _staged_path(table, partition, staging)
     with FileSystems.create(path) as handle:
-        handle.write(parquet)
-    return StagedFile(table, partition, path, data.num_rows, parquet.size)
+        size = write_parquet(table, data, handle)  # streamed, its size counted on the way
+    return StagedFile(table, partition, path, data.num_rows, size)
+
+
+def _write_staged_runs(table: str, partition: str, staging: str, runs: list, schema: pa.Schema,
+                       rows: int) -> StagedFile:
+    """`_write_staged` for rows held as sorted runs (`write_sorted_runs`: merged, not copied and sorted)."""
+    path = _staged_path(table, partition, staging)
+    with FileSystems.create(path) as handle:
+        size = write_sorted_runs(table, runs, schema, handle)
+    return StagedFile(table, partition, path, rows, size)
 
 
 def merge_groups(files: list, max_bytes: int = MERGE_MAX_BYTES, max_rows: int = MAX_ROWS_PER_FILE) -> list[list]:
