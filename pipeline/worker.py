@@ -13,7 +13,6 @@ waits for each worker's exit in turn, and a normal interpreter exit spent most o
 """
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -49,14 +48,14 @@ def _follow_launcher() -> None:
 def main() -> None:
     _quiet_stderr()
     _follow_launcher()
-    # Beam's imports with the cycle collector paused, their objects then frozen (`gc.freeze`): it walked that
-    # growing heap ~230 times during the imports (~0.05 s of CPU a worker), and every full collection of the
-    # run would walk it again. A worker's own garbage is no concern: it ends with `os._exit`.
-    gc.disable()
-    from apache_beam.runners.worker import sdk_worker_main
+    # Beam's imports with the cycle collector paused, their objects then frozen: it walked that growing heap
+    # ~230 times during the imports (~0.05 s of CPU a worker), and every full collection of the run would walk
+    # it again. A worker's own garbage is no concern: it ends with `os._exit`.
+    from wirewash.transforms.heap import frozen_after
 
-    gc.freeze()
-    gc.enable()
+    with frozen_after():
+        from apache_beam.runners.worker import sdk_worker_main
+
     sdk_worker_main.main(sys.argv)
     _exit_now()
 

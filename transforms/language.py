@@ -17,8 +17,6 @@ most `SAMPLE_CHARS`.
 """
 from __future__ import annotations
 
-import contextlib
-import gc
 import re
 import threading
 import unicodedata
@@ -31,6 +29,7 @@ from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
 from langdetect.lang_detect_exception import LangDetectException
 
 from wirewash.transforms.guard import isolated
+from wirewash.transforms.heap import frozen_after
 from wirewash.transforms.types import REJECTED, UNDETERMINED_LANGUAGE, Article
 
 __all__ = ["DetectLanguage", "detect_language", "tag_language", "load_langdetect", "cld2_detect", "LanguageGuess"]
@@ -102,24 +101,6 @@ class LanguageGuess(NamedTuple):
 
 _LOCK = threading.Lock()
 _DETECT = None
-
-
-@contextlib.contextmanager
-def frozen_after():
-    """Runs a block that builds a large, long-lived heap (langdetect's 55 profiles: about a million small
-    objects) with the cycle collector paused, then moves every object the process holds by then into the
-    collector's permanent generation (`gc.freeze`). The collector otherwise walks that heap again and again:
-    while it is built (each new batch of objects triggers a collection) and in every later full collection,
-    the last one at exit included (~5% of a run's CPU). Frozen objects are still freed by reference counting;
-    only cycles among them wait for the process's end. Nothing the stages compute changes."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-        gc.freeze()
 
 
 def load_langdetect() -> Callable[[str], list]:
