@@ -11,7 +11,7 @@ whole input first, as in the pipeline), boilerplate (`clean_article` with the ru
 language (`tag_language`), dedup's fingerprints (`story_key`, `content_hash`, `shingles`, `minhash_signature`,
 `shingle_sketch`, `band_hashes`: what `_FingerprintFn` computes) and its decisions in memory (`decide_all`:
 the sharded stage's pure steps in one place) and routing (`route`), then the lake's rows (`partition_of`,
-`row_of`, `index_row_of`) and one staged Parquet file per partition and table (`_write_staged`, the writer's
+`row_of`, `index_row_of`) and one staged Parquet file per partition and table (`_write_staged_table`, the writer's
 own function, into a temporary staging folder; no commit, no summary). Each call is timed with
 `time.process_time()`; setup (imports, rule compilation, langdetect's profiles, trafilatura's first call) is
 reported apart. No runner can make wirewash faster than these functions in one loop: that is the ceiling.
@@ -68,7 +68,7 @@ def ceiling(corpus: str, limit: int = 0, staging: str = "", partition_by: str = 
     from wirewash.pipeline.input_files import match_inputs
     from wirewash.pipeline.io import DEFAULT_MAX_RECORD_BYTES, parse_file, plan_ranges
     from wirewash.pipeline.lake import DEFAULT_PARTITION_BY, INDEX, file_schema, partition_of, row_of
-    from wirewash.pipeline.lake_write import _write_staged
+    from wirewash.pipeline.lake_write import _write_staged_table
     from wirewash.transforms.boilerplate import clean_article, load_rules
     from wirewash.transforms.dedup import (DedupConfig, _Key, band_hashes, decide_all, lsh_params,
                                            minhash_signature, route, shingle_sketch, shingles, story_key)
@@ -204,11 +204,11 @@ def ceiling(corpus: str, limit: int = 0, staging: str = "", partition_by: str = 
         schema = file_schema(table, partition_by)
         for partition, rows in buffers.items():
             data = run("write: pa.Table.from_pylist", pa.Table.from_pylist, rows, schema)
-            run("write: _write_staged (sort, zstd, file)", _write_staged, table, partition, staging, data)
+            run("write: _write_staged_table (sort, zstd, file)", _write_staged_table, table, partition, staging, data)
             files += 1
     if index_rows:
         data = run("write: pa.Table.from_pylist", pa.Table.from_pylist, index_rows, file_schema(INDEX))
-        run("write: _write_staged (sort, zstd, file)", _write_staged, INDEX, "", staging, data)
+        run("write: _write_staged_table (sort, zstd, file)", _write_staged_table, INDEX, "", staging, data)
         files += 1
     loop = time.process_time() - loop_started
     return {"records": records, "setup_cpu_s": setup, "loop_cpu_s": loop, "cpu_s": dict(clock.cpu),

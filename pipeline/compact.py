@@ -17,7 +17,7 @@ from wirewash.pipeline.lake import (INDEX, MERGE_MAX_BYTES, RENAME_BATCH, STAGIN
                                     TABLES, LakeExistsError, file_schema, read_summary, remove_staging)
 from wirewash.pipeline import writer_lock
 from wirewash.pipeline.lake_summary import write_summary
-from wirewash.pipeline.lake_write import StagedFile, _ensure_dir, _write_staged, merge_groups
+from wirewash.pipeline.lake_write import StagedFile, _ensure_dir, _write_staged_table, merge_groups
 
 __all__ = ["compact", "compaction_plan"]
 
@@ -84,7 +84,7 @@ def _compact(output: str, max_bytes: int, run_id: str) -> dict:
             if merged.num_rows != sum(rows[rel] for rel in group):
                 raise RuntimeError(f"compaction of {posixpath.dirname(group[0])} lost rows; nothing changed")
             _ensure_dir(FileSystems.join(staging, table))
-            staged = _write_staged(table, "", staging, merged)
+            staged = _write_staged_table(table, "", staging, merged)
             rel = posixpath.join(posixpath.dirname(group[0]), f"part-{uuid.uuid4().hex}.parquet")
             moves.append((staged.path, FileSystems.join(output, rel)))
             replaced += group

@@ -162,8 +162,9 @@ class _WriteStagedFn(beam.DoFn):
         if not self.folder_ready:
             _ensure_dir(FileSystems.join(self.staging, self.table))
             self.folder_ready = True
-        staged = _write_staged_runs(self.table, partition, self.staging, buffer.runs(self.table, self.schema),
-                                    self.schema, buffer.count)
+        runs, table, schema = buffer.runs(self.table, self.schema), self.table, self.schema
+        staged = _write_staged(table, partition, self.staging, buffer.count,
+                               lambda handle: write_sorted_runs(table, runs, schema, handle))
         Metrics.counter(NAMESPACE, f"{self.table}_rows").inc(buffer.count)
         Metrics.counter(NAMESPACE, f"{self.table}_files").inc()
         return staged
@@ -202,28 +203,21 @@ def held_bytes(row) -> int:
     return sys.getsizeof(row) + sum(sys.getsizeof(value) for value in values)
 
 
-def _staged_path(table: str, partition: str, staging: str) -> str:
-    """One flat folder per table: a partition is a prefix of the name, not two more folders to create and to
-    remove after the commit."""
+def _write_staged(table: str, partition: str, staging: str, rows: int, write) -> StagedFile:
+    """Writes one staged file through `write(handle) -> bytes written` (`write_parquet` of a table, or
+    `write_sorted_runs` of a writer's sorted batches: both streamed, the size counted on the way) and
+    describes it. One flat folder per table: a partition is a prefix of the name, not two more folders to
+    create and to remove after the commit."""
     prefix = partition.replace("/", "__") + "__" if partition else ""
-    return FileSystems.join(staging, table, f"{prefix}part-{uuid.uuid4().hex}.parquet{STAGED_SUFFIX}")
-
-
-def _write_staged(table: str, partition: str, staging: str, data: pa.Table) -> StagedFile:
-    """Writes one staged file (sorted, see `write_parquet`) and describes it."""
-    path = _staged_path(table, partition, staging)
+    path = FileSystems.join(staging, table, f"{prefix}part-{uuid.uuid4().hex}.parquet{STAGED_SUFFIX}")
     with FileSystems.create(path) as handle:
-        size = write_parquet(table, data, handle)  # streamed, its size counted on the way
-    return StagedFile(table, partition, path, data.num_rows, size)
-
-
-def _write_staged_runs(table: str, partition: str, staging: str, runs: list, schema: pa.Schema,
-                       rows: int) -> StagedFile:
-    """`_write_staged` for rows held as sorted runs (`write_sorted_runs`: merged, not copied and sorted)."""
-    path = _staged_path(table, partition, staging)
-    with FileSystems.create(path) as handle:
-        size = write_sorted_runs(table, runs, schema, handle)
+        size = write(handle)
     return StagedFile(table, partition, path, rows, size)
+
+
+def _write_staged_table(table: str, partition: str, staging: str, data: pa.Table) -> StagedFile:
+    """`_write_staged` of a whole table (sorted, see `write_parquet`)."""
+    return _write_staged(table, partition, staging, data.num_rows, lambda handle: write_parquet(table, data, handle))
 
 
 def merge_groups(files: list, max_bytes: int = MERGE_MAX_BYTES, max_rows: int = MAX_ROWS_PER_FILE) -> list[list]:
@@ -264,7 +258,7 @@ class _MergeStagedFn(beam.DoFn):
                     parts.append(pq.read_table(handle))
             merged = pa.concat_tables(parts)
             Metrics.counter(NAMESPACE, "merged_files").inc(len(group))
-            yield _write_staged(group[0].table, group[0].partition, self.staging, merged)
+            yield _write_staged_table(group[0].table, group[0].partition, self.staging, merged)
 
 
 def commit(staged: list, output: str, staging: str, facts: dict, records_read: int, overwrite: bool,
