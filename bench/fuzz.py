@@ -57,7 +57,8 @@ from wirewash.transforms.types import Article, Rejection  # noqa: E402
 
 # --- reader ----------------------------------------------------------------------------------------------
 
-KINDS = (("f.jsonl", "plain"), ("f.jsonl.gz", "gzip"), ("f.txt", "plain"), ("f.html", "plain"), ("f.jsonl.gz", "raw"))
+KINDS = (("f.jsonl", "plain"), ("f.jsonl.gz", "gzip"), ("f.txt", "plain"), ("f.html", "plain"), ("f.jsonl.gz", "raw"),
+         ("f.jsonl", "gzip"), ("f.html", "gzip"))  # the last two: gzip known by its content, not its name
 
 
 def read(name: str, data: bytes) -> list:
