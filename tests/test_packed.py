@@ -184,14 +184,20 @@ def test_the_batch_pipelines_per_key_shuffles_are_packed(tmp_path):
         pipeline = beam.Pipeline()
         outputs = pipeline | IngestArticles([], spill=spill)
         _ = outputs | "WriteLake" >> WriteLake(str(tmp_path / "lake"), "2024-01-01T00:00:00+00:00",
-                                               dedup=DedupConfig())
+                                               dedup=DedupConfig(), spill=spill)
+        spills.append(_pack_and_merge_spills(pipeline))
         return {t.unique_name for t in pipeline.to_runner_api().components.transforms.values()}
 
     folder = make_spill_dir(str(tmp_path))
+    spills: list = []
     try:
         on_disk, inline = names(Spill(folder)), names(Spill())
     finally:
         remove_spill_dir(folder)
+    # on a local run every packing and merging step parks in the run's spill folder (the launcher then holds
+    # tokens); inline, none does
+    assert spills[0] and set(spills[0].values()) == {folder}, spills[0]
+    assert spills[1] and set(spills[1].values()) == {None}
     packed = ("LearnRepeatedLines/DistinctStories", "CountRemovedLines", "Dedup/JoinDecisions",
               "Dedup/EarliestParent", "Dedup/JoinExact", "Resolve/JoinTarget0", "Resolve/JoinTarget2",
               "WriteLake/JoinIds", "WriteLake/GroupByPartition")
@@ -282,3 +288,19 @@ def _types(value):
     if isinstance(value, (set, frozenset)):
         return type(value), sorted(repr(_types(v)) for v in value)
     return type(value)
+
+
+def _pack_and_merge_spills(pipeline) -> dict:
+    """{step's full label: its spill folder} for every packing and merging step of a pipeline."""
+    from wirewash.transforms.packed import _MergeFn
+
+    found = {}
+
+    class Visitor(beam.pipeline.PipelineVisitor):
+        def visit_transform(self, node):
+            fn = getattr(node.transform, "fn", None)
+            if isinstance(fn, (_PackFn, _MergeFn)):
+                found[node.full_label] = fn.spill.folder
+
+    pipeline.visit(Visitor())
+    return found

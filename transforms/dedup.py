@@ -34,7 +34,7 @@ parent, and chains
 resolve by pointer jumping: `RESOLVE_ROUNDS` joins, each moving every link to where its target points, then a
 check that every link ends at a root; the rare links of longer chains are gathered and finished together. The
 articles meet their decisions in a last join by location (with a spill on disk, where they are tokens, packed
-per bundle and shard: `transforms/packed.py`; so are the link joins). Work and memory per worker fall as workers are
+per bundle and shard, each shard's table parked too: `transforms/packed.py`; so are the link joins). Work and memory per worker fall as workers are
 added; the largest group is one shard's table (about 1/SHARDS of the rows) or the copies of one story.
 
 Memory on the local runner: every PCollection crossing a stage boundary is held in the launcher's memory, and
