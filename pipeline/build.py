@@ -113,7 +113,7 @@ def _assemble(pipeline: beam.Pipeline, runner, settings: RunSettings, progress_d
     _ = outputs | "WriteLake" >> WriteLake(settings.output, settings.ingested_at, settings.overwrite,
                                            partition_by=settings.partition_by, append=settings.append,
                                            run=pipeline.wirewash_run, dedup=settings.dedup,
-                                           lake_index=settings.lake_index)
+                                           lake_index=settings.lake_index, spill=spill)
     if progress_dir:
         from wirewash.pipeline.progress import CountProgress
         _ = ({"read:articles": outputs["read_articles"], "read:rejected": outputs["read_rejected"],

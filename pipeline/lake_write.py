@@ -40,6 +40,7 @@ from wirewash.pipeline.lifetime import claim
 from wirewash.transforms.dedup import DedupConfig
 from wirewash.transforms.lake_dedup import index_row, index_row_of, read_index_ids
 from wirewash.transforms.packed import CoGroupByKeyPacked
+from wirewash.transforms.spill import Spill
 
 __all__ = ["WriteLake", "commit", "merge_groups", "StagedFile", "remove_orphans", "held_bytes"]
 
@@ -357,13 +358,15 @@ class WriteLake(beam.PTransform):
     """{documents, duplicates, rejected} PCollections + the count of records read -> a committed lake.
 
     Returns a PCollection holding the one summary dict. `run` (a dict: run id, version, options, inputs,
-    start time) is recorded in the summary's `runs`, with the commit time.
+    start time) is recorded in the summary's `runs`, with the commit time. `spill` is where the packed ids and
+    staged files wait for their shuffles (`transforms/packed.py`; default: inline).
     """
 
     def __init__(self, output: str, ingested_at: str, overwrite: bool = False, run_id: Optional[str] = None,
                  partition_by: str = DEFAULT_PARTITION_BY, append: bool = False, run: Optional[dict] = None,
-                 dedup: Optional[DedupConfig] = None, lake_index: tuple = ()):
+                 dedup: Optional[DedupConfig] = None, lake_index: tuple = (), spill: Optional[Spill] = None):
         super().__init__()
+        self.spill = spill
         self.dedup = dedup  # given: the run writes its documents' dedup index (see transforms/lake_dedup.py)
         self.lake_index = tuple(lake_index)  # an append: the lake's index files (their ids join the checks)
         self.output = output.rstrip("/") if output.rstrip("/") else output
@@ -402,7 +405,7 @@ class WriteLake(beam.PTransform):
                            | "LakeIds" >> beam.FlatMap(read_index_ids) | "LakeIdKeys" >> beam.Map(lambda i: (i, 1)))
         violations = (
             ids
-            | "JoinIds" >> CoGroupByKeyPacked()  # nearly every id unique: packed per bundle and shard
+            | "JoinIds" >> CoGroupByKeyPacked(spill=self.spill)  # nearly every id unique: packed per bundle and shard
             | "Violations" >> beam.FlatMap(_violation_facts)
             | "CountViolations" >> beam.CombineGlobally(_AddUpFn()).without_defaults())
         output, staging, overwrite = self.output, self.staging, self.overwrite
@@ -419,7 +422,7 @@ class WriteLake(beam.PTransform):
                              for i, files in enumerate(staged))
         return (
             {"files": by_partition}
-            | "GroupByPartition" >> CoGroupByKeyPacked()
+            | "GroupByPartition" >> CoGroupByKeyPacked(spill=self.spill)
             | "MergeSmallFiles" >> beam.ParDo(_MergeStagedFn(staging))
             | "ListStaged" >> beam.combiners.ToList()
             # The side inputs come as the combines left them, without default values (a default costs

@@ -14,8 +14,11 @@ from apache_beam.utils.windowed_value import WindowedValue
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wirewash.transforms.packed import CoGroupByKeyPacked, CombinePerKeyPacked, _PackFn, shard_of_key
+from wirewash.transforms.dedup import DuplicateDecision, Link
+from wirewash.transforms.packed import (CoGroupByKeyPacked, CombinePerKeyPacked, _PackFn, pack_table, shard_of_key,
+                                        unpack_table)
 from wirewash.transforms.repeated_lines import _DistinctStories
+from wirewash.transforms.spill import Spill, make_spill_dir, remove_spill_dir
 
 EXAMPLES = int(os.environ.get("WIREWASH_PACKED_EXAMPLES", "6"))
 KEYS = st.one_of(st.integers(-3, 40), st.text("ab\u00e9\U0001f600", max_size=3),
@@ -29,25 +32,36 @@ def _sorted_groups(item):
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-@given(pairs=PAIRS, shards=st.sampled_from([1, 3, 64]), max_keys=st.sampled_from([1, 4, 1000]))
-def test_packed_combine_and_join_give_what_beams_own_give(pairs, shards, max_keys):
-    """Whatever the shards and however often a bundle's table is sent on early (`max_keys` 1: every key),
-    the packed combine equals `CombinePerKey` (a sum, and the learning's capped distinct count) and the
-    packed join equals `CoGroupByKey` (values compared sorted: neither promises an order)."""
+@given(pairs=PAIRS, shards=st.sampled_from([1, 3, 64]), max_keys=st.sampled_from([1, 4, 1000]),
+       on_disk=st.booleans())
+def test_packed_combine_and_join_give_what_beams_own_give(pairs, shards, max_keys, on_disk):
+    """Whatever the shards, however often a bundle's table is sent on early (`max_keys` 1: every key), and
+    whether the packed tables cross inline or parked in a spill folder, the packed combine equals
+    `CombinePerKey` (a sum, and the learning's capped distinct count) and the packed join equals
+    `CoGroupByKey` (values compared sorted: neither promises an order)."""
+    folder = make_spill_dir() if on_disk else None
+    try:
+        _check_against_beams_own(pairs, shards, max_keys, Spill(folder))
+    finally:
+        remove_spill_dir(folder)
+
+
+def _check_against_beams_own(pairs, shards, max_keys, spill):
     other = [(key, value * 10) for key, value in pairs[::2]]
     with TestPipeline(runner="FnApiRunner") as p:
         a = p | "A" >> beam.Create(pairs)
         b = p | "B" >> beam.Create(other)
         stories = a | beam.MapTuple(lambda key, value: (key, (value, f"s{value % 4}")))
         assert_that(a | "Sum" >> CombinePerKeyPacked(beam.transforms.core.CallableWrapperCombineFn(sum),
-                                                     shards, max_keys),
+                                                     shards, max_keys, spill=spill),
                     equal_to(list(_plain_sums(pairs).items())), label="sums")
         twice = a | "Twice" >> CombinePerKeyPacked(beam.transforms.core.CallableWrapperCombineFn(sum), shards,
-                                                   max_keys, pairs_of=lambda pair: [pair, pair])
+                                                   max_keys, pairs_of=lambda pair: [pair, pair], spill=spill)
         assert_that(twice, equal_to([(k, 2 * v) for k, v in _plain_sums(pairs).items()]), label="pairs_of")
-        assert_that(stories | "Distinct" >> CombinePerKeyPacked(_DistinctStories(3), shards, max_keys),
+        assert_that(stories | "Distinct" >> CombinePerKeyPacked(_DistinctStories(3), shards, max_keys, spill=spill),
                     equal_to(_plain_distinct(pairs)), label="distinct")
-        packed = {"a": a, "b": (b, p | "Empty" >> beam.Create([]))} | "Packed" >> CoGroupByKeyPacked(shards, max_keys)
+        packed = ({"a": a, "b": (b, p | "Empty" >> beam.Create([]))}
+                  | "Packed" >> CoGroupByKeyPacked(shards, max_keys, spill=spill))
         plain = {"a": a, "b": b} | "Plain" >> beam.CoGroupByKey()
         assert_that(packed | "SortP" >> beam.Map(_sorted_groups),
                     equal_to(_plain_join(pairs, other)), label="join")
@@ -86,8 +100,9 @@ def test_a_bundle_sends_one_element_per_shard_and_holds_at_most_max_keys():
     assert [fn.process((f"line {i}", None)) for i in range(1000)] == [None] * 1000
     sent = fn.finish_bundle()
     assert len(sent) <= 8 and all(isinstance(out, WindowedValue) for out in sent)
-    assert sorted(key for out in sent for key in out.value[1]) == sorted(f"line {i}" for i in range(1000))
-    assert all(shard_of_key(key, 8) == out.value[0] for out in sent for key in out.value[1])
+    tables = [(out.value[0], unpack_table(out.value[1])) for out in sent]
+    assert sorted(key for _, table in tables for key in table) == sorted(f"line {i}" for i in range(1000))
+    assert all(shard_of_key(key, 8) == shard for shard, table in tables for key in table)
 
     bounded = _PackFn(beam.combiners.CountCombineFn(), shards=8, max_keys=100)
     bounded.setup()
@@ -99,7 +114,7 @@ def test_a_bundle_sends_one_element_per_shard_and_holds_at_most_max_keys():
     early += bounded.finish_bundle()
     counts: dict = {}
     for out in early:
-        for key, n in out.value[1].items():
+        for key, n in unpack_table(out.value[1]).items():
             counts[key] = counts.get(key, 0) + n
     assert counts == {f"line {i}": 4 for i in range(250)}
 
@@ -169,14 +184,20 @@ def test_the_batch_pipelines_per_key_shuffles_are_packed(tmp_path):
         pipeline = beam.Pipeline()
         outputs = pipeline | IngestArticles([], spill=spill)
         _ = outputs | "WriteLake" >> WriteLake(str(tmp_path / "lake"), "2024-01-01T00:00:00+00:00",
-                                               dedup=DedupConfig())
+                                               dedup=DedupConfig(), spill=spill)
+        spills.append(_pack_and_merge_spills(pipeline))
         return {t.unique_name for t in pipeline.to_runner_api().components.transforms.values()}
 
     folder = make_spill_dir(str(tmp_path))
+    spills: list = []
     try:
         on_disk, inline = names(Spill(folder)), names(Spill())
     finally:
         remove_spill_dir(folder)
+    # on a local run every packing and merging step parks in the run's spill folder (the launcher then holds
+    # tokens); inline, none does
+    assert spills[0] and set(spills[0].values()) == {folder}, spills[0]
+    assert spills[1] and set(spills[1].values()) == {None}
     packed = ("LearnRepeatedLines/DistinctStories", "CountRemovedLines", "Dedup/JoinDecisions",
               "Dedup/EarliestParent", "Dedup/JoinExact", "Resolve/JoinTarget0", "Resolve/JoinTarget2",
               "WriteLake/JoinIds", "WriteLake/GroupByPartition")
@@ -185,3 +206,101 @@ def test_the_batch_pipelines_per_key_shuffles_are_packed(tmp_path):
         assert not any(step in n and "CoGroupByKeyImpl" in n for n in on_disk), step
     assert any("Dedup/JoinDecisions/CoGroupByKeyImpl" in n for n in inline)
     assert any("Dedup/JoinExact/GroupShards" in n for n in inline)  # small values: packed inline too
+
+
+def test_what_crosses_the_shuffle_is_bytes_inline_and_a_token_on_disk(tmp_path):
+    """The runner's grouping table (the launcher's, on a local run) gets one opaque value per bundle and
+    shard: the shard's table encoded (inline), or a 32-byte spill token (on disk), never the table's keys and
+    accumulators as Python objects; fetched and decoded, it is the shard's table."""
+    pairs = [(("x.example", i), (f"{i:032x}".encode(), i)) for i in range(500)]
+    folder = make_spill_dir(str(tmp_path))
+    try:
+        for spill in (Spill(), Spill(folder)):
+            fn = _PackFn(_tagged_lists(), shards=4, max_keys=10**6, tag="article", spill=spill)
+            fn.setup()
+            fn.start_bundle()
+            for pair in pairs:
+                fn.process(pair)
+            sent = [out.value for out in fn.finish_bundle()]
+            assert sent and all(isinstance(value, bytes) for _, value in sent)
+            if spill.on_disk:
+                assert all(len(value) == 32 for _, value in sent)
+            tables = {shard: unpack_table(spill.fetch_bytes(value)) for shard, value in sent}
+            assert {key: value for table in tables.values() for key, value in table.items()} == \
+                {key: {"article": [value]} for key, value in pairs}
+            assert all(shard_of_key(key, 4) == shard for shard, table in tables.items() for key in table)
+
+        # what a GroupByKey after the packing step groups, through the FnApiRunner
+        with TestPipeline(runner="FnApiRunner") as p:
+            grouped = (p | beam.Create(pairs)
+                       | beam.ParDo(_PackFn(_tagged_lists(), 4, 10**6, "article", spill=Spill(folder)))
+                       .with_output_types(beam.typehints.Tuple[int, bytes])
+                       | beam.GroupByKey()
+                       | beam.MapTuple(lambda shard, values: sorted({(type(v).__name__, len(v)) for v in values})))
+            assert_that(grouped | beam.FlatMap(lambda kinds: kinds), equal_to([("bytes", 32)] * len(set(
+                shard_of_key(key, 4) for key, _ in pairs))))
+    finally:
+        remove_spill_dir(folder)
+
+
+def _tagged_lists():
+    from wirewash.transforms.packed import _TaggedLists
+    return _TaggedLists(("article", "decision"))
+
+
+_LOCS = st.tuples(st.text(max_size=12), st.integers(0, 2**40))
+_TOKENS = st.binary(max_size=40)
+_ORDERS = st.tuples(st.text(max_size=8), st.text(max_size=8), st.text(max_size=8))
+_VALUES = st.one_of(
+    _TOKENS, st.integers(-2**63, 2**63 - 1), st.none(),
+    st.tuples(_TOKENS, st.one_of(_TOKENS, st.none())),  # dedup's parked article and prints
+    st.builds(DuplicateDecision, st.text(max_size=8), st.sampled_from(["exact", "near"]),
+              st.floats(0, 1, allow_nan=False)),
+    st.builds(Link, _ORDERS, st.floats(0, 1, allow_nan=False), st.booleans()),
+    st.tuples(_ORDERS, _LOCS, st.floats(0, 1, allow_nan=False)),  # the earliest parent (order, loc, similarity)
+    st.fixed_dictionaries({"path": st.text(max_size=10), "rows": st.integers(0, 10**6)}))  # a staged file's fields
+_ACCUMULATORS = st.one_of(
+    st.dictionaries(st.sampled_from(["article", "decision", "link", "asks", "docs"]), st.lists(_VALUES, max_size=3),
+                    max_size=3),  # _TaggedLists
+    st.tuples(st.sets(st.integers(0, 2**64 - 1), max_size=4), st.sets(st.text(max_size=6), max_size=3)),  # stories
+    st.integers(0, 2**40),  # counts
+    _VALUES)
+_TABLE_KEYS = st.one_of(_LOCS, st.text(max_size=12), st.tuples(st.text(max_size=6), st.text(max_size=12)),
+                        st.integers(-3, 2**64), st.binary(max_size=8))
+
+
+@settings(max_examples=max(EXAMPLES, 25), deadline=None, suppress_health_check=list(HealthCheck))
+@given(table=st.dictionaries(_TABLE_KEYS, _ACCUMULATORS, max_size=8))
+def test_a_packed_table_decodes_to_an_equal_table_of_the_same_types(table):
+    """`pack_table` / `unpack_table` round-trip every accumulator shape the pipeline packs (tagged lists of
+    tokens, decisions, links, orders and staged files' fields; the learning's sets; counts), types kept
+    (named tuples stay named tuples, bytes stay bytes, sets stay sets)."""
+    back = unpack_table(pack_table(table))
+    assert back == table
+    assert _types(back) == _types(table)
+
+
+def _types(value):
+    if isinstance(value, dict):
+        return type(value), sorted((repr(k), _types(k), _types(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value), [_types(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return type(value), sorted(repr(_types(v)) for v in value)
+    return type(value)
+
+
+def _pack_and_merge_spills(pipeline) -> dict:
+    """{step's full label: its spill folder} for every packing and merging step of a pipeline."""
+    from wirewash.transforms.packed import _MergeFn
+
+    found = {}
+
+    class Visitor(beam.pipeline.PipelineVisitor):
+        def visit_transform(self, node):
+            fn = getattr(node.transform, "fn", None)
+            if isinstance(fn, (_PackFn, _MergeFn)):
+                found[node.full_label] = fn.spill.folder
+
+    pipeline.visit(Visitor())
+    return found

@@ -761,7 +761,7 @@ class StripBoilerplate(beam.PTransform):
         # Batch learning needs the whole batch before the first line is stripped; an unbounded (streaming)
         # input has no such moment, so there the counts are kept in state and grow as articles arrive.
         if self.learn and getattr(articles, "is_bounded", True):
-            learned = articles | "LearnRepeatedLines" >> LearnRepeatedLines(self.min_support)
+            learned = articles | "LearnRepeatedLines" >> LearnRepeatedLines(self.min_support, self.spill)
             # The articles wait for the learned lines parked, PARK_BATCH to a token (one compressed write, one
             # element to cross the boundary): the fetch is inside the stripping DoFn, which is the first step
             # after the wait (a separate fetch step would run before it).
@@ -784,7 +784,8 @@ class StripBoilerplate(beam.PTransform):
             return {"articles": results["main"], "rejected": results[REJECTED]}
         top_lines = (
             results[REMOVED_LINES]
-            | "CountRemovedLines" >> CombinePerKeyPacked(beam.combiners.CountCombineFn(), pairs_of=_counted)
+            | "CountRemovedLines" >> CombinePerKeyPacked(beam.combiners.CountCombineFn(), pairs_of=_counted,
+                                                         spill=self.spill)
             | "ByRule" >> beam.MapTuple(lambda rule_line, n: (rule_line[0], (n, rule_line[1])))
             | "TopPerRule" >> beam.combiners.Top.PerKey(TOP_REMOVED_LINES, key=lambda t: (t[0], t[1]))
             | "AllRules" >> beam.combiners.ToList()

@@ -34,7 +34,7 @@ parent, and chains
 resolve by pointer jumping: `RESOLVE_ROUNDS` joins, each moving every link to where its target points, then a
 check that every link ends at a root; the rare links of longer chains are gathered and finished together. The
 articles meet their decisions in a last join by location (with a spill on disk, where they are tokens, packed
-per bundle and shard: `transforms/packed.py`; so are the link joins). Work and memory per worker fall as workers are
+per bundle and shard, each shard's table parked too: `transforms/packed.py`; so are the link joins). Work and memory per worker fall as workers are
 added; the largest group is one shard's table (about 1/SHARDS of the rows) or the copies of one story.
 
 Memory on the local runner: every PCollection crossing a stage boundary is held in the launcher's memory, and
@@ -741,15 +741,15 @@ class _ResolveLinks(beam.PTransform):
     not (longer chains) are resolved together. Each join is keyed by location: no step holds every link but
     that last, rare remainder."""
 
-    def __init__(self, rounds: int):
+    def __init__(self, rounds: int, spill: Optional[Spill] = None):
         super().__init__()
-        self.rounds = rounds
+        self.rounds, self.spill = rounds, spill
 
     def expand(self, links):
         for step in range(self.rounds + 1):
             check = step == self.rounds
             joined = ({"link": links, "asks": links | f"Ask{step}" >> beam.Map(_ask_target)}
-                      | f"JoinTarget{step}" >> CoGroupByKeyPacked())
+                      | f"JoinTarget{step}" >> CoGroupByKeyPacked(spill=self.spill))
             if check:
                 checked = joined | "Check" >> beam.FlatMap(_jump, True).with_outputs("late", main="final")
                 # without_defaults: no default-value side input (an empty remainder gives no element)
@@ -872,12 +872,12 @@ class DeduplicateArticles(beam.PTransform):
                                                    self.config.near_window_days, spill, self.config.num_perm))
         if self.config.near:
             links = (verified
-                     | "EarliestParent" >> CombinePerKeyPacked(beam.transforms.core.CallableWrapperCombineFn(min))
+                     | "EarliestParent" >> CombinePerKeyPacked(beam.transforms.core.CallableWrapperCombineFn(min), spill=spill)
                      | "Link" >> beam.Map(_to_link)
-                     | "Resolve" >> _ResolveLinks(self.rounds))
+                     | "Resolve" >> _ResolveLinks(self.rounds, spill))
             near = links | "DecideNear" >> beam.Map(_decide_near)
             exact = ({"losers": by_content["exact"] | "ByKeptLoc" >> beam.Map(_by_kept_loc), "link": links}
-                     | "JoinExact" >> CoGroupByKeyPacked()
+                     | "JoinExact" >> CoGroupByKeyPacked(spill=spill)
                      | "DecideExactCopies" >> beam.FlatMap(_decide_exact_copies))
             decided = (by_id[REJECTED], near, exact)
         else:
@@ -885,7 +885,7 @@ class DeduplicateArticles(beam.PTransform):
 
         if spill.on_disk:  # the articles are tokens: packed per bundle and shard, each input where it is made
             joined = ({"article": fingerprinted["articles"], "decision": decided}
-                      | "JoinDecisions" >> CoGroupByKeyPacked())
+                      | "JoinDecisions" >> CoGroupByKeyPacked(spill=spill))
         else:  # inline the articles travel whole: one per key, never a shard's worth in one element
             joined = ({"article": fingerprinted["articles"], "decision": decided | "AllDecisions" >> beam.Flatten()}
                       | "JoinDecisions" >> beam.CoGroupByKey())

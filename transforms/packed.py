@@ -16,6 +16,15 @@ Memory: a bundle's table holds at most `max_keys` keys; a shard's merge holds th
 each window's keys are combined apart, and a packed element is in the window its values were in.
 Keys must have a deterministic `repr` (str, int, bytes, tuples of these): it picks the shard, the same in
 every process.
+
+What crosses is opaque: each shard's table is encoded once where it is packed (`pack_table`: Beam's own
+encoding of plain values, the one these values had when they crossed as they were) and decoded where it is
+merged. Beam's local FnApiRunner keeps a shuffle in the launcher, and its grouping table decodes every value
+it receives into Python objects until the next stage reads them: a table of dicts, tuples and strings holds
+several times its encoded size there, and every key of the run is in it at once. As bytes a table is one
+object; with a `Spill` on disk (local runs: `transforms/spill.py`) the bytes are parked in the packing
+process's spill file and only a 32-byte token per bundle and shard crosses, so the launcher's share no
+longer grows with the keys. Without one (managed runners, Dask, streaming) the bytes cross inline.
 """
 from __future__ import annotations
 
@@ -27,7 +36,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
-__all__ = ["CombinePerKeyPacked", "CoGroupByKeyPacked", "shard_of_key", "SHARDS", "MAX_KEYS"]
+from wirewash.transforms.spill import Spill
+
+__all__ = ["CombinePerKeyPacked", "CoGroupByKeyPacked", "shard_of_key", "pack_table", "unpack_table", "SHARDS",
+           "MAX_KEYS"]
 
 NAMESPACE = "packed"  # counters per packing step: `keys` packed, `elements` sent across the shuffle
 
@@ -35,6 +47,18 @@ SHARDS = 64  # hash buckets a bundle's table is split into: the unit of work aft
 MAX_KEYS = 50_000  # keys a bundle's table holds before it is sent on early (~25 MB of small accumulators)
 _MISSING = object()
 _GLOBAL = GlobalWindow()
+# Beam's encoding of plain values (str, bytes, numbers, tuples, lists, dicts, sets, named tuples): the one these
+# tables had when they crossed as dicts, so whatever crossed then crosses now (as in transforms/spill.py)
+_PRIMITIVES = beam.coders.FastPrimitivesCoder()
+
+
+def pack_table(table: dict) -> bytes:
+    """A shard's {key: accumulator} as bytes (`unpack_table` gives it back, equal, types kept)."""
+    return _PRIMITIVES.encode(table)
+
+
+def unpack_table(data: bytes) -> dict:
+    return _PRIMITIVES.decode(data)
 
 
 def shard_of_key(key, shards: int) -> int:
@@ -43,16 +67,17 @@ def shard_of_key(key, shards: int) -> int:
 
 
 class _PackFn(beam.DoFn):
-    """(key, value) in the global window -> (shard, {key: accumulator}) per shard and bundle (or per `max_keys`
-    keys). With `tag`, each value is added as (tag, value); with `pairs_of`, each element gives its (key,
+    """(key, value) in the global window -> (shard, parked {key: accumulator}) per shard and bundle (or per
+    `max_keys` keys): the table encoded (`pack_table`) and parked with `spill` (on disk: a token; inline: the
+    bytes). With `tag`, each value is added as (tag, value); with `pairs_of`, each element gives its (key,
     value) pairs (`pairs_of(element)`), combined here without crossing to another step one pair at a time.
     (`process` takes no other argument: one with a default, `WindowParam` included, makes Beam call it
     through its slower per-window path; `_PackWindowsFn` asks for the window.)"""
 
     def __init__(self, combine_fn: beam.CombineFn, shards: int, max_keys: int, tag: Any = None,
-                 pairs_of: Optional[Callable] = None):
+                 pairs_of: Optional[Callable] = None, spill: Optional[Spill] = None):
         self.combine_fn, self.shards, self.max_keys, self.tag = combine_fn, shards, max_keys, tag
-        self.pairs_of = pairs_of
+        self.pairs_of, self.spill = pairs_of, spill or Spill()
 
     def setup(self):
         self.combine_fn.setup()
@@ -81,14 +106,15 @@ class _PackFn(beam.DoFn):
 
     def _flush(self) -> list:
         tables, self.tables, self.size = self.tables, {}, 0
-        compact, out = self.combine_fn.compact, []
+        compact, park, out = self.combine_fn.compact, self.spill.park_bytes, []
         for window, table in tables.items():
             by_shard: dict = {}
             for key, accumulator in table.items():
                 by_shard.setdefault(shard_of_key(key, self.shards), {})[key] = compact(accumulator)
             Metrics.counter(NAMESPACE, "keys").inc(len(table))
             Metrics.counter(NAMESPACE, "elements").inc(len(by_shard))
-            out += [WindowedValue((shard, part), window.max_timestamp(), (window,)) for shard, part in by_shard.items()]
+            out += [WindowedValue((shard, park(pack_table(part))), window.max_timestamp(), (window,))
+                    for shard, part in by_shard.items()]
         return out
 
     def teardown(self):
@@ -103,20 +129,22 @@ class _PackWindowsFn(_PackFn):
 
 
 class _MergeFn(beam.DoFn):
-    """(shard, [{key: accumulator}, ...]) -> (key, output) for every key of the shard."""
+    """(shard, [parked {key: accumulator}, ...]) -> (key, output) for every key of the shard (each table
+    fetched from `spill` and decoded as it is merged)."""
 
-    def __init__(self, combine_fn: beam.CombineFn):
-        self.combine_fn = combine_fn
+    def __init__(self, combine_fn: beam.CombineFn, spill: Optional[Spill] = None):
+        self.combine_fn, self.spill = combine_fn, spill or Spill()
 
     def setup(self):
         self.combine_fn.setup()
 
     def process(self, item):
         merged: dict = {}
-        merge = self.combine_fn.merge_accumulators
-        for table in item[1]:
+        merge, fetch = self.combine_fn.merge_accumulators, self.spill.fetch_bytes
+        for parked in item[1]:
+            table = unpack_table(fetch(parked))
             if not merged:  # the first table as it is (on a local run, often the only one)
-                merged = dict(table)
+                merged = table
                 continue
             for key, accumulator in table.items():
                 held = merged.get(key, _MISSING)
@@ -131,38 +159,40 @@ class _MergeFn(beam.DoFn):
 
 
 def _packed(inputs: dict, combine_fn: beam.CombineFn, shards: int, max_keys: int, tagged: bool,
-            pairs_of: Optional[Callable] = None):
+            pairs_of: Optional[Callable] = None, spill: Optional[Spill] = None):
     """{label: PCollection or tuple of them} -> the merged (key, output) PCollection."""
     packed = []
     for label, pcolls in inputs.items():
         for i, pcoll in enumerate(pcolls if isinstance(pcolls, (tuple, list)) else (pcolls,)):
             pack = _PackFn if isinstance(pcoll.windowing.windowfn, GlobalWindows) else _PackWindowsFn
-            fn = pack(combine_fn, shards, max_keys, label if tagged else None, pairs_of)
-            packed.append(pcoll | f"Pack{label}{i or ''}" >> beam.ParDo(fn).with_output_types(Tuple[int, Any]))
+            fn = pack(combine_fn, shards, max_keys, label if tagged else None, pairs_of, spill)
+            packed.append(pcoll | f"Pack{label}{i or ''}" >> beam.ParDo(fn).with_output_types(Tuple[int, bytes]))
     if len(packed) > 1:
         packed = packed | "AllPacked" >> beam.Flatten()
     else:
         packed = packed[0]
     return (packed
             | "GroupShards" >> beam.GroupByKey()
-            | "Merge" >> beam.ParDo(_MergeFn(combine_fn)).with_output_types(Any))  # what Beam infers, not inferred
+            | "Merge" >> beam.ParDo(_MergeFn(combine_fn, spill)).with_output_types(Any))  # what Beam infers, not inferred
 
 
 class CombinePerKeyPacked(beam.PTransform):
     """(key, value) -> (key, combined value), as `beam.CombinePerKey(combine_fn)`, with each bundle's values
     combined per key and sent on `shards` elements at a time (see the module). `combine_fn`'s output must not
     depend on the order of its inputs. With `pairs_of`, the input is any element and `pairs_of(element)` its
-    (key, value) pairs: as a FlatMap before the combine, without handing Beam each pair."""
+    (key, value) pairs: as a FlatMap before the combine, without handing Beam each pair. `spill` is where the
+    packed tables wait for the shuffle (default: inline, as bytes; see the module)."""
 
     def __init__(self, combine_fn: beam.CombineFn, shards: int = SHARDS, max_keys: int = MAX_KEYS,
-                 pairs_of: Optional[Callable] = None):
+                 pairs_of: Optional[Callable] = None, spill: Optional[Spill] = None):
         super().__init__()
         if shards < 1 or max_keys < 1:
             raise ValueError(f"shards and max_keys must be at least 1, got {shards} and {max_keys}")
         self.combine_fn, self.shards, self.max_keys, self.pairs_of = combine_fn, shards, max_keys, pairs_of
+        self.spill = spill or Spill()
 
     def expand(self, pcoll):
-        return _packed({"": pcoll}, self.combine_fn, self.shards, self.max_keys, False, self.pairs_of)
+        return _packed({"": pcoll}, self.combine_fn, self.shards, self.max_keys, False, self.pairs_of, self.spill)
 
 
 class _TaggedLists(beam.CombineFn):
@@ -193,15 +223,17 @@ class CoGroupByKeyPacked(beam.PTransform):
     """{tag: PCollection of (key, value), or a tuple of such PCollections} -> (key, {tag: [values]}), as
     `beam.CoGroupByKey` (whose output it can replace), each input packed per bundle and shard where it is
     produced (see the module). The values of one key are held together, and a bundle holds up to `max_keys`
-    keys' values: for small values (ids, tokens, decisions), not whole documents."""
+    keys' values: for small values (ids, tokens, decisions), not whole documents. `spill` is where the packed
+    tables wait for the shuffle (default: inline, as bytes; see the module)."""
 
-    def __init__(self, shards: int = SHARDS, max_keys: int = MAX_KEYS):
+    def __init__(self, shards: int = SHARDS, max_keys: int = MAX_KEYS, spill: Optional[Spill] = None):
         super().__init__()
         if shards < 1 or max_keys < 1:
             raise ValueError(f"shards and max_keys must be at least 1, got {shards} and {max_keys}")
-        self.shards, self.max_keys = shards, max_keys
+        self.shards, self.max_keys, self.spill = shards, max_keys, spill or Spill()
 
     def expand(self, inputs: dict):
         if not inputs:
             raise ValueError("CoGroupByKeyPacked needs at least one input")
-        return _packed(dict(inputs), _TaggedLists(tuple(inputs)), self.shards, self.max_keys, tagged=True)
+        return _packed(dict(inputs), _TaggedLists(tuple(inputs)), self.shards, self.max_keys, tagged=True,
+                       spill=self.spill)

@@ -50,6 +50,7 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 
 from wirewash.transforms.linear_regex import compile_linear
 from wirewash.transforms.packed import CombinePerKeyPacked
+from wirewash.transforms.spill import Spill
 from wirewash.transforms.text import KEEP_AT_EDGE, SENTENCE_END, fold_line
 from wirewash.transforms.types import Article
 
@@ -293,13 +294,14 @@ def _count_learned(item):
 class LearnRepeatedLines(beam.PTransform):
     """Article -> a one-element PCollection {source: frozenset(line keys)} of lines seen in at least
     `min_support` distinct stories of that source, plus `SHARED` (line keys) and `LABELS` (`label_key`s)
-    learned across sources. Use it with `beam.pvalue.AsSingleton`."""
+    learned across sources. Use it with `beam.pvalue.AsSingleton`. `spill` is where the packed counts wait
+    for the shuffle (`transforms/packed.py`; default: inline)."""
 
-    def __init__(self, min_support: int = DEFAULT_MIN_SUPPORT):
+    def __init__(self, min_support: int = DEFAULT_MIN_SUPPORT, spill: Optional[Spill] = None):
         super().__init__()
         if min_support < 2:
             raise ValueError(f"min_support must be at least 2, got {min_support}")
-        self.min_support = min_support
+        self.min_support, self.spill = min_support, spill
 
     def expand(self, articles):
         min_support = self.min_support
@@ -308,7 +310,7 @@ class LearnRepeatedLines(beam.PTransform):
             # each article's (scope, key) pairs combined where it is, per bundle, and sent on per shard (~64
             # elements a bundle): most keys are unique, and one element per key crossed before
             | "DistinctStories" >> CombinePerKeyPacked(_DistinctStories(max(min_support, SHARED_MIN_STORIES)),
-                                                       pairs_of=_emit_keys)
+                                                       pairs_of=_emit_keys, spill=self.spill)
             | "AboveSupport" >> beam.Filter(_above_support, min_support)
             | "Learned" >> beam.Map(_count_learned)
             | "BySource" >> beam.CombineGlobally(_KeysBySource())
