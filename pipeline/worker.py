@@ -45,9 +45,43 @@ def _follow_launcher() -> None:
     signal.signal(signal.SIGINT, on_sigint)
 
 
+HEAP_PROFILE_ENV = "WIREWASH_WORKER_HEAP"  # a folder: each worker dumps tracemalloc snapshots there (bench only)
+HEAP_PROFILE_SECONDS = 15.0
+
+
+def _profile_heap(folder: str) -> None:
+    """Measurement only (`bench/memory.py --worker_heap DIR`): traces this worker's Python allocations and
+    dumps a tracemalloc snapshot to DIR/worker-PID-SEQ.snap every HEAP_PROFILE_SECONDS, with the time and RSS
+    in DIR/worker-PID.log, so that snapshots taken through a stage can be compared (`bench/memory.py
+    --heap_diff`). Slows the worker ~2x."""
+    import threading
+    import time
+    import tracemalloc
+
+    tracemalloc.start(6)
+    started, pid = time.monotonic(), os.getpid()
+
+    def loop():
+        seq = 0
+        while True:
+            time.sleep(HEAP_PROFILE_SECONDS)
+            snapshot = tracemalloc.take_snapshot()
+            snapshot.dump(os.path.join(folder, f"worker-{pid}-{seq:03d}.snap"))
+            with open(f"/proc/{pid}/statm") as statm:
+                rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
+            traced, _ = tracemalloc.get_traced_memory()
+            with open(os.path.join(folder, f"worker-{pid}.log"), "a") as log:
+                log.write(f"{seq} {time.monotonic() - started:.1f} rss={rss} traced={traced >> 20}\n")
+            seq += 1
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
 def main() -> None:
     _quiet_stderr()
     _follow_launcher()
+    if os.environ.get(HEAP_PROFILE_ENV):
+        _profile_heap(os.environ[HEAP_PROFILE_ENV])
     # Beam's imports with the cycle collector paused, their objects then frozen: it walked that growing heap
     # ~230 times during the imports (~0.05 s of CPU a worker), and every full collection of the run would walk
     # it again. A worker's own garbage is no concern: it ends with `os._exit`.
