@@ -226,9 +226,11 @@ def main(argv=None) -> int:
                         "allocations (slow) and print the largest allocation sites at its peak")
     parser.add_argument("--timeline", type=Path, help="write stage starts and every process's RSS over time "
                         "to this file")
-    parser.add_argument("--worker_heap", type=Path, help="each worker dumps a tracemalloc snapshot into this "
-                        "folder every 15 s, with its RSS and traced bytes in worker-PID.log (slows workers ~2x); "
-                        "compare two with --heap_diff")
+    parser.add_argument("--worker_heap", type=Path, help="each worker logs its RSS and data-channel backlog "
+                        "every 15 s to worker-PID.log in this folder")
+    parser.add_argument("--trace", action="store_true", help="with --worker_heap: also trace each worker's "
+                        "Python allocations and dump a tracemalloc snapshot there every 15 s (slows workers "
+                        "~2x); compare two with --heap_diff")
     parser.add_argument("--heap_diff", nargs=2, type=Path, metavar=("BEFORE", "AFTER"),
                         help="print what grew between two worker snapshots (by traceback), then exit")
     parser.add_argument("--wirewash-args", default="", help="extra arguments for wirewash (quoted)")
@@ -259,6 +261,7 @@ def main(argv=None) -> int:
     if args.worker_heap:
         args.worker_heap.mkdir(parents=True, exist_ok=True)
         env["WIREWASH_WORKER_HEAP"] = str(args.worker_heap.resolve())  # pipeline/worker.py HEAP_PROFILE_ENV
+        env["WIREWASH_WORKER_TRACE"] = "1" if args.trace else "0"
     log = work / f"memory-{corpus.stem}.log"
     started = time.monotonic()
     with open(log, "wb") as out:

@@ -238,3 +238,23 @@ def test_the_pipelines_id_tables_use_the_shared_bound():
                if t.full_label.endswith("/IdTables")]
         assert [fn.batch_rows for fn in fns] == [dedup.table_batch_rows(shards)]
         assert fns[0].batch_rows * shards <= dedup.KEY_TABLE_PENDING
+
+
+def test_worker_memory_line_counts_what_waits_in_a_data_channel():
+    """`bench/memory.py --worker_heap`'s per-worker line: RSS, the data channels' backlog, the native heaps."""
+    import re
+
+    from apache_beam.portability.api import beam_fn_api_pb2
+    from apache_beam.runners.worker.data_plane import _GrpcDataChannel
+
+    from wirewash.pipeline.worker import _memory_line
+
+    channel = _GrpcDataChannel()
+    channel._to_send.put(beam_fn_api_pb2.Elements.Data(instruction_id="1", transform_id="t", data=b"x" * (3 << 20)))
+    line = _memory_line()
+    assert re.match(r"rss=\d+ traced=\d+ channel=(\d+)/(\d+)MB", line), line
+    messages, megabytes = map(int, re.search(r"channel=(\d+)/(\d+)MB", line).groups())
+    assert messages >= 1 and megabytes >= 3
+    if sys.platform.startswith("linux"):
+        assert "malloc_used=" in line
+    del channel
