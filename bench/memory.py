@@ -194,6 +194,20 @@ def child(argv: list[str]) -> int:
     return 0
 
 
+def heap_diff(before: Path, after: Path, top: int = 15) -> int:
+    """The allocation sites (innermost 6 frames) that grew most between two tracemalloc snapshots."""
+    import tracemalloc
+
+    ignore = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap>")]
+    old, new = (tracemalloc.Snapshot.load(str(p)).filter_traces(ignore) for p in (before, after))
+    total = [sum(s.size for s in snap.statistics("filename")) >> 20 for snap in (old, new)]
+    print(f"traced {total[0]} -> {total[1]} MB; largest growth:")
+    for stat in new.compare_to(old, "traceback")[:top]:
+        frames = [f"{f.filename.split('site-packages/')[-1]}:{f.lineno}" for f in stat.traceback]
+        print(f"  {stat.size_diff / 2**20:+8.2f} MB {stat.count_diff:+9d} blocks  " + " <- ".join(reversed(frames)))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Parent mode
 # ---------------------------------------------------------------------------------------------------------
@@ -212,8 +226,17 @@ def main(argv=None) -> int:
                         "allocations (slow) and print the largest allocation sites at its peak")
     parser.add_argument("--timeline", type=Path, help="write stage starts and every process's RSS over time "
                         "to this file")
+    parser.add_argument("--worker_heap", type=Path, help="each worker logs its RSS and data-channel backlog "
+                        "every 15 s to worker-PID.log in this folder")
+    parser.add_argument("--trace", action="store_true", help="with --worker_heap: also trace each worker's "
+                        "Python allocations and dump a tracemalloc snapshot there every 15 s (slows workers "
+                        "~2x); compare two with --heap_diff")
+    parser.add_argument("--heap_diff", nargs=2, type=Path, metavar=("BEFORE", "AFTER"),
+                        help="print what grew between two worker snapshots (by traceback), then exit")
     parser.add_argument("--wirewash-args", default="", help="extra arguments for wirewash (quoted)")
     args = parser.parse_args(argv)
+    if args.heap_diff:
+        return heap_diff(*args.heap_diff)
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     if args.corpus:
@@ -235,6 +258,10 @@ def main(argv=None) -> int:
         env["WIREWASH_TRACEMALLOC"] = "1"
     if args.timeline:
         env["WIREWASH_TIMELINE"] = str(args.timeline.resolve())
+    if args.worker_heap:
+        args.worker_heap.mkdir(parents=True, exist_ok=True)
+        env["WIREWASH_WORKER_HEAP"] = str(args.worker_heap.resolve())  # pipeline/worker.py HEAP_PROFILE_ENV
+        env["WIREWASH_WORKER_TRACE"] = "1" if args.trace else "0"
     log = work / f"memory-{corpus.stem}.log"
     started = time.monotonic()
     with open(log, "wb") as out:

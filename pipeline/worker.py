@@ -45,9 +45,96 @@ def _follow_launcher() -> None:
     signal.signal(signal.SIGINT, on_sigint)
 
 
+HEAP_PROFILE_ENV = "WIREWASH_WORKER_HEAP"  # a folder: each worker logs its memory there (bench only)
+HEAP_TRACE_ENV = "WIREWASH_WORKER_TRACE"  # "1": and dumps tracemalloc snapshots there too
+HEAP_PROFILE_SECONDS = 15.0
+
+
+def _data_channel_backlog() -> tuple:
+    """(messages, bytes) waiting in this worker's data channels: outputs not yet sent to the runner, inputs
+    received and not yet read (Beam's `_GrpcDataChannel` queues; found through the collector)."""
+    import gc
+
+    messages = size = 0
+    for obj in gc.get_objects():
+        if type(obj).__name__ in ("GrpcClientDataChannel", "_GrpcDataChannel") and hasattr(obj, "_to_send"):
+            queues = [obj._to_send] + list(getattr(obj, "_received", {}).values())
+            for waiting in queues:
+                with waiting.mutex:
+                    items = list(waiting.queue)
+                messages += len(items)
+                size += sum(item.ByteSize() for item in items if hasattr(item, "ByteSize"))
+    return messages, size
+
+
+def _native_heap() -> str:
+    """glibc's view of this process's malloc heap (`mallinfo2`: bytes in use, free inside the heap, in mmapped
+    chunks; MB) and the bytes Arrow's pool holds (pyarrow's jemalloc: spill compression, Parquet writes)."""
+    import ctypes
+    import sys
+
+    fields = ""
+    try:
+        class _Info(ctypes.Structure):
+            _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                              "usmblks", "fsmblks", "uordblks", "fordblks",
+                                                              "keepcost")]
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _Info
+        info = libc.mallinfo2()
+        fields = (f"malloc_used={info.uordblks >> 20} malloc_free={info.fordblks >> 20} "
+                  f"malloc_mmap={info.hblkhd >> 20} ")
+    except (OSError, AttributeError):
+        pass
+    if "pyarrow" in sys.modules:
+        fields += f"arrow={sys.modules['pyarrow'].total_allocated_bytes() >> 20}"
+    return fields
+
+
+def _memory_line() -> str:
+    """This process's memory now, one line: RSS, traced Python bytes (0 unless tracemalloc runs), the data
+    channels' backlog (messages/MB) and the native heaps, MB."""
+    import tracemalloc
+
+    with open("/proc/self/statm") as statm:
+        rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
+    messages, size = _data_channel_backlog()
+    return (f"rss={rss} traced={tracemalloc.get_traced_memory()[0] >> 20} channel={messages}/{size >> 20}MB "
+            f"{_native_heap()}")
+
+
+def _profile_heap(folder: str, trace: bool) -> None:
+    """Measurement only (`bench/memory.py --worker_heap DIR [--trace]`): every HEAP_PROFILE_SECONDS, appends
+    the time, RSS, traced Python bytes, the data channels' backlog and the native heaps (`_native_heap`) to
+    DIR/worker-PID.log; with `trace`, traces the Python allocations (6 frames) and dumps a snapshot to
+    DIR/worker-PID-SEQ.snap, to compare two (`bench/memory.py --heap_diff`). Tracing slows the worker ~2x."""
+    import threading
+    import time
+    import tracemalloc
+
+    if trace:
+        tracemalloc.start(6)
+    started, pid = time.monotonic(), os.getpid()
+
+    def loop():
+        seq = 0
+        while True:
+            time.sleep(HEAP_PROFILE_SECONDS)
+            if trace:
+                tracemalloc.take_snapshot().dump(os.path.join(folder, f"worker-{pid}-{seq:03d}.snap"))
+            with open(os.path.join(folder, f"worker-{pid}.log"), "a") as log:
+                log.write(f"{seq} {time.monotonic() - started:.1f} {_memory_line()}\n")
+            seq += 1
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
 def main() -> None:
     _quiet_stderr()
     _follow_launcher()
+    if os.environ.get(HEAP_PROFILE_ENV):
+        _profile_heap(os.environ[HEAP_PROFILE_ENV], os.environ.get(HEAP_TRACE_ENV) == "1")
     # Beam's imports with the cycle collector paused, their objects then frozen: it walked that growing heap
     # ~230 times during the imports (~0.05 s of CPU a worker), and every full collection of the run would walk
     # it again. A worker's own garbage is no concern: it ends with `os._exit`.

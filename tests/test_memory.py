@@ -187,8 +187,8 @@ def test_table_parks_full_batches_while_adding(monkeypatch):
 
     keys = [_key(i, [i % 3, 100 + i % 2])._replace(content_hash=f"{i % 6:032x}") for i in range(12)]
 
-    def table():
-        combine = _TableFn(Spill())
+    def table(batch_rows=None):
+        combine = _TableFn(Spill(), batch_rows) if batch_rows else _TableFn(Spill())
         acc = combine.create_accumulator()
         for key in keys[:10]:
             acc = combine.add_input(acc, key)
@@ -199,7 +199,62 @@ def test_table_parks_full_batches_while_adding(monkeypatch):
         return parked, pending, columns.tolist(), orders
 
     _, _, columns, orders = table()
-    monkeypatch.setattr(dedup, "KEY_TABLE_BATCH", 4)
-    parked, pending, batched_columns, batched_orders = table()
+    parked, pending, batched_columns, batched_orders = table(4)
     assert (parked, pending) == (2, 2)  # two full batches parked, two rows pending
     assert (batched_columns, batched_orders) == (columns, orders) and orders == [k.order for k in keys]
+
+
+def test_a_bundle_holds_at_most_key_table_pending_rows_unparked():
+    """A local worker gets half the input as one bundle, and Beam's lifted combine keeps one accumulator per
+    id shard until the bundle ends: all the shards' pending rows together stay under KEY_TABLE_PENDING (with
+    a batch of 8,192 rows per shard they held every row of a worker's share up to ~1M records)."""
+    import wirewash.transforms.dedup as dedup
+
+    shards = dedup.SHARDS
+    rows = dedup.KEY_TABLE_PENDING + 4 * shards * dedup.table_batch_rows(shards)
+    combine = _TableFn(Spill(), dedup.table_batch_rows(shards))
+    tables, most = {}, 0
+    for i in range(rows):  # as `PGBKCVOperation.process` does: one accumulator per key (shard) all bundle long
+        shard = (i * 7) % shards
+        tables[shard] = combine.add_input(tables.get(shard) or combine.create_accumulator(), _key(i, [i, i + 1]))
+        if i % 97 == 0:
+            most = max(most, sum(len(acc[1]) for acc in tables.values()))
+    assert 0 < most <= dedup.KEY_TABLE_PENDING
+    assert sum(len(acc[2]) for acc in tables.values()) >= 4 * shards  # the rest parked, batch by batch
+    # nothing lost: every row once, in each shard's arrival order
+    out = [o for acc in tables.values() for o in dedup._unpack_rows(combine.extract_output(acc), Spill(), "t")[1]]
+    assert sorted(out) == sorted(_key(i, []).order for i in range(rows))
+
+
+def test_the_pipelines_id_tables_use_the_shared_bound():
+    import apache_beam as beam
+
+    import wirewash.transforms.dedup as dedup
+
+    for shards in (dedup.SHARDS, 5):
+        pipeline = beam.Pipeline()
+        _ = pipeline | beam.Create([]) | "Dedup" >> dedup.DeduplicateArticles(spill=Spill(), shards=shards)
+        fns = [t.transform.fn for t in pipeline.transforms_stack[0].parts[-1].parts
+               if t.full_label.endswith("/IdTables")]
+        assert [fn.batch_rows for fn in fns] == [dedup.table_batch_rows(shards)]
+        assert fns[0].batch_rows * shards <= dedup.KEY_TABLE_PENDING
+
+
+def test_worker_memory_line_counts_what_waits_in_a_data_channel():
+    """`bench/memory.py --worker_heap`'s per-worker line: RSS, the data channels' backlog, the native heaps."""
+    import re
+
+    from apache_beam.portability.api import beam_fn_api_pb2
+    from apache_beam.runners.worker.data_plane import _GrpcDataChannel
+
+    from wirewash.pipeline.worker import _memory_line
+
+    channel = _GrpcDataChannel()
+    channel._to_send.put(beam_fn_api_pb2.Elements.Data(instruction_id="1", transform_id="t", data=b"x" * (3 << 20)))
+    line = _memory_line()
+    assert re.match(r"rss=\d+ traced=\d+ channel=(\d+)/(\d+)MB", line), line
+    messages, megabytes = map(int, re.search(r"channel=(\d+)/(\d+)MB", line).groups())
+    assert messages >= 1 and megabytes >= 3
+    if sys.platform.startswith("linux"):
+        assert "malloc_used=" in line
+    del channel

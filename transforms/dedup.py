@@ -76,8 +76,18 @@ SHINGLE_CHARS = 5
 MAX_PARENTS_PER_BUCKET = 3
 MAX_BUCKET_SIZE = 500
 SKETCH_SIZE = 1024  # bottom-k shingle hashes kept per document for verification (8 KB at most)
-KEY_TABLE_BATCH = 8192  # rows per parked batch of an id shard's table (about 1.5 MB)
 SHARDS = 64  # hash buckets of each dedup table (ids, content hashes, LSH bands): the unit of work per worker
+# Rows of the id tables a worker holds unparked, all its shards together (~0.53 KB each as Python objects:
+# ~17 MB). A local worker gets half the input as one bundle and the runner keeps one accumulator per shard
+# until the bundle ends, so a per-shard batch of 8,192 rows held 64 x 8,191 rows: every row up to ~1M records.
+KEY_TABLE_PENDING = 32_768
+
+
+def table_batch_rows(shards: int) -> int:
+    """Rows per parked batch of one id shard's table: `KEY_TABLE_PENDING` shared by the `shards` tables a
+    bundle fills at once."""
+    return max(1, KEY_TABLE_PENDING // max(1, shards))
+
 SKETCHES_PER_BUNDLE = 4096  # sketches (at most 8 KB each) the band step keeps while it verifies (`_VerifyBandsFn`)
 SEEN_PER_BUNDLE = 100_000  # candidate pairs and members a band step remembers, to send each once (`_DecideBandsFn`)
 RESOLVE_ROUNDS = 2  # pointer-jumping joins: chains of up to 2 links (nearly all) resolve in them, longer ones together
@@ -507,10 +517,11 @@ class _TableFn(beam.CombineFn):
     """`_Key`s of one id shard -> its table as a list of parked batches: per row the content hash (two uint64)
     and the band hashes (`bands` uint64; none without near-duplicate detection), and the kept-copy orders.
     `compact`, which the runner calls on each partial accumulator it emits, parks the pending rows as one
-    batch, and so does `add_input` every `KEY_TABLE_BATCH` rows."""
+    batch, and so does `add_input` every `batch_rows` rows (`table_batch_rows`: a worker's shards together
+    hold at most `KEY_TABLE_PENDING` rows unparked, however large its bundle)."""
 
-    def __init__(self, spill: Spill):
-        self.spill = spill
+    def __init__(self, spill: Spill, batch_rows: int = table_batch_rows(SHARDS)):
+        self.spill, self.batch_rows = spill, batch_rows
 
     def create_accumulator(self):
         return array.array("Q"), [], []
@@ -520,7 +531,7 @@ class _TableFn(beam.CombineFn):
         accumulator[0].extend((content >> 64, content & 0xFFFFFFFFFFFFFFFF))
         accumulator[0].frombytes(key.bands)
         accumulator[1].append(key.order)
-        return self.compact(accumulator) if len(accumulator[1]) >= KEY_TABLE_BATCH else accumulator
+        return self.compact(accumulator) if len(accumulator[1]) >= self.batch_rows else accumulator
 
     def compact(self, accumulator):
         import numpy as np
@@ -845,7 +856,7 @@ class DeduplicateArticles(beam.PTransform):
         fingerprinted = articles | "Fingerprint" >> beam.ParDo(
             _FingerprintFn(self.config, self.bands, self.rows, spill, shards)).with_outputs("keys", main="articles")
         by_id = (fingerprinted["keys"]
-                 | "IdTables" >> beam.CombinePerKey(_TableFn(spill))
+                 | "IdTables" >> beam.CombinePerKey(_TableFn(spill, table_batch_rows(shards)))
                  | "DecideIds" >> beam.FlatMap(_decide_ids, shards, spill).with_outputs(REJECTED, main="rows"))
         by_content = (by_id["rows"]
                       | "GroupByContent" >> beam.GroupByKey()
