@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-__all__ = ["given_flags", "beam_argument_parser", "add_runner_short_name", "live_test_stream"]
+__all__ = ["given_flags", "beam_argument_parser", "add_runner_short_name", "live_test_stream", "data_channel_backlog"]
 
 
 def given_flags(options) -> tuple[str, ...]:
@@ -44,3 +44,21 @@ def live_test_stream(events: Iterable, coder):
     stream = TestStream(coder=coder)
     stream._events = events
     return stream
+
+
+def data_channel_backlog() -> tuple[int, int]:
+    """(messages, bytes) waiting in this process's Fn API data channels: outputs not yet sent to the runner,
+    inputs received and not yet read (measurement only: `bench/memory.py --worker_heap`). Beam keeps them in
+    the private queues `_to_send` and `_received` of its `_GrpcDataChannel`s, found here through the collector."""
+    import gc
+
+    messages = size = 0
+    for obj in gc.get_objects():
+        if type(obj).__name__ in ("GrpcClientDataChannel", "_GrpcDataChannel") and hasattr(obj, "_to_send"):
+            queues = [obj._to_send] + list(getattr(obj, "_received", {}).values())
+            for waiting in queues:
+                with waiting.mutex:
+                    items = list(waiting.queue)
+                messages += len(items)
+                size += sum(item.ByteSize() for item in items if hasattr(item, "ByteSize"))
+    return messages, size

@@ -50,23 +50,6 @@ HEAP_TRACE_ENV = "WIREWASH_WORKER_TRACE"  # "1": and dumps tracemalloc snapshots
 HEAP_PROFILE_SECONDS = 15.0
 
 
-def _data_channel_backlog() -> tuple:
-    """(messages, bytes) waiting in this worker's data channels: outputs not yet sent to the runner, inputs
-    received and not yet read (Beam's `_GrpcDataChannel` queues; found through the collector)."""
-    import gc
-
-    messages = size = 0
-    for obj in gc.get_objects():
-        if type(obj).__name__ in ("GrpcClientDataChannel", "_GrpcDataChannel") and hasattr(obj, "_to_send"):
-            queues = [obj._to_send] + list(getattr(obj, "_received", {}).values())
-            for waiting in queues:
-                with waiting.mutex:
-                    items = list(waiting.queue)
-                messages += len(items)
-                size += sum(item.ByteSize() for item in items if hasattr(item, "ByteSize"))
-    return messages, size
-
-
 def _native_heap() -> str:
     """glibc's view of this process's malloc heap (`mallinfo2`: bytes in use, free inside the heap, in mmapped
     chunks; MB) and the bytes Arrow's pool holds (pyarrow's jemalloc: spill compression, Parquet writes)."""
@@ -99,7 +82,9 @@ def _memory_line() -> str:
 
     with open("/proc/self/statm") as statm:
         rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
-    messages, size = _data_channel_backlog()
+    from wirewash.pipeline.beam_internals import data_channel_backlog
+
+    messages, size = data_channel_backlog()
     return (f"rss={rss} traced={tracemalloc.get_traced_memory()[0] >> 20} channel={messages}/{size >> 20}MB "
             f"{_native_heap()}")
 

@@ -103,3 +103,19 @@ def test_argparse_actions_listing():
     actions = _actions(parser)
     assert set(actions) == {"help", "near_threshold", "nt", "quiet"}
     assert actions["nt"] is actions["near_threshold"] and actions["near_threshold"].type is float
+
+
+def test_data_channel_backlog_sees_what_waits_in_a_channel():
+    """`data_channel_backlog` finds Beam's data channels and their private queues: a renamed queue would make
+    it report 0 for ever, and this fails."""
+    from apache_beam.portability.api import beam_fn_api_pb2
+    from apache_beam.runners.worker.data_plane import _GrpcDataChannel
+
+    from wirewash.pipeline.beam_internals import data_channel_backlog
+
+    before, _ = data_channel_backlog()
+    channel = _GrpcDataChannel()
+    channel._to_send.put(beam_fn_api_pb2.Elements.Data(instruction_id="1", transform_id="t", data=b"x" * 4096))
+    messages, size = data_channel_backlog()
+    assert messages == before + 1 and size >= 4096
+    del channel
