@@ -80,10 +80,10 @@ def _memory_line() -> str:
     channels' backlog (messages/MB) and the native heaps, MB."""
     import tracemalloc
 
-    with open("/proc/self/statm") as statm:
-        rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
     from wirewash.pipeline.beam_internals import data_channel_backlog
 
+    with open("/proc/self/statm") as statm:
+        rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
     messages, size = data_channel_backlog()
     return (f"rss={rss} traced={tracemalloc.get_traced_memory()[0] >> 20} channel={messages}/{size >> 20}MB "
             f"{_native_heap()}")

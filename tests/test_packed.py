@@ -94,7 +94,7 @@ def test_a_bundle_sends_one_element_per_shard_and_holds_at_most_max_keys():
     """1,000 distinct keys in one bundle cross as at most `shards` elements (one per shard, each holding its
     keys' accumulators) instead of 1,000; with `max_keys`, the table is sent on whenever it holds that many
     keys, so a bundle never holds more."""
-    fn = _PackFn(beam.combiners.CountCombineFn(), shards=8, max_keys=10**6)
+    fn = _PackFn(beam.combiners.CountCombineFn(), shards=8, max_keys=10**6, spill=Spill())
     fn.setup()
     fn.start_bundle()
     assert [fn.process((f"line {i}", None)) for i in range(1000)] == [None] * 1000
@@ -104,7 +104,7 @@ def test_a_bundle_sends_one_element_per_shard_and_holds_at_most_max_keys():
     assert sorted(key for _, table in tables for key in table) == sorted(f"line {i}" for i in range(1000))
     assert all(shard_of_key(key, 8) == shard for shard, table in tables for key in table)
 
-    bounded = _PackFn(beam.combiners.CountCombineFn(), shards=8, max_keys=100)
+    bounded = _PackFn(beam.combiners.CountCombineFn(), shards=8, max_keys=100, spill=Spill())
     bounded.setup()
     bounded.start_bundle()
     early = []

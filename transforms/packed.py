@@ -75,9 +75,9 @@ class _PackFn(beam.DoFn):
     through its slower per-window path; `_PackWindowsFn` asks for the window.)"""
 
     def __init__(self, combine_fn: beam.CombineFn, shards: int, max_keys: int, tag: Any = None,
-                 pairs_of: Optional[Callable] = None, spill: Optional[Spill] = None):
+                 pairs_of: Optional[Callable] = None, *, spill: Spill):
         self.combine_fn, self.shards, self.max_keys, self.tag = combine_fn, shards, max_keys, tag
-        self.pairs_of, self.spill = pairs_of, spill or Spill()
+        self.pairs_of, self.spill = pairs_of, spill
 
     def setup(self):
         self.combine_fn.setup()
@@ -132,8 +132,8 @@ class _MergeFn(beam.DoFn):
     """(shard, [parked {key: accumulator}, ...]) -> (key, output) for every key of the shard (each table
     fetched from `spill` and decoded as it is merged)."""
 
-    def __init__(self, combine_fn: beam.CombineFn, spill: Optional[Spill] = None):
-        self.combine_fn, self.spill = combine_fn, spill or Spill()
+    def __init__(self, combine_fn: beam.CombineFn, spill: Spill):
+        self.combine_fn, self.spill = combine_fn, spill
 
     def setup(self):
         self.combine_fn.setup()
@@ -160,12 +160,13 @@ class _MergeFn(beam.DoFn):
 
 def _packed(inputs: dict, combine_fn: beam.CombineFn, shards: int, max_keys: int, tagged: bool,
             pairs_of: Optional[Callable] = None, spill: Optional[Spill] = None):
-    """{label: PCollection or tuple of them} -> the merged (key, output) PCollection."""
+    """{label: PCollection or tuple of them} -> the merged (key, output) PCollection (`spill` None: inline)."""
+    spill = spill or Spill()
     packed = []
     for label, pcolls in inputs.items():
         for i, pcoll in enumerate(pcolls if isinstance(pcolls, (tuple, list)) else (pcolls,)):
             pack = _PackFn if isinstance(pcoll.windowing.windowfn, GlobalWindows) else _PackWindowsFn
-            fn = pack(combine_fn, shards, max_keys, label if tagged else None, pairs_of, spill)
+            fn = pack(combine_fn, shards, max_keys, label if tagged else None, pairs_of, spill=spill)
             packed.append(pcoll | f"Pack{label}{i or ''}" >> beam.ParDo(fn).with_output_types(Tuple[int, bytes]))
     if len(packed) > 1:
         packed = packed | "AllPacked" >> beam.Flatten()
@@ -189,7 +190,7 @@ class CombinePerKeyPacked(beam.PTransform):
         if shards < 1 or max_keys < 1:
             raise ValueError(f"shards and max_keys must be at least 1, got {shards} and {max_keys}")
         self.combine_fn, self.shards, self.max_keys, self.pairs_of = combine_fn, shards, max_keys, pairs_of
-        self.spill = spill or Spill()
+        self.spill = spill
 
     def expand(self, pcoll):
         return _packed({"": pcoll}, self.combine_fn, self.shards, self.max_keys, False, self.pairs_of, self.spill)
@@ -230,7 +231,7 @@ class CoGroupByKeyPacked(beam.PTransform):
         super().__init__()
         if shards < 1 or max_keys < 1:
             raise ValueError(f"shards and max_keys must be at least 1, got {shards} and {max_keys}")
-        self.shards, self.max_keys, self.spill = shards, max_keys, spill or Spill()
+        self.shards, self.max_keys, self.spill = shards, max_keys, spill
 
     def expand(self, inputs: dict):
         if not inputs:
