@@ -39,7 +39,7 @@ from wirewash.pipeline import writer_lock
 from wirewash.pipeline.lifetime import claim
 from wirewash.transforms.dedup import DedupConfig
 from wirewash.transforms.lake_dedup import index_row, index_row_of, read_index_ids
-from wirewash.transforms.packed import CoGroupByKeyPacked
+from wirewash.transforms.packed import CoGroupByKeyPacked, ListPacked, unpack_list
 from wirewash.transforms.spill import Spill
 
 __all__ = ["WriteLake", "commit", "merge_groups", "StagedFile", "remove_orphans", "held_bytes"]
@@ -366,7 +366,7 @@ class WriteLake(beam.PTransform):
                  partition_by: str = DEFAULT_PARTITION_BY, append: bool = False, run: Optional[dict] = None,
                  dedup: Optional[DedupConfig] = None, lake_index: tuple = (), spill: Optional[Spill] = None):
         super().__init__()
-        self.spill = spill
+        self.spill = spill or Spill()
         self.dedup = dedup  # given: the run writes its documents' dedup index (see transforms/lake_dedup.py)
         self.lake_index = tuple(lake_index)  # an append: the lake's index files (their ids join the checks)
         self.output = output.rstrip("/") if output.rstrip("/") else output
@@ -408,7 +408,7 @@ class WriteLake(beam.PTransform):
             | "JoinIds" >> CoGroupByKeyPacked(spill=self.spill)  # nearly every id unique: packed per bundle and shard
             | "Violations" >> beam.FlatMap(_violation_facts)
             | "CountViolations" >> beam.CombineGlobally(_AddUpFn()).without_defaults())
-        output, staging, overwrite = self.output, self.staging, self.overwrite
+        output, staging, overwrite, spill = self.output, self.staging, self.overwrite, self.spill
         options = {"partition_by": self.partition_by, "append": self.append, "run": self.run, "dedup": self.dedup}
         removed_lines = inputs.get("removed_lines")
         if removed_lines is None:
@@ -424,13 +424,15 @@ class WriteLake(beam.PTransform):
             {"files": by_partition}
             | "GroupByPartition" >> CoGroupByKeyPacked(spill=self.spill)
             | "MergeSmallFiles" >> beam.ParDo(_MergeStagedFn(staging))
-            | "ListStaged" >> beam.combiners.ToList()
+            # one element even with nothing staged (the commit runs): tokens of the parked lists of files, so
+            # the list (one entry per file: 70,000 at 1M records) never waits in the launcher
+            | "ListStaged" >> ListPacked(spill=spill)
             # The side inputs come as the combines left them, without default values (a default costs
             # the local runner one more stage each): the tables' facts one list each, no violation no dict.
             | "Commit" >> beam.Map(
-                lambda files, read, bad, lines, tallied, *facts: commit(files, output, staging, merged_facts(*facts),
-                                                                        read, overwrite, bad, lines, tallied,
-                                                                        **_with_end(options)),
+                lambda files, read, bad, lines, tallied, *facts: commit(unpack_list(files, spill), output, staging,
+                                                                        merged_facts(*facts), read, overwrite, bad,
+                                                                        lines, tallied, **_with_end(options)),
                 beam.pvalue.AsSingleton(inputs["records_read"]), beam.pvalue.AsSingleton(violations, default_value={}),
                 beam.pvalue.AsSingleton(removed_lines, default_value={}), beam.pvalue.AsList(unread),
                 *[beam.pvalue.AsList(table_facts) for table_facts in facts])

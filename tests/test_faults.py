@@ -362,7 +362,7 @@ def test_the_commits_side_inputs_take_no_default_value_stage(tmp_path):
     _write_lake_graph(p, tmp_path / "lake", [_art("a", "f:1")], [], [])
     names = {t.unique_name for t in p.to_runner_api().components.transforms.values()}
     defaults = sorted({n.split("/DoOnce")[0] for n in names if "/DoOnce" in n})
-    assert defaults == ["RecordsRead", "WriteLake/ListStaged/ListStaged"], defaults
+    assert defaults == ["RecordsRead", "WriteLake/ListStaged/Park"], defaults
 
 
 def test_a_lake_without_documents_or_violations_commits_zeros(tmp_path):

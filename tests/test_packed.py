@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wirewash.transforms.dedup import DuplicateDecision, Link
-from wirewash.transforms.packed import (CoGroupByKeyPacked, CombinePerKeyPacked, _PackFn, pack_table, shard_of_key,
-                                        unpack_table)
+from wirewash.transforms.packed import (CoGroupByKeyPacked, CombinePerKeyPacked, ListPacked, _PackFn, pack_table,
+                                        shard_of_key, unpack_list, unpack_table)
 from wirewash.transforms.repeated_lines import _DistinctStories
 from wirewash.transforms.spill import Spill, make_spill_dir, remove_spill_dir
 
@@ -197,6 +197,7 @@ def test_the_batch_pipelines_per_key_shuffles_are_packed(tmp_path):
     # on a local run every packing and merging step parks in the run's spill folder (the launcher then holds
     # tokens); inline, none does
     assert spills[0] and set(spills[0].values()) == {folder}, spills[0]
+    assert any("WriteLake/ListStaged" in step for step in spills[0]), spills[0]  # the staged files' list too
     assert spills[1] and set(spills[1].values()) == {None}
     packed = ("LearnRepeatedLines/DistinctStories", "CountRemovedLines", "Dedup/JoinDecisions",
               "Dedup/EarliestParent", "Dedup/JoinExact", "Resolve/JoinTarget0", "Resolve/JoinTarget2",
@@ -239,6 +240,52 @@ def test_what_crosses_the_shuffle_is_bytes_inline_and_a_token_on_disk(tmp_path):
                        | beam.MapTuple(lambda shard, values: sorted({(type(v).__name__, len(v)) for v in values})))
             assert_that(grouped | beam.FlatMap(lambda kinds: kinds), equal_to([("bytes", 32)] * len(set(
                 shard_of_key(key, 4) for key, _ in pairs))))
+    finally:
+        remove_spill_dir(folder)
+
+
+_VALUES_OF_A_LIST = st.one_of(st.integers(), st.text(max_size=6), st.tuples(st.text(max_size=6), st.integers(0, 9)))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(values=st.lists(_VALUES_OF_A_LIST, max_size=40), bundles=st.integers(1, 4), on_disk=st.booleans())
+def test_a_packed_list_holds_every_value_once_and_crosses_as_tokens(values, bundles, on_disk):
+    """`ListPacked` gives exactly one element, an empty input included: tokens that `unpack_list` turns into
+    every value once (as `ToList`, compared sorted: neither promises an order), whatever the bundles; on disk
+    each token is 32 bytes, so no value waits in the launcher."""
+    folder = make_spill_dir() if on_disk else None
+    spill = Spill(folder)
+    try:
+        with TestPipeline(runner="FnApiRunner") as p:
+            parts = [p | f"Part{i}" >> beam.Create(values[i::bundles]) for i in range(bundles)]
+            listed = parts | beam.Flatten() | ListPacked(spill=spill)
+            assert_that(listed | "Unpack" >> beam.Map(lambda tokens: sorted(map(repr, unpack_list(tokens, spill)))),
+                        equal_to([sorted(map(repr, values))]), label="values")
+            if on_disk:
+                assert_that(listed | "Sizes" >> beam.Map(lambda tokens: {len(token) for token in tokens}),
+                            equal_to([{32} if values else set()]), label="tokens")
+    finally:
+        remove_spill_dir(folder)
+
+
+def test_a_bundles_list_is_parked_before_its_accumulator_crosses(tmp_path):
+    """What the runner sends across for a bundle (the compacted accumulator) holds a token, not the values;
+    merged accumulators keep every token, and what is still unparked is parked when the output is taken."""
+    from wirewash.transforms.packed import _ParkedListFn
+
+    folder = make_spill_dir(str(tmp_path))
+    try:
+        spill = Spill(folder)
+        fn = _ParkedListFn(spill)
+        first, second = fn.create_accumulator(), fn.create_accumulator()
+        for i in range(1_000):
+            (first if i % 2 else second)[0].append(("documents", f"p{i}", f"f{i}.parquet", i, 0))
+        sent = fn.compact(first)
+        assert sent[0] == [] and [len(token) for token in sent[1]] == [32]
+        tokens = fn.extract_output(fn.merge_accumulators([sent, second]))
+        assert len(tokens) == 2 and all(len(token) == 32 for token in tokens)
+        assert sorted(v[3] for v in unpack_list(tokens, spill)) == list(range(1_000))
+        assert fn.extract_output(fn.create_accumulator()) == ()
     finally:
         remove_spill_dir(folder)
 
@@ -292,15 +339,17 @@ def _types(value):
 
 def _pack_and_merge_spills(pipeline) -> dict:
     """{step's full label: its spill folder} for every packing and merging step of a pipeline."""
-    from wirewash.transforms.packed import _MergeFn
+    from wirewash.transforms.packed import _MergeFn, _ParkedListFn
 
     found = {}
 
     class Visitor(beam.pipeline.PipelineVisitor):
         def visit_transform(self, node):
             fn = getattr(node.transform, "fn", None)
-            if isinstance(fn, (_PackFn, _MergeFn)):
+            if isinstance(fn, (_PackFn, _MergeFn, _ParkedListFn)):
                 found[node.full_label] = fn.spill.folder
+
+        enter_composite_transform = visit_transform  # a global combine's CombineFn sits on the composite
 
     pipeline.visit(Visitor())
     return found

@@ -38,8 +38,8 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from wirewash.transforms.spill import Spill
 
-__all__ = ["CombinePerKeyPacked", "CoGroupByKeyPacked", "shard_of_key", "pack_table", "unpack_table", "SHARDS",
-           "MAX_KEYS"]
+__all__ = ["CombinePerKeyPacked", "CoGroupByKeyPacked", "ListPacked", "unpack_list", "shard_of_key", "pack_table",
+           "unpack_table", "SHARDS", "MAX_KEYS"]
 
 NAMESPACE = "packed"  # counters per packing step: `keys` packed, `elements` sent across the shuffle
 
@@ -238,3 +238,55 @@ class CoGroupByKeyPacked(beam.PTransform):
             raise ValueError("CoGroupByKeyPacked needs at least one input")
         return _packed(dict(inputs), _TaggedLists(tuple(inputs)), self.shards, self.max_keys, tagged=True,
                        spill=self.spill)
+
+
+class _ParkedListFn(beam.CombineFn):
+    """values -> the tokens of parked lists that hold them all, each value once (in no set order). The
+    accumulator is (values not yet parked, tokens): the values a bundle gathered are parked as one list when the
+    runner sends the accumulator across (`compact`), so only tokens cross and wait in the launcher."""
+
+    def __init__(self, spill: Spill):
+        self.spill = spill
+
+    def create_accumulator(self):
+        return [], []
+
+    def add_input(self, accumulator, value):
+        accumulator[0].append(value)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        values, tokens = [], []
+        for held, parked in accumulators:
+            values += held
+            tokens += parked
+        return values, tokens
+
+    def compact(self, accumulator):
+        held, parked = accumulator
+        if not held:
+            return accumulator
+        return [], [*parked, self.spill.park_bytes(_PRIMITIVES.encode(held))]
+
+    def extract_output(self, accumulator):
+        return tuple(self.compact(accumulator)[1])
+
+
+def unpack_list(tokens, spill: Spill) -> list:
+    """The values a `ListPacked` output stands for (fetched from `spill`, the one the transform was given)."""
+    return [value for token in tokens for value in _PRIMITIVES.decode(spill.fetch_bytes(token))]
+
+
+class ListPacked(beam.PTransform):
+    """values -> exactly one element (an empty input included): a tuple of tokens that `unpack_list` turns back
+    into the list of every value, as `beam.combiners.ToList()` gives it but in no set order. What crosses the
+    shuffle, and waits in the launcher as the side input that a global combine's default value makes, is a
+    token per bundle, not the values: each bundle's values are encoded and parked with `spill` where they were
+    gathered (on a local run, in the spill folder; default: inline, where the bytes cross instead)."""
+
+    def __init__(self, spill: Optional[Spill] = None):
+        super().__init__()
+        self.spill = spill or Spill()
+
+    def expand(self, pcoll):
+        return pcoll | "Park" >> beam.CombineGlobally(_ParkedListFn(self.spill))
