@@ -5,6 +5,8 @@ import array
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from wirewash.pipeline.runners import MULTIPROCESS_MIN_BYTES, tune_malloc, resolve_runner
@@ -44,6 +46,18 @@ def test_equal_runs_groups_rows_equal_in_every_column():
     assert sorted(equal_runs(first)) == [[0, 2, 5], [1, 4]]
     assert sorted(equal_runs(first, second)) == [[0, 2], [1, 4]]
     assert list(equal_runs(np.array([], dtype=np.uint64))) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 2)), max_size=60), st.booleans())
+def test_equal_runs_are_the_groups_of_equal_rows_in_sorted_order(rows, two):
+    import numpy as np
+
+    columns = [np.array([row[i] for row in rows], dtype=np.uint64) for i in range(2 if two else 1)]
+    groups: dict = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row[:len(columns)], []).append(i)
+    assert list(equal_runs(*columns)) == [g for _, g in sorted(groups.items()) if len(g) > 1]
 
 
 def _tagged(outputs) -> dict:

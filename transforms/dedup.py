@@ -255,15 +255,15 @@ def equal_runs(*columns) -> Iterator[list[int]]:
     if not columns or len(columns[0]) == 0:
         return
     index = np.lexsort(columns[::-1])  # stable: equal rows keep ascending index order
-    ordered = [column[index] for column in columns]
-    change = np.zeros(len(index), dtype=bool)
-    change[0] = True
-    for column in ordered:
-        change[1:] |= column[1:] != column[:-1]
-    starts = np.flatnonzero(change)
-    sizes = np.diff(np.r_[starts, len(index)])
-    for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
-        yield index[start:start + size].tolist()
+    same = np.ones(len(index) - 1, dtype=bool)  # sorted row i + 1 equals sorted row i
+    for column in columns:  # one sorted copy at a time: a band shard's table is most of what a step holds
+        ordered = column[index]
+        same &= ordered[1:] == ordered[:-1]
+        del ordered
+    follows = np.flatnonzero(same) + 1  # sorted rows that continue a group: those of shared values only
+    for run in np.split(follows, np.flatnonzero(np.diff(follows) != 1) + 1):
+        if len(run):
+            yield index[run[0] - 1:run[-1] + 1].tolist()
 
 
 def shard_of(value: int, shards: int) -> int:
@@ -541,21 +541,21 @@ def _unpack_rows(batches, spill: Spill, step: str, lazy: bool = False) -> tuple:
     `<step>_bytes` (the largest group a dedup step holds)."""
     import numpy as np
 
-    columns, parts, width, size = [], [], 0, 0
-    for token in batches:
-        rows, width = _BATCH_HEAD.unpack(spill.fetch_range(token, 0, _BATCH_HEAD.size))
-        if not rows:
-            continue
+    heads = [(token, *_BATCH_HEAD.unpack(spill.fetch_range(token, 0, _BATCH_HEAD.size))) for token in batches]
+    heads = [head for head in heads if head[1]]
+    width = heads[0][2] if heads else 0
+    table = np.empty((sum(rows for _, rows, _ in heads), width), dtype=np.uint64)  # read into, never concatenated
+    parts, at, size = [], 0, 0
+    for token, rows, _ in heads:
         start = _BATCH_HEAD.size + rows * width * 8
-        body = spill.fetch_range(token, _BATCH_HEAD.size, start + rows * 8)
-        columns.append(np.frombuffer(body, dtype=np.uint64, count=rows * width).reshape(rows, width))
-        ends = np.frombuffer(body, dtype=np.uint64, offset=rows * width * 8)
+        table[at:at + rows] = np.frombuffer(spill.fetch_range(token, _BATCH_HEAD.size, start),
+                                            dtype=np.uint64).reshape(rows, width)
+        ends = np.frombuffer(spill.fetch_range(token, start, start + rows * 8), dtype=np.uint64)
         parts.append((token, start + rows * 8, ends))
-        size += start + rows * 8 + int(ends[-1])
+        at, size = at + rows, size + start + rows * 8 + int(ends[-1])
     orders = _Orders(spill, parts)
     Metrics.distribution(NAMESPACE, f"{step}_rows").update(len(orders))
     Metrics.distribution(NAMESPACE, f"{step}_bytes").update(size)
-    table = np.concatenate(columns) if columns else np.zeros((0, width), dtype=np.uint64)
     return table, orders if lazy else list(orders)
 
 
