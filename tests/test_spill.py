@@ -45,6 +45,19 @@ def test_parked_bytes_come_back_as_they_were(spill):
     assert [spill.fetch_bytes(t) for t in reversed(tokens)] == [bytes([i]) * i for i in reversed(range(256))]
 
 
+def test_a_range_of_parked_bytes_is_read_alone(spill):
+    data = bytes(range(256)) * 3
+    tokens = [spill.park_bytes(b"before"), spill.park_bytes(data)]
+    for start, stop in [(0, 0), (0, 1), (5, 300), (700, 768), (0, 768)]:
+        assert spill.fetch_range(tokens[1], start, stop) == data[start:stop]
+    for start, stop in [(-1, 3), (3, 2), (0, 769)]:
+        with pytest.raises(ValueError):
+            spill.fetch_range(tokens[1], start, stop)
+    if spill.on_disk:  # a compressed article is read whole
+        with pytest.raises(ValueError, match="compressed"):
+            spill.fetch_range(spill.park_article(ARTICLE), 0, 1)
+
+
 def test_a_parked_batch_is_one_token_and_comes_back_equal_in_order(spill):
     batch = [ARTICLE._replace(doc_id=f"d{i}", text=ARTICLE.text[:i * 7]) for i in range(50)]
     token = spill.park_articles(batch)

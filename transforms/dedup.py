@@ -46,8 +46,10 @@ they travel themselves.
 from __future__ import annotations
 
 import array
+import bisect
 import functools
 import re
+import struct
 from datetime import datetime
 from typing import Iterator, NamedTuple, Optional
 
@@ -253,15 +255,15 @@ def equal_runs(*columns) -> Iterator[list[int]]:
     if not columns or len(columns[0]) == 0:
         return
     index = np.lexsort(columns[::-1])  # stable: equal rows keep ascending index order
-    ordered = [column[index] for column in columns]
-    change = np.zeros(len(index), dtype=bool)
-    change[0] = True
-    for column in ordered:
-        change[1:] |= column[1:] != column[:-1]
-    starts = np.flatnonzero(change)
-    sizes = np.diff(np.r_[starts, len(index)])
-    for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
-        yield index[start:start + size].tolist()
+    same = np.ones(len(index) - 1, dtype=bool)  # sorted row i + 1 equals sorted row i
+    for column in columns:  # one sorted copy at a time: a band shard's table is most of what a step holds
+        ordered = column[index]
+        same &= ordered[1:] == ordered[:-1]
+        del ordered
+    follows = np.flatnonzero(same) + 1  # sorted rows that continue a group: those of shared values only
+    for run in np.split(follows, np.flatnonzero(np.diff(follows) != 1) + 1):
+        if len(run):
+            yield index[run[0] - 1:run[-1] + 1].tolist()
 
 
 def shard_of(value: int, shards: int) -> int:
@@ -299,13 +301,20 @@ def exact_losers(contents, orders: list) -> list[tuple[int, int]]:
     return out
 
 
-def bucket_pairs(buckets, orders: list) -> tuple[set, dict]:
+def shared_buckets(buckets, orders) -> Iterator[list[tuple]]:
     """Band rows (n x 2 uint64: band, band hash) and their documents' orders (every row of a bucket among
-    them) -> (candidate pairs {(child loc, (parent order, parent loc))}, {loc: date} of every document in a
-    pair): `bucket_candidates` on every bucket more than one document shares."""
-    pairs, dates = set(), {}
+    them; a list, or an `_Orders` that decodes on demand) -> the members (order, loc) of each bucket more than
+    one document shares, the first `MAX_BUCKET_SIZE` in kept-copy order. Only these rows' orders are read."""
     for rows in equal_runs(buckets[:, 0], buckets[:, 1]):
-        members = sorted((orders[i], orders[i][2]) for i in rows)[:MAX_BUCKET_SIZE]
+        yield sorted((order, order[2]) for order in map(orders.__getitem__, rows))[:MAX_BUCKET_SIZE]
+
+
+def bucket_pairs(buckets, orders) -> tuple[set, dict]:
+    """Band rows and their documents' orders (as `shared_buckets`) -> (candidate pairs {(child loc, (parent
+    order, parent loc))}, {loc: date} of every document in a pair): `bucket_candidates` on every bucket more
+    than one document shares."""
+    pairs, dates = set(), {}
+    for members in shared_buckets(buckets, orders):
         for order, loc in members:
             dates[loc] = order[0]
         pairs.update(bucket_candidates(members))
@@ -477,29 +486,77 @@ class _FingerprintFn(beam.DoFn):
         yield article.source_location, (self.spill.park_article(article._replace(content_hash=digest)), parked)
 
 
+_BATCH_HEAD = struct.Struct("<QQ")  # a parked batch: rows, width; then the columns, the orders' ends, the orders
+
+
 def _pack_rows(columns, orders: list, spill: Spill) -> bytes:
-    """Rows of a dedup table (an n x width uint64 array and n kept-copy orders) -> one parked batch."""
-    width = columns.shape[1] if len(columns) else 0
-    return spill.park_bytes(_PRIMITIVES.encode((width, columns.tobytes(), orders)))
-
-
-def _unpack_rows(batches, spill: Spill, step: str) -> tuple:
-    """Parked batches of one shard -> (n x width uint64 array, n orders); the shard's rows and bytes go to
-    the distributions `<step>_rows` and `<step>_bytes` (the largest group a dedup step holds)."""
+    """Rows of a dedup table (an n x width uint64 array and n kept-copy orders) -> one parked batch: the
+    columns, then each order encoded on its own (with the end of each), so that a reader can take the
+    columns alone and decode only the orders it needs (`_unpack_rows(lazy=True)`)."""
     import numpy as np
 
-    columns, orders, width, size = [], [], 0, 0
-    for token in batches:
-        data = spill.fetch_bytes(token)
-        size += len(data)
-        width, packed, more = _PRIMITIVES.decode(data)
-        if more:
-            columns.append(np.frombuffer(packed, dtype=np.uint64).reshape(len(more), width))
-            orders += more
+    width = columns.shape[1] if len(columns) else 0
+    encoded = [_PRIMITIVES.encode(order) for order in orders]
+    ends = np.cumsum(np.fromiter(map(len, encoded), dtype=np.uint64, count=len(encoded)), dtype=np.uint64)
+    return spill.park_bytes(b"".join([_BATCH_HEAD.pack(len(orders), width), np.ascontiguousarray(columns).tobytes(),
+                                      ends.tobytes(), *encoded]))
+
+
+class _Orders:
+    """The kept-copy orders of a table's rows, each decoded from its parked batch when it is asked for (one
+    `pread` of its bytes with a spill on disk): what a shard's table holds is its columns and 8 bytes a row,
+    not a decoded tuple of strings a row (~0.4 KB). Iterating decodes every order, one batch at a time."""
+
+    __slots__ = ("spill", "parts", "firsts")
+
+    def __init__(self, spill: Spill, parts: list):
+        self.spill, self.parts = spill, parts  # (token, where its orders start, each order's end after that)
+        self.firsts = [0]
+        for _, _, ends in parts:
+            self.firsts.append(self.firsts[-1] + len(ends))
+
+    def __len__(self) -> int:
+        return self.firsts[-1]
+
+    def __getitem__(self, row: int) -> tuple:
+        if not 0 <= row < len(self):
+            raise IndexError(row)
+        part = bisect.bisect_right(self.firsts, row) - 1
+        token, base, ends = self.parts[part]
+        at = row - self.firsts[part]
+        start = int(ends[at - 1]) if at else 0
+        return _PRIMITIVES.decode(self.spill.fetch_range(token, base + start, base + int(ends[at])))
+
+    def __iter__(self):
+        for token, base, ends in self.parts:
+            if len(ends):
+                data = self.spill.fetch_range(token, base, base + int(ends[-1]))
+                starts = [0] + ends[:-1].tolist()
+                yield from (_PRIMITIVES.decode(data[a:b]) for a, b in zip(starts, ends.tolist()))
+
+
+def _unpack_rows(batches, spill: Spill, step: str, lazy: bool = False) -> tuple:
+    """Parked batches of one shard -> (n x width uint64 array, n orders: a list, or with `lazy` an `_Orders`
+    that decodes each when asked); the shard's rows and bytes go to the distributions `<step>_rows` and
+    `<step>_bytes` (the largest group a dedup step holds)."""
+    import numpy as np
+
+    heads = [(token, *_BATCH_HEAD.unpack(spill.fetch_range(token, 0, _BATCH_HEAD.size))) for token in batches]
+    heads = [head for head in heads if head[1]]
+    width = heads[0][2] if heads else 0
+    table = np.empty((sum(rows for _, rows, _ in heads), width), dtype=np.uint64)  # read into, never concatenated
+    parts, at, size = [], 0, 0
+    for token, rows, _ in heads:
+        start = _BATCH_HEAD.size + rows * width * 8
+        table[at:at + rows] = np.frombuffer(spill.fetch_range(token, _BATCH_HEAD.size, start),
+                                            dtype=np.uint64).reshape(rows, width)
+        ends = np.frombuffer(spill.fetch_range(token, start, start + rows * 8), dtype=np.uint64)
+        parts.append((token, start + rows * 8, ends))
+        at, size = at + rows, size + start + rows * 8 + int(ends[-1])
+    orders = _Orders(spill, parts)
     Metrics.distribution(NAMESPACE, f"{step}_rows").update(len(orders))
     Metrics.distribution(NAMESPACE, f"{step}_bytes").update(size)
-    table = np.concatenate(columns) if columns else np.zeros((0, width), dtype=np.uint64)
-    return table, orders
+    return table, orders if lazy else list(orders)
 
 
 def _scatter(columns, orders: list, targets, spill: Spill):
@@ -595,7 +652,7 @@ def _decide_bands(item, spill: Spill):
     """(band-hash shard, its batches) -> candidate pairs (child loc, (parent order, parent loc)), each once
     per shard, and on `members` (loc, date) of every document in a pair."""
     _, batches = item
-    rows, orders = _unpack_rows(batches, spill, "bands")
+    rows, orders = _unpack_rows(batches, spill, "bands", lazy=True)
     pairs, dates = bucket_pairs(rows, orders)
     for loc in sorted(dates):
         yield beam.pvalue.TaggedOutput("members", (loc, dates[loc]))
@@ -640,7 +697,10 @@ class _VerifyBandsFn(beam.DoFn):
     that verifies (`_similar_enough`, as `_verify_against_parent` decides it): the pairs are checked where
     they are found, so the joins that bring the sketches to them (`JoinMembers`, `JoinChild`, `JoinParent`)
     are not needed. A pair found in several shards of a bundle is checked once (`SEEN_PER_BUNDLE`, as
-    `_DecideBandsFn`); a sketch read from the spill is kept for the bundle (`SKETCHES_PER_BUNDLE`)."""
+    `_DecideBandsFn`); a sketch read from the spill is kept for the bundle (`SKETCHES_PER_BUNDLE`).
+    Memory: the shard's table (26 band rows a document, a 64th of them all) is held as its columns and the
+    orders' offsets; only the orders of rows in shared buckets are decoded, one bucket at a time, and its
+    pairs verified at once (a shard's decoded table and pairs grew with the corpus: ~0.45 KB a band row)."""
 
     def __init__(self, spill: Spill, threshold: float, window_days: float, num_perm: int):
         self.spill, self.threshold, self.window_days, self.num_perm = spill, threshold, window_days, num_perm
@@ -652,17 +712,17 @@ class _VerifyBandsFn(beam.DoFn):
 
     def process(self, item):
         _, batches = item
-        rows, orders = _unpack_rows(batches, self.spill, "bands")
-        pairs, _ = bucket_pairs(rows, orders)
-        order_of = {order[2]: order for order in orders}
-        for child_loc, (parent_order, parent_loc) in sorted(pairs):
-            if not _first_sight(self.seen, (child_loc, parent_loc)):
-                continue
-            child = order_of[child_loc]
-            similarity = _similar_enough((parent_order[3], parent_order[0]), (child[3], child[0]), self.threshold,
-                                         self.window_days, self.sketch_of)
-            if similarity is not None:
-                yield child_loc, (parent_order, parent_loc, similarity)
+        rows, orders = _unpack_rows(batches, self.spill, "bands", lazy=True)
+        for members in shared_buckets(rows, orders):
+            order_of = {loc: order for order, loc in members}
+            for child_loc, (parent_order, parent_loc) in bucket_candidates(members):
+                if not _first_sight(self.seen, (child_loc, parent_loc)):
+                    continue
+                child = order_of[child_loc]
+                similarity = _similar_enough((parent_order[3], parent_order[0]), (child[3], child[0]),
+                                             self.threshold, self.window_days, self.sketch_of)
+                if similarity is not None:
+                    yield child_loc, (parent_order, parent_loc, similarity)
 
 
 def _sketch_member(item):

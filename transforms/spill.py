@@ -140,6 +140,24 @@ class Spill:
             return token
         return self._read(token)
 
+    def fetch_range(self, token: bytes, start: int, stop: int) -> bytes:
+        """Bytes `start:stop` of what a `park_bytes` token stands for, read alone (one `pread`): a reader that
+        needs a few parts of a large parked value need not hold all of it."""
+        if self.folder is None:
+            offset, length, unpacked = 0, len(token), 0
+        else:
+            offset, length, unpacked = _TOKEN.unpack_from(token)
+        if unpacked or not 0 <= start <= stop <= length:
+            raise ValueError(f"cannot read bytes {start}:{stop} of a parked value of {length} bytes"
+                             f"{' (compressed: read it whole)' if unpacked else ''}")
+        if self.folder is None:
+            return bytes(token[start:stop])
+        data = os.pread(_reader(self.folder, bytes(token[_TOKEN.size:])), stop - start, offset + start)
+        if len(data) != stop - start:
+            raise IOError(f"spill file {token[_TOKEN.size:].decode('ascii', 'replace')} in {self.folder} is "
+                          f"shorter than expected: was the folder removed during the run?")
+        return data
+
     def park_article(self, article: Article) -> Union[Article, bytes]:
         """Article -> a token for it, the article stored compressed (inline: the article itself)."""
         if self.folder is None:
