@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
-__all__ = ["given_flags", "beam_argument_parser", "add_runner_short_name", "live_test_stream", "data_channel_backlog"]
+__all__ = ["given_flags", "beam_argument_parser", "add_runner_short_name", "live_test_stream", "watch_data_channels",
+           "data_channel_backlog"]
 
 
 def given_flags(options) -> tuple[str, ...]:
@@ -46,19 +47,43 @@ def live_test_stream(events: Iterable, coder):
     return stream
 
 
-def data_channel_backlog() -> tuple[int, int]:
-    """(messages, bytes) waiting in this process's Fn API data channels: outputs not yet sent to the runner,
-    inputs received and not yet read (measurement only: `bench/memory.py --worker_heap`). Beam keeps them in
-    the private queues `_to_send` and `_received` of its `_GrpcDataChannel`s, found here through the collector."""
-    import gc
+_CHANNELS = None  # the data channels made since `watch_data_channels` (a WeakSet: a closed channel drops out)
 
+
+def watch_data_channels() -> None:
+    """From now on, every Beam data channel this process makes is remembered, for `data_channel_backlog`
+    (call it before the harness starts; once is enough). Beam hands its channels to no public registry, so its
+    private base class `_GrpcDataChannel` is wrapped at construction. They used to be found by walking
+    `gc.get_objects()` from the measuring thread, which can hand out a tuple that the worker's thread is still
+    building (`tuple(generator)`): its resize then fails, `SystemError: bad argument to internal function`,
+    and a measured run died of its measurement."""
+    import weakref
+
+    from apache_beam.runners.worker.data_plane import _GrpcDataChannel
+
+    global _CHANNELS
+    if _CHANNELS is not None:
+        return
+    _CHANNELS = channels = weakref.WeakSet()
+    made = _GrpcDataChannel.__init__
+
+    def __init__(self, *args, **kwargs):
+        made(self, *args, **kwargs)
+        channels.add(self)
+
+    _GrpcDataChannel.__init__ = __init__
+
+
+def data_channel_backlog() -> tuple[int, int]:
+    """(messages, bytes) waiting in this process's Fn API data channels made since `watch_data_channels`:
+    outputs not yet sent to the runner, inputs received and not yet read (measurement only: `bench/memory.py
+    --worker_heap`). Beam keeps them in the private queues `_to_send` and `_received` of its `_GrpcDataChannel`s."""
     messages = size = 0
-    for obj in gc.get_objects():
-        if type(obj).__name__ in ("GrpcClientDataChannel", "_GrpcDataChannel") and hasattr(obj, "_to_send"):
-            queues = [obj._to_send] + list(getattr(obj, "_received", {}).values())
-            for waiting in queues:
-                with waiting.mutex:
-                    items = list(waiting.queue)
-                messages += len(items)
-                size += sum(item.ByteSize() for item in items if hasattr(item, "ByteSize"))
+    for channel in list(_CHANNELS or ()):
+        queues = [channel._to_send] + list(channel._received.values())
+        for waiting in queues:
+            with waiting.mutex:
+                items = list(waiting.queue)
+            messages += len(items)
+            size += sum(item.ByteSize() for item in items if hasattr(item, "ByteSize"))
     return messages, size

@@ -98,6 +98,9 @@ def _profile_heap(folder: str, trace: bool) -> None:
     import time
     import tracemalloc
 
+    from wirewash.pipeline.beam_internals import watch_data_channels
+
+    watch_data_channels()  # before the harness makes its channels
     if trace:
         tracemalloc.start(6)
     started, pid = time.monotonic(), os.getpid()

@@ -105,17 +105,28 @@ def test_argparse_actions_listing():
     assert actions["nt"] is actions["near_threshold"] and actions["near_threshold"].type is float
 
 
-def test_data_channel_backlog_sees_what_waits_in_a_channel():
-    """`data_channel_backlog` finds Beam's data channels and their private queues: a renamed queue would make
-    it report 0 for ever, and this fails."""
+def test_data_channel_backlog_sees_what_waits_in_a_channel(monkeypatch):
+    """`data_channel_backlog` finds the data channels made since `watch_data_channels` and reads their private
+    queues: a renamed queue or class would make it report 0 for ever, and this fails. It never walks the
+    collector's objects (from a measuring thread, that can break a tuple the worker is building)."""
+    import gc
+
     from apache_beam.portability.api import beam_fn_api_pb2
     from apache_beam.runners.worker.data_plane import _GrpcDataChannel
 
-    from wirewash.pipeline.beam_internals import data_channel_backlog
+    from wirewash.pipeline.beam_internals import data_channel_backlog, watch_data_channels
 
+    def refused(*args):
+        raise AssertionError("gc.get_objects() called")
+
+    watch_data_channels()
+    watch_data_channels()  # twice: still one wrapper
+    monkeypatch.setattr(gc, "get_objects", refused)
     before, _ = data_channel_backlog()
     channel = _GrpcDataChannel()
     channel._to_send.put(beam_fn_api_pb2.Elements.Data(instruction_id="1", transform_id="t", data=b"x" * 4096))
+    channel._received["2"].put(beam_fn_api_pb2.Elements.Data(instruction_id="2", transform_id="t", data=b"y" * 10))
     messages, size = data_channel_backlog()
-    assert messages == before + 1 and size >= 4096
+    assert messages == before + 2 and size >= 4096 + 10
     del channel
+    assert data_channel_backlog()[0] == before  # a channel gone drops out

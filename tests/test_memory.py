@@ -261,8 +261,10 @@ def test_worker_memory_line_counts_what_waits_in_a_data_channel():
     from apache_beam.portability.api import beam_fn_api_pb2
     from apache_beam.runners.worker.data_plane import _GrpcDataChannel
 
+    from wirewash.pipeline.beam_internals import watch_data_channels
     from wirewash.pipeline.worker import _memory_line
 
+    watch_data_channels()  # what the worker's memory log does when it starts, before the harness's channels
     channel = _GrpcDataChannel()
     channel._to_send.put(beam_fn_api_pb2.Elements.Data(instruction_id="1", transform_id="t", data=b"x" * (3 << 20)))
     line = _memory_line()
