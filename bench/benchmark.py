@@ -65,6 +65,7 @@ class TreeMonitor:
 
         self.root = psutil.Process(pid)
         self.peaks: dict[int, tuple[str, int]] = {}
+        self.peak_at: dict[int, float] = {}  # when each process reached its peak (time.monotonic())
         self.cpu: dict[int, float] = {}  # user + system seconds at the last sample, per process
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -86,6 +87,8 @@ class TreeMonitor:
                 label, peak = self.peaks.get(proc.pid, (None, 0))
                 if label in (None, "shell"):  # a worker started through `sh -c` execs python later
                     label = _label(proc)
+                if rss > peak:
+                    self.peak_at[proc.pid] = time.monotonic()
                 self.peaks[proc.pid] = (label, max(peak, rss))
             self._stop.wait(SAMPLE_INTERVAL)
 

@@ -277,6 +277,9 @@ def main(argv=None) -> int:
     print(f"corpus {corpus} ({corpus.stat().st_size / 2**20:.0f} MB, {summary.get('records_read')} records), "
           f"{args.workers} workers, {wall:.0f} s wall, load {os.getloadavg()[0]:.1f}")
     print("peak RSS MB per process: " + ", ".join(f"{label} {mb:.0f}" for label, mb in procs if mb > 20))
+    # seconds from the start, comparable with the --timeline's (the launcher starts ~1 s after this clock)
+    print("reached at (s): " + ", ".join(f"{label} {monitor.peak_at[pid] - started:.1f}" for pid, (label, rss)
+                                         in sorted(monitor.peaks.items(), key=lambda kv: -kv[1][1]) if rss > 20 << 20))
     print(json.dumps({"n": summary.get("records_read"), "wall": round(wall, 1), "workers": args.workers,
                       "peak_rss_mb": [[label, round(mb)] for label, mb in procs if mb > 20]}))
     if args.buffers:
