@@ -152,11 +152,7 @@ class Spill:
                              f"{' (compressed: read it whole)' if unpacked else ''}")
         if self.folder is None:
             return bytes(token[start:stop])
-        data = os.pread(_reader(self.folder, bytes(token[_TOKEN.size:])), stop - start, offset + start)
-        if len(data) != stop - start:
-            raise IOError(f"spill file {token[_TOKEN.size:].decode('ascii', 'replace')} in {self.folder} is "
-                          f"shorter than expected: was the folder removed during the run?")
-        return data
+        return self._pread(token, offset + start, stop - start)
 
     def park_article(self, article: Article) -> Union[Article, bytes]:
         """Article -> a token for it, the article stored compressed (inline: the article itself)."""
@@ -184,12 +180,18 @@ class Spill:
 
     def _read(self, token: bytes) -> bytes:
         offset, length, unpacked = _TOKEN.unpack_from(token)
+        data = self._pread(token, offset, length)
+        return pyarrow.decompress(data, unpacked, _CODEC, asbytes=True) if unpacked else data
+
+    def _pread(self, token: bytes, offset: int, length: int) -> bytes:
+        """`length` bytes at `offset` of the spill file a token names (one `pread`), or an IOError that says
+        the file is shorter (its folder removed during the run)."""
         data = os.pread(_reader(self.folder, bytes(token[_TOKEN.size:])), length, offset)
         if len(data) != length:
             raise IOError(f"spill file {token[_TOKEN.size:].decode('ascii', 'replace')} in {self.folder} is "
                           f"shorter than expected (wanted {length} bytes at {offset}): was the folder removed "
                           f"during the run?")
-        return pyarrow.decompress(data, unpacked, _CODEC, asbytes=True) if unpacked else data
+        return data
 
 
 def make_spill_dir(parent: Optional[str] = None) -> str:
