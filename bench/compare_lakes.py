@@ -9,6 +9,7 @@ stage and reason. Exits 1 and prints the differing rows' counts when they differ
 """
 from __future__ import annotations
 
+import argparse
 import glob
 import sys
 
@@ -34,8 +35,12 @@ def differences(lake_a: str, lake_b: str) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("lake_a", help="a lake's folder (the output of `wirewash run`)")
+    parser.add_argument("lake_b", help="the lake to compare it with")
+    args = parser.parse_args(argv)
     same = True
-    for table, (rows_a, rows_b, only_a, only_b) in differences(argv[0], argv[1]).items():
+    for table, (rows_a, rows_b, only_a, only_b) in differences(args.lake_a, args.lake_b).items():
         same &= only_a == only_b == 0
         print(f"{table:<10} {rows_a:>8} vs {rows_b:>8} rows; only in the first {only_a}, only in the second {only_b}")
     print("identical" if same else "DIFFERENT")

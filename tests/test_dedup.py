@@ -413,8 +413,8 @@ def test_resolve_links_on_a_long_chain_and_a_tree(rounds):
     expected = [(loc, Link(order("c00"), link.similarity, True)) for loc, link in chain]
     expected += [(loc, Link(order("t0"), link.similarity, True)) for loc, link in tree]
     with TestPipeline(runner="FnApiRunner") as p:
-        out = p | beam.Create(chain + tree) | _ResolveLinks(rounds)
-        assert_that(out, equal_to(expected))
+        final, late = p | beam.Create(chain + tree) | _ResolveLinks(rounds)
+        assert_that((final, late) | beam.Flatten(), equal_to(expected))
 
 
 # --- the same decisions on one worker, two worker processes and a dask.distributed cluster -----------------

@@ -209,6 +209,32 @@ def test_the_batch_pipelines_per_key_shuffles_are_packed(tmp_path):
     assert any("Dedup/JoinExact/GroupShards" in n for n in inline)  # small values: packed inline too
 
 
+def test_dedup_flattens_only_packed_tables_on_disk(tmp_path):
+    """On a local run a Flatten whose inputs come from different stages is a runner buffer in the launcher, one
+    element per input element: inside dedup every Flatten joins only packed tables (tokens, one per bundle
+    and shard), never links, decisions or keys one by one (the final and late links once met in one, a
+    spike of every near and exact link at the end of the link resolution)."""
+    from apache_beam.portability import common_urns
+
+    from wirewash.pipeline.ingest import IngestArticles
+    from wirewash.transforms.spill import Spill, make_spill_dir, remove_spill_dir
+
+    folder = make_spill_dir(str(tmp_path))
+    try:
+        pipeline = beam.Pipeline()
+        _ = pipeline | IngestArticles([], spill=Spill(folder))
+        transforms = pipeline.to_runner_api().components.transforms.values()
+    finally:
+        remove_spill_dir(folder)
+    made_by = {pcoll: t.unique_name for t in transforms for pcoll in t.outputs.values()}
+    flattens = {t.unique_name: sorted(made_by[pcoll] for pcoll in t.inputs.values()) for t in transforms
+                if t.spec.urn == common_urns.primitives.FLATTEN.urn and "/Dedup/" in t.unique_name}
+    assert any("/Dedup/JoinExact/" in name for name in flattens), flattens  # the links' join is among them
+    for name, inputs in flattens.items():
+        assert name.endswith("/AllPacked") and all(i.rsplit("/", 1)[1].startswith("Pack") for i in inputs), \
+            (name, inputs)
+
+
 def test_what_crosses_the_shuffle_is_bytes_inline_and_a_token_on_disk(tmp_path):
     """The runner's grouping table (the launcher's, on a local run) gets one opaque value per bundle and
     shard: the shard's table encoded (inline), or a 32-byte spill token (on disk), never the table's keys and

@@ -806,11 +806,13 @@ def _finish_late(rows: list):
 
 
 class _ResolveLinks(beam.PTransform):
-    """(loc, Link to its earliest verified parent) -> (loc, final Link to its kept root), by pointer jumping:
-    each of `rounds` joins moves every link to where its target points (after r rounds, every link of a
-    chain up to 2**(r-1) long is final), a last join checks that every link is final, and the few that are
-    not (longer chains) are resolved together. Each join is keyed by location: no step holds every link but
-    that last, rare remainder."""
+    """(loc, Link to its earliest verified parent) -> two PCollections of (loc, final Link to its kept root),
+    by pointer jumping: each of `rounds` joins moves every link to where its target points (after r rounds,
+    every link of a chain up to 2**(r-1) long is final), a last join checks that every link is final, and
+    the few that are not (longer chains) are resolved together. Each join is keyed by location: no step holds
+    every link but that last, rare remainder. The two outputs (final after the rounds, resolved late) are not
+    flattened: a Flatten of them is a runner buffer holding every link, one element each, in the launcher;
+    apart, each is packed where it is made."""
 
     def __init__(self, rounds: int, spill: Optional[Spill] = None):
         super().__init__()
@@ -827,7 +829,7 @@ class _ResolveLinks(beam.PTransform):
                 late = (checked["late"]
                         | "GatherLate" >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
                         | "FinishLate" >> beam.FlatMap(_finish_late))
-                return (checked["final"], late) | "AllLinks" >> beam.Flatten()
+                return checked["final"], late
             links = joined | f"Jump{step}" >> beam.FlatMap(_jump)
 
 
@@ -942,15 +944,16 @@ class DeduplicateArticles(beam.PTransform):
                         | "Verify" >> beam.FlatMap(_verify_against_parent, self.config.threshold,
                                                    self.config.near_window_days, spill, self.config.num_perm))
         if self.config.near:
-            links = (verified
-                     | "EarliestParent" >> CombinePerKeyPacked(beam.transforms.core.CallableWrapperCombineFn(min), spill=spill)
-                     | "Link" >> beam.Map(_to_link)
-                     | "Resolve" >> _ResolveLinks(self.rounds, spill))
-            near = links | "DecideNear" >> beam.Map(_decide_near)
-            exact = ({"losers": by_content["exact"] | "ByKeptLoc" >> beam.Map(_by_kept_loc), "link": links}
+            final, late = (verified
+                           | "EarliestParent" >> CombinePerKeyPacked(beam.transforms.core.CallableWrapperCombineFn(min),
+                                                                     spill=spill)
+                           | "Link" >> beam.Map(_to_link)
+                           | "Resolve" >> _ResolveLinks(self.rounds, spill))
+            near = (final | "DecideNear" >> beam.Map(_decide_near), late | "DecideNearLate" >> beam.Map(_decide_near))
+            exact = ({"losers": by_content["exact"] | "ByKeptLoc" >> beam.Map(_by_kept_loc), "link": (final, late)}
                      | "JoinExact" >> CoGroupByKeyPacked(spill=spill)
                      | "DecideExactCopies" >> beam.FlatMap(_decide_exact_copies))
-            decided = (by_id[REJECTED], near, exact)
+            decided = (by_id[REJECTED], *near, exact)
         else:
             decided = (by_id[REJECTED], by_content["exact"] | "DecideExactCopies" >> beam.Map(_exact_copy))
 
