@@ -305,15 +305,19 @@ def _partition_key(staged: StagedFile) -> tuple:
 class _MergeStagedFn(beam.DoFn):
     """(table/partition, staged files) -> the files of that partition, those written by several bundles or
     workers merged into one (re-sorted), so a run adds one file per partition (more only past
-    MERGE_MAX_BYTES / MAX_ROWS_PER_FILE). A retried merge writes new names; only emitted files are committed."""
+    MERGE_MAX_BYTES / MAX_ROWS_PER_FILE). The dedup index's files are kept as staged: an append reads them
+    whole, so their number does not matter, and a group of them is up to MERGE_MAX_BYTES of incompressible
+    sketches held at once with a sorted copy (with the writers' one budget per process its staged files are
+    smaller than that bound, and their merge became the workers' peak at 300,000 records: +174 MB over the
+    stage). A retried merge writes new names; only emitted files are committed."""
 
     def __init__(self, staging: str):
         self.staging = staging
 
     def process(self, element):
         """`element`: (table/partition, {"files": [StagedFile fields, ...]}), as `CoGroupByKeyPacked` groups."""
-        files = element[1]["files"]
-        for group in merge_groups([StagedFile(*f) for f in files]):
+        files = [StagedFile(*f) for f in element[1]["files"]]
+        for group in [[f] for f in files] if element[0].startswith(f"{INDEX}/") else merge_groups(files):
             if len(group) == 1:
                 yield group[0]
                 continue

@@ -284,3 +284,21 @@ def test_the_worker_memory_line_shows_what_the_writers_hold():
         assert now >= 3 and peak >= 3
     finally:
         lake_write.BUDGET.forget(writer)
+
+
+def test_the_index_files_are_kept_as_staged_and_the_others_merged(tmp_path):
+    """The merge step joins a partition's small staged files into one, but leaves the dedup index's as they
+    are: merging them held a group of incompressible sketches and a sorted copy at once (the workers' peak)."""
+    from wirewash.pipeline.lake_write import _MergeStagedFn, _write_staged_table
+
+    rows = {INDEX: list(_index_rows(40)),
+            REJECTED: [{"doc_id": f"d{i}", "source_location": f"f:{i}", "stage": "read", "reason": "bad",
+                        "excerpt": "", "error": "", "ingested_at": None} for i in range(40)]}
+    for table, table_rows in rows.items():
+        (tmp_path / table).mkdir()
+        schema = INDEX_SCHEMA if table == INDEX else lake.SCHEMAS[REJECTED]
+        staged = [_write_staged_table(table, "", str(tmp_path), pa.Table.from_pylist(part, schema=schema))
+                  for part in (table_rows[:25], table_rows[25:])]
+        out = list(_MergeStagedFn(str(tmp_path)).process((f"{table}/", {"files": [tuple(s) for s in staged]})))
+        assert sum(s.rows for s in out) == 40
+        assert sorted(out) == sorted(staged) if table == INDEX else len(out) == 1
