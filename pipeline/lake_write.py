@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import posixpath
 import sys
+import threading
 import uuid
+import weakref
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, Optional
@@ -42,7 +44,7 @@ from wirewash.transforms.lake_dedup import index_row, index_row_of, read_index_i
 from wirewash.transforms.packed import CoGroupByKeyPacked, ListPacked, unpack_list
 from wirewash.transforms.spill import Spill
 
-__all__ = ["WriteLake", "commit", "merge_groups", "StagedFile", "remove_orphans", "held_bytes"]
+__all__ = ["WriteLake", "commit", "merge_groups", "StagedFile", "remove_orphans", "held_bytes", "WriterBudget"]
 
 
 NAMESPACE = "write"
@@ -61,7 +63,7 @@ class StagedFile(NamedTuple):
 STAGED_SUFFIX = ".staged"
 MAX_ROWS_PER_FILE = 50_000
 MAX_BYTES_PER_FILE = 128 << 20
-MAX_BUFFERED_BYTES = 64 << 20  # all partitions of one writer together (memory stays flat in the corpus size)
+MAX_BUFFERED_BYTES = 64 << 20  # all writers of one process together (memory stays flat in the corpus size)
 BATCH_ROWS = 256  # rows of a partition kept as Python dicts before they are packed into one Arrow record batch
 
 
@@ -115,12 +117,66 @@ class _Rows:
         return batches
 
 
+class WriterBudget:
+    """The bytes that the lake writers of one process buffer, counted together: each writer adds here what its
+    buffers hold (`_Rows.held`), and `over()` says when the total reaches `limit` (default MAX_BUFFERED_BYTES,
+    read when used). A writer's count goes with it (weak references): a bundle that failed leaves nothing.
+
+    The rule (`_WriteStagedFn.process`): a writer whose row brings the total to the limit flushes its own
+    buffers, biggest first, until the total is under half the limit or it holds nothing; a writer can only
+    write its own rows (it yields from its own `process`). The bound holds by construction: if the total was
+    under the limit before the row, then either the writer brings it under half, or it empties itself and the
+    total is what the other writers held before, under the limit too. So the writers of a process hold at
+    most the limit plus the row being added, whatever the corpus; before, each writer had the limit of its
+    own, and a worker's route stage (documents, duplicates, rejected and index writers fused) held up to
+    four times it. Thread-safe (the SDK harness can run bundles in several threads): while one writer
+    flushes, the others that add see the total still high and flush too (smaller files, merged again by
+    `_MergeStagedFn`), so the total stays within the limit plus one row per writer adding at that time."""
+
+    def __init__(self, limit: Optional[int] = None):
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._held = weakref.WeakKeyDictionary()  # writer -> bytes its buffers hold
+        self.peak = 0  # the highest total since `take_peak` (measurement: pipeline/worker.py)
+
+    def add(self, writer, grown: int) -> None:
+        with self._lock:
+            self._held[writer] = self._held.get(writer, 0) + grown
+            total = sum(self._held.values())
+            self.peak = max(self.peak, total)
+
+    def forget(self, writer) -> None:
+        """`writer` holds nothing (a new bundle: the buffers of one that failed are gone)."""
+        with self._lock:
+            self._held.pop(writer, None)
+
+    @property
+    def held(self) -> int:
+        with self._lock:
+            return sum(self._held.values())
+
+    def over(self, fraction: float = 1.0) -> bool:
+        """Whether the total has reached `fraction` of the limit."""
+        limit = MAX_BUFFERED_BYTES if self.limit is None else self.limit
+        return self.held >= limit * fraction
+
+    def take_peak(self) -> int:
+        """The highest total since the last call (then reset to the total now)."""
+        with self._lock:
+            peak, self.peak = self.peak, sum(self._held.values())
+        return peak
+
+
+BUDGET = WriterBudget()  # this process's: every writer in it shares it (`_WriteStagedFn.setup`)
+
+
 class _WriteStagedFn(beam.DoFn):
     """Buffers rows per (table, partition) and writes whole Parquet files into the staging folder; emits one
-    StagedFile per file written, only when the bundle that wrote it completes. The rows held stay within
-    MAX_BUFFERED_BYTES (real memory: `_Rows.held`), and a file is streamed out (`write_sorted_runs`). Its
-    ParDos declare their output type (`Any`, what Beam infers anyway), so that Beam does not infer it at graph
-    building by walking the bytecode of `process` and of what it calls."""
+    StagedFile per file written, only when the bundle that wrote it completes. The rows that all the writers
+    of a process hold stay within MAX_BUFFERED_BYTES (real memory: `_Rows.held`, counted in the process's
+    `WriterBudget`), and a file is streamed out (`write_sorted_runs`). Its ParDos declare their output type
+    (`Any`, what Beam infers anyway), so that Beam does not infer it at graph building by walking the bytecode
+    of `process` and of what it calls."""
 
     def __init__(self, table: str, staging: str, ingested_at: str, partition_by: str = DEFAULT_PARTITION_BY):
         self.table = table
@@ -132,24 +188,30 @@ class _WriteStagedFn(beam.DoFn):
         self.schema = file_schema(self.table, self.partition_by)
         self.ingested = datetime.fromisoformat(self.ingested_at)
         self.folder_ready = False
+        self.budget = BUDGET  # set here, not pickled: one per process, shared by every writer in it
 
     def start_bundle(self):
         self.buffers = defaultdict(_Rows)
         self.held = 0  # bytes of all partitions' buffers
+        self.budget.forget(self)
 
     def process(self, element):
         partition = partition_of(element, self.partition_by, self.ingested) if self.table == DOCUMENTS else ""
         row = element if self.table == INDEX else row_of(self.table, element, self.ingested, self.partition_by)
         buffer = self.buffers[partition]
-        self.held += buffer.add(row, self.table, self.schema)
+        grown = buffer.add(row, self.table, self.schema)
+        self.held += grown
+        self.budget.add(self, grown)
         if buffer.count >= MAX_ROWS_PER_FILE or buffer.held >= MAX_BYTES_PER_FILE:
             yield self._flush(partition)
-        elif self.held >= MAX_BUFFERED_BYTES:
-            # Many small partitions can together hold a worker's whole share of the corpus: bound the total,
-            # writing the biggest buffers first (fewer, larger files; `_MergeStagedFn` joins them again).
+        if self.budget.over():
+            # The process's writers together, many small partitions included, could hold a worker's whole
+            # share of the corpus: this writer writes its biggest buffers first (fewer, larger files;
+            # `_MergeStagedFn` joins them again) until the total is under half the budget or it holds nothing
+            # (why that bounds the total: `WriterBudget`).
             for biggest in sorted(self.buffers, key=lambda p: -self.buffers[p].held):
                 yield self._flush(biggest)
-                if self.held < MAX_BUFFERED_BYTES // 2:
+                if not self.budget.over(0.5):
                     break
 
     def finish_bundle(self):
@@ -159,13 +221,15 @@ class _WriteStagedFn(beam.DoFn):
 
     def _flush(self, partition: str) -> StagedFile:
         buffer = self.buffers.pop(partition)
-        self.held -= buffer.held
+        held = buffer.held
         if not self.folder_ready:
             _ensure_dir(FileSystems.join(self.staging, self.table))
             self.folder_ready = True
         runs, table, schema = buffer.runs(self.table, self.schema), self.table, self.schema
         staged = _write_staged(table, partition, self.staging, buffer.count,
                                lambda handle: write_sorted_runs(table, runs, schema, handle))
+        self.held -= held  # released once written: until then the rows are still in memory
+        self.budget.add(self, -held)
         Metrics.counter(NAMESPACE, f"{self.table}_rows").inc(buffer.count)
         Metrics.counter(NAMESPACE, f"{self.table}_files").inc()
         return staged
@@ -241,15 +305,19 @@ def _partition_key(staged: StagedFile) -> tuple:
 class _MergeStagedFn(beam.DoFn):
     """(table/partition, staged files) -> the files of that partition, those written by several bundles or
     workers merged into one (re-sorted), so a run adds one file per partition (more only past
-    MERGE_MAX_BYTES / MAX_ROWS_PER_FILE). A retried merge writes new names; only emitted files are committed."""
+    MERGE_MAX_BYTES / MAX_ROWS_PER_FILE). The dedup index's files are kept as staged: an append reads them
+    whole, so their number does not matter, and a group of them is up to MERGE_MAX_BYTES of incompressible
+    sketches held at once with a sorted copy (with the writers' one budget per process its staged files are
+    smaller than that bound, and their merge became the workers' peak at 300,000 records: +174 MB over the
+    stage). A retried merge writes new names; only emitted files are committed."""
 
     def __init__(self, staging: str):
         self.staging = staging
 
     def process(self, element):
         """`element`: (table/partition, {"files": [StagedFile fields, ...]}), as `CoGroupByKeyPacked` groups."""
-        files = element[1]["files"]
-        for group in merge_groups([StagedFile(*f) for f in files]):
+        files = [StagedFile(*f) for f in element[1]["files"]]
+        for group in [[f] for f in files] if element[0].startswith(f"{INDEX}/") else merge_groups(files):
             if len(group) == 1:
                 yield group[0]
                 continue

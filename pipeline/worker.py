@@ -86,7 +86,17 @@ def _memory_line() -> str:
         rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
     messages, size = data_channel_backlog()
     return (f"rss={rss} traced={tracemalloc.get_traced_memory()[0] >> 20} channel={messages}/{size >> 20}MB "
-            f"{_native_heap()}")
+            f"{_native_heap()}{_writers_held()}")
+
+
+def _writers_held() -> str:
+    """What the lake writers of this process buffer now and at most since the last line (MB), once they run."""
+    import sys
+
+    module = sys.modules.get("wirewash.pipeline.lake_write")  # not imported for this: pyarrow, Beam's IO
+    if module is None:
+        return ""
+    return f" writers={module.BUDGET.held >> 20}/{module.BUDGET.take_peak() >> 20}MB"
 
 
 def _profile_heap(folder: str, trace: bool) -> None:

@@ -133,3 +133,172 @@ def test_merged_runs_equal_one_sort_of_the_rows(parts, round_bytes, group_rows):
     assert got.read().equals(want.read())
     assert [got.metadata.row_group(i).num_rows for i in range(got.num_row_groups)] == \
         [want.metadata.row_group(i).num_rows for i in range(want.num_row_groups)]
+
+
+def _writers(staging: str, budget, n: int) -> list:
+    """`n` writers of one process sharing `budget` (index writers: the rule does not look at the table)."""
+    writers = []
+    for _ in range(n):
+        fn = _WriteStagedFn(INDEX, staging, "2026-01-01T00:00:00+00:00")
+        fn.setup()
+        fn.budget = budget
+        fn.start_bundle()
+        writers.append(fn)
+    return writers
+
+
+def _staged_rows(staged) -> int:
+    return sum(pq.read_metadata(s.path).num_rows for s in staged)
+
+
+def test_the_writers_of_a_process_share_one_budget():
+    first, second = (_WriteStagedFn(table, "/nowhere", "2026-01-01T00:00:00+00:00") for table in (INDEX, REJECTED))
+    first.setup()
+    second.setup()
+    assert first.budget is second.budget is lake_write.BUDGET
+
+
+@settings(max_examples=30, deadline=None)
+@given(feed=st.lists(st.tuples(st.integers(0, 3), st.integers(10, 600)), min_size=1, max_size=150),
+       limit_kb=st.integers(8, 96), batch_rows=st.integers(1, 8))
+def test_four_writers_of_a_process_hold_at_most_the_budget_plus_one_row(feed, limit_kb, batch_rows):
+    """Rows to four writers of one process, in any interleaving and size: after each row the writers hold less
+    than the budget together, and at most the budget plus that row while it is added (each writer had its own
+    budget before: four times it in all); every row is written once."""
+    import tempfile
+
+    limit = limit_kb << 10
+    budget = lake_write.WriterBudget(limit)
+    rng = random.Random(len(feed))
+    with tempfile.TemporaryDirectory() as staging, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lake_write, "BATCH_ROWS", batch_rows)
+        writers, staged = _writers(staging, budget, 4), []
+        for i, (which, words) in enumerate(feed):
+            row = index_row_of((f"{i:08d}", f"{rng.getrandbits(128):032x}", "2026-01-01", rng.randbytes(512),
+                                rng.randbytes(8 * words)))
+            budget.take_peak()
+            staged += list(writers[which].process(row))
+            assert budget.take_peak() <= limit + held_bytes(row), i
+            assert budget.held < limit, (i, budget.held)
+            assert budget.held == sum(w.held for w in writers)
+        for fn in writers:
+            staged += [w.value for w in fn.finish_bundle()]
+        assert budget.held == 0
+        assert _staged_rows(staged) == len(feed)
+
+
+def test_writers_in_several_threads_keep_the_budget_and_every_row(tmp_path):
+    """The SDK harness can run bundles in several threads: writers adding and flushing at once, new ones
+    joining each bundle, keep the count exact (nothing held once all are done), the total within the budget
+    plus a row per thread, and every row written once."""
+    import sys
+    import threading
+
+    limit, threads, bundles, rows_each = 256 << 10, 4, 4, 60
+    budget = lake_write.WriterBudget(limit)
+    rows = list(_index_rows(rows_each))
+    largest = max(held_bytes(row) for row in rows)
+    staged, errors = [], []
+
+    def work():
+        try:
+            for _ in range(bundles):
+                writers = _writers(str(tmp_path), budget, 3)
+                for i, row in enumerate(rows):
+                    staged.extend(writers[i % 3].process(row))
+                for fn in writers:
+                    staged.extend(w.value for w in fn.finish_bundle())
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: inside the budget's updates too
+    try:
+        workers = [threading.Thread(target=work) for _ in range(threads)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors
+    assert budget.held == 0
+    assert budget.take_peak() <= limit + threads * largest
+    assert _staged_rows(staged) == threads * bundles * rows_each
+
+
+def test_the_budget_counts_exactly_with_writers_coming_and_going_in_threads():
+    """Many threads adding, releasing and forgetting writers at once (each bundle a new writer): no update lost,
+    no error, nothing left counted."""
+    import sys
+    import threading
+
+    budget, errors = lake_write.WriterBudget(1 << 20), []
+
+    class Writer:  # what the budget keys on: any object (weakly referenced)
+        pass
+
+    def work():
+        try:
+            kept = Writer()
+            for i in range(3000):
+                writer = Writer()
+                budget.add(writer, 100)
+                budget.add(kept, 1)
+                budget.over()
+                if i % 2:
+                    budget.add(writer, -100)
+                else:
+                    budget.forget(writer)
+            budget.forget(kept)
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        workers = [threading.Thread(target=work) for _ in range(8)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors[:1]
+    assert budget.held == 0
+
+
+def test_the_worker_memory_line_shows_what_the_writers_hold():
+    """`bench/memory.py --worker_heap`: each worker's line says what its writers buffer now / at most since."""
+    import re
+
+    from wirewash.pipeline.worker import _memory_line
+
+    class Writer:
+        pass
+
+    writer = Writer()
+    lake_write.BUDGET.add(writer, 3 << 20)
+    try:
+        now, peak = map(int, re.search(r"writers=(\d+)/(\d+)MB", _memory_line()).groups())
+        assert now >= 3 and peak >= 3
+    finally:
+        lake_write.BUDGET.forget(writer)
+
+
+def test_the_index_files_are_kept_as_staged_and_the_others_merged(tmp_path):
+    """The merge step joins a partition's small staged files into one, but leaves the dedup index's as they
+    are: merging them held a group of incompressible sketches and a sorted copy at once (the workers' peak)."""
+    from wirewash.pipeline.lake_write import _MergeStagedFn, _write_staged_table
+
+    rows = {INDEX: list(_index_rows(40)),
+            REJECTED: [{"doc_id": f"d{i}", "source_location": f"f:{i}", "stage": "read", "reason": "bad",
+                        "excerpt": "", "error": "", "ingested_at": None} for i in range(40)]}
+    for table, table_rows in rows.items():
+        (tmp_path / table).mkdir()
+        schema = INDEX_SCHEMA if table == INDEX else lake.SCHEMAS[REJECTED]
+        staged = [_write_staged_table(table, "", str(tmp_path), pa.Table.from_pylist(part, schema=schema))
+                  for part in (table_rows[:25], table_rows[25:])]
+        out = list(_MergeStagedFn(str(tmp_path)).process((f"{table}/", {"files": [tuple(s) for s in staged]})))
+        assert sum(s.rows for s in out) == 40
+        assert sorted(out) == sorted(staged) if table == INDEX else len(out) == 1
