@@ -187,12 +187,28 @@ def test_four_writers_of_a_process_hold_at_most_the_budget_plus_one_row(feed, li
         assert _staged_rows(staged) == len(feed)
 
 
+def _run_in_threads(work, threads: int) -> None:
+    """`work` in `threads` threads at once, switching between them as often as possible (inside the budget's
+    updates too); returns when all are done."""
+    import sys
+    import threading
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        running = [threading.Thread(target=work) for _ in range(threads)]
+        for t in running:
+            t.start()
+        for t in running:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+
+
 def test_writers_in_several_threads_keep_the_budget_and_every_row(tmp_path):
     """The SDK harness can run bundles in several threads: writers adding and flushing at once, new ones
     joining each bundle, keep the count exact (nothing held once all are done), the total within the budget
     plus a row per thread, and every row written once."""
-    import sys
-    import threading
 
     limit, threads, bundles, rows_each = 256 << 10, 4, 4, 60
     budget = lake_write.WriterBudget(limit)
@@ -211,16 +227,7 @@ def test_writers_in_several_threads_keep_the_budget_and_every_row(tmp_path):
         except Exception as error:  # noqa: BLE001 - reported by the assertion below
             errors.append(error)
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads as often as possible: inside the budget's updates too
-    try:
-        workers = [threading.Thread(target=work) for _ in range(threads)]
-        for t in workers:
-            t.start()
-        for t in workers:
-            t.join()
-    finally:
-        sys.setswitchinterval(interval)
+    _run_in_threads(work, threads)
     assert not errors, errors
     assert budget.held == 0
     assert budget.take_peak() <= limit + threads * largest
@@ -230,8 +237,6 @@ def test_writers_in_several_threads_keep_the_budget_and_every_row(tmp_path):
 def test_the_budget_counts_exactly_with_writers_coming_and_going_in_threads():
     """Many threads adding, releasing and forgetting writers at once (each bundle a new writer): no update lost,
     no error, nothing left counted."""
-    import sys
-    import threading
 
     budget, errors = lake_write.WriterBudget(1 << 20), []
 
@@ -254,16 +259,7 @@ def test_the_budget_counts_exactly_with_writers_coming_and_going_in_threads():
         except Exception as error:  # noqa: BLE001 - reported by the assertion below
             errors.append(error)
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        workers = [threading.Thread(target=work) for _ in range(8)]
-        for t in workers:
-            t.start()
-        for t in workers:
-            t.join()
-    finally:
-        sys.setswitchinterval(interval)
+    _run_in_threads(work, 8)
     assert not errors, errors[:1]
     assert budget.held == 0
 
